@@ -1,0 +1,275 @@
+"""The one exception tree of the step operator.
+
+Callers catch what they can act on: a bad setting before anything was sent, a refusal by the API
+server, or a step that ran (or could not run) and did not succeed. None of these subclass the
+client library's ``ApiException``; every API failure is translated in one place and chained with
+``from``::
+
+    StepOperatorError
+    ├── ConfigurationError            bad input, raised before anything is submitted
+    ├── ApiError                      the API server refused or failed a request
+    │   ├── ForbiddenError            403: RBAC, Pod Security or an admission webhook
+    │   ├── NotFoundError             404
+    │   ├── ConflictError             409
+    │   │   └── NameCollisionError    409 on a Job that belongs to another run or step
+    │   ├── InvalidError              422: the server's field causes attached
+    │   ├── TooManyRequestsError      429 (retried, honouring Retry-After)
+    │   └── ServerUnavailableError    5xx, connection errors and read time-outs (retried)
+    └── StepError                     the step did not succeed; carries job/pod/container facts
+        ├── StepFailedError           the container exited non-zero
+        │   └── OOMKilledError        killed for exceeding its memory limit
+        ├── UnschedulableError        no node can take the pod (the scheduler's breakdown)
+        ├── ImageError                the image cannot be pulled or is invalid
+        ├── ContainerConfigError      a referenced Secret or ConfigMap is missing
+        ├── DeadlineExceededError     the active deadline or a phase bound ran out
+        ├── AdmissionRejectedError    quota, Pod Security or a webhook refused the pod
+        ├── DeletedExternallyError    the Job disappeared before it finished
+        └── StepCancelledError        the caller cancelled the step
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "AdmissionRejectedError",
+    "ApiError",
+    "ConfigurationError",
+    "ConflictError",
+    "ContainerConfigError",
+    "DeadlineExceededError",
+    "DeletedExternallyError",
+    "FieldCause",
+    "ForbiddenError",
+    "ImageError",
+    "InvalidError",
+    "NameCollisionError",
+    "NotFoundError",
+    "OOMKilledError",
+    "ServerUnavailableError",
+    "StepCancelledError",
+    "StepError",
+    "StepFailedError",
+    "StepOperatorError",
+    "TooManyRequestsError",
+    "UnschedulableError",
+]
+
+
+class StepOperatorError(Exception):
+    """Root of every error this library raises on purpose."""
+
+
+class ConfigurationError(StepOperatorError, ValueError):
+    """A setting or input is invalid; raised before anything is sent to the cluster.
+
+    Attributes:
+        field: Dotted path of the offending field, e.g. ``settings.gpu.count``.
+        accepted: What would have been accepted, in words.
+        value: The rejected value (never a secret value).
+    """
+
+    def __init__(self, field: str, accepted: str, value: Any = None, *, detail: str = "") -> None:
+        self.field = field
+        self.accepted = accepted
+        self.value = value
+        self.detail = detail
+        shown = "" if value is None else f" (got {value!r})"
+        extra = f": {detail}" if detail else ""
+        super().__init__(f"{field}: expected {accepted}{shown}{extra}")
+
+
+@dataclass(frozen=True)
+class FieldCause:
+    """One entry of a Status' ``details.causes``: which field the server rejected and why."""
+
+    field: str
+    reason: str
+    message: str
+
+
+class ApiError(StepOperatorError):
+    """The API server answered with an error, or could not be reached.
+
+    Attributes:
+        status: HTTP status code, or 0 when no answer arrived.
+        reason: The Status ``reason`` (``Forbidden``, ``Invalid``, ``AlreadyExists``...).
+        message: The server's message.
+        causes: Field-level causes from ``details.causes``.
+        retry_after: Seconds the server asked to wait, when it said so.
+        operation: What we were doing, e.g. ``create Job ns/name``.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int = 0,
+        reason: str = "",
+        causes: Sequence[FieldCause] = (),
+        retry_after: float | None = None,
+        operation: str = "",
+        body: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.status = status
+        self.reason = reason
+        self.message = message
+        self.causes = tuple(causes)
+        self.retry_after = retry_after
+        self.operation = operation
+        self.body = dict(body) if body else {}
+        head = f"{operation}: " if operation else ""
+        code = f"{status} {reason}".strip() if status else (reason or "no answer")
+        text = f"{head}{code}: {message}"
+        if self.causes:
+            text += "; " + "; ".join(f"{c.field}: {c.message}" for c in self.causes)
+        super().__init__(text)
+
+
+class ForbiddenError(ApiError):
+    """403: the caller lacks an RBAC verb, or Pod Security / a webhook denied the object."""
+
+
+class NotFoundError(ApiError):
+    """404: the object (or the namespace) does not exist."""
+
+
+class ConflictError(ApiError):
+    """409: the object exists already, or was changed concurrently."""
+
+
+class NameCollisionError(ConflictError):
+    """A Job with the step's deterministic name exists but belongs to another run or step."""
+
+
+class InvalidError(ApiError):
+    """422: the server found the object invalid; ``causes`` names the fields."""
+
+
+class TooManyRequestsError(ApiError):
+    """429: the server is throttling; retried after ``retry_after``."""
+
+
+class ServerUnavailableError(ApiError):
+    """5xx, a refused or reset connection, or a read time-out; retried with back-off."""
+
+
+class StepError(StepOperatorError):
+    """The step did not succeed. Carries what Kubernetes said about it.
+
+    Attributes:
+        job: Job name.
+        namespace: Job namespace.
+        pod: The pod the facts come from, when there is one.
+        container: The container, when there is one.
+        reason: Kubernetes' reason (``BackoffLimitExceeded``, ``OOMKilled``, ``Unschedulable``...).
+        exit_code: The container's exit code, when it ran.
+        message: Kubernetes' message, or our summary of it.
+        log_tail: The last lines the step printed, when there are any.
+    """
+
+    summary = "step failed"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        job: str = "",
+        namespace: str = "",
+        pod: str = "",
+        container: str = "",
+        reason: str = "",
+        exit_code: int | None = None,
+        log_tail: Sequence[str] = (),
+    ) -> None:
+        self.job = job
+        self.namespace = namespace
+        self.pod = pod
+        self.container = container
+        self.reason = reason
+        self.exit_code = exit_code
+        self.message = message
+        self.log_tail = list(log_tail)
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        where = "/".join(p for p in (self.namespace, self.job) if p)
+        parts = [f"{self.summary}: {where}" if where else self.summary]
+        if self.pod:
+            container = f" container {self.container}" if self.container else ""
+            parts.append(f"pod {self.pod}{container}")
+        if self.reason:
+            parts.append(f"reason {self.reason}")
+        if self.exit_code is not None:
+            parts.append(f"exit code {self.exit_code}")
+        text = ", ".join(parts)
+        if self.message:
+            text += f": {self.message}"
+        if self.log_tail:
+            text += "\n--- last lines of the step's log ---\n" + "\n".join(self.log_tail)
+        return text
+
+
+class StepFailedError(StepError):
+    """The step's container exited with a non-zero code."""
+
+    summary = "step failed"
+
+
+class OOMKilledError(StepFailedError):
+    """The step's container was killed for exceeding its memory limit (exit code 137)."""
+
+    summary = "step was OOM-killed (memory limit exceeded)"
+
+
+class UnschedulableError(StepError):
+    """No node can take the step's pod.
+
+    Attributes:
+        breakdown: The scheduler's explanation, e.g. ``0/6 nodes are available: 2 Insufficient
+            nvidia.com/gpu, ...``.
+    """
+
+    summary = "step cannot be scheduled"
+
+    def __init__(self, message: str, *, breakdown: str = "", **facts: Any) -> None:
+        self.breakdown = breakdown
+        super().__init__(message, **facts)
+
+
+class ImageError(StepError):
+    """The step's image is invalid, missing, or cannot be pulled."""
+
+    summary = "step image cannot be used"
+
+
+class ContainerConfigError(StepError):
+    """The container cannot be created: a referenced Secret or ConfigMap is missing."""
+
+    summary = "step container cannot be configured"
+
+
+class DeadlineExceededError(StepError):
+    """The step ran past its active deadline, or a phase ran past its bound."""
+
+    summary = "step exceeded its deadline"
+
+
+class AdmissionRejectedError(StepError):
+    """The Job exists but its pod was refused: ResourceQuota, Pod Security or a webhook."""
+
+    summary = "step pod was rejected at admission"
+
+
+class DeletedExternallyError(StepError):
+    """The Job was deleted by someone else before it finished."""
+
+    summary = "step Job was deleted externally"
+
+
+class StepCancelledError(StepError):
+    """The caller cancelled the step; its Job and pods were deleted."""
+
+    summary = "step was cancelled"

@@ -1,0 +1,229 @@
+"""The one place where the API server's answers become our errors, and where retries are decided.
+
+The official client raises ``ApiException`` for HTTP errors and urllib3 errors for transport
+failures, and retries connection errors on its own. Both are folded here into the ``ApiError``
+family (``errors.py``), and one tenacity policy decides what is retried: 429 (honouring
+Retry-After), 5xx, refused or reset connections and read time-outs. 4xx answers are never
+retried: they will not change by asking again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import urllib3
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+from kubernetes.client.exceptions import ApiException
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_delay
+
+from k8s_step_operator.errors import (
+    ApiError,
+    ConflictError,
+    FieldCause,
+    ForbiddenError,
+    InvalidError,
+    NotFoundError,
+    ServerUnavailableError,
+    TooManyRequestsError,
+)
+
+__all__ = ["api_error", "call", "load_api_client", "read_json"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
+    urllib3.exceptions.HTTPError,  # MaxRetryError, ProtocolError, ReadTimeoutError, ...
+    ConnectionError,
+    TimeoutError,
+)
+
+# Retries stop after this long in total; a control plane that is gone longer than this is down.
+RETRY_BUDGET_SECONDS = 120.0
+_BACKOFF_FIRST = 0.2
+_BACKOFF_MAX = 5.0
+
+
+def load_api_client(
+    kubeconfig: str | None = None, context: str | None = None, in_cluster: bool = False
+) -> k8s.ApiClient:
+    """Build an API client from a kubeconfig file, a context, or the in-cluster account.
+
+    Args:
+        kubeconfig: Path of a kubeconfig; ``None`` uses ``$KUBECONFIG`` or ``~/.kube/config``.
+        context: A context of that kubeconfig; ``None`` uses its current context.
+        in_cluster: Use the pod's ServiceAccount instead of a kubeconfig.
+
+    Returns:
+        A client whose own transport retries are off, so that ``call`` alone decides.
+    """
+    configuration = k8s.Configuration()
+    if in_cluster:
+        k8s_config.load_incluster_config(client_configuration=configuration)
+    else:
+        k8s_config.load_kube_config(
+            config_file=kubeconfig, context=context, client_configuration=configuration
+        )
+    disable_transport_retries(configuration)
+    return k8s.ApiClient(configuration)
+
+
+def disable_transport_retries(configuration: Any) -> None:
+    """Turn off urllib3's own retries: they would multiply ours and hide the failures."""
+    configuration.retries = urllib3.util.Retry(total=0, connect=0, read=0, redirect=3)
+    # Many threads share one client; the pool must hold at least the watches and log streams.
+    configuration.connection_pool_maxsize = max(configuration.connection_pool_maxsize, 32)
+
+
+def _status_body(exc: ApiException) -> dict[str, Any]:
+    body = exc.body
+    if isinstance(body, bytes):
+        body = body.decode("utf-8", "replace")
+    if not body:
+        return {}
+    try:
+        parsed = json.loads(body)
+    except (TypeError, ValueError):
+        return {"message": str(body)[:2000]}
+    return parsed if isinstance(parsed, dict) else {}
+
+
+def _retry_after(exc: ApiException, body: dict[str, Any]) -> float | None:
+    headers = exc.headers or {}
+    value = headers.get("Retry-After") if hasattr(headers, "get") else None
+    if value is None:
+        value = (body.get("details") or {}).get("retryAfterSeconds")
+    try:
+        return float(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def api_error(exc: BaseException, operation: str = "") -> ApiError:
+    """Translate a client exception into the matching ``ApiError`` subclass.
+
+    Args:
+        exc: An ``ApiException`` or a transport error raised by the client.
+        operation: What was being done, e.g. ``create Job ns/name``; it prefixes the message.
+
+    Returns:
+        The error to raise (``raise api_error(e, op) from e``).
+    """
+    if not isinstance(exc, ApiException):
+        return ServerUnavailableError(
+            f"{type(exc).__name__}: {exc}", reason="ConnectionError", operation=operation
+        )
+    body = _status_body(exc)
+    status = int(exc.status or 0)
+    reason = str(body.get("reason") or exc.reason or "")
+    message = str(body.get("message") or exc.reason or "")
+    causes = [
+        FieldCause(
+            field=str(c.get("field", "")),
+            reason=str(c.get("reason", "")),
+            message=str(c.get("message", "")),
+        )
+        for c in (body.get("details") or {}).get("causes") or []
+        if isinstance(c, dict)
+    ]
+    cls: type[ApiError]
+    if status == 403:
+        cls = ForbiddenError
+    elif status == 404:
+        cls = NotFoundError
+    elif status == 409:
+        cls = ConflictError
+    elif status == 422:
+        cls = InvalidError
+    elif status == 429:
+        cls = TooManyRequestsError
+    elif status >= 500 or status == 0:
+        cls = ServerUnavailableError
+    else:
+        cls = ApiError
+    return cls(
+        message,
+        status=status,
+        reason=reason,
+        causes=causes,
+        retry_after=_retry_after(exc, body),
+        operation=operation,
+        body=body,
+    )
+
+
+def _wait(state: RetryCallState) -> float:
+    exc = state.outcome.exception() if state.outcome else None
+    if isinstance(exc, TooManyRequestsError) and exc.retry_after is not None:
+        return min(max(exc.retry_after, 0.0), 60.0)
+    ceiling = min(_BACKOFF_MAX, _BACKOFF_FIRST * (2 ** (state.attempt_number - 1)))
+    return random.uniform(ceiling / 2, ceiling)  # jitter: many waiters must not retry in step
+
+
+def _before_sleep(state: RetryCallState) -> None:
+    exc = state.outcome.exception() if state.outcome else None
+    log.warning("retrying after %s (attempt %d)", exc, state.attempt_number)
+
+
+def call(
+    operation: str,
+    fn: Callable[..., T],
+    *args: Any,
+    retry: bool = True,
+    budget: float = RETRY_BUDGET_SECONDS,
+    **kwargs: Any,
+) -> T:
+    """Call the API, translating failures and retrying only what may succeed next time.
+
+    Args:
+        operation: Words for the log and the error message, e.g. ``create Job ns/name``.
+        fn: The client method.
+        *args: Its positional arguments.
+        retry: ``False`` to translate without retrying (e.g. a create whose outcome the caller
+            resolves itself).
+        budget: Seconds of retrying before the last error is raised.
+        **kwargs: Its keyword arguments.
+
+    Returns:
+        Whatever ``fn`` returns.
+
+    Raises:
+        ApiError: The translated failure.
+    """
+
+    def attempt() -> T:
+        try:
+            return fn(*args, **kwargs)
+        except ApiException as e:
+            raise api_error(e, operation) from e
+        except _TRANSPORT_ERRORS as e:
+            raise api_error(e, operation) from e
+
+    if not retry:
+        return attempt()
+    retrying = Retrying(
+        retry=retry_if_exception_type((TooManyRequestsError, ServerUnavailableError)),
+        wait=_wait,
+        stop=stop_after_delay(budget),
+        before_sleep=_before_sleep,
+        reraise=True,
+    )
+    return retrying(attempt)
+
+
+def read_json(response: Any) -> Any:
+    """Decode a response fetched with ``_preload_content=False``.
+
+    Raw JSON is used on hot paths (lists, watches): the client's model deserialization costs
+    milliseconds per object, which hundreds of concurrent steps cannot afford.
+    """
+    try:
+        return json.loads(response.data)
+    finally:
+        response.release_conn()

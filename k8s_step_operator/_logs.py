@@ -1,0 +1,216 @@
+"""Streams a step's output to the caller's logger as the step prints it.
+
+Every pod of the Job is followed, each container once it has started. Lines are requested with
+timestamps, so a stream that is cut (an API server restart, a read time-out) resumes from the
+last second seen and drops what was already emitted: nothing is lost, nothing is said twice. The
+end of a stream is not the end of the step: the outcome comes from the Job alone. The runner drains
+the streams before it returns, so the last lines arrive before the Job may be deleted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from kubernetes import client as k8s
+from kubernetes.watch.watch import iter_resp_lines
+
+from k8s_step_operator._client import api_error
+from k8s_step_operator.errors import ApiError
+
+__all__ = ["LogFollower"]
+
+log = logging.getLogger(__name__)
+
+TAIL_LINES = 20
+
+
+def _parse_ts(text: str) -> datetime | None:
+    try:
+        # RFC 3339 with nanoseconds: Python parses up to microseconds.
+        head, _, frac = text.rstrip("Z").partition(".")
+        stamp = f"{head}.{frac[:6].ljust(6, '0')}+00:00" if frac else f"{head}+00:00"
+        return datetime.fromisoformat(stamp)
+    except ValueError:
+        return None
+
+
+class _Stream:
+    """One container's log, followed in its own thread, resumed without duplicates."""
+
+    def __init__(self, owner: LogFollower, pod: str, container: str, prefix: str) -> None:
+        self.owner = owner
+        self.pod = pod
+        self.container = container
+        self.prefix = prefix
+        self.last_raw_ts = ""
+        self.last_ts: datetime | None = None
+        self.emitted_at_last = 0  # lines emitted with the timestamp last_raw_ts
+        self.replayed = 0  # lines with that timestamp seen on the current connection
+        self.finished = threading.Event()
+        self.response: Any = None
+        self.thread = threading.Thread(
+            target=self._run, name=f"logs-{pod}-{container}", daemon=True
+        )
+
+    def _run(self) -> None:
+        attempts = 0
+        try:
+            while not self.owner.stopped.is_set():
+                ended_cleanly = self._follow_once()
+                if self.owner.container_done(self.pod, self.container) and ended_cleanly:
+                    return
+                attempts += 1
+                if attempts > 50:
+                    log.warning("giving up following logs of %s/%s", self.pod, self.container)
+                    return
+                self.owner.stopped.wait(min(2.0, 0.1 * attempts))
+        finally:
+            self.finished.set()
+
+    def _follow_once(self) -> bool:
+        since: int | None = None
+        if self.last_ts is not None:
+            age = (datetime.now(UTC) - self.last_ts).total_seconds()
+            since = max(1, math.ceil(age) + 1)
+        try:
+            resp = self.owner.core.read_namespaced_pod_log(
+                self.pod,
+                self.owner.namespace,
+                container=self.container,
+                follow=True,
+                timestamps=True,
+                since_seconds=since,
+                _preload_content=False,
+                _request_timeout=(10, self.owner.read_timeout),
+            )
+        except Exception as e:
+            err = api_error(e, f"logs of pod {self.pod}")
+            if isinstance(err, ApiError) and err.status == 400:
+                return False  # container not started yet, or gone: try again later
+            log.debug("log stream of %s/%s failed: %s", self.pod, self.container, err)
+            return False
+        self.response = resp
+        self.replayed = 0
+        try:
+            for line in iter_resp_lines(resp):
+                self._emit(line)
+        except Exception as e:
+            log.debug("log stream of %s/%s cut: %s", self.pod, self.container, e)
+            return False
+        finally:
+            self.response = None
+            with contextlib.suppress(Exception):
+                resp.release_conn()
+        return True
+
+    def _emit(self, line: str) -> None:
+        raw_ts, _, text = line.partition(" ")
+        ts = _parse_ts(raw_ts)
+        if ts is None:  # not a timestamped line: emit as is
+            self.owner.sink(self.prefix, line)
+            return
+        if self.last_ts is not None and ts < self.last_ts:
+            return  # already emitted before the stream was resumed
+        if raw_ts == self.last_raw_ts:
+            # Several lines can share a timestamp, and a resumed stream repeats them all.
+            self.replayed += 1
+            if self.replayed <= self.emitted_at_last:
+                return
+            self.emitted_at_last += 1
+        else:
+            self.last_ts, self.last_raw_ts = ts, raw_ts
+            self.emitted_at_last = self.replayed = 1
+        self.owner.sink(self.prefix, text)
+
+    def cut(self) -> None:
+        resp = self.response
+        if resp is not None:
+            with contextlib.suppress(Exception):
+                resp.close()
+
+
+class LogFollower:
+    """Follows the logs of every container of every pod of one Job.
+
+    Args:
+        api_client: The API client.
+        namespace: The Job's namespace.
+        logger: Where the step's lines go, at INFO.
+        container_done: Tells whether a container has terminated (from the watcher's cache).
+        read_timeout: Seconds of silence after which a stream is re-opened.
+    """
+
+    def __init__(
+        self,
+        api_client: k8s.ApiClient,
+        namespace: str,
+        logger: logging.Logger,
+        container_done: Callable[[str, str], bool],
+        read_timeout: float = 300.0,
+    ) -> None:
+        self.core = k8s.CoreV1Api(api_client)
+        self.namespace = namespace
+        self.logger = logger
+        self.container_done = container_done
+        self.read_timeout = read_timeout
+        self.stopped = threading.Event()
+        self.tail: deque[str] = deque(maxlen=TAIL_LINES)
+        self._streams: dict[tuple[str, str], _Stream] = {}
+        self._lock = threading.Lock()
+
+    def sink(self, prefix: str, text: str) -> None:
+        """Send one line of the step's output to the logger and keep it for the tail."""
+        with self._lock:
+            self.tail.append(text)
+        self.logger.info("%s%s", prefix, text)
+
+    def update(self, pods: Sequence[Mapping[str, Any]]) -> None:
+        """Start following any container of these pods that has started and is not followed."""
+        if self.stopped.is_set():
+            return
+        several = len(pods) > 1
+        for pod in pods:
+            name = str(pod["metadata"]["name"])
+            status = pod.get("status") or {}
+            statuses = list(status.get("initContainerStatuses") or []) + list(
+                status.get("containerStatuses") or []
+            )
+            multi = len(statuses) > 1
+            for cs in statuses:
+                state = cs.get("state") or {}
+                if not (state.get("running") or state.get("terminated")):
+                    continue
+                key = (name, str(cs.get("name")))
+                if key in self._streams:
+                    continue
+                parts = [p for p in (name if several else "", key[1] if multi else "") if p]
+                prefix = f"[{'/'.join(parts)}] " if parts else ""
+                stream = _Stream(self, name, key[1], prefix)
+                self._streams[key] = stream
+                stream.thread.start()
+
+    def drain(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for every stream to reach its end, then cut them."""
+        deadline = time.monotonic() + timeout
+        for stream in list(self._streams.values()):
+            stream.finished.wait(max(0.0, deadline - time.monotonic()))
+        self.stop()
+
+    def stop(self) -> None:
+        """Stop following; open streams are closed."""
+        self.stopped.set()
+        for stream in list(self._streams.values()):
+            stream.cut()
+
+    def last_lines(self) -> list[str]:
+        """The last lines the step printed."""
+        with self._lock:
+            return list(self.tail)

@@ -186,7 +186,7 @@ class LogFollower:
             multi = len(statuses) > 1
             for cs in statuses:
                 state = cs.get("state") or {}
-                if not (state.get("running") or state.get("terminated")):
+                if "running" not in state and "terminated" not in state:
                     continue
                 key = (name, str(cs.get("name")))
                 if key in self._streams:

@@ -306,7 +306,7 @@ def observe(job: Obj, pods: Sequence[Obj], events: Sequence[Obj] = ()) -> Observ
                 reason=reason,
                 message=message,
             )
-    running = any((cs.get("state") or {}).get("running") for cs in _container_statuses(pod))
+    running = any("running" in (cs.get("state") or {}) for cs in _container_statuses(pod))
     if running or (pod.get("status") or {}).get("phase") == "Running":
         return Observation(Phase.RUNNING, f"running on {node}", pod=pod_name)
     return Observation(Phase.STARTING, f"starting on {node}", pod=pod_name)

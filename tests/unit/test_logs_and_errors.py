@@ -1,0 +1,157 @@
+"""Log resumption without duplicates, and the translation of API failures into our errors."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import pytest
+import urllib3
+from kubernetes.client.exceptions import ApiException
+
+from k8s_step_operator import _client
+from k8s_step_operator._logs import LogFollower, _Stream
+from k8s_step_operator.errors import (
+    ApiError,
+    ConflictError,
+    ForbiddenError,
+    InvalidError,
+    NotFoundError,
+    ServerUnavailableError,
+    TooManyRequestsError,
+)
+
+
+class _Owner:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def sink(self, prefix: str, text: str) -> None:
+        self.lines.append(prefix + text)
+
+
+def _stream() -> tuple[_Stream, _Owner]:
+    owner = _Owner()
+    return _Stream(owner, "pod", "main", ""), owner  # type: ignore[arg-type]
+
+
+def test_resumed_stream_drops_what_was_emitted() -> None:
+    s, owner = _stream()
+    first = [
+        "2026-01-01T00:00:01.000000001Z a",
+        "2026-01-01T00:00:02.000000000Z b",
+        "2026-01-01T00:00:02.000000000Z c",
+    ]
+    for line in first:
+        s._emit(line)
+    # The stream is cut and resumed from a second earlier: it repeats everything since then.
+    s.replayed = 0
+    for line in [*first, "2026-01-01T00:00:02.000000000Z d", "2026-01-01T00:00:03Z e"]:
+        s._emit(line)
+    assert owner.lines == ["a", "b", "c", "d", "e"]
+
+
+def test_identical_lines_with_distinct_timestamps_are_all_kept() -> None:
+    s, owner = _stream()
+    for i in range(3):
+        s._emit(f"2026-01-01T00:00:0{i}.5Z same")
+    assert owner.lines == ["same"] * 3
+
+
+def test_follower_keeps_a_tail(caplog: pytest.LogCaptureFixture) -> None:
+    follower = LogFollower.__new__(LogFollower)
+    import collections
+    import threading
+
+    follower.tail = collections.deque(maxlen=3)
+    follower._lock = threading.Lock()
+    follower.logger = logging.getLogger("step-test")
+    with caplog.at_level(logging.INFO, logger="step-test"):
+        for i in range(5):
+            follower.sink("[p] ", f"line {i}")
+    assert follower.last_lines() == ["line 2", "line 3", "line 4"]
+    assert "[p] line 4" in caplog.text
+
+
+def _api_exc(
+    status: int, body: dict[str, Any], headers: dict[str, str] | None = None
+) -> ApiException:
+    e = ApiException(status=status, reason="Reason")
+    e.body = json.dumps(body)
+    e.headers = headers or {}
+    return e
+
+
+@pytest.mark.parametrize(
+    ("status", "cls"),
+    [
+        (403, ForbiddenError),
+        (404, NotFoundError),
+        (409, ConflictError),
+        (422, InvalidError),
+        (429, TooManyRequestsError),
+        (500, ServerUnavailableError),
+        (503, ServerUnavailableError),
+        (400, ApiError),
+    ],
+)
+def test_status_maps_to_error_class(status: int, cls: type[ApiError]) -> None:
+    err = _client.api_error(
+        _api_exc(status, {"reason": "R", "message": "the server said so"}), "op"
+    )
+    assert type(err) is cls
+    assert err.status == status and err.reason == "R" and "the server said so" in str(err)
+    assert str(err).startswith("op: ")
+
+
+def test_invalid_carries_field_causes() -> None:
+    body = {
+        "reason": "Invalid",
+        "message": "Job.batch is invalid",
+        "details": {
+            "causes": [
+                {
+                    "field": "spec.template.spec.containers[0].image",
+                    "reason": "FieldValueRequired",
+                    "message": "Required value",
+                }
+            ]
+        },
+    }
+    err = _client.api_error(_api_exc(422, body), "create Job ns/x")
+    assert err.causes[0].field == "spec.template.spec.containers[0].image"
+    assert "containers[0].image: Required value" in str(err)
+
+
+def test_retry_after_is_read() -> None:
+    err = _client.api_error(_api_exc(429, {"reason": "TooManyRequests"}, {"Retry-After": "2"}))
+    assert isinstance(err, TooManyRequestsError) and err.retry_after == 2.0
+
+
+def test_transport_errors_become_server_unavailable() -> None:
+    err = _client.api_error(urllib3.exceptions.ProtocolError("connection reset"), "watch")
+    assert isinstance(err, ServerUnavailableError) and err.status == 0
+
+
+def test_call_retries_5xx_and_429_but_never_4xx() -> None:
+    attempts: list[int] = []
+
+    def flaky(fail_with: int, times: int) -> str:
+        attempts.append(fail_with)
+        if len(attempts) <= times:
+            raise _api_exc(fail_with, {"reason": "x"}, {"Retry-After": "0"})
+        return "ok"
+
+    assert _client.call("op", flaky, 503, 2) == "ok"
+    assert len(attempts) == 3
+    attempts.clear()
+    assert _client.call("op", flaky, 429, 1) == "ok"
+    attempts.clear()
+    with pytest.raises(ForbiddenError):
+        _client.call("op", flaky, 403, 5)
+    assert len(attempts) == 1
+    attempts.clear()
+    with pytest.raises(ServerUnavailableError):
+        _client.call("op", flaky, 500, 100, budget=0.5)
+    assert len(attempts) > 1

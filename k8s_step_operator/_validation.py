@@ -1,0 +1,186 @@
+"""Kubernetes' own syntax rules, checked before anything is sent.
+
+The API server would reject these with a 422 naming its own field path; checking here lets the
+error name *our* setting and say what is accepted. The rules follow
+k8s.io/apimachinery/pkg/util/validation and k8s.io/apimachinery/pkg/api/resource.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from pydantic import ValidationError
+
+from k8s_step_operator.errors import ConfigurationError
+
+__all__ = [
+    "check_dns_label",
+    "check_dns_subdomain",
+    "check_env_name",
+    "check_label_value",
+    "check_qualified_name",
+    "configuration_error",
+    "is_dns_label",
+    "is_label_value",
+    "is_qualified_name",
+    "parse_quantity",
+]
+
+_QUALIFIED_NAME_PART = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+# The classic C-identifier-like rule; accepted by every server version (newer ones allow more).
+_ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
+# A plain decimal number with an optional SI or binary suffix: the subset of Kubernetes
+# quantities that people write; exponent forms are refused to keep errors obvious.
+_QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E)?$")
+_SUFFIX = {
+    "": Decimal(1),
+    "m": Decimal("0.001"),
+    "k": Decimal(10) ** 3,
+    "M": Decimal(10) ** 6,
+    "G": Decimal(10) ** 9,
+    "T": Decimal(10) ** 12,
+    "P": Decimal(10) ** 15,
+    "E": Decimal(10) ** 18,
+    "Ki": Decimal(2) ** 10,
+    "Mi": Decimal(2) ** 20,
+    "Gi": Decimal(2) ** 30,
+    "Ti": Decimal(2) ** 40,
+    "Pi": Decimal(2) ** 50,
+    "Ei": Decimal(2) ** 60,
+}
+
+QUALIFIED_NAME_RULE = (
+    "a key of at most 63 characters [A-Za-z0-9._-] starting and ending alphanumeric, "
+    "optionally prefixed by a DNS subdomain and '/' (e.g. 'example.com/my-key')"
+)
+LABEL_VALUE_RULE = (
+    "a label value: empty, or at most 63 characters [A-Za-z0-9._-] starting and ending alphanumeric"
+)
+DNS_LABEL_RULE = "a DNS-1123 label: at most 63 characters [a-z0-9-], alphanumeric at both ends"
+DNS_SUBDOMAIN_RULE = (
+    "a DNS-1123 subdomain: at most 253 characters of dot-separated [a-z0-9-] labels, "
+    "each alphanumeric at both ends"
+)
+
+
+def is_dns_label(value: str) -> bool:
+    """True when ``value`` is a DNS-1123 label (names of Jobs, namespaces...)."""
+    return len(value) <= 63 and _DNS_LABEL.match(value) is not None
+
+
+def is_dns_subdomain(value: str) -> bool:
+    """True when ``value`` is a DNS-1123 subdomain."""
+    return len(value) <= 253 and _DNS_SUBDOMAIN.match(value) is not None
+
+
+def is_qualified_name(value: str) -> bool:
+    """True when ``value`` is a valid label or annotation key."""
+    prefix, slash, name = value.rpartition("/")
+    if slash and not is_dns_subdomain(prefix):
+        return False
+    return len(name) <= 63 and _QUALIFIED_NAME_PART.match(name) is not None
+
+
+def is_label_value(value: str) -> bool:
+    """True when ``value`` is a valid label value."""
+    return value == "" or (len(value) <= 63 and _QUALIFIED_NAME_PART.match(value) is not None)
+
+
+def check_dns_label(field: str, value: str) -> str:
+    """Return ``value`` or raise ``ConfigurationError`` naming ``field``."""
+    if not isinstance(value, str) or not is_dns_label(value):
+        raise ConfigurationError(field, DNS_LABEL_RULE, value)
+    return value
+
+
+def check_dns_subdomain(field: str, value: str) -> str:
+    """Return ``value`` or raise ``ConfigurationError`` naming ``field``."""
+    if not isinstance(value, str) or not is_dns_subdomain(value):
+        raise ConfigurationError(field, DNS_SUBDOMAIN_RULE, value)
+    return value
+
+
+def check_qualified_name(field: str, value: str) -> str:
+    """Return ``value`` or raise ``ConfigurationError`` naming ``field``."""
+    if not isinstance(value, str) or not is_qualified_name(value):
+        raise ConfigurationError(field, QUALIFIED_NAME_RULE, value)
+    return value
+
+
+def check_label_value(field: str, value: str) -> str:
+    """Return ``value`` or raise ``ConfigurationError`` naming ``field``."""
+    if not isinstance(value, str) or not is_label_value(value):
+        raise ConfigurationError(field, LABEL_VALUE_RULE, value)
+    return value
+
+
+def check_env_name(field: str, value: str) -> str:
+    """Return ``value`` or raise ``ConfigurationError`` naming ``field``."""
+    if not isinstance(value, str) or not _ENV_NAME.match(value):
+        raise ConfigurationError(
+            field,
+            "an environment variable name: [-._a-zA-Z] then [-._a-zA-Z0-9]*",
+            value,
+        )
+    return value
+
+
+def parse_quantity(field: str, value: str, *, allow_milli: bool = True) -> Decimal:
+    """Parse a Kubernetes quantity such as ``"1Gi"`` or ``"500m"``; return it as a Decimal.
+
+    Raises:
+        ConfigurationError: If ``value`` is not a quantity of the accepted form.
+    """
+    accepted = "a quantity such as '512Mi', '1Gi' or '2G' (digits, optional suffix " + (
+        "m, k, M, G, T, P, E, Ki, Mi, Gi, Ti, Pi, Ei)"
+        if allow_milli
+        else "k, M, G, ... Ki, Mi, Gi...)"
+    )
+    match = _QUANTITY.match(value) if isinstance(value, str) else None
+    if match is None or (match.group(2) == "m" and not allow_milli):
+        raise ConfigurationError(field, accepted, value)
+    try:
+        return Decimal(match.group(1)) * _SUFFIX[match.group(2) or ""]
+    except InvalidOperation as exc:  # pragma: no cover - the regex admits only decimals
+        raise ConfigurationError(field, accepted, value) from exc
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def configuration_error(
+    exc: ValidationError, prefix: str = "settings", *, secret_fields: tuple[str, ...] = ()
+) -> ConfigurationError:
+    """Translate a pydantic ``ValidationError`` into a ``ConfigurationError``.
+
+    The first error decides the field; the others are listed in ``detail``. Values under
+    ``secret_fields`` are never echoed.
+    """
+    errors = exc.errors(include_url=False)
+    first = errors[0]
+    loc = _loc(tuple(first["loc"]))
+    field = f"{prefix}.{loc}" if loc else prefix
+    value: Any = first.get("input")
+    if (
+        not loc
+        or isinstance(value, Mapping)
+        or any(loc.split(".")[0].split("[")[0] == s for s in secret_fields)
+    ):
+        value = None
+    accepted = str(first["msg"])
+    for lead in ("Value error, ", "Input should be "):
+        accepted = accepted.removeprefix(lead)
+    if first["type"] == "extra_forbidden":
+        accepted = "one of the known settings (this key is not one)"
+        value = None
+    others = "; ".join(f"{_loc(tuple(e['loc']))}: {e['msg']}" for e in errors[1:])
+    return ConfigurationError(field, accepted, value, detail=f"also {others}" if others else "")

@@ -1,0 +1,163 @@
+"""How a GPU request becomes resources, node labels and tolerations.
+
+Vendors differ in three things: the extended resource their device plugin advertises, the taint
+their node pools carry, and whether MIG partitions exist. Clusters differ in which label names the
+GPU model: GPU feature discovery, GKE and Karpenter each have their own. Both tables are open:
+any extended resource key (``example.com/fpga``) is a vendor, and ``register_gpu_label_scheme``
+adds a scheme.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from k8s_step_operator._validation import is_qualified_name
+from k8s_step_operator.errors import ConfigurationError
+
+__all__ = [
+    "GPU_VENDORS",
+    "GPULabelScheme",
+    "GPUVendor",
+    "get_gpu_label_scheme",
+    "gpu_label_schemes",
+    "mig_resource",
+    "register_gpu_label_scheme",
+    "resolve_gpu_vendor",
+]
+
+
+@dataclass(frozen=True)
+class GPUVendor:
+    """A GPU (or accelerator) vendor as the cluster sees it.
+
+    Attributes:
+        name: The short name (``nvidia``) or the resource key for custom accelerators.
+        resource: The extended resource requested, e.g. ``nvidia.com/gpu``.
+        taint_key: The taint key GPU node pools of this vendor carry; tolerated automatically.
+        supports_mig: Whether MIG profiles (``nvidia.com/mig-<profile>``) exist.
+    """
+
+    name: str
+    resource: str
+    taint_key: str
+    supports_mig: bool = False
+
+
+GPU_VENDORS: dict[str, GPUVendor] = {
+    "nvidia": GPUVendor("nvidia", "nvidia.com/gpu", "nvidia.com/gpu", supports_mig=True),
+    "amd": GPUVendor("amd", "amd.com/gpu", "amd.com/gpu"),
+    "intel": GPUVendor("intel", "gpu.intel.com/i915", "gpu.intel.com/i915"),
+}
+
+_VENDOR_RULE = (
+    "one of " + ", ".join(sorted(GPU_VENDORS)) + ", or an extended resource key such as "
+    "'example.com/fpga' (a domain prefix outside kubernetes.io, then '/', then a name)"
+)
+
+
+def resolve_gpu_vendor(field: str, value: str) -> GPUVendor:
+    """The vendor named ``value``: a known short name or an extended resource key.
+
+    Raises:
+        ConfigurationError: If ``value`` is neither.
+    """
+    known = GPU_VENDORS.get(value)
+    if known is not None:
+        return known
+    prefix, slash, _ = value.rpartition("/")
+    # Extended resources need a domain prefix; kubernetes.io names are native resources and
+    # "requests." prefixes are quota syntax: the API server refuses both as limits.
+    if (
+        slash
+        and is_qualified_name(value)
+        and "." in prefix
+        and not (prefix == "kubernetes.io" or prefix.endswith(".kubernetes.io"))
+        and not value.startswith("requests.")
+    ):
+        return GPUVendor(value, value, value)
+    raise ConfigurationError(field, _VENDOR_RULE, value)
+
+
+# NVIDIA's profile names: <compute slices>g.<memory>gb, e.g. 1g.5gb, 3g.40gb, 1g.10gb.
+_MIG_PROFILE = re.compile(r"^[1-7]g\.[1-9][0-9]{0,2}gb$")
+
+
+def mig_resource(field: str, vendor: GPUVendor, profile: str) -> str:
+    """The extended resource for a MIG profile: ``nvidia.com/mig-<profile>``.
+
+    Raises:
+        ConfigurationError: If the vendor has no MIG, or the profile is malformed.
+    """
+    if not vendor.supports_mig:
+        raise ConfigurationError(
+            field, "no MIG profile: MIG exists only for gpu_vendor 'nvidia'", profile
+        )
+    if not _MIG_PROFILE.match(profile):
+        raise ConfigurationError(
+            field, "a MIG profile '<slices>g.<memory>gb' such as '1g.5gb' or '3g.40gb'", profile
+        )
+    return f"nvidia.com/mig-{profile}"
+
+
+def _identity(value: str) -> str:
+    return value
+
+
+@dataclass(frozen=True)
+class GPULabelScheme:
+    """Which node label names the GPU model, and how a model name is written in it.
+
+    Attributes:
+        name: The scheme's name, used in ``settings.gpu_label_scheme``.
+        label_key: The node label key.
+        normalize: Maps the model the user wrote to the label's vocabulary.
+    """
+
+    name: str
+    label_key: str
+    normalize: Callable[[str], str] = _identity
+
+
+_SCHEMES: dict[str, GPULabelScheme] = {}
+
+
+def register_gpu_label_scheme(scheme: GPULabelScheme) -> None:
+    """Add (or replace) a label scheme.
+
+    Raises:
+        ConfigurationError: If the label key is not a valid label key.
+    """
+    if not is_qualified_name(scheme.label_key):
+        raise ConfigurationError("GPULabelScheme.label_key", "a valid label key", scheme.label_key)
+    _SCHEMES[scheme.name] = scheme
+
+
+def gpu_label_schemes() -> tuple[str, ...]:
+    """The names of every registered scheme."""
+    return tuple(sorted(_SCHEMES))
+
+
+def get_gpu_label_scheme(field: str, name: str) -> GPULabelScheme:
+    """The scheme called ``name``.
+
+    Raises:
+        ConfigurationError: If no scheme has that name.
+    """
+    scheme = _SCHEMES.get(name)
+    if scheme is None:
+        raise ConfigurationError(
+            field,
+            "one of " + ", ".join(gpu_label_schemes()) + " (or set gpu_label_key)",
+            name,
+        )
+    return scheme
+
+
+register_gpu_label_scheme(GPULabelScheme("gpu-feature-discovery", "nvidia.com/gpu.product"))
+register_gpu_label_scheme(GPULabelScheme("gke", "cloud.google.com/gke-accelerator"))
+# Karpenter's values are lower-case model names (a100, t4, l4).
+register_gpu_label_scheme(
+    GPULabelScheme("karpenter", "karpenter.k8s.aws/instance-gpu-name", str.lower)
+)

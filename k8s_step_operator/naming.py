@@ -1,0 +1,111 @@
+"""Deterministic, collision-free Kubernetes names for a step's Job.
+
+The Job's name is a pure function of (run id, step name): a caller that restarts computes the
+same name and finds its Job again (a 409 on create means "adopt", not "retry with another
+name"). Different (run id, step name) pairs get different names because a 64-bit hash of both
+is part of the name; the readable slug in front is only for humans. The raw strings live in
+annotations, which accept anything; ``same_step`` reads them to tell our Job from another run's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import unicodedata
+from collections.abc import Mapping
+from typing import Any
+
+from k8s_step_operator._validation import is_label_value
+
+__all__ = [
+    "ANNOTATION_PIPELINE_NAME",
+    "ANNOTATION_PREFIX",
+    "ANNOTATION_RUN_ID",
+    "ANNOTATION_RUN_NAME",
+    "ANNOTATION_STEP_NAME",
+    "ANNOTATION_STEP_RUN_ID",
+    "LABEL_MANAGED_BY",
+    "LABEL_RUN_ID",
+    "LABEL_STEP_NAME",
+    "MANAGED_BY",
+    "job_name",
+    "label_value",
+    "same_step",
+]
+
+ANNOTATION_PREFIX = "k8s-step-operator.io/"
+ANNOTATION_RUN_ID = ANNOTATION_PREFIX + "run-id"
+ANNOTATION_STEP_RUN_ID = ANNOTATION_PREFIX + "step-run-id"
+ANNOTATION_STEP_NAME = ANNOTATION_PREFIX + "step-name"
+ANNOTATION_RUN_NAME = ANNOTATION_PREFIX + "run-name"
+ANNOTATION_PIPELINE_NAME = ANNOTATION_PREFIX + "pipeline-name"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGED_BY = "k8s-step-operator"
+LABEL_RUN_ID = ANNOTATION_PREFIX + "run-id"
+LABEL_STEP_NAME = ANNOTATION_PREFIX + "step-name"
+
+_HASH_CHARS = 16  # 64 bits: collisions are out of reach for any realistic number of steps
+_MAX_NAME = 63  # the Job controller copies the name into a pod label value
+_NON_SLUG = re.compile(r"[^a-z0-9]+")
+
+
+def _digest(*parts: str, chars: int = _HASH_CHARS) -> str:
+    # JSON keeps the parts apart: ("a-b", "c") and ("a", "b-c") hash differently.
+    encoded = json.dumps(list(parts), ensure_ascii=False).encode("utf-8", "surrogatepass")
+    return hashlib.sha256(encoded).hexdigest()[:chars]
+
+
+def _slug(text: str, max_len: int) -> str:
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
+    slug = _NON_SLUG.sub("-", ascii_text.lower()).strip("-")
+    return slug[:max_len].rstrip("-")
+
+
+def job_name(run_id: str, step_name: str) -> str:
+    """The Job name of ``step_name`` in run ``run_id``: ``<step slug>-<hash>``.
+
+    Always a DNS-1123 label of at most 63 characters; equal inputs give equal names.
+    """
+    suffix = _digest(run_id, step_name)
+    slug = _slug(step_name, _MAX_NAME - _HASH_CHARS - 1) or "step"
+    return f"{slug}-{suffix}"
+
+
+def label_value(text: str) -> str:
+    """``text`` as a label value: unchanged when valid, else ``<slug>-<hash>`` (deterministic).
+
+    The hash keeps distinct inputs apart after sanitizing; the exact string is in annotations.
+    """
+    if is_label_value(text):
+        return text
+    suffix = _digest(text, chars=8)
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", text)
+    slug = slug[: 63 - len(suffix) - 1]
+    slug = re.sub(r"^[^A-Za-z0-9]+|[^A-Za-z0-9]+$", "", slug)
+    return f"{slug}-{suffix}" if slug else suffix
+
+
+def _annotations(job: Any) -> Mapping[str, Any]:
+    if isinstance(job, Mapping):
+        metadata = job.get("metadata") or {}
+        if isinstance(metadata, Mapping):
+            annotations = metadata.get("annotations") or {}
+        else:
+            annotations = getattr(metadata, "annotations", None) or {}
+    else:
+        metadata = getattr(job, "metadata", None)
+        annotations = getattr(metadata, "annotations", None) or {}
+    return annotations if isinstance(annotations, Mapping) else {}
+
+
+def same_step(job: Mapping[str, Any], run_id: str, step_name: str) -> bool:
+    """True when ``job`` (a Job as a dict, or a client ``V1Job``) runs ``step_name`` of ``run_id``.
+
+    Reads the raw run id and step name from the Job's annotations; a Job without them is not ours.
+    """
+    annotations = _annotations(job)
+    return (
+        annotations.get(ANNOTATION_RUN_ID) == run_id
+        and annotations.get(ANNOTATION_STEP_NAME) == step_name
+    )

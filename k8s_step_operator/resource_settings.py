@@ -1,0 +1,122 @@
+"""Hardware resources for a step, with ZenML's field names, memory syntax and units.
+
+ZenML users write ``ResourceSettings(cpu_count=4, gpu_count=1, memory="16GB")``; the same object
+is accepted here and translated to Kubernetes requests and limits by the Job builder.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+from pydantic import Field, NonNegativeInt, PositiveFloat, field_validator
+
+from k8s_step_operator.base_settings import BaseSettings
+
+__all__ = ["MEMORY_REGEX", "ByteUnit", "ResourceSettings"]
+
+
+class ByteUnit(Enum):
+    """Units accepted in ``ResourceSettings.memory`` (decimal and binary)."""
+
+    KB = "KB"
+    KIB = "KiB"
+    MB = "MB"
+    MIB = "MiB"
+    GB = "GB"
+    GIB = "GiB"
+    TB = "TB"
+    TIB = "TiB"
+    PB = "PB"
+    PIB = "PiB"
+
+    @property
+    def byte_value(self) -> int:
+        """How many bytes one of this unit is."""
+        return _BYTE_VALUES[self.value]
+
+    @property
+    def kubernetes_suffix(self) -> str:
+        """The Kubernetes quantity suffix of the same magnitude (``GB`` -> ``G``)."""
+        return self.value[:-1]
+
+
+_BYTE_VALUES: dict[str, int] = {
+    "KB": 10**3,
+    "KiB": 1 << 10,
+    "MB": 10**6,
+    "MiB": 1 << 20,
+    "GB": 10**9,
+    "GiB": 1 << 30,
+    "TB": 10**12,
+    "TiB": 1 << 40,
+    "PB": 10**15,
+    "PiB": 1 << 50,
+}
+
+MEMORY_REGEX = r"^[0-9]+(" + "|".join(unit.value for unit in ByteUnit) + r")$"
+
+
+class ResourceSettings(BaseSettings):
+    """CPU, memory and GPUs a step needs.
+
+    Attributes:
+        cpu_count: CPU cores (fractions allowed), requested from the scheduler.
+        gpu_count: Whole GPUs; the Kubernetes settings may override it per step.
+        memory: Memory with a unit, e.g. ``"16GB"`` or ``"512MiB"``; request and limit.
+    """
+
+    cpu_count: PositiveFloat | None = Field(
+        default=None, description="CPU cores to request (a positive number, fractions allowed)."
+    )
+    gpu_count: NonNegativeInt | None = Field(
+        default=None, description="Whole GPUs to request (a non-negative integer)."
+    )
+    memory: str | None = Field(
+        default=None,
+        pattern=MEMORY_REGEX,
+        description="Memory to request and limit to, e.g. '16GB' or '512MiB' "
+        "(units KB, KiB, MB, MiB, GB, GiB, TB, TiB, PB, PiB).",
+    )
+
+    @field_validator("gpu_count", mode="before")
+    @classmethod
+    def _whole_gpus(cls, value: object) -> object:
+        # A bool is an int to Python; True GPUs is a mistake, not 1.
+        if isinstance(value, bool):
+            raise ValueError("a whole number of GPUs, not a boolean")
+        return value
+
+    @property
+    def empty(self) -> bool:
+        """True when no value was set."""
+        return len(self.model_dump(exclude_unset=True, exclude_none=True)) == 0
+
+    def get_memory(self, unit: str | ByteUnit = ByteUnit.GB) -> float | None:
+        """The memory converted to ``unit``, or None when no memory is set.
+
+        Args:
+            unit: A ``ByteUnit`` or its value, e.g. ``"GiB"``.
+
+        Raises:
+            ValueError: If ``unit`` is not a known unit.
+        """
+        if not self.memory:
+            return None
+        target = ByteUnit(unit) if isinstance(unit, str) else unit
+        number, memory_unit = split_memory(self.memory)
+        return number * memory_unit.byte_value / target.byte_value
+
+
+def split_memory(memory: str) -> tuple[int, ByteUnit]:
+    """Split a memory string such as ``"16GiB"`` into ``(16, ByteUnit.GIB)``.
+
+    Raises:
+        ValueError: If the string does not match ``MEMORY_REGEX``.
+    """
+    # Longest suffix first: "KiB" must not be read as "B"-something shorter.
+    for unit in sorted(ByteUnit, key=lambda u: len(u.value), reverse=True):
+        if memory.endswith(unit.value):
+            digits = memory[: -len(unit.value)]
+            if digits.isascii() and digits.isdigit():
+                return int(digits), unit
+    raise ValueError(f"unable to parse memory {memory!r}")

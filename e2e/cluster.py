@@ -1,0 +1,919 @@
+#!/usr/bin/env python3
+"""A real Kubernetes control plane on loopback, with simulated GPU nodes, for tests and demos.
+
+Why this exists: the machine that runs the test suite has no container engine and no access to
+download sites, so kind, envtest's downloader and kwokctl's downloads cannot work. The control
+plane binaries are built from Go modules (``e2e/build/build.sh``) and this script drives them
+directly: etcd, kube-apiserver (with RBAC and the usual admission plugins), the controller
+manager (Job, garbage collector, TTL, service accounts, namespaces, quota, node lifecycle), the
+scheduler, and KWOK, which plays the kubelet for every node annotated ``kwok.x-k8s.io/node=fake``.
+
+Every process binds to 127.0.0.1 on ports picked free at the first ``up`` and kept in the state
+directory (``<repo>/.cluster``), so the admin kubeconfig stays valid across restarts.
+
+Usage::
+
+    python e2e/cluster.py up | down | status
+    python e2e/cluster.py stop|start|restart COMPONENT
+    python e2e/cluster.py add-nodes FILE.yaml
+
+This file is also imported by ``tests/conftest.py`` (``LocalCluster``) so that tests can stop and
+restart components and add nodes at runtime.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import ipaddress
+import json
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+E2E = REPO / "e2e"
+STATE_DIR = Path(os.environ.get("K8SSO_CLUSTER_DIR", str(REPO / ".cluster")))
+NODES_FILE = E2E / "nodes.yaml"
+KWOK_DIR = E2E / "kwok"
+LOOPBACK = "127.0.0.1"
+
+COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+# The address range Services get; nothing routes or dials it (no kube-proxy runs here).
+SERVICE_CIDR = "10.96.0.0/16"
+# Pod IPs KWOK writes into pod status. Kept inside loopback so that nothing that reads a pod IP
+# can send traffic off the machine.
+POD_CIDR = "127.64.0.0/16"
+CLUSTER_NAME = "k8sso-local"
+# Kubelet identity reserved for a real node that runs containers.
+REAL_NODE_NAME = "real-node-0"
+# Controllers the project relies on; everything else stays off to save CPU on small machines.
+CONTROLLERS = (
+    "job-controller",
+    "cronjob-controller",
+    "garbage-collector-controller",
+    "ttl-after-finished-controller",
+    "serviceaccount-controller",
+    "serviceaccount-token-controller",
+    "namespace-controller",
+    "root-ca-certificate-publisher-controller",
+    "pod-garbage-collector-controller",
+    "resourcequota-controller",
+    "node-lifecycle-controller",
+    "taint-eviction-controller",
+    "disruption-controller",
+    # The built-in admin/edit/view ClusterRoles are empty until this one aggregates them.
+    "clusterrole-aggregation-controller",
+    "deployment-controller",
+    "replicaset-controller",
+)
+STOP_GRACE_S = 10.0
+
+
+def log(msg: str) -> None:
+    print(f"[cluster] {msg}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Binaries
+
+
+def _versions() -> dict[str, str]:
+    out: dict[str, str] = {}
+    for line in (E2E / "build" / "versions.env").read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            k, v = line.split("=", 1)
+            out[k.strip()] = v.strip()
+    return out
+
+
+def binaries() -> dict[str, Path]:
+    """Where build.sh caches each binary (``$K8SSO_CACHE/bin/<name>-<version>/``)."""
+    v = _versions()
+    cache = Path(os.environ.get("K8SSO_CACHE", str(Path.home() / ".cache" / "k8s-step-operator")))
+    b = cache / "bin"
+    k8s = b / f"kubernetes-{v['KUBERNETES_VERSION']}"
+    return {
+        "etcd": b / f"etcd-{v['ETCD_VERSION']}" / "etcd",
+        "kube-apiserver": k8s / "kube-apiserver",
+        "kube-controller-manager": k8s / "kube-controller-manager",
+        "kube-scheduler": k8s / "kube-scheduler",
+        "kubectl": k8s / "kubectl",
+        "kwok": b / f"kwok-{v['KWOK_VERSION']}" / "kwok",
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Certificates
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
+def make_pki(pki: Path) -> None:
+    """Create the CA, serving and client certificates once; later runs keep them."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    if (pki / "done").exists():
+        return
+    pki.mkdir(parents=True, exist_ok=True)
+    now = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
+    ten_years = now + dt.timedelta(days=3650)
+
+    def pem_key(key: Any) -> bytes:
+        return key.private_bytes(  # type: ignore[no-any-return]
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+
+    def name(cn: str, org: str | None = None) -> x509.Name:
+        attrs = [x509.NameAttribute(NameOID.COMMON_NAME, cn)]
+        if org:
+            attrs.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, org))
+        return x509.Name(attrs)
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = name("k8sso-local-ca")
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(ten_years)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(
+            x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    _write_private(pki / "ca.key", pem_key(ca_key))
+    (pki / "ca.crt").write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+
+    def issue(
+        file: str,
+        cn: str,
+        org: str | None = None,
+        *,
+        server: bool = False,
+        client: bool = False,
+        dns: Sequence[str] = (),
+        ips: Sequence[str] = (),
+    ) -> None:
+        key = ec.generate_private_key(ec.SECP256R1())
+        usages = []
+        if server:
+            usages.append(ExtendedKeyUsageOID.SERVER_AUTH)
+        if client:
+            usages.append(ExtendedKeyUsageOID.CLIENT_AUTH)
+        b = (
+            x509.CertificateBuilder()
+            .subject_name(name(cn, org))
+            .issuer_name(ca_name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now)
+            .not_valid_after(ten_years)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+                critical=False,
+            )
+        )
+        sans: list[x509.GeneralName] = [x509.DNSName(d) for d in dns]
+        sans += [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
+        if sans:
+            b = b.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        cert = b.sign(ca_key, hashes.SHA256())
+        _write_private(pki / f"{file}.key", pem_key(key))
+        (pki / f"{file}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+
+    first_service_ip = str(next(ipaddress.ip_network(SERVICE_CIDR).hosts()))
+    issue(
+        "apiserver",
+        "kube-apiserver",
+        server=True,
+        dns=[
+            "localhost",
+            "kubernetes",
+            "kubernetes.default",
+            "kubernetes.default.svc",
+            "kubernetes.default.svc.cluster.local",
+        ],
+        ips=[LOOPBACK, first_service_ip],
+    )
+    issue("admin", "k8sso-admin", "system:masters", client=True)
+    issue("controller-manager", "system:kube-controller-manager", client=True)
+    issue("scheduler", "system:kube-scheduler", client=True)
+    # KWOK patches the status of many nodes and pods; the Node authorizer only lets a kubelet
+    # touch its own node, so KWOK runs with cluster-admin rights.
+    issue("kwok", "kwok-controller", "system:masters", client=True)
+    issue("kwok-serving", "kwok", server=True, dns=["localhost"], ips=[LOOPBACK])
+    issue(
+        "apiserver-kubelet-client",
+        "kube-apiserver-kubelet-client",
+        "system:masters",
+        client=True,
+    )
+    issue(
+        "kubelet",
+        f"system:node:{REAL_NODE_NAME}",
+        "system:nodes",
+        client=True,
+        server=True,
+        dns=["localhost", REAL_NODE_NAME],
+        ips=[LOOPBACK],
+    )
+    sa = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    _write_private(pki / "sa.key", pem_key(sa))
+    (pki / "sa.pub").write_bytes(
+        sa.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    (pki / "done").write_text("ok\n")
+
+
+def write_kubeconfig(path: Path, server: str, pki: Path, user: str) -> None:
+    cfg = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": CLUSTER_NAME,
+                "cluster": {"server": server, "certificate-authority": str(pki / "ca.crt")},
+            }
+        ],
+        "users": [
+            {
+                "name": user,
+                "user": {
+                    "client-certificate": str(pki / f"{user}.crt"),
+                    "client-key": str(pki / f"{user}.key"),
+                },
+            }
+        ],
+        "contexts": [{"name": CLUSTER_NAME, "context": {"cluster": CLUSTER_NAME, "user": user}}],
+        "current-context": CLUSTER_NAME,
+    }
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    tmp.replace(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# State
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((LOOPBACK, 0))
+        return int(s.getsockname()[1])
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((LOOPBACK, port))
+        except OSError:
+            return False
+        return True
+
+
+PORT_NAMES = (
+    "etcd-client",
+    "etcd-peer",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kwok",
+)
+
+
+@dataclass
+class State:
+    """Paths and ports of one local cluster; ports persist in ``state.json``."""
+
+    root: Path
+    ports: dict[str, int]
+
+    @property
+    def pki(self) -> Path:
+        return self.root / "pki"
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.root / "kubeconfig"
+
+    @property
+    def server(self) -> str:
+        return f"https://{LOOPBACK}:{self.ports['kube-apiserver']}"
+
+    def pidfile(self, component: str) -> Path:
+        return self.root / "run" / f"{component}.pid"
+
+    def logfile(self, component: str) -> Path:
+        return self.root / "logs" / f"{component}.log"
+
+    @classmethod
+    def load(cls, root: Path = STATE_DIR, *, create: bool = False) -> State:
+        f = root / "state.json"
+        ports: dict[str, int] = {}
+        if f.exists():
+            ports = {k: int(v) for k, v in json.loads(f.read_text())["ports"].items()}
+        elif not create:
+            raise SystemExit(f"no local cluster state in {root}; run `make cluster` first")
+        taken = set(ports.values())
+        for n in PORT_NAMES:
+            if n not in ports:
+                p = free_port()
+                while p in taken:
+                    p = free_port()
+                ports[n] = p
+                taken.add(p)
+        st = cls(root=root, ports=ports)
+        if create:
+            for d in ("run", "logs", "kwok", "etcd"):
+                (root / d).mkdir(parents=True, exist_ok=True)
+            (root / "etcd").chmod(0o700)
+            f.write_text(json.dumps({"ports": ports}, indent=2) + "\n")
+        return st
+
+
+# ---------------------------------------------------------------------------------------------
+# Processes
+
+
+def _proc_alive(pid: int) -> bool:
+    """True when ``pid`` runs and is not a zombie."""
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)  # reap it if it is our own child
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+def _proc_cmdline(pid: int) -> list[str]:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
+
+
+def running_pid(st: State, component: str) -> int | None:
+    """The pid of ``component`` if it runs the binary we started (guards against pid reuse)."""
+    pf = st.pidfile(component)
+    try:
+        pid = int(pf.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    if not _proc_alive(pid):
+        return None
+    cmd = _proc_cmdline(pid)
+    if not cmd or Path(cmd[0]).name != Path(binaries()[component]).name:
+        return None
+    return pid
+
+
+def argv_for(st: State, component: str) -> list[str]:
+    b = binaries()
+    p = st.ports
+    pki = st.pki
+    root = st.root
+    if component == "etcd":
+        peer = f"http://{LOOPBACK}:{p['etcd-peer']}"
+        client = f"http://{LOOPBACK}:{p['etcd-client']}"
+        return [
+            str(b["etcd"]),
+            "--name=default",
+            f"--data-dir={root / 'etcd'}",
+            f"--listen-client-urls={client}",
+            f"--advertise-client-urls={client}",
+            f"--listen-peer-urls={peer}",
+            f"--initial-advertise-peer-urls={peer}",
+            f"--initial-cluster=default={peer}",
+            "--unsafe-no-fsync",
+            "--quota-backend-bytes=2147483648",
+            "--log-level=warn",
+        ]
+    if component == "kube-apiserver":
+        return [
+            str(b["kube-apiserver"]),
+            f"--etcd-servers=http://{LOOPBACK}:{p['etcd-client']}",
+            f"--bind-address={LOOPBACK}",
+            f"--advertise-address={LOOPBACK}",
+            f"--secure-port={p['kube-apiserver']}",
+            f"--tls-cert-file={pki / 'apiserver.crt'}",
+            f"--tls-private-key-file={pki / 'apiserver.key'}",
+            f"--client-ca-file={pki / 'ca.crt'}",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            f"--service-account-key-file={pki / 'sa.pub'}",
+            f"--service-account-signing-key-file={pki / 'sa.key'}",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            "--authorization-mode=Node,RBAC",
+            "--enable-admission-plugins=NamespaceLifecycle,LimitRanger,ServiceAccount,"
+            "PodSecurity,Priority,DefaultTolerationSeconds,TaintNodesByCondition,"
+            "NodeRestriction,RuntimeClass,DefaultStorageClass,MutatingAdmissionWebhook,"
+            "ValidatingAdmissionPolicy,ValidatingAdmissionWebhook,ResourceQuota",
+            f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
+            f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
+            f"--kubelet-certificate-authority={pki / 'ca.crt'}",
+            # KWOK nodes report their name as Hostname; resolving it would go to DNS.
+            "--kubelet-preferred-address-types=InternalIP",
+            "--allow-privileged=true",
+            "--profiling=false",
+            "--event-ttl=1h",
+            "--v=1",
+        ]
+    if component == "kube-controller-manager":
+        kc = root / "controller-manager.kubeconfig"
+        return [
+            str(b["kube-controller-manager"]),
+            f"--kubeconfig={kc}",
+            f"--authentication-kubeconfig={kc}",
+            f"--authorization-kubeconfig={kc}",
+            f"--bind-address={LOOPBACK}",
+            f"--secure-port={p['kube-controller-manager']}",
+            "--leader-elect=false",
+            "--use-service-account-credentials=true",
+            f"--service-account-private-key-file={pki / 'sa.key'}",
+            f"--root-ca-file={pki / 'ca.crt'}",
+            f"--cluster-signing-cert-file={pki / 'ca.crt'}",
+            f"--cluster-signing-key-file={pki / 'ca.key'}",
+            f"--controllers={','.join(CONTROLLERS)}",
+            f"--cluster-name={CLUSTER_NAME}",
+            "--profiling=false",
+            "--v=1",
+        ]
+    if component == "kube-scheduler":
+        kc = root / "scheduler.kubeconfig"
+        return [
+            str(b["kube-scheduler"]),
+            f"--kubeconfig={kc}",
+            f"--authentication-kubeconfig={kc}",
+            f"--authorization-kubeconfig={kc}",
+            f"--bind-address={LOOPBACK}",
+            f"--secure-port={p['kube-scheduler']}",
+            "--leader-elect=false",
+            "--profiling=false",
+            "--v=1",
+        ]
+    if component == "kwok":
+        configs = [*sorted(KWOK_DIR.glob("*.yaml")), root / "kwok" / "logs.yaml"]
+        return [
+            str(b["kwok"]),
+            f"--kubeconfig={root / 'kwok.kubeconfig'}",
+            "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
+            f"--node-ip={LOOPBACK}",
+            f"--node-port={p['kwok']}",
+            f"--server-address={LOOPBACK}:{p['kwok']}",
+            f"--tls-cert-file={pki / 'kwok-serving.crt'}",
+            f"--tls-private-key-file={pki / 'kwok-serving.key'}",
+            f"--cidr={POD_CIDR}",
+            "--node-lease-duration-seconds=40",
+            *(f"--config={c}" for c in configs),
+        ]
+    raise SystemExit(f"unknown component {component!r}; accepted: {', '.join(COMPONENTS)}")
+
+
+def start_process(st: State, component: str) -> int:
+    pid = running_pid(st, component)
+    if pid is not None:
+        return pid
+    argv = argv_for(st, component)
+    if not Path(argv[0]).exists():
+        raise SystemExit(f"{argv[0]} is missing; run `make binaries` (bash e2e/build/build.sh)")
+    logf = st.logfile(component)
+    logf.parent.mkdir(parents=True, exist_ok=True)
+    with open(logf, "ab") as out:
+        out.write(f"\n==== {dt.datetime.now(dt.UTC).isoformat()} start\n".encode())
+        out.flush()
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=st.root,
+            start_new_session=True,
+        )
+    st.pidfile(component).parent.mkdir(parents=True, exist_ok=True)
+    st.pidfile(component).write_text(f"{proc.pid}\n")
+    log(f"started {component} (pid {proc.pid})")
+    return proc.pid
+
+
+def stop_process(st: State, component: str, grace: float = STOP_GRACE_S) -> bool:
+    """TERM, then KILL after ``grace`` seconds. Returns True if something was stopped."""
+    pid = running_pid(st, component)
+    if pid is None:
+        st.pidfile(component).unlink(missing_ok=True)
+        return False
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and _proc_alive(pid):
+        time.sleep(0.05)
+    if _proc_alive(pid):
+        log(f"{component} (pid {pid}) ignored SIGTERM for {grace:.0f} s; sending SIGKILL")
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and _proc_alive(pid):
+            time.sleep(0.05)
+    if _proc_alive(pid):
+        raise SystemExit(f"{component} (pid {pid}) survived SIGKILL")
+    st.pidfile(component).unlink(missing_ok=True)
+    log(f"stopped {component} (pid {pid})")
+    return True
+
+
+# ---------------------------------------------------------------------------------------------
+# Health and the API
+
+
+def _ssl_ctx(st: State, *, client: str | None = "admin", verify: bool = True) -> ssl.SSLContext:
+    if verify:
+        ctx = ssl.create_default_context(cafile=str(st.pki / "ca.crt"))
+    else:
+        # The controller manager and scheduler serve /healthz with self-signed certificates.
+        ctx = ssl._create_unverified_context()
+    if client:
+        ctx.load_cert_chain(str(st.pki / f"{client}.crt"), str(st.pki / f"{client}.key"))
+    return ctx
+
+
+def _get(url: str, ctx: ssl.SSLContext | None = None, timeout: float = 2.0) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, context=ctx, timeout=timeout) as r:
+            return int(r.status), r.read()
+    except urllib.error.HTTPError as e:
+        return int(e.code), e.read()
+    except (urllib.error.URLError, OSError, TimeoutError):
+        return 0, b""
+
+
+def healthy(st: State, component: str) -> bool:
+    p = st.ports
+    if component == "etcd":
+        code, _ = _get(f"http://{LOOPBACK}:{p['etcd-client']}/health")
+    elif component == "kube-apiserver":
+        code, _ = _get(f"{st.server}/readyz", _ssl_ctx(st))
+    elif component in ("kube-controller-manager", "kube-scheduler"):
+        code, _ = _get(
+            f"https://{LOOPBACK}:{p[component]}/healthz", _ssl_ctx(st, client=None, verify=False)
+        )
+    elif component == "kwok":
+        code, _ = _get(f"http://{LOOPBACK}:{p['kwok']}/healthz")
+    else:
+        raise SystemExit(f"unknown component {component!r}")
+    return code == 200
+
+
+def wait_for(what: str, check: Any, timeout: float, interval: float = 0.2) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        if check():
+            return
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+class Api:
+    """The few REST calls this script needs, over the admin client certificate."""
+
+    def __init__(self, st: State) -> None:
+        self.base = st.server
+        self.ctx = _ssl_ctx(st)
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        content_type: str = "application/json",
+    ) -> tuple[int, Any]:
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.base + path, data=data, method=method)
+        req.add_header("Accept", "application/json")
+        if data is not None:
+            req.add_header("Content-Type", content_type)
+        try:
+            with urllib.request.urlopen(req, context=self.ctx, timeout=10) as r:
+                raw = r.read()
+                return int(r.status), json.loads(raw) if raw else None
+        except urllib.error.HTTPError as e:
+            raw = e.read()
+            try:
+                return int(e.code), json.loads(raw)
+            except ValueError:
+                return int(e.code), raw.decode(errors="replace")
+        except (urllib.error.URLError, OSError, TimeoutError) as e:
+            return 0, str(e)
+
+
+# ---------------------------------------------------------------------------------------------
+# Simulated nodes
+
+
+def load_node_file(path: Path = NODES_FILE) -> dict[str, Any]:
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict) or not isinstance(data.get("nodes"), list):
+        raise SystemExit(f"{path}: expected a mapping with a `nodes` list")
+    return data
+
+
+def node_manifest(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """A Node object from one entry of ``nodes.yaml`` (name, labels, taints, capacity...)."""
+    name = spec["name"]
+    capacity = {k: str(v) for k, v in spec["capacity"].items()}
+    allocatable = {k: str(v) for k, v in (spec.get("allocatable") or capacity).items()}
+    labels = {
+        "kubernetes.io/hostname": name,
+        "kubernetes.io/os": "linux",
+        "kubernetes.io/arch": "amd64",
+        "type": "kwok",
+        **{k: str(v) for k, v in (spec.get("labels") or {}).items()},
+    }
+    annotations = {
+        "kwok.x-k8s.io/node": "fake",
+        "node.alpha.kubernetes.io/ttl": "0",
+        **{k: str(v) for k, v in (spec.get("annotations") or {}).items()},
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": name, "labels": labels, "annotations": annotations},
+        "spec": {"taints": list(spec.get("taints") or [])},
+        "status": {
+            "capacity": capacity,
+            "allocatable": allocatable,
+            "addresses": [
+                {"type": "InternalIP", "address": LOOPBACK},
+                {"type": "Hostname", "address": name},
+            ],
+            "nodeInfo": {
+                "architecture": "amd64",
+                "operatingSystem": "linux",
+                "osImage": "simulated",
+                "kubeletVersion": _versions()["KUBERNETES_VERSION"],
+            },
+        },
+    }
+
+
+def ensure_nodes(st: State, specs: Iterable[Mapping[str, Any]]) -> list[str]:
+    """Create the nodes that do not exist yet; existing nodes are left as they are."""
+    api = Api(st)
+    names = []
+    for spec in specs:
+        m = node_manifest(spec)
+        name = m["metadata"]["name"]
+        names.append(name)
+        code, body = api.request("POST", "/api/v1/nodes", m)
+        if code == 201:
+            log(f"created node {name}")
+        elif code != 409:
+            raise SystemExit(f"creating node {name} failed: HTTP {code}: {body}")
+    return names
+
+
+def nodes_ready(st: State, names: Sequence[str]) -> bool:
+    code, body = Api(st).request("GET", "/api/v1/nodes")
+    if code != 200:
+        return False
+    ready = set()
+    for n in body["items"]:
+        for c in n.get("status", {}).get("conditions") or []:
+            if c["type"] == "Ready" and c["status"] == "True":
+                ready.add(n["metadata"]["name"])
+        # The not-ready taint set at registration must be gone before pods can land.
+        taints = n.get("spec", {}).get("taints") or []
+        if any(t["key"].startswith("node.kubernetes.io/") for t in taints):
+            ready.discard(n["metadata"]["name"])
+    return set(names) <= ready
+
+
+def default_sa_exists(st: State) -> bool:
+    code, _ = Api(st).request("GET", "/api/v1/namespaces/default/serviceaccounts/default")
+    return code == 200
+
+
+# ---------------------------------------------------------------------------------------------
+# Commands
+
+
+def write_kwok_logs_config(st: State) -> None:
+    """Container logs KWOK serves for ``kubectl logs``: one default file for every pod."""
+    d = st.root / "kwok"
+    d.mkdir(parents=True, exist_ok=True)
+    default_log = d / "default-container.log"
+    if not default_log.exists():
+        ts = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        default_log.write_text(
+            f"{ts} stdout F simulated container started\n"
+            f"{ts} stdout F simulated container finished\n"
+        )
+    cfg = {
+        "apiVersion": "kwok.x-k8s.io/v1alpha1",
+        "kind": "ClusterLogs",
+        "metadata": {"name": "default-logs"},
+        "spec": {"logs": [{"containers": [], "logsFile": str(default_log), "follow": False}]},
+    }
+    (d / "logs.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+
+
+def prepare(st: State) -> None:
+    make_pki(st.pki)
+    write_kubeconfig(st.kubeconfig, st.server, st.pki, "admin")
+    write_kubeconfig(
+        st.root / "controller-manager.kubeconfig", st.server, st.pki, "controller-manager"
+    )
+    write_kubeconfig(st.root / "scheduler.kubeconfig", st.server, st.pki, "scheduler")
+    write_kubeconfig(st.root / "kwok.kubeconfig", st.server, st.pki, "kwok")
+    write_kwok_logs_config(st)
+
+
+def ensure_component(st: State, component: str, timeout: float) -> bool:
+    """Start ``component`` unless it already runs healthy. True if it was (re)started."""
+    pid = running_pid(st, component)
+    if pid is not None:
+        try:
+            wait_for(f"{component} health", lambda: healthy(st, component), 3)
+            return False
+        except SystemExit:
+            log(f"{component} (pid {pid}) runs but is not healthy; restarting it")
+            stop_process(st, component)
+    elif st.pidfile(component).exists():
+        log(f"{component} is not running; starting it again")
+    port_key = "etcd-client" if component == "etcd" else component
+    if not port_is_free(st.ports[port_key]):
+        raise SystemExit(
+            f"port {st.ports[port_key]} for {component} is taken by another process; "
+            f"run `python e2e/cluster.py down` and `up` again to pick new ports"
+        )
+    start_process(st, component)
+    wait_for(f"{component} to become healthy", lambda: healthy(st, component), timeout)
+    return True
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    t0 = time.monotonic()
+    for name, path in binaries().items():
+        if not path.exists():
+            raise SystemExit(f"{name} binary missing at {path}; run `make binaries`")
+    st = State.load(create=True)
+    prepare(st)
+    changed = ensure_component(st, "etcd", 30)
+    changed |= ensure_component(st, "kube-apiserver", 90)
+    names = ensure_nodes(st, load_node_file()["nodes"])
+    # These three only need the API server; start them together, then wait for each.
+    rest = ("kube-controller-manager", "kube-scheduler", "kwok")
+    to_wait = []
+    for c in rest:
+        if running_pid(st, c) is None or not healthy(st, c):
+            if running_pid(st, c) is not None:
+                stop_process(st, c)
+            start_process(st, c)
+            to_wait.append(c)
+    for c in to_wait:
+        wait_for(f"{c} to become healthy", lambda c=c: healthy(st, c), 60)
+    changed |= bool(to_wait)
+    wait_for("the default ServiceAccount", lambda: default_sa_exists(st), 60)
+    wait_for(f"nodes {', '.join(names)} to be Ready", lambda: nodes_ready(st, names), 60)
+    took = time.monotonic() - t0
+    if changed:
+        log(f"cluster ready in {took:.1f} s")
+    else:
+        log(f"cluster already running and healthy (checked in {took:.1f} s)")
+    print(
+        f"Local cluster is up: API server {st.server}\n"
+        f"  export KUBECONFIG={st.kubeconfig}\n"
+        f"  {binaries()['kubectl']} get nodes -L nvidia.com/gpu.product"
+    )
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    if not STATE_DIR.exists():
+        log(f"nothing to stop: {STATE_DIR} does not exist")
+        return 0
+    st = State.load(STATE_DIR, create=False) if (STATE_DIR / "state.json").exists() else None
+    left: list[str] = []
+    if st is not None:
+        for c in reversed(COMPONENTS):
+            stop_process(st, c)
+        left = [c for c in COMPONENTS if running_pid(st, c) is not None]
+    # Anything else still running from this state directory was started by us too.
+    marker = str(STATE_DIR)
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        cmd = _proc_cmdline(int(proc.name))
+        if cmd and any(marker in a for a in cmd[1:]) and _proc_alive(int(proc.name)):
+            left.append(f"{Path(cmd[0]).name} (pid {proc.name})")
+    if left:
+        raise SystemExit(f"still running after down: {', '.join(left)}")
+    import shutil
+
+    shutil.rmtree(STATE_DIR)
+    log(f"stopped every component and removed {STATE_DIR}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    if not (STATE_DIR / "state.json").exists():
+        print(f"no local cluster ({STATE_DIR} has no state)")
+        return 1
+    st = State.load()
+    ok = True
+    for c in COMPONENTS:
+        pid = running_pid(st, c)
+        port = st.ports["etcd-client" if c == "etcd" else c]
+        h = pid is not None and healthy(st, c)
+        ok &= h
+        state = "healthy" if h else ("unhealthy" if pid else "stopped")
+        print(f"{c:25} {state:10} pid={pid or '-':<8} {LOOPBACK}:{port}")
+    print(f"kubeconfig: {st.kubeconfig}")
+    return 0 if ok else 1
+
+
+def cmd_component(args: argparse.Namespace) -> int:
+    st = State.load()
+    c = args.component
+    if args.cmd in ("stop", "restart"):
+        stop_process(st, c)
+    if args.cmd in ("start", "restart"):
+        start_process(st, c)
+        wait_for(f"{c} to become healthy", lambda: healthy(st, c), 90)
+    return 0
+
+
+def cmd_add_nodes(args: argparse.Namespace) -> int:
+    st = State.load()
+    names = ensure_nodes(st, load_node_file(Path(args.file))["nodes"])
+    wait_for("new nodes to be Ready", lambda: nodes_ready(st, names), 60)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("up", help="start the cluster (idempotent)").set_defaults(fn=cmd_up)
+    sub.add_parser("down", help="stop every process and remove the state").set_defaults(fn=cmd_down)
+    sub.add_parser("status", help="show the processes and their health").set_defaults(fn=cmd_status)
+    for c in ("stop", "start", "restart"):
+        p = sub.add_parser(c, help=f"{c} one component")
+        p.add_argument("component", choices=COMPONENTS)
+        p.set_defaults(fn=cmd_component)
+    p = sub.add_parser("add-nodes", help="create the simulated nodes listed in a YAML file")
+    p.add_argument("file")
+    p.set_defaults(fn=cmd_add_nodes)
+    args = ap.parse_args(argv)
+    return int(args.fn(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

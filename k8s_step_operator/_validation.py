@@ -177,8 +177,13 @@ def configuration_error(
     ):
         value = None
     accepted = str(first["msg"])
-    for lead in ("Value error, ", "Input should be "):
-        accepted = accepted.removeprefix(lead)
+    for lead, replacement in (
+        ("Value error, ", ""),
+        ("Input should be ", ""),
+        ("String should match pattern ", "a string matching "),
+    ):
+        if accepted.startswith(lead):
+            accepted = replacement + accepted[len(lead) :]
     if first["type"] == "extra_forbidden":
         accepted = "one of the known settings (this key is not one)"
         value = None

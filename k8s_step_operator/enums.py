@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-__all__ = ["StackComponentType"]
+__all__ = ["ExecutionStatus", "StackComponentType"]
 
 
 class StackComponentType(StrEnum):
@@ -28,3 +28,29 @@ class StackComponentType(StrEnum):
     def plural(self) -> str:
         """The plural form of the component type, e.g. ``step_operators``."""
         return f"{self.value}s"
+
+
+class ExecutionStatus(StrEnum):
+    """A step run's status; values match ZenML's ``zenml.enums.ExecutionStatus``."""
+
+    INITIALIZING = "initializing"
+    PROVISIONING = "provisioning"
+    FAILED = "failed"
+    COMPLETED = "completed"
+    RUNNING = "running"
+    CACHED = "cached"
+    RETRYING = "retrying"
+    RETRIED = "retried"
+    STOPPED = "stopped"
+    STOPPING = "stopping"
+
+    @property
+    def is_finished(self) -> bool:
+        """Whether the status is final."""
+        return self in {
+            ExecutionStatus.FAILED,
+            ExecutionStatus.COMPLETED,
+            ExecutionStatus.CACHED,
+            ExecutionStatus.RETRIED,
+            ExecutionStatus.STOPPED,
+        }

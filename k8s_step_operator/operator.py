@@ -1,17 +1,27 @@
 """The Kubernetes Job step operator: one step, one batch/v1 Job, on GPU nodes when asked.
 
-This module merges the step's settings over the component config and builds the Job; submitting,
-watching and cancelling belong to the step runner.
+This module merges the step's settings over the component config, builds the Job, and hands it to
+the step runner (``_runner.py``), which submits, follows and cancels it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 from uuid import UUID
 
+from kubernetes import client as k8s
+
+from k8s_step_operator._client import load_api_client
+from k8s_step_operator._runner import RunOptions, StepRun, job_status
 from k8s_step_operator.base_step_operator import BaseStepOperator
+from k8s_step_operator.diagnosis import Limits, Phase
+from k8s_step_operator.enums import ExecutionStatus
+from k8s_step_operator.errors import NotFoundError
 from k8s_step_operator.job_builder import build_job
+from k8s_step_operator.naming import job_name
 from k8s_step_operator.settings import (
     KubernetesJobStepOperatorConfig,
     KubernetesJobStepOperatorSettings,
@@ -40,6 +50,8 @@ class KubernetesJobStepOperator(BaseStepOperator):
     ) -> None:
         """Create the step operator; ``config`` defaults to the defaults of every field."""
         super().__init__(name, config or KubernetesJobStepOperatorConfig(), flavor=flavor, id=id)
+        self._client: k8s.ApiClient | None = None
+        self._client_lock = threading.Lock()
 
     @property
     def config(self) -> KubernetesJobStepOperatorConfig:
@@ -80,10 +92,110 @@ class KubernetesJobStepOperator(BaseStepOperator):
         entrypoint_command: list[str],
         environment: dict[str, str],
     ) -> None:
-        """Run the step as a Job and wait for it.
+        """Run the step as a Job and wait until it ends.
+
+        A Job left by an earlier call for the same run and step is adopted, not duplicated. On
+        Ctrl-C or SIGTERM the Job is deleted and its pods are waited for before re-raising.
 
         Raises:
-            NotImplementedError: Always, until the step runner provides it.
+            ConfigurationError: If the settings or inputs are invalid; nothing is sent.
+            StepError: If the step did not succeed (the subclass says why).
+            ApiError: If the API server refused a request.
         """
-        # PLACEHOLDER: replaced by the step runner's submit/watch implementation.
-        raise NotImplementedError("KubernetesJobStepOperator.launch is provided by the step runner")
+        self._step_run(info, entrypoint_command, environment).run()
+
+    # -- the non-blocking form ------------------------------------------------------------
+
+    def submit(
+        self,
+        info: StepRunInfo,
+        entrypoint_command: list[str],
+        environment: dict[str, str],
+    ) -> None:
+        """Submit the step's Job and return at once; follow it with ``get_status`` or ``wait``."""
+        self._step_run(info, entrypoint_command, environment).submit()
+
+    def get_status(self, info: StepRunInfo) -> ExecutionStatus:
+        """The step's status, read from its Job and pods."""
+        obs = job_status(self._api_client(), self._namespace(info), self._job_name(info))
+        if obs is None:
+            return ExecutionStatus.STOPPED
+        return _STATUS[obs.phase]
+
+    def wait(self, info: StepRunInfo) -> None:
+        """Wait for a submitted step to end, as ``launch`` does.
+
+        Raises:
+            StepError: If the step did not succeed.
+        """
+        run = self._step_run(info, [], {}, build=False)
+        run.uid = str(run.get()["metadata"]["uid"])
+        run.wait()
+
+    def cancel(self, info: StepRunInfo) -> None:
+        """Delete the step's Job and wait until none of its pods is left."""
+        run = self._step_run(info, [], {}, build=False)
+        with contextlib.suppress(NotFoundError):
+            run.uid = str(run.get()["metadata"]["uid"])
+        run.cancel()
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def _api_client(self) -> k8s.ApiClient:
+        if self._client is None:
+            with self._client_lock:
+                if self._client is None:
+                    self._client = load_api_client(
+                        self.config.kubeconfig_path,
+                        self.config.kubernetes_context,
+                        self.config.incluster,
+                    )
+        return self._client
+
+    def _namespace(self, info: StepRunInfo) -> str:
+        return self.get_settings(info).namespace or "default"
+
+    def _job_name(self, info: StepRunInfo) -> str:
+        return job_name(info.run_id, info.pipeline_step_name)
+
+    def _step_run(
+        self,
+        info: StepRunInfo,
+        entrypoint_command: list[str],
+        environment: dict[str, str],
+        *,
+        build: bool = True,
+    ) -> StepRun:
+        settings = self.get_settings(info)
+        if build:
+            job = self.build_job(info, entrypoint_command, environment)
+        else:
+            job = {"metadata": {"name": self._job_name(info), "namespace": self._namespace(info)}}
+        options = RunOptions(
+            limits=Limits(
+                pending_timeout=settings.pending_timeout,
+                image_pull_backoff_timeout=settings.image_pull_backoff_timeout,
+                missing_config_grace=settings.missing_config_grace,
+            ),
+            stream_logs=settings.stream_logs,
+            preflight_fit_check=settings.preflight_fit_check,
+            delete_on_cancel=settings.delete_on_cancel,
+        )
+        return StepRun(
+            self._api_client(),
+            job,
+            run_id=info.run_id,
+            step_name=info.pipeline_step_name,
+            options=options,
+        )
+
+
+_STATUS = {
+    Phase.SUBMITTED: ExecutionStatus.INITIALIZING,
+    Phase.QUEUED: ExecutionStatus.INITIALIZING,
+    Phase.SCHEDULING: ExecutionStatus.PROVISIONING,
+    Phase.STARTING: ExecutionStatus.PROVISIONING,
+    Phase.RUNNING: ExecutionStatus.RUNNING,
+    Phase.SUCCEEDED: ExecutionStatus.COMPLETED,
+    Phase.FAILED: ExecutionStatus.FAILED,
+}

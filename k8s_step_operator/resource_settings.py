@@ -36,8 +36,9 @@ class ByteUnit(Enum):
 
     @property
     def kubernetes_suffix(self) -> str:
-        """The Kubernetes quantity suffix of the same magnitude (``GB`` -> ``G``)."""
-        return self.value[:-1]
+        """The Kubernetes quantity suffix of this magnitude (``GB`` -> ``G``, ``KB`` -> ``k``)."""
+        # Kubernetes writes decimal kilo in lower case; "1K" is not a quantity.
+        return "k" if self is ByteUnit.KB else self.value[:-1]
 
 
 _BYTE_VALUES: dict[str, int] = {

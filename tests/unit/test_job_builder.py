@@ -1,0 +1,671 @@
+"""Every mapping from settings to the Job, and every refusal before anything is sent."""
+
+import json
+from typing import Any
+
+import pytest
+
+from k8s_step_operator import (
+    ConfigurationError,
+    GPULabelScheme,
+    KubernetesJobStepOperatorSettings,
+    PipelineConfiguration,
+    ResourceSettings,
+    StepConfiguration,
+    StepRunInfo,
+    build_job,
+    job_name,
+    register_gpu_label_scheme,
+)
+from k8s_step_operator.settings import SecretKeyRef, Toleration
+
+S = KubernetesJobStepOperatorSettings
+
+
+def info(resources: ResourceSettings | None = None, **kw: Any) -> StepRunInfo:
+    fields: dict[str, Any] = {
+        "step_run_id": "step-run-1",
+        "run_id": "run-1",
+        "run_name": "nightly",
+        "pipeline_step_name": "train",
+        "pipeline": PipelineConfiguration(name="pipe"),
+        "config": StepConfiguration(resource_settings=resources or ResourceSettings()),
+        "images": {"default": "python:3.11"},
+    }
+    fields.update(kw)
+    return StepRunInfo(**fields)
+
+
+def build(
+    settings: S | None = None,
+    resources: ResourceSettings | None = None,
+    env: dict[str, str] | None = None,
+    **kw: Any,
+) -> dict[str, Any]:
+    job = build_job(
+        info(resources, **kw.pop("info", {})),
+        kw.pop("command", ["python", "-m", "step"]),
+        env or {},
+        settings or S(),
+        **kw,
+    )
+    json.dumps(job)  # JSON-ready
+    return job
+
+
+def pod(job: dict[str, Any]) -> dict[str, Any]:
+    spec: dict[str, Any] = job["spec"]["template"]["spec"]
+    return spec
+
+
+def container(job: dict[str, Any]) -> dict[str, Any]:
+    c: dict[str, Any] = pod(job)["containers"][0]
+    return c
+
+
+def refused(field: str, **kw: Any) -> ConfigurationError:
+    with pytest.raises(ConfigurationError) as exc:
+        build(**kw)
+    assert exc.value.field == field, exc.value
+    assert exc.value.accepted
+    return exc.value
+
+
+# --- the Job's frame -------------------------------------------------------------------------
+
+
+def test_frame() -> None:
+    job = build()
+    assert job["apiVersion"] == "batch/v1"
+    assert job["kind"] == "Job"
+    assert job["metadata"]["name"] == job_name("run-1", "train")
+    assert job["metadata"]["namespace"] == "default"
+    assert job["spec"]["backoffLimit"] == 0
+    assert job["spec"]["ttlSecondsAfterFinished"] == 600
+    assert "suspend" not in job["spec"]
+    assert pod(job)["restartPolicy"] == "Never"
+    assert pod(job)["automountServiceAccountToken"] is False
+    assert container(job)["name"] == "step"
+    assert container(job)["image"] == "python:3.11"
+    assert container(job)["command"] == ["python", "-m", "step"]
+    assert "resources" not in container(job)
+
+
+def test_namespace_precedence() -> None:
+    assert build(S(namespace="a"))["metadata"]["namespace"] == "a"
+    assert build(S(namespace="a"), namespace="b")["metadata"]["namespace"] == "b"
+    refused("settings.namespace", settings=S(namespace="Not_Valid"))
+    refused("namespace", namespace="x" * 64)
+
+
+def test_metadata_labels_and_annotations() -> None:
+    job = build(
+        S(
+            labels={"team": "ml"},
+            annotations={"note": "any text ü"},
+            pod_labels={"tier": "gpu"},
+            pod_annotations={"sim.k8s-step-operator.io/exit-code": "3"},
+        ),
+        info={"run_id": "run 1/ü", "pipeline_step_name": "Train Model!"},
+    )
+    meta = job["metadata"]
+    assert meta["labels"]["team"] == "ml"
+    assert meta["labels"]["app.kubernetes.io/managed-by"] == "k8s-step-operator"
+    assert meta["annotations"]["note"] == "any text ü"
+    assert meta["annotations"]["k8s-step-operator.io/run-id"] == "run 1/ü"
+    assert meta["annotations"]["k8s-step-operator.io/step-name"] == "Train Model!"
+    assert meta["annotations"]["k8s-step-operator.io/step-run-id"] == "step-run-1"
+    assert meta["annotations"]["k8s-step-operator.io/run-name"] == "nightly"
+    assert meta["annotations"]["k8s-step-operator.io/pipeline-name"] == "pipe"
+    template = job["spec"]["template"]["metadata"]
+    assert template["labels"]["tier"] == "gpu"
+    assert "team" not in template["labels"]
+    assert template["annotations"]["sim.k8s-step-operator.io/exit-code"] == "3"
+    assert "note" not in template["annotations"]
+    for labels in (meta["labels"], template["labels"]):
+        assert labels["k8s-step-operator.io/run-id"] != "run 1/ü"  # sanitized
+
+
+@pytest.mark.parametrize(
+    ("settings", "field"),
+    [
+        (S(labels={"bad key!": "x"}), "settings.labels['bad key!']"),
+        (S(labels={"ok": "bad value!"}), "settings.labels['ok']"),
+        (S(labels={"ok": "x" * 64}), "settings.labels['ok']"),
+        (S(pod_labels={"a/b/c": "x"}), "settings.pod_labels['a/b/c']"),
+        (S(annotations={"Bad_Prefix.com/x": "v"}), "settings.annotations['Bad_Prefix.com/x']"),
+        (
+            S(labels={"app.kubernetes.io/managed-by": "me"}),
+            "settings.labels['app.kubernetes.io/managed-by']",
+        ),
+        (
+            S(annotations={"k8s-step-operator.io/run-id": "x"}),
+            "settings.annotations['k8s-step-operator.io/run-id']",
+        ),
+        (
+            S(labels={"kueue.x-k8s.io/queue-name": "q"}),
+            "settings.labels['kueue.x-k8s.io/queue-name']",
+        ),
+        (
+            S(pod_labels={"batch.kubernetes.io/job-name": "x"}),
+            "settings.pod_labels['batch.kubernetes.io/job-name']",
+        ),
+    ],
+)
+def test_bad_or_reserved_metadata_is_refused(settings: S, field: str) -> None:
+    refused(field, settings=settings)
+
+
+def test_huge_annotations_are_refused() -> None:
+    refused("settings.annotations", settings=S(annotations={"big": "x" * 300_000}))
+
+
+# --- GPUs ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("vendor", "resource", "taint"),
+    [
+        ("nvidia", "nvidia.com/gpu", "nvidia.com/gpu"),
+        ("amd", "amd.com/gpu", "amd.com/gpu"),
+        ("intel", "gpu.intel.com/i915", "gpu.intel.com/i915"),
+        ("example.com/fpga", "example.com/fpga", "example.com/fpga"),
+    ],
+)
+def test_gpu_vendor_resource_and_toleration(vendor: str, resource: str, taint: str) -> None:
+    job = build(S(gpu_vendor=vendor), ResourceSettings(gpu_count=2))
+    res = container(job)["resources"]
+    assert res["requests"][resource] == "2"
+    assert res["limits"][resource] == "2"
+    assert {"key": taint, "operator": "Exists", "effect": "NoSchedule"} in pod(job)["tolerations"]
+
+
+def test_gpu_count_setting_overrides_resource_settings() -> None:
+    job = build(S(gpu_count=4), ResourceSettings(gpu_count=1))
+    assert container(job)["resources"]["limits"]["nvidia.com/gpu"] == "4"
+    job = build(S(gpu_count=0), ResourceSettings(gpu_count=1))
+    assert "resources" not in container(job)
+    assert "tolerations" not in pod(job)
+
+
+def test_no_gpu_no_toleration_and_toleration_can_be_disabled() -> None:
+    assert "tolerations" not in pod(build())
+    job = build(S(gpu_tolerations=False), ResourceSettings(gpu_count=1))
+    assert "tolerations" not in pod(job)
+
+
+def test_user_toleration_for_the_gpu_taint_is_not_duplicated() -> None:
+    t = Toleration(key="nvidia.com/gpu", operator="Equal", value="present", effect="NoSchedule")
+    job = build(S(tolerations=[t]), ResourceSettings(gpu_count=1))
+    assert pod(job)["tolerations"] == [
+        {"key": "nvidia.com/gpu", "operator": "Equal", "value": "present", "effect": "NoSchedule"}
+    ]
+
+
+@pytest.mark.parametrize(
+    "vendor", ["foo", "NVIDIA", "kubernetes.io/gpu", "nvidia", "requests.example.com/x", "a/b"]
+)
+def test_unknown_vendor(vendor: str) -> None:
+    if vendor == "nvidia":
+        build(S(gpu_vendor=vendor))
+        return
+    refused("settings.gpu_vendor", settings=S(gpu_vendor=vendor))
+
+
+def test_mig_profile_maps_to_mig_resource() -> None:
+    job = build(S(mig_profile="1g.5gb", gpu_count=2))
+    res = container(job)["resources"]
+    assert res["limits"] == {"nvidia.com/mig-1g.5gb": "2"}
+    assert res["requests"] == {"nvidia.com/mig-1g.5gb": "2"}
+    assert "nvidia.com/gpu" not in res["limits"]
+
+
+@pytest.mark.parametrize(
+    ("settings", "field"),
+    [
+        (S(mig_profile="1g.5gb", gpu_vendor="amd", gpu_count=1), "settings.mig_profile"),
+        (
+            S(mig_profile="1g.5gb", gpu_vendor="example.com/fpga", gpu_count=1),
+            "settings.mig_profile",
+        ),
+        (S(mig_profile="huge", gpu_count=1), "settings.mig_profile"),
+        (S(mig_profile="1g.10gb+me", gpu_count=1), "settings.mig_profile"),
+        (S(mig_profile="1g.5gb"), "settings.gpu_count"),
+    ],
+)
+def test_bad_mig(settings: S, field: str) -> None:
+    refused(field, settings=settings)
+
+
+@pytest.mark.parametrize(
+    ("scheme", "gpu_type", "key", "value"),
+    [
+        (
+            "gpu-feature-discovery",
+            "NVIDIA-H100-80GB-HBM3",
+            "nvidia.com/gpu.product",
+            "NVIDIA-H100-80GB-HBM3",
+        ),
+        ("gke", "nvidia-tesla-a100", "cloud.google.com/gke-accelerator", "nvidia-tesla-a100"),
+        ("karpenter", "A100", "karpenter.k8s.aws/instance-gpu-name", "a100"),
+    ],
+)
+def test_label_schemes(scheme: str, gpu_type: str, key: str, value: str) -> None:
+    job = build(S(gpu_type=gpu_type, gpu_label_scheme=scheme, gpu_count=1))
+    assert pod(job)["nodeSelector"] == {key: value}
+
+
+def test_custom_label_key_and_registered_scheme() -> None:
+    job = build(S(gpu_type="h100", gpu_label_key="example.com/gpu-model", gpu_count=1))
+    assert pod(job)["nodeSelector"] == {"example.com/gpu-model": "h100"}
+    register_gpu_label_scheme(GPULabelScheme("test-upper", "example.org/accel", str.upper))
+    job = build(S(gpu_type="h100", gpu_label_scheme="test-upper", gpu_count=1))
+    assert pod(job)["nodeSelector"] == {"example.org/accel": "H100"}
+
+
+@pytest.mark.parametrize(
+    ("settings", "field"),
+    [
+        (S(gpu_type="x", gpu_label_scheme="nope", gpu_count=1), "settings.gpu_label_scheme"),
+        (S(gpu_type="x", gpu_label_key="bad key", gpu_count=1), "settings.gpu_label_key"),
+        (S(gpu_type="A100 80GB", gpu_count=1), "settings.gpu_type"),
+        (S(gpu_type="a100"), "settings.gpu_type"),
+        (
+            S(gpu_type="a100", gpu_count=1, node_selector={"nvidia.com/gpu.product": "t4"}),
+            "settings.node_selector",
+        ),
+    ],
+)
+def test_bad_gpu_selection(settings: S, field: str) -> None:
+    refused(field, settings=settings)
+
+
+def test_node_selector_merges_with_gpu_type() -> None:
+    job = build(S(gpu_type="t4", gpu_count=1, node_selector={"pool": "gpu"}))
+    assert pod(job)["nodeSelector"] == {"pool": "gpu", "nvidia.com/gpu.product": "t4"}
+
+
+# --- CPU, memory, shm -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("cpu", "quantity"),
+    [(1, "1"), (0.5, "500m"), (1.5, "1500m"), (0.0001, "1m"), (2.0005, "2001m")],
+)
+def test_cpu_request(cpu: float, quantity: str) -> None:
+    res = container(build(resources=ResourceSettings(cpu_count=cpu)))["resources"]
+    assert res == {"requests": {"cpu": quantity}}
+
+
+def test_cpu_limit_opt_in() -> None:
+    res = container(build(S(cpu_limit=True), ResourceSettings(cpu_count=2)))["resources"]
+    assert res["limits"]["cpu"] == "2"
+    refused("settings.cpu_limit", settings=S(cpu_limit=True))
+
+
+@pytest.mark.parametrize(
+    ("memory", "quantity"), [("16GB", "16G"), ("512MiB", "512Mi"), ("1KB", "1k"), ("2PiB", "2Pi")]
+)
+def test_memory_request_equals_limit(memory: str, quantity: str) -> None:
+    res = container(build(resources=ResourceSettings(memory=memory)))["resources"]
+    assert res["requests"]["memory"] == quantity
+    assert res["limits"]["memory"] == quantity
+
+
+def test_zero_or_absurd_memory_refused() -> None:
+    refused("resource_settings.memory", resources=ResourceSettings(memory="0GB"))
+    refused("resource_settings.memory", resources=ResourceSettings(memory="9000000PiB"))
+    refused("resource_settings.cpu_count", resources=ResourceSettings(cpu_count=1e12))
+
+
+def test_shm_volume() -> None:
+    job = build(S(shm_size="2Gi"))
+    assert pod(job)["volumes"] == [
+        {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "2Gi"}}
+    ]
+    assert container(job)["volumeMounts"] == [{"name": "dshm", "mountPath": "/dev/shm"}]
+    assert "volumes" not in pod(build())
+
+
+@pytest.mark.parametrize("size", ["0", "0Gi", "1 Gi", "-1Gi", "1gb", "500m", "1e3", "99999Ei"])
+def test_bad_shm(size: str) -> None:
+    refused("settings.shm_size", settings=S(shm_size=size))
+
+
+# --- placement ---
+
+
+def test_tolerations_affinity_priority_service_account() -> None:
+    affinity = {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [
+                    {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}
+                ]
+            }
+        }
+    }
+    job = build(
+        S(
+            tolerations=[
+                Toleration(operator="Exists"),
+                Toleration(
+                    key="spot",
+                    operator="Equal",
+                    value="true",
+                    effect="NoExecute",
+                    toleration_seconds=30,
+                ),
+            ],
+            affinity=affinity,
+            priority_class_name="high",
+            service_account_name="step-runner",
+            image_pull_secrets=["regcred"],
+            image_pull_policy="IfNotPresent",
+        )
+    )
+    spec = pod(job)
+    assert spec["tolerations"] == [
+        {"operator": "Exists"},
+        {
+            "key": "spot",
+            "operator": "Equal",
+            "value": "true",
+            "effect": "NoExecute",
+            "tolerationSeconds": 30,
+        },
+    ]
+    assert spec["affinity"] == affinity
+    assert spec["affinity"] is not affinity
+    assert spec["priorityClassName"] == "high"
+    assert spec["serviceAccountName"] == "step-runner"
+    assert spec["imagePullSecrets"] == [{"name": "regcred"}]
+    assert container(job)["imagePullPolicy"] == "IfNotPresent"
+
+
+@pytest.mark.parametrize(
+    ("toleration", "field"),
+    [
+        (Toleration(operator="Equal", value="x"), "settings.tolerations[0].operator"),
+        (Toleration(key="k", operator="Exists", value="x"), "settings.tolerations[0].value"),
+        (Toleration(key="k", value="bad value"), "settings.tolerations[0].value"),
+        (Toleration(key="bad key", operator="Exists"), "settings.tolerations[0].key"),
+        (
+            Toleration(key="k", operator="Exists", effect="NoSchedule", toleration_seconds=5),
+            "settings.tolerations[0].toleration_seconds",
+        ),
+    ],
+)
+def test_bad_tolerations(toleration: Toleration, field: str) -> None:
+    refused(field, settings=S(tolerations=[toleration]))
+
+
+@pytest.mark.parametrize(
+    ("settings", "field"),
+    [
+        (S(affinity={"nodeAffinityy": {}}), "settings.affinity['nodeAffinityy']"),
+        (S(priority_class_name="High"), "settings.priority_class_name"),
+        (S(service_account_name="a b"), "settings.service_account_name"),
+        (S(image_pull_secrets=["UPPER"]), "settings.image_pull_secrets[0]"),
+        (S(node_selector={"k": "v v"}), "settings.node_selector['k']"),
+        (S(image="has space:1"), "settings.image"),
+        (S(image=""), "settings.image"),
+    ],
+)
+def test_bad_placement_and_names(settings: S, field: str) -> None:
+    refused(field, settings=settings)
+
+
+def test_image_comes_from_info_unless_set() -> None:
+    assert container(build(S(image="mine:2")))["image"] == "mine:2"
+    job = build(info={"images": {"kubernetes_job_step_operator": "built:1", "default": "d:1"}})
+    assert container(job)["image"] == "built:1"
+    refused("info.images['kubernetes_job_step_operator']", info={"images": {}})
+
+
+# --- Kueue, failure policy, lifetime --------------------------------------------------------------
+
+
+def test_kueue_queue_suspends_the_job() -> None:
+    job = build(S(queue_name="team-a"))
+    assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-a"
+    assert job["spec"]["suspend"] is True
+    refused("settings.queue_name", settings=S(queue_name="bad queue"))
+    refused("settings.queue_name", settings=S(queue_name=""))
+
+
+def test_failure_policy() -> None:
+    job = build(S(fail_on_exit_codes=[42, 3, 3]))
+    rules = job["spec"]["podFailurePolicy"]["rules"]
+    assert rules[0] == {
+        "action": "Ignore",
+        "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
+    }
+    assert rules[1] == {
+        "action": "FailJob",
+        "onExitCodes": {"containerName": "step", "operator": "In", "values": [3, 42]},
+    }
+    assert build()["spec"]["podFailurePolicy"]["rules"] == [rules[0]]
+    assert "podFailurePolicy" not in build(S(ignore_disruptions=False))["spec"]
+
+
+@pytest.mark.parametrize("code", [0, 256, -1])
+def test_bad_exit_codes(code: int) -> None:
+    refused("settings.fail_on_exit_codes[0]", settings=S(fail_on_exit_codes=[code]))
+
+
+def test_deadlines_and_ttl() -> None:
+    job = build(S(active_deadline_seconds=3600, ttl_seconds_after_finished=None, backoff_limit=2))
+    assert job["spec"]["activeDeadlineSeconds"] == 3600
+    assert job["spec"]["backoffLimit"] == 2
+    assert "ttlSecondsAfterFinished" not in job["spec"]
+
+
+# --- environment and secrets ---
+
+
+def test_env_and_secret_references() -> None:
+    job = build(
+        S(
+            env={"MODE": "fast"},
+            secret_env={"HF_TOKEN": SecretKeyRef(name="hf", key="token")},
+            secret_env_from=["db-creds"],
+        ),
+        env={"ZENML_STEP": "x", "TOKENIZERS_PARALLELISM": "false"},
+    )
+    c = container(job)
+    assert {"name": "ZENML_STEP", "value": "x"} in c["env"]
+    assert {"name": "MODE", "value": "fast"} in c["env"]
+    assert {"name": "TOKENIZERS_PARALLELISM", "value": "false"} in c["env"]
+    assert {"name": "PYTHONUNBUFFERED", "value": "1"} in c["env"]
+    assert {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}} in c[
+        "env"
+    ]
+    assert c["envFrom"] == [{"secretRef": {"name": "db-creds"}}]
+    assert "hf" not in json.dumps([e.get("value") for e in c["env"]])
+
+
+@pytest.mark.parametrize(
+    "name", ["NVIDIA_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES", "NVIDIA_DRIVER_CAPABILITIES"]
+)
+def test_gpu_visibility_variables_refused(name: str) -> None:
+    refused(f"environment[{name!r}]", env={name: "all"})
+    refused(f"settings.env[{name!r}]", settings=S(env={name: "all"}))
+    refused(
+        f"settings.secret_env[{name!r}]",
+        settings=S(secret_env={name: SecretKeyRef(name="s", key="k")}),
+    )
+
+
+@pytest.mark.parametrize(
+    "name", ["HF_TOKEN", "DB_PASSWORD", "AWS_SECRET_ACCESS_KEY", "OPENAI_API_KEY", "my-secret"]
+)
+def test_secret_like_plain_env_refused_without_echoing(name: str) -> None:
+    error = refused(f"environment[{name!r}]", env={name: "s3cr3t-value"})
+    assert "s3cr3t-value" not in str(error)
+    assert "secret_env" in error.accepted
+    job = build(S(allow_secret_like_env=True), env={name: "v"})
+    assert {"name": name, "value": "v"} in container(job)["env"]
+
+
+@pytest.mark.parametrize(
+    ("settings", "env", "field"),
+    [
+        (S(), {"1BAD": "x"}, "environment['1BAD']"),
+        (S(), {"A=B": "x"}, "environment['A=B']"),
+        (
+            S(secret_env={"A": SecretKeyRef(name="s", key="k")}),
+            {"A": "x"},
+            "settings.secret_env['A']",
+        ),
+        (
+            S(secret_env={"A": SecretKeyRef(name="Bad Name", key="k")}),
+            {},
+            "settings.secret_env['A'].name",
+        ),
+        (
+            S(secret_env={"A": SecretKeyRef(name="s", key="k/k")}),
+            {},
+            "settings.secret_env['A'].key",
+        ),
+        (S(secret_env_from=["Bad"]), {}, "settings.secret_env_from[0]"),
+    ],
+)
+def test_bad_env(settings: S, env: dict[str, str], field: str) -> None:
+    refused(field, settings=settings, env=env)
+
+
+def test_secret_values_are_refused_at_settings_construction() -> None:
+    from k8s_step_operator.settings import parse_settings
+
+    with pytest.raises(ConfigurationError) as exc:
+        parse_settings({"secret_env": {"HF_TOKEN": "hf_abcdef"}})
+    assert exc.value.field == "settings.secret_env"
+    assert "reference" in exc.value.accepted
+    assert "hf_abcdef" not in str(exc.value)
+
+
+# --- security ---
+
+
+def test_restricted_profile_by_default() -> None:
+    job = build()
+    assert pod(job)["securityContext"] == {
+        "runAsUser": 1000,
+        "runAsNonRoot": True,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    ctx = container(job)["securityContext"]
+    assert ctx["allowPrivilegeEscalation"] is False
+    assert ctx["capabilities"] == {"drop": ["ALL"]}
+    assert ctx["runAsNonRoot"] is True
+    assert "privileged" not in json.dumps(job)
+
+
+def test_custom_ids_and_opt_out() -> None:
+    job = build(S(run_as_user=2000, run_as_group=3000, fs_group=4000))
+    assert pod(job)["securityContext"]["runAsUser"] == 2000
+    assert pod(job)["securityContext"]["runAsGroup"] == 3000
+    assert pod(job)["securityContext"]["fsGroup"] == 4000
+    job = build(S(pod_security_profile="none"))
+    assert "securityContext" not in pod(job)
+    assert "securityContext" not in container(job)
+    job = build(S(pod_security_profile="none", run_as_user=0))
+    assert pod(job)["securityContext"] == {"runAsUser": 0}
+
+
+def test_root_with_restricted_refused() -> None:
+    refused("settings.run_as_user", settings=S(run_as_user=0))
+    refused("settings.run_as_user", settings=S(run_as_user=2**31))
+
+
+# --- escape hatch ---
+
+
+def test_overrides_merge_last_and_append_lists() -> None:
+    job = build(
+        S(
+            shm_size="1Gi",
+            pod_spec_overrides={
+                "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "data"}}],
+                "initContainers": [{"name": "fetch", "image": "busybox:1", "command": ["true"]}],
+                "terminationGracePeriodSeconds": 5,
+            },
+            container_overrides={
+                "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+                "workingDir": "/work",
+            },
+        )
+    )
+    spec = pod(job)
+    assert [v["name"] for v in spec["volumes"]] == ["dshm", "data"]
+    assert spec["terminationGracePeriodSeconds"] == 5
+    assert spec["initContainers"][0]["securityContext"]["allowPrivilegeEscalation"] is False
+    assert [m["mountPath"] for m in container(job)["volumeMounts"]] == ["/dev/shm", "/data"]
+    assert container(job)["workingDir"] == "/work"
+
+
+@pytest.mark.parametrize(
+    ("settings", "field"),
+    [
+        (S(pod_spec_overrides={"containers": []}), "settings.pod_spec_overrides['containers']"),
+        (
+            S(pod_spec_overrides={"securityContext": {}}),
+            "settings.pod_spec_overrides['securityContext']",
+        ),
+        (
+            S(pod_spec_overrides={"volumes": {"name": "x"}}),
+            "settings.pod_spec_overrides['volumes']",
+        ),
+        (S(pod_spec_overrides={"hostNetwork": True}), "settings.pod_spec_overrides['hostNetwork']"),
+        (
+            S(container_overrides={"securityContext": {"privileged": True}}),
+            "settings.container_overrides['securityContext']",
+        ),
+        (S(container_overrides={"resources": {}}), "settings.container_overrides['resources']"),
+        (
+            S(shm_size="1Gi", pod_spec_overrides={"volumes": [{"name": "dshm", "emptyDir": {}}]}),
+            "settings.pod_spec_overrides['volumes'][0].name",
+        ),
+        (
+            S(
+                shm_size="1Gi",
+                container_overrides={"volumeMounts": [{"name": "x", "mountPath": "/dev/shm"}]},
+            ),
+            "settings.container_overrides['volumeMounts']",
+        ),
+        (
+            S(pod_spec_overrides={"terminationGracePeriodSeconds": True}),
+            "settings.pod_spec_overrides['terminationGracePeriodSeconds']",
+        ),
+        (
+            S(pod_spec_overrides={"volumes": [{"name": "x", "hostPath": {"path": float("nan")}}]}),
+            "settings.pod_spec_overrides['volumes']",
+        ),
+    ],
+)
+def test_overrides_refused(settings: S, field: str) -> None:
+    refused(field, settings=settings)
+
+
+def test_host_network_allowed_without_restricted_profile() -> None:
+    job = build(S(pod_security_profile="none", pod_spec_overrides={"hostNetwork": True}))
+    assert pod(job)["hostNetwork"] is True
+
+
+# --- the command ---
+
+
+@pytest.mark.parametrize("command", [[], "python -m x", [""], ["python", 3]])
+def test_bad_command(command: Any) -> None:
+    with pytest.raises(ConfigurationError) as exc:
+        build(command=command)
+    assert exc.value.field.startswith("entrypoint_command")
+
+
+def test_builder_does_not_mutate_or_alias_settings() -> None:
+    settings = S(pod_spec_overrides={"volumes": [{"name": "v", "emptyDir": {}}]})
+    job = build(settings)
+    pod(job)["volumes"][0]["name"] = "changed"
+    assert settings.pod_spec_overrides["volumes"][0]["name"] == "v"
+    assert build(settings) == build(settings)

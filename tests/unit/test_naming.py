@@ -1,0 +1,92 @@
+import re
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from k8s_step_operator import job_name, same_step
+from k8s_step_operator.naming import label_value
+
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+
+names = st.text(min_size=1, max_size=300)
+
+
+@given(run_id=names, step=names)
+@settings(max_examples=500)
+def test_job_name_is_a_valid_short_dns_label(run_id: str, step: str) -> None:
+    name = job_name(run_id, step)
+    assert len(name) <= 63
+    assert DNS_LABEL.match(name), name
+
+
+@given(run_id=names, step=names)
+def test_job_name_is_deterministic(run_id: str, step: str) -> None:
+    assert job_name(run_id, step) == job_name(str(run_id), str(step))
+
+
+@given(a=st.tuples(names, names), b=st.tuples(names, names))
+@settings(max_examples=500)
+def test_different_steps_never_share_a_name(a: tuple[str, str], b: tuple[str, str]) -> None:
+    if a != b:
+        assert job_name(*a) != job_name(*b)
+
+
+def test_separator_ambiguity_does_not_collide() -> None:
+    assert job_name("a-b", "c") != job_name("a", "b-c")
+    assert job_name("run", "train") != job_name("run", "Train")
+    assert job_name("r", "日本") != job_name("r", "中文")
+
+
+def test_name_keeps_a_readable_slug() -> None:
+    name = job_name("run-1", "Train Model!")
+    assert name.startswith("train-model-")
+    assert job_name("run-1", "日本語").startswith("step-")
+    assert len(job_name("r", "x" * 500)) == 63
+
+
+@given(st.text(max_size=200))
+@settings(max_examples=300)
+def test_label_value_is_always_valid_and_stable(text: str) -> None:
+    value = label_value(text)
+    assert len(value) <= 63
+    assert LABEL_VALUE.match(value), value
+    assert label_value(text) == value
+
+
+def test_label_value_keeps_valid_values_and_separates_others() -> None:
+    assert label_value("run-1") == "run-1"
+    assert label_value("") == ""
+    assert label_value("a b") != label_value("a_b")
+    assert label_value("a b") != label_value("a/b")
+
+
+def test_same_step_reads_the_raw_names() -> None:
+    job = {
+        "metadata": {
+            "annotations": {
+                "k8s-step-operator.io/run-id": "run/1 ü",
+                "k8s-step-operator.io/step-name": "Train Model",
+            }
+        }
+    }
+    assert same_step(job, "run/1 ü", "Train Model")
+    assert not same_step(job, "run/1 ü", "Train-Model")
+    assert not same_step(job, "run/2", "Train Model")
+    assert not same_step({"metadata": {}}, "run/1 ü", "Train Model")
+    assert not same_step({}, "", "")
+
+
+def test_same_step_accepts_client_objects() -> None:
+    from kubernetes.client import V1Job, V1ObjectMeta
+
+    job = V1Job(
+        metadata=V1ObjectMeta(
+            annotations={
+                "k8s-step-operator.io/run-id": "r",
+                "k8s-step-operator.io/step-name": "s",
+            }
+        )
+    )
+    assert same_step(job, "r", "s")  # type: ignore[arg-type]
+    assert not same_step(job, "r", "t")  # type: ignore[arg-type]

@@ -1,0 +1,133 @@
+import pytest
+from pydantic import ValidationError
+
+from k8s_step_operator import (
+    ConfigurationError,
+    KubernetesJobStepOperator,
+    KubernetesJobStepOperatorConfig,
+    KubernetesJobStepOperatorSettings,
+    ResourceSettings,
+    StepConfiguration,
+    StepRunInfo,
+)
+from k8s_step_operator.settings import parse_settings
+
+KEY = "step_operator.kubernetes_job"
+
+
+def info(settings: object = None, resources: ResourceSettings | None = None) -> StepRunInfo:
+    return StepRunInfo(
+        step_run_id="sr",
+        run_id="r",
+        pipeline_step_name="train",
+        config=StepConfiguration(
+            resource_settings=resources or ResourceSettings(),
+            settings={} if settings is None else {KEY: settings},
+        ),
+        images={"default": "img:1"},
+    )
+
+
+def test_every_field_is_described_and_models_are_frozen_and_strict() -> None:
+    for model in (KubernetesJobStepOperatorSettings, KubernetesJobStepOperatorConfig):
+        for name, field in model.model_fields.items():
+            assert field.description, name
+        assert model.model_config.get("frozen") is True
+        assert model.model_config.get("extra") == "forbid"
+
+
+def test_runner_knob_defaults() -> None:
+    s = KubernetesJobStepOperatorSettings()
+    assert s.pending_timeout == 600
+    assert s.image_pull_backoff_timeout == 300
+    assert s.missing_config_grace == 30
+    assert s.safety_poll_interval == 30
+    assert s.stream_logs is True
+    assert s.preflight_fit_check is True
+    assert s.delete_on_cancel is True
+    assert s.backoff_limit == 0
+    assert s.ttl_seconds_after_finished == 600
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        ({"pending_timeout": 0}, "settings.pending_timeout"),
+        ({"safety_poll_interval": -1}, "settings.safety_poll_interval"),
+        ({"gpu_count": 1.5}, "settings.gpu_count"),
+        ({"gpu_count": -2}, "settings.gpu_count"),
+        ({"gpu_count": True}, "settings.gpu_count"),
+        ({"image_pull_policy": "Sometimes"}, "settings.image_pull_policy"),
+        ({"gpu_cnt": 1}, "settings.gpu_cnt"),
+        ({"tolerations": [{"key": "a", "operator": "Maybe"}]}, "settings.tolerations[0].operator"),
+        ({"secret_env": {"A": {"name": "s"}}}, "settings.secret_env.A.key"),
+    ],
+)
+def test_validation_errors_name_the_field(data: dict[str, object], field: str) -> None:
+    with pytest.raises(ConfigurationError) as exc:
+        parse_settings(data)
+    assert exc.value.field == field
+    assert isinstance(exc.value.__cause__, ValidationError)
+
+
+def test_config_inherits_settings_and_adds_connection_fields() -> None:
+    config = KubernetesJobStepOperatorConfig(
+        kubeconfig_path="/tmp/kc", kubernetes_context="ctx", incluster=False, gpu_count=1
+    )
+    assert isinstance(config, KubernetesJobStepOperatorSettings)
+    assert config.kubeconfig_path == "/tmp/kc"
+    assert "kubeconfig_path" not in KubernetesJobStepOperatorSettings.model_fields
+
+
+def test_step_settings_override_component_config_field_by_field() -> None:
+    op = KubernetesJobStepOperator(
+        config=KubernetesJobStepOperatorConfig(
+            namespace="ml", gpu_vendor="amd", shm_size="1Gi", kubernetes_context="c"
+        )
+    )
+    merged = op.get_settings(info({"gpu_vendor": "nvidia", "gpu_count": 2}))
+    assert type(merged) is KubernetesJobStepOperatorSettings
+    assert merged.gpu_vendor == "nvidia"
+    assert merged.gpu_count == 2
+    assert merged.namespace == "ml"
+    assert merged.shm_size == "1Gi"
+    # A settings object counts only the fields it set.
+    merged = op.get_settings(info(KubernetesJobStepOperatorSettings(gpu_count=3)))
+    assert merged.gpu_vendor == "amd"
+    assert merged.gpu_count == 3
+    # No step settings: the config's values.
+    assert op.get_settings(info()).namespace == "ml"
+
+
+def test_invalid_step_settings_name_the_key_and_field() -> None:
+    op = KubernetesJobStepOperator()
+    with pytest.raises(ConfigurationError) as exc:
+        op.get_settings(info({"gpu_count": -1}))
+    assert exc.value.field == f"settings[{KEY!r}].gpu_count"
+    with pytest.raises(ConfigurationError) as exc:
+        op.get_settings(info(42))
+    assert exc.value.field == f"settings[{KEY!r}]"
+
+
+def test_operator_build_job_uses_merged_settings() -> None:
+    op = KubernetesJobStepOperator(config=KubernetesJobStepOperatorConfig(namespace="ml"))
+    job = op.build_job(
+        info({"gpu_type": "t4"}, ResourceSettings(gpu_count=1)), ["python", "x.py"], {}
+    )
+    assert job["metadata"]["namespace"] == "ml"
+    spec = job["spec"]["template"]["spec"]
+    assert spec["nodeSelector"] == {"nvidia.com/gpu.product": "t4"}
+    assert spec["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+
+
+def test_step_run_info_accepts_uuids_and_requires_ids() -> None:
+    import uuid
+
+    run = uuid.uuid4()
+    i = StepRunInfo(step_run_id=uuid.uuid4(), run_id=run, pipeline_step_name="s")  # type: ignore[arg-type]
+    assert i.run_id == str(run)
+    with pytest.raises(ValidationError):
+        StepRunInfo(step_run_id="", run_id="r", pipeline_step_name="s")
+    with pytest.raises(ConfigurationError):
+        i.get_image("anything")
+    assert info().get_image("anything") == "img:1"

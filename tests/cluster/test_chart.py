@@ -1,0 +1,274 @@
+"""The Helm chart and the manifests rendered from it: lint, schema, names, drift, and both ways of
+installing them on the cluster (``helm install`` and ``kubectl apply -k manifests/``).
+"""
+
+from __future__ import annotations
+
+import base64
+import subprocess
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+import yaml
+from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
+
+from k8s_step_operator.doctor import run_doctor
+from tests.cluster.conftest import request_token, service_account_client
+
+if TYPE_CHECKING:
+    from tests.cluster.conftest import InstallChart
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "k8s-step-operator"
+MANIFESTS = ROOT / "manifests"
+ALL_ON = [
+    "--set",
+    "namespace.create=true,namespace.name=ml-steps,pipeline.tokenSecret.create=true",
+    "--set",
+    "resourceQuota.enabled=true,limitRange.enabled=true,priorityClass.enabled=true",
+    "--set",
+    "kueue.enabled=true,kueue.createQueues=true",
+]
+
+
+def helm(helm_bin: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([helm_bin, *args], capture_output=True, text=True, timeout=60)
+
+
+def template(helm_bin: str, *args: str, release: str = "r") -> list[dict[str, Any]]:
+    proc = helm(helm_bin, "template", release, str(CHART), "--namespace", "ml", *args)
+    assert proc.returncode == 0, proc.stderr
+    return [d for d in yaml.safe_load_all(proc.stdout) if d]
+
+
+# ---------------------------------------------------------------------------------------------
+# Rendering (no cluster needed)
+
+
+@pytest.mark.parametrize("extra", [[], ALL_ON], ids=["defaults", "all-on"])
+def test_helm_lint_strict(helm_bin: str, extra: list[str]) -> None:
+    proc = helm(helm_bin, "lint", "--strict", str(CHART), *extra)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_manifests_match_the_chart() -> None:
+    proc = subprocess.run(
+        ["bash", str(ROOT / "e2e" / "check-manifests.sh")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_defaults_render_least_privilege_only(helm_bin: str) -> None:
+    docs = template(helm_bin, "--skip-tests")
+    kinds = sorted(d["kind"] for d in docs)
+    assert kinds == [
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+        "ServiceAccount",
+        "ServiceAccount",
+    ]
+    step = next(d for d in docs if d["metadata"]["name"].endswith("-step"))
+    assert step["automountServiceAccountToken"] is False
+    for d in docs:
+        for rule in d.get("rules", []):
+            assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"]
+            assert "secrets" not in rule["resources"]
+            assert "pods/exec" not in rule["resources"]
+
+
+def test_every_optional_object_renders(helm_bin: str) -> None:
+    docs = template(helm_bin, *ALL_ON)
+    kinds = {d["kind"] for d in docs}
+    assert {
+        "Namespace",
+        "Secret",
+        "ResourceQuota",
+        "LimitRange",
+        "PriorityClass",
+        "ResourceFlavor",
+        "ClusterQueue",
+        "LocalQueue",
+    } <= kinds
+    namespace = next(d for d in docs if d["kind"] == "Namespace")
+    labels = namespace["metadata"]["labels"]
+    for mode in ("enforce", "audit", "warn"):
+        assert labels[f"pod-security.kubernetes.io/{mode}"] == "restricted"
+    cluster_scoped = {
+        "Namespace",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "PriorityClass",
+        "ResourceFlavor",
+        "ClusterQueue",
+    }
+    for d in docs:
+        if d["kind"] not in cluster_scoped:
+            assert d["metadata"]["namespace"] == "ml-steps", d["kind"]
+    quota = next(d for d in docs if d["kind"] == "ResourceQuota")
+    assert quota["spec"]["hard"]["requests.nvidia.com/gpu"] == "8"
+    cq = next(d for d in docs if d["kind"] == "ClusterQueue")
+    assert cq["spec"]["namespaceSelector"]["matchLabels"] == {
+        "kubernetes.io/metadata.name": "ml-steps"
+    }
+    role = next(d for d in docs if d["kind"] == "Role")
+    assert {
+        "apiGroups": ["kueue.x-k8s.io"],
+        "resources": ["workloads"],
+        "verbs": [
+            "get",
+            "list",
+            "watch",
+        ],
+    } in role["rules"]
+
+
+def test_names_fit_63_characters_and_stay_distinct(helm_bin: str) -> None:
+    release = "r" * 53  # Helm's own limit for release names
+    docs = template(helm_bin, *ALL_ON, "--set", "tests.image=x", release=release)
+    seen: set[tuple[str, str]] = set()
+    for d in docs:
+        name = d["metadata"]["name"]
+        assert len(name) <= 63, name
+        assert not name.endswith("-"), name
+        assert (d["kind"], name) not in seen
+        seen.add((d["kind"], name))
+        for value in d["metadata"].get("labels", {}).values():
+            assert len(str(value)) <= 63
+    # Names that refer to each other still match after truncation.
+    role = next(d for d in docs if d["kind"] == "Role")
+    binding = next(d for d in docs if d["kind"] == "RoleBinding")
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+
+
+@pytest.mark.parametrize(
+    ("values", "complaint"),
+    [
+        (["--set", "kueue.createQueues=true"], "/kueue/enabled"),
+        (["--set", "namespace.podSecurity.enforce=strict"], "/namespace/podSecurity/enforce"),
+        (["--set", "priorityClass.value=2000000000"], "/priorityClass/value"),
+        (["--set", "namespace.name=Bad_Name"], "/namespace/name"),
+        (["--set", "unknownKey=1"], "unknownKey"),
+    ],
+)
+def test_schema_rejects_bad_values(helm_bin: str, values: list[str], complaint: str) -> None:
+    proc = helm(helm_bin, "template", "r", str(CHART), *values)
+    assert proc.returncode != 0
+    assert complaint in proc.stderr
+
+
+def test_chart_test_pod_checks_each_permission(helm_bin: str) -> None:
+    docs = template(helm_bin, "--set", "pipeline.rbac.nodeReader=false")
+    docs_tests = [d for d in docs if d["kind"] == "Pod"]
+    (pod,) = docs_tests
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    checks = {tuple(c["args"][3:]) for c in pod["spec"]["containers"]}
+    assert ("get", "pods", "--subresource=log") in checks
+    assert ("create", "jobs.batch") in checks
+    assert not any("nodes" in c for c in checks)
+    assert len(checks) == 12
+
+
+# ---------------------------------------------------------------------------------------------
+# On the cluster
+
+
+@pytest.mark.cluster
+def test_helm_install_with_every_core_option(
+    install_chart: InstallChart, namespace: str, api_client: Any
+) -> None:
+    """Quota, limits, priority and a long-lived token Secret install and work (Kueue's CRDs are
+    not on the local cluster, so its objects are left out here)."""
+    values = {
+        "pipeline": {"tokenSecret": {"create": True}},
+        "resourceQuota": {"enabled": True},
+        "limitRange": {"enabled": True},
+        "priorityClass": {"enabled": True},
+    }
+    sa = install_chart(namespace, values)
+    core = k8s.CoreV1Api(api_client)
+    quota = core.list_namespaced_resource_quota(namespace).items
+    assert [q.spec.hard["requests.nvidia.com/gpu"] for q in quota] == ["8"]
+    assert len(core.list_namespaced_limit_range(namespace).items) == 1
+    priority = k8s.SchedulingV1Api(api_client).read_priority_class(
+        f"{sa.release}-k8s-step-operator-gpu"
+    )
+    assert priority.value == 100000
+
+    # The control plane fills the token Secret in; its token authenticates as the pipeline.
+    secret_name = f"{sa.release}-k8s-step-operator-pipeline-token"
+    deadline = time.monotonic() + 30
+    while True:
+        secret = core.read_namespaced_secret(secret_name, namespace)
+        if secret.data and "token" in secret.data:
+            break
+        assert time.monotonic() < deadline, "the token Secret was never filled in"
+        time.sleep(0.2)
+    token = base64.b64decode(secret.data["token"]).decode()
+    with service_account_client(api_client, token) as long_lived:
+        review = k8s.AuthenticationV1Api(long_lived).create_self_subject_review(
+            k8s.V1SelfSubjectReview()
+        )
+        assert review.status.user_info.username == (
+            f"system:serviceaccount:{namespace}:{sa.service_account}"
+        )
+        assert run_doctor(long_lived, namespace).ok
+
+
+@pytest.mark.cluster
+def test_kubectl_apply_k_manifests(kubectl_bin: str, kubeconfig_path: Any, api_client: Any) -> None:
+    """``kubectl apply -k manifests/`` works, is idempotent, and gives the same least privilege."""
+    doc = yaml.safe_load((MANIFESTS / "namespace.yaml").read_text().split("---", 1)[1])
+    ns = doc["metadata"]["name"]
+    base = [kubectl_bin, "--kubeconfig", str(kubeconfig_path)]
+    core = k8s.CoreV1Api(api_client)
+    # A namespace left Terminating by an earlier run would refuse the apply.
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            phase = core.read_namespace(ns).status.phase
+        except ApiException as e:
+            assert e.status == 404
+            break
+        if phase != "Terminating":
+            break
+        assert time.monotonic() < deadline, f"namespace {ns} is still terminating"
+        time.sleep(0.5)
+    try:
+        proc = subprocess.run(
+            [*base, "apply", "-k", str(MANIFESTS)], capture_output=True, text=True, timeout=120
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        labels = core.read_namespace(ns).metadata.labels
+        assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+        step = core.read_namespaced_service_account("k8s-step-operator-step", ns)
+        assert step.automount_service_account_token is False
+        # Applying again changes nothing.
+        again = subprocess.run(
+            [*base, "apply", "-k", str(MANIFESTS)], capture_output=True, text=True, timeout=120
+        )
+        assert again.returncode == 0, again.stderr
+        assert "configured" not in again.stdout and "created" not in again.stdout, again.stdout
+
+        token = request_token(api_client, ns, "k8s-step-operator-pipeline")
+        with service_account_client(api_client, token) as pipeline:
+            report = run_doctor(pipeline, ns)
+            assert report.ok, report.missing
+            assert not report.missing_optional
+            with pytest.raises(ApiException) as info:
+                k8s.CoreV1Api(pipeline).list_namespaced_secret(ns)
+            assert info.value.status == 403
+    finally:
+        subprocess.run(
+            [*base, "delete", "-k", str(MANIFESTS), "--ignore-not-found", "--wait=false"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )

@@ -272,3 +272,21 @@ def test_kubectl_apply_k_manifests(kubectl_bin: str, kubeconfig_path: Any, api_c
             text=True,
             timeout=120,
         )
+
+
+@pytest.mark.parametrize(
+    ("version", "cohort_key"), [("v1beta1", "cohort"), ("v1beta2", "cohortName")]
+)
+def test_kueue_api_versions(helm_bin: str, version: str, cohort_key: str) -> None:
+    docs = template(
+        helm_bin,
+        "--set",
+        f"kueue.enabled=true,kueue.createQueues=true,kueue.apiVersion={version}",
+        "--set",
+        "kueue.clusterQueue.cohort=shared",
+    )
+    queues = [d for d in docs if d["apiVersion"].startswith("kueue.x-k8s.io/")]
+    assert {d["apiVersion"] for d in queues} == {f"kueue.x-k8s.io/{version}"}
+    assert len(queues) == 3
+    cq = next(d for d in queues if d["kind"] == "ClusterQueue")
+    assert cq["spec"][cohort_key] == "shared"

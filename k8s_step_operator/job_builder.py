@@ -241,7 +241,7 @@ def build_job(
         size = parse_quantity("settings.shm_size", s.shm_size, allow_milli=False)
         if size <= 0 or size > _MAX_INT64:
             raise ConfigurationError(
-                "settings.shm_size", "a positive size up to 8Ei, such as '1Gi'", s.shm_size
+                "settings.shm_size", "a positive size below 8Ei, such as '1Gi'", s.shm_size
             )
         pod_spec["volumes"] = [
             {"name": SHM_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": s.shm_size}}
@@ -395,7 +395,7 @@ def _resources(
             ) from exc
         if number <= 0 or number * unit.byte_value > _MAX_INT64:
             raise ConfigurationError(
-                "resource_settings.memory", "a positive size up to 8EiB", rs.memory
+                "resource_settings.memory", "a positive size below 8EiB", rs.memory
             )
         # Request == limit: the step gets what it asked for and is OOM-killed past it.
         memory = f"{number}{unit.kubernetes_suffix}"

@@ -1,0 +1,396 @@
+"""Every Job the builder produces is accepted by the real API server (server-side dry-run).
+
+Hypothesis generates settings and step identities broadly - unicode and over-long names, invalid
+label keys and values, odd GPU counts, vendors, models and MIG profiles, shm and memory sizes,
+tolerations, selectors, environment and secrets, overrides. Each example must either be refused
+by us before anything is sent (``ConfigurationError``, or pydantic's ``ValidationError`` naming
+the field) or be accepted by ``create_namespaced_job(..., dry_run="All")``. A server-side
+rejection of a Job we built is a bug in the builder.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, event, given, note, settings
+from hypothesis import strategies as st
+from kubernetes import client as k8s
+from kubernetes.client.rest import ApiException
+from pydantic import ValidationError
+
+from k8s_step_operator import (
+    ConfigurationError,
+    PipelineConfiguration,
+    ResourceSettings,
+    StepConfiguration,
+    StepRunInfo,
+    build_job,
+)
+from k8s_step_operator.settings import parse_settings
+
+pytestmark = pytest.mark.cluster
+
+
+label_part = st.from_regex(r"\A[A-Za-z0-9]([-A-Za-z0-9_.]{0,20}[A-Za-z0-9])?\Z")
+dns_label = st.from_regex(r"\A[a-z0-9]([-a-z0-9]{0,12}[a-z0-9])?\Z")
+dns_subdomain = st.builds(
+    lambda parts: ".".join(parts), st.lists(dns_label, min_size=1, max_size=3)
+)
+qualified_key = st.one_of(
+    label_part,
+    st.builds(lambda p, n: f"{p}/{n}", dns_subdomain, label_part),
+)
+any_text = st.text(max_size=80)
+weird_text = st.one_of(
+    any_text,
+    st.text(min_size=60, max_size=400),
+    st.text(alphabet="-_./ :*@#", max_size=20),
+)
+key = st.one_of(qualified_key, qualified_key, any_text)
+label_val = st.one_of(st.just(""), label_part, label_part, any_text)
+env_name = st.one_of(
+    st.from_regex(r"\A[A-Za-z_][A-Za-z0-9_]{0,15}\Z"),
+    st.sampled_from(
+        ["NVIDIA_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES", "HF_TOKEN", "DB_PASSWORD", "A.B", "-x"]
+    ),
+    any_text,
+)
+label_val_ok = st.one_of(st.just(""), label_part)
+env_name_ok = st.from_regex(r"\A[A-Za-z_][A-Za-z0-9_.-]{0,15}\Z").filter(
+    lambda n: (
+        n not in {"NVIDIA_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES", "NVIDIA_DRIVER_CAPABILITIES"}
+    )
+)
+memory_huge = st.builds(lambda n: f"{n}PiB", st.integers(8192, 10**9))
+quantity = st.builds(
+    lambda n, frac, suffix: f"{n}{frac}{suffix}",
+    st.integers(0, 10**6),
+    st.sampled_from(["", ".5", ".25"]),
+    st.sampled_from(["", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei", "k", "M", "G", "T", "P", "E", "m"]),
+)
+memory = st.builds(
+    lambda n, unit: f"{n}{unit}",
+    st.integers(0, 10**7),
+    st.sampled_from(["KB", "KiB", "MB", "MiB", "GB", "GiB", "TB", "TiB", "PB", "PiB"]),
+)
+toleration_ok = st.one_of(
+    st.builds(
+        lambda k, e: {"key": k, "operator": "Exists", **({"effect": e} if e else {})},
+        st.one_of(st.just(""), qualified_key),
+        st.sampled_from(["", "NoSchedule", "PreferNoSchedule", "NoExecute"]),
+    ),
+    st.builds(
+        lambda k, v, e: {"key": k, "operator": "Equal", "value": v, "effect": e},
+        qualified_key,
+        label_val_ok,
+        st.sampled_from(["", "NoSchedule", "PreferNoSchedule"]),
+    ),
+    st.builds(
+        lambda k, secs: {
+            "key": k,
+            "operator": "Exists",
+            "effect": "NoExecute",
+            "toleration_seconds": secs,
+        },
+        qualified_key,
+        st.integers(-(2**63), 2**63 - 1),
+    ),
+)
+toleration = st.fixed_dictionaries(
+    {},
+    optional={
+        "key": st.one_of(st.just(""), qualified_key, any_text),
+        "operator": st.sampled_from(["Exists", "Equal", "Maybe"]),
+        "value": label_val,
+        "effect": st.sampled_from(["", "NoSchedule", "PreferNoSchedule", "NoExecute", "Bad"]),
+        "toleration_seconds": st.one_of(st.none(), st.integers(-(2**64), 2**64)),
+    },
+)
+node_affinity = st.builds(
+    lambda k, op, vals: {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [
+                    {"matchExpressions": [{"key": k, "operator": op, "values": vals}]}
+                ]
+            }
+        }
+    },
+    qualified_key,
+    st.just("In"),
+    st.lists(label_part, min_size=1, max_size=3),
+)
+pod_overrides = st.sampled_from(
+    [
+        {},
+        {"volumes": [{"name": "data", "emptyDir": {}}]},
+        {"terminationGracePeriodSeconds": 5, "enableServiceLinks": False},
+        {"initContainers": [{"name": "init", "image": "busybox:1", "command": ["true"]}]},
+        {"schedulerName": "default-scheduler", "dnsPolicy": "ClusterFirst"},
+        {
+            "topologySpreadConstraints": [
+                {
+                    "maxSkew": 1,
+                    "topologyKey": "kubernetes.io/hostname",
+                    "whenUnsatisfiable": "ScheduleAnyway",
+                }
+            ]
+        },
+    ]
+)
+bad_pod_overrides = st.sampled_from(
+    [
+        {"volumes": [{"name": "dshm", "emptyDir": {}}], "containers": []},
+        {"containers": []},
+        {"securityContext": {"runAsUser": 0}},
+        {"terminationGracePeriodSeconds": "soon"},
+        {"volumes": {"name": "x"}},
+    ]
+)
+container_overrides = st.sampled_from(
+    [
+        {},
+        {"workingDir": "/work"},
+        {"terminationMessagePolicy": "FallbackToLogsOnError"},
+        {"ports": [{"containerPort": 8080, "name": "http"}]},
+    ]
+)
+bad_container_overrides = st.sampled_from(
+    [
+        {"securityContext": {"privileged": True}},
+        {"resources": {"limits": {"nvidia.com/gpu": "1"}}},
+        {"env": [{"name": "NVIDIA_VISIBLE_DEVICES", "value": "all"}]},
+        {"image": "other"},
+    ]
+)
+secret_ref = st.one_of(
+    st.fixed_dictionaries(
+        {"name": st.one_of(dns_subdomain, any_text), "key": st.one_of(label_part, any_text)},
+        optional={"optional": st.booleans()},
+    ),
+    any_text,  # a value where a reference is required
+)
+
+# Values Kubernetes accepts, per settings field. Weird-but-legal inputs (unicode annotation values,
+# long names, symbols in commands) stay in: the builder must carry them through intact.
+VALID: dict[str, st.SearchStrategy[Any]] = {
+    "image": st.sampled_from(
+        ["python:3.11-slim", "registry.example:5000/team/train@sha256:" + "a" * 64]
+    ),
+    "image_pull_policy": st.sampled_from([None, "Always", "IfNotPresent", "Never"]),
+    "image_pull_secrets": st.lists(dns_subdomain, max_size=2),
+    "service_account_name": st.one_of(st.none(), dns_subdomain),
+    "automount_service_account_token": st.booleans(),
+    "gpu_count": st.one_of(
+        st.integers(1, 8), st.integers(1, 8), st.integers(0, 1_000_000), st.none()
+    ),
+    "gpu_vendor": st.one_of(
+        st.sampled_from(["nvidia", "amd", "intel", "example.com/fpga", "xilinx.com/fpga-u250"]),
+        st.builds(lambda p, n: f"{p}.io/{n}", dns_label, label_part),
+    ),
+    "gpu_type": st.one_of(
+        st.none(),
+        st.sampled_from(["NVIDIA-H100-80GB-HBM3", "nvidia-tesla-t4", "A100", "MI300X"]),
+        label_part,
+    ),
+    "gpu_label_scheme": st.sampled_from(["gpu-feature-discovery", "gke", "karpenter"]),
+    "gpu_label_key": st.one_of(st.none(), qualified_key),
+    "mig_profile": st.one_of(
+        st.none(), st.sampled_from(["1g.5gb", "2g.20gb", "3g.40gb", "7g.80gb"])
+    ),
+    "gpu_tolerations": st.booleans(),
+    "shm_size": st.one_of(
+        st.none(),
+        st.builds(
+            lambda n, u: f"{n}{u}",
+            st.integers(1, 10**6),
+            st.sampled_from(["", "Ki", "Mi", "Gi", "Ti", "k", "M", "G"]),
+        ),
+    ),
+    "cpu_limit": st.sampled_from([False, False, False, False, True]),
+    "node_selector": st.dictionaries(qualified_key, label_val_ok, max_size=3),
+    "affinity": st.one_of(st.none(), node_affinity),
+    "tolerations": st.lists(toleration_ok, max_size=3),
+    "priority_class_name": st.one_of(st.none(), dns_subdomain),
+    "queue_name": st.one_of(st.none(), label_part),
+    "labels": st.dictionaries(qualified_key, label_val_ok, max_size=3),
+    "annotations": st.dictionaries(qualified_key, weird_text, max_size=3),
+    "pod_labels": st.dictionaries(qualified_key, label_val_ok, max_size=3),
+    "pod_annotations": st.dictionaries(qualified_key, weird_text, max_size=3),
+    "backoff_limit": st.integers(0, 100),
+    "fail_on_exit_codes": st.lists(st.integers(1, 255), max_size=6),
+    "ignore_disruptions": st.booleans(),
+    "active_deadline_seconds": st.one_of(st.none(), st.integers(1, 2**40)),
+    "ttl_seconds_after_finished": st.one_of(st.none(), st.integers(0, 2**31 - 1)),
+    "env": st.dictionaries(env_name_ok, weird_text, max_size=4),
+    "secret_env": st.dictionaries(
+        env_name_ok,
+        st.fixed_dictionaries(
+            {"name": dns_subdomain, "key": label_part}, optional={"optional": st.booleans()}
+        ),
+        max_size=3,
+    ),
+    "secret_env_from": st.lists(dns_subdomain, max_size=2),
+    "allow_secret_like_env": st.booleans(),
+    "pod_security_profile": st.sampled_from(["restricted", "none"]),
+    "run_as_user": st.one_of(st.none(), st.integers(1, 2**31 - 1)),
+    "run_as_group": st.one_of(st.none(), st.integers(0, 2**31 - 1)),
+    "fs_group": st.one_of(st.none(), st.integers(0, 2**31 - 1)),
+    "pod_spec_overrides": pod_overrides,
+    "container_overrides": container_overrides,
+    "pending_timeout": st.one_of(st.none(), st.floats(0.1, 1e6)),
+}
+
+# Values that must be refused (by the model or the builder), never sent.
+INVALID: dict[str, st.SearchStrategy[Any]] = {
+    "image": any_text,
+    "image_pull_policy": st.just("Often"),
+    "image_pull_secrets": st.lists(any_text, min_size=1, max_size=2),
+    "service_account_name": any_text,
+    "gpu_count": st.one_of(
+        st.integers(-5, -1), st.floats(0.1, 9.9), st.booleans(), st.integers(2**40, 2**70)
+    ),
+    "gpu_vendor": st.one_of(
+        st.sampled_from(["foo", "NVIDIA", "kubernetes.io/gpu", "requests.example.com/x", "a/b"]),
+        any_text,
+    ),
+    "gpu_type": any_text,
+    "gpu_label_scheme": any_text,
+    "gpu_label_key": any_text,
+    "mig_profile": st.one_of(st.just("1g.10gb+me"), any_text),
+    "shm_size": st.one_of(quantity, any_text),
+    "node_selector": st.dictionaries(key, label_val, min_size=1, max_size=3),
+    "affinity": st.just({"bogus": {}}),
+    "tolerations": st.lists(toleration, min_size=1, max_size=3),
+    "priority_class_name": any_text,
+    "queue_name": any_text,
+    "labels": st.dictionaries(key, label_val, min_size=1, max_size=3),
+    "annotations": st.dictionaries(key, weird_text, min_size=1, max_size=3),
+    "pod_labels": st.dictionaries(key, label_val, min_size=1, max_size=3),
+    "pod_annotations": st.dictionaries(key, weird_text, min_size=1, max_size=3),
+    "backoff_limit": st.one_of(st.integers(-5, -1), st.integers(2**31, 2**40)),
+    "fail_on_exit_codes": st.lists(st.integers(-300, 300), min_size=1, max_size=4),
+    "active_deadline_seconds": st.one_of(st.integers(-5, 0), st.integers(2**63, 2**70)),
+    "ttl_seconds_after_finished": st.one_of(st.integers(-5, -1), st.integers(2**31, 2**40)),
+    "env": st.dictionaries(env_name, weird_text, min_size=1, max_size=4),
+    "secret_env": st.dictionaries(env_name, secret_ref, min_size=1, max_size=3),
+    "secret_env_from": st.lists(any_text, min_size=1, max_size=2),
+    "pod_security_profile": st.just("baseline"),
+    "run_as_user": st.one_of(st.just(0), st.integers(-5, -1), st.integers(2**31, 2**40)),
+    "run_as_group": st.one_of(st.integers(-5, -1), st.integers(2**31, 2**40)),
+    "pod_spec_overrides": bad_pod_overrides,
+    "container_overrides": bad_container_overrides,
+    "pending_timeout": st.floats(-10, 0),
+    "no_such_setting": st.integers(),
+}
+
+
+@st.composite
+def settings_data(draw: st.DrawFn) -> dict[str, Any]:
+    """Mostly-valid settings (about half the fields set); one example in four corrupts 1-3."""
+    data: dict[str, Any] = {}
+    for name, strategy in VALID.items():
+        # GPU settings are the point: set the count more often than the rest.
+        if draw(st.booleans()) or (name == "gpu_count" and draw(st.booleans())):
+            data[name] = draw(strategy)
+    if draw(st.sampled_from([False, False, False, True])):
+        corrupt = draw(
+            st.lists(st.sampled_from(sorted(INVALID)), min_size=1, max_size=3, unique=True)
+        )
+        for name in corrupt:
+            data[name] = draw(INVALID[name])
+    return data
+
+
+valid_resources = st.fixed_dictionaries(
+    {},
+    optional={
+        "cpu_count": st.one_of(
+            st.none(), st.floats(min_value=1e-9, max_value=1e5), st.integers(1, 512)
+        ),
+        "gpu_count": st.one_of(st.none(), st.integers(0, 64)),
+        "memory": st.one_of(st.none(), memory),
+    },
+)
+invalid_resources = st.fixed_dictionaries(
+    {},
+    optional={
+        "cpu_count": st.one_of(st.floats(max_value=0), st.floats(1e7, 1e300)),
+        "gpu_count": st.integers(-3, -1),
+        "memory": st.one_of(memory_huge, any_text),
+    },
+)
+resources = st.one_of(valid_resources, valid_resources, valid_resources, invalid_resources)
+identity = st.fixed_dictionaries(
+    {
+        "run_id": st.text(min_size=1, max_size=300),
+        "step_run_id": st.text(min_size=1, max_size=100),
+        "pipeline_step_name": st.text(min_size=1, max_size=300),
+        "run_name": weird_text,
+        "pipeline": weird_text,
+    }
+)
+environment = st.one_of(
+    st.dictionaries(env_name_ok.filter(lambda n: "TOKEN" not in n.upper()), weird_text, max_size=4),
+    st.dictionaries(env_name_ok.filter(lambda n: "TOKEN" not in n.upper()), weird_text, max_size=4),
+    st.dictionaries(env_name, weird_text, max_size=4),
+)
+command = st.one_of(
+    st.builds(
+        lambda first, rest: [first, *rest], any_text.filter(bool), st.lists(any_text, max_size=4)
+    ),
+    st.just(["python", "-m", "k8s_step_operator.entrypoint"]),
+)
+
+
+@settings(
+    max_examples=500,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    data=settings_data(),
+    res=resources,
+    who=identity,
+    env=environment,
+    cmd=command,
+)
+def test_built_jobs_are_accepted_by_the_api_server(
+    api_client: Any,
+    namespace: str,
+    data: dict[str, Any],
+    res: dict[str, Any],
+    who: dict[str, str],
+    env: dict[str, str],
+    cmd: list[str],
+) -> None:
+    try:
+        step_settings = parse_settings(data)
+        info = StepRunInfo(
+            run_id=who["run_id"],
+            step_run_id=who["step_run_id"],
+            pipeline_step_name=who["pipeline_step_name"],
+            run_name=who["run_name"],
+            pipeline=PipelineConfiguration(name=who["pipeline"]),
+            config=StepConfiguration(resource_settings=ResourceSettings(**res)),
+            images={"default": "python:3.11-slim"},
+        )
+        job = build_job(info, cmd, env, step_settings, namespace=namespace)
+    except ConfigurationError as exc:
+        # Refused before sending: the error must say which field and what is accepted.
+        assert exc.field and exc.accepted
+        event(f"refused: {exc.field.split('[')[0]}")
+        return
+    except ValidationError as exc:
+        assert exc.errors()[0]["loc"], "a ValidationError must name the field"
+        event("refused by the model")
+        return
+    note(f"job: {job}")
+    event("sent to the API server")
+    try:
+        k8s.BatchV1Api(api_client).create_namespaced_job(namespace, job, dry_run="All")
+    except ApiException as exc:
+        if exc.status == 422 or exc.status == 400:
+            pytest.fail(f"the API server rejected a Job we built: {exc.status} {exc.body}")
+        raise

@@ -4,7 +4,9 @@ installing them on the cluster (``helm install`` and ``kubectl apply -k manifest
 
 from __future__ import annotations
 
+import argparse
 import base64
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -15,6 +17,7 @@ import yaml
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
+from k8s_step_operator import doctor
 from k8s_step_operator.doctor import run_doctor
 from tests.cluster.conftest import request_token, service_account_client
 
@@ -290,3 +293,58 @@ def test_kueue_api_versions(helm_bin: str, version: str, cohort_key: str) -> Non
     assert len(queues) == 3
     cq = next(d for d in queues if d["kind"] == "ClusterQueue")
     assert cq["spec"][cohort_key] == "shared"
+
+
+@pytest.mark.cluster
+def test_notes_hand_a_pipeline_its_own_kubeconfig(
+    install_chart: InstallChart,
+    namespace: str,
+    helm_bin: str,
+    kubectl_bin: str,
+    kubeconfig_path: Any,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The kubeconfig recipe printed by the chart's NOTES works as written, and doctor, given
+    nothing but that kubeconfig, finds the namespace in it and reports ok."""
+    sa = install_chart(namespace)
+    notes = subprocess.run(
+        [
+            helm_bin,
+            "get",
+            "notes",
+            sa.release,
+            "-n",
+            namespace,
+            "--kubeconfig",
+            str(kubeconfig_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    block = notes.split("kubeconfig of its own", 1)[1].split("\n\n")[1]
+    script = "\n".join(line.removeprefix("  ") for line in block.splitlines())
+    env = {
+        **os.environ,
+        "PATH": f"{Path(kubectl_bin).parent}{os.pathsep}{os.environ['PATH']}",
+        "KUBECONFIG": str(kubeconfig_path),
+    }
+    proc = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+    parser = argparse.ArgumentParser()
+    doctor.add_parser(parser.add_subparsers())
+    args = parser.parse_args(["doctor", "--kubeconfig", str(tmp_path / "pipeline.kubeconfig")])
+    assert doctor.main(args) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"Namespace {namespace}\n")
+    assert "OK: every required permission is granted" in out

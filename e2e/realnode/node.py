@@ -1,0 +1,888 @@
+#!/usr/bin/env python3
+"""A real kubelet + containerd node that joins the local cluster and runs step containers.
+
+Why this exists: KWOK's simulated nodes make every pod "succeed" without running anything. This
+node runs the containers for real (Debian's containerd 1.6 and runc on cgroup v1, driven by the
+kubelet built from the same Kubernetes version as the control plane), so tests see real exit
+codes, real OOM kills from memory limits and real logs through ``pods/log``.
+
+It looks like a node of the H100 pool (same GPU labels and taint, ``nvidia.com/gpu`` in its
+status capacity through the documented extended-resource patch) plus the label
+``k8s-step-operator.io/real-node=true`` and the taint ``k8s-step-operator.io/real-node=true:
+NoSchedule``, so that only pods that ask for it land here and tests written for the simulated
+pool never do.
+
+Everything lives under ``<repo>/.cluster/realnode/``: containerd's config, root, state and
+socket, the kubelet's root directory, certificates, logs and pid files. Nothing listens beyond
+127.0.0.1. Pods get a network namespace with their own loopback and one dummy interface holding
+an address from 127.65.0.0/16; there is no bridge, veth or route to the host, so a pod can reach
+nothing but itself.
+
+Usage (as root, after ``bash e2e/realnode/setup-system.sh`` and ``make cluster``)::
+
+    python e2e/realnode/node.py up       # idempotent; imports the step images too
+    python e2e/realnode/node.py status
+    python e2e/realnode/node.py down     # stops everything it started, unmounts, cleans up
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import ipaddress
+import json
+import os
+import shutil
+import signal
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+E2E = HERE.parent
+sys.path.insert(0, str(E2E))
+sys.path.insert(0, str(E2E / "images"))
+
+import build as images  # noqa: E402
+import cluster  # noqa: E402
+
+LOOPBACK = "127.0.0.1"
+NODE_NAME = os.environ.get("K8SSO_REAL_NODE_NAME", cluster.REAL_NODE_NAME)
+ROOT = cluster.STATE_DIR / "realnode"
+GPUS = int(os.environ.get("K8SSO_REAL_NODE_GPUS", "8"))
+GPU_RESOURCE = "nvidia.com/gpu"
+# Pod addresses: loopback range, never routed off the machine. KWOK's simulated pods use
+# 127.64.0.0/16 (cluster.POD_CIDR); this node takes the next block.
+POD_NET = ipaddress.ip_network("127.65.0.0/16")
+REAL_LABEL = "k8s-step-operator.io/real-node"
+LABELS = {
+    "nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3",
+    "nvidia.com/gpu.present": "true",
+    "nvidia.com/gpu.count": str(GPUS),
+    REAL_LABEL: "true",
+}
+TAINTS = (
+    "nvidia.com/gpu=present:NoSchedule",
+    f"{REAL_LABEL}=true:NoSchedule",
+)
+# Seconds between checks that the GPU capacity and the address are still in the node's status
+# (the kubelet clears extended resources when it registers again after a restart).
+KEEPER_INTERVAL_S = 2.0
+PROCS = ("containerd", "kubelet", "status-keeper")
+
+
+def log(msg: str) -> None:
+    print(f"[realnode] {msg}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Paths and ports
+
+
+class Paths:
+    root = ROOT
+    pki = ROOT / "pki"
+    run = ROOT / "run"
+    logs = ROOT / "logs"
+    containerd_root = ROOT / "containerd" / "root"
+    containerd_state = ROOT / "containerd" / "state"
+    containerd_config = ROOT / "containerd" / "config.toml"
+    sock = ROOT / "containerd.sock"
+    cni_bin = ROOT / "cni" / "bin"
+    cni_conf = ROOT / "cni" / "net.d"
+    cni_data = ROOT / "cni" / "ipam"
+    kubelet_root = ROOT / "kubelet"
+    kubelet_config = ROOT / "kubelet-config.yaml"
+    kubelet_kubeconfig = ROOT / "kubelet.kubeconfig"
+    pod_logs = ROOT / "pod-logs"
+    resolv = ROOT / "resolv.conf"
+    state = ROOT / "state.json"
+
+    @staticmethod
+    def pidfile(name: str) -> Path:
+        return Paths.run / f"{name}.pid"
+
+    @staticmethod
+    def logfile(name: str) -> Path:
+        return Paths.logs / f"{name}.log"
+
+
+def kubelet_bin() -> Path:
+    return cluster.binaries()["kubectl"].parent / "kubelet"
+
+
+def ports() -> dict[str, int]:
+    if Paths.state.exists():
+        return {k: int(v) for k, v in json.loads(Paths.state.read_text())["ports"].items()}
+    p: dict[str, int] = {}
+    for name in ("kubelet", "kubelet-healthz"):
+        n = cluster.free_port()
+        while n in p.values():
+            n = cluster.free_port()
+        p[name] = n
+    Paths.state.write_text(json.dumps({"ports": p}, indent=2) + "\n")
+    return p
+
+
+# ---------------------------------------------------------------------------------------------
+# Certificates and config files
+
+
+def make_kubelet_cert(ca_dir: Path) -> None:
+    """A client+serving certificate for system:node:<name>, signed by the cluster's CA."""
+    from cryptography import x509
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    crt, key_path = Paths.pki / "kubelet.crt", Paths.pki / "kubelet.key"
+    ca_crt_b = (ca_dir / "ca.crt").read_bytes()
+    if crt.exists() and key_path.exists():
+        old = x509.load_pem_x509_certificate(crt.read_bytes())
+        # A new cluster has a new CA; a certificate from the old one must be replaced.
+        with contextlib.suppress(ValueError, TypeError, InvalidSignature):
+            old.verify_directly_issued_by(x509.load_pem_x509_certificate(ca_crt_b))
+            return
+    ca_cert = x509.load_pem_x509_certificate(ca_crt_b)
+    ca_key = serialization.load_pem_private_key((ca_dir / "ca.key").read_bytes(), None)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(
+            x509.Name(
+                [
+                    x509.NameAttribute(NameOID.COMMON_NAME, f"system:node:{NODE_NAME}"),
+                    x509.NameAttribute(NameOID.ORGANIZATION_NAME, "system:nodes"),
+                ]
+            )
+        )
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + dt.timedelta(days=3650))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH]
+            ),
+            critical=False,
+        )
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [
+                    x509.DNSName("localhost"),
+                    x509.DNSName(NODE_NAME),
+                    x509.IPAddress(ipaddress.ip_address(LOOPBACK)),
+                ]
+            ),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
+    )
+    Paths.pki.mkdir(parents=True, exist_ok=True)
+    cluster._write_private(
+        key_path,
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+    )
+    crt.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    log(f"issued a certificate for system:node:{NODE_NAME}")
+
+
+def write_kubeconfig(server: str, ca: Path) -> None:
+    import yaml
+
+    cfg = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {"name": "local", "cluster": {"server": server, "certificate-authority": str(ca)}}
+        ],
+        "users": [
+            {
+                "name": NODE_NAME,
+                "user": {
+                    "client-certificate": str(Paths.pki / "kubelet.crt"),
+                    "client-key": str(Paths.pki / "kubelet.key"),
+                },
+            }
+        ],
+        "contexts": [{"name": "local", "context": {"cluster": "local", "user": NODE_NAME}}],
+        "current-context": "local",
+    }
+    Paths.kubelet_kubeconfig.write_text(yaml.safe_dump(cfg, sort_keys=False))
+
+
+def containerd_config(sandbox_image: str) -> str:
+    q = json.dumps  # TOML basic strings share JSON's escaping for these paths
+    return f"""version = 2
+root = {q(str(Paths.containerd_root))}
+state = {q(str(Paths.containerd_state))}
+disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs",
+  "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper",
+  "io.containerd.tracing.processor.v1.otlp"]
+
+[grpc]
+  address = {q(str(Paths.sock))}
+
+[ttrpc]
+  address = {q(str(Paths.sock) + ".ttrpc")}
+
+[debug]
+  address = ""
+
+[metrics]
+  address = ""
+
+[plugins."io.containerd.internal.v1.opt"]
+  path = {q(str(ROOT / "containerd" / "opt"))}
+
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = {q(sandbox_image)}
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  disable_apparmor = true
+  # Without CAP_SYS_RESOURCE (as in many sandboxed VMs and CI runners) runc cannot lower a
+  # process's oom_score_adj ("failed to update /proc/self/oom_score_adj: Permission denied");
+  # clamp the sandbox's -998 and guaranteed pods' -997 to containerd's own value instead.
+  restrict_oom_score_adj = true
+  disable_hugetlb_controller = true
+  tolerate_missing_hugetlb_controller = true
+  netns_mounts_under_state_dir = true
+  enable_cdi = false
+  max_container_log_line_size = 16384
+
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        SystemdCgroup = false
+
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = {q(str(Paths.cni_bin))}
+    conf_dir = {q(str(Paths.cni_conf))}
+    max_conf_num = 1
+"""
+
+
+# The pod network plugin: one interface holding a loopback-range address inside the pod's own
+# network namespace. No link to the host, no bridge, no route: nothing leaves the namespace.
+CNI_PLUGIN = r"""
+import fcntl, ipaddress, json, os, subprocess, sys
+
+SUPPORTED = ["0.3.0", "0.3.1", "0.4.0", "1.0.0"]
+
+
+def fail(code, msg):
+    json.dump({"cniVersion": "1.0.0", "code": code, "msg": msg}, sys.stdout)
+    sys.exit(1)
+
+
+def main():
+    cmd = os.environ.get("CNI_COMMAND", "")
+    if cmd == "VERSION":
+        json.dump({"cniVersion": "1.0.0", "supportedVersions": SUPPORTED}, sys.stdout)
+        return
+    conf = json.load(sys.stdin)
+    version = conf.get("cniVersion", "1.0.0")
+    data = conf["dataDir"]
+    net = ipaddress.ip_network(conf["subnet"])
+    cid = os.environ["CNI_CONTAINERID"]
+    ifname = os.environ.get("CNI_IFNAME", "eth0")
+    netns = os.environ.get("CNI_NETNS", "")
+    os.makedirs(data, exist_ok=True)
+    with open(os.path.join(data, ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        taken = {}
+        for name in os.listdir(data):
+            if name.startswith("."):
+                continue
+            with open(os.path.join(data, name)) as f:
+                taken[name] = f.read().strip()
+        mine = [ip for ip, owner in taken.items() if owner == cid]
+        if cmd == "DEL":
+            for ip in mine:
+                os.unlink(os.path.join(data, ip))
+            if netns and os.path.exists(netns):
+                subprocess.run(["nsenter", "--net=" + netns, "ip", "link", "del", ifname],
+                               capture_output=True)
+            json.dump({"cniVersion": version}, sys.stdout) if version >= "1" else None
+            return
+        if cmd == "CHECK":
+            if not mine:
+                fail(11, "no address recorded for " + cid)
+            return
+        if cmd != "ADD":
+            fail(4, "unsupported command " + cmd)
+        if mine:
+            ip = mine[0]
+        else:
+            ip = next((str(a) for a in net.hosts() if str(a) not in taken
+                       and not str(a).endswith(".0") and not str(a).endswith(".1")), None)
+            if ip is None:
+                fail(11, "no free address in " + str(net))
+            with open(os.path.join(data, ip), "w") as f:
+                f.write(cid)
+    def ns(*argv):
+        return subprocess.run(["nsenter", "--net=" + netns, *argv], capture_output=True,
+                              text=True)
+
+    # A dummy link where the kernel has the module; otherwise a veth pair whose two ends both
+    # stay inside the pod's namespace.
+    r = ns("ip", "link", "add", ifname, "type", "dummy")
+    if r.returncode != 0 and "File exists" not in r.stderr:
+        r = ns("ip", "link", "add", ifname, "type", "veth", "peer", "name", "podnet0")
+        if r.returncode == 0:
+            ns("ip", "link", "set", "podnet0", "up")
+    if r.returncode != 0 and "File exists" not in r.stderr:
+        fail(11, "creating " + ifname + ": " + r.stderr.strip())
+    for argv in (["ip", "addr", "add", ip + "/32", "dev", ifname],
+                 ["ip", "link", "set", ifname, "up"]):
+        r = ns(*argv)
+        if r.returncode != 0 and "File exists" not in r.stderr:
+            fail(11, " ".join(argv) + ": " + r.stderr.strip())
+    ipcfg = {"address": ip + "/32", "interface": 0}
+    if version < "1":
+        ipcfg["version"] = "4"
+    json.dump({"cniVersion": version,
+               "interfaces": [{"name": ifname, "sandbox": netns}],
+               "ips": [ipcfg], "dns": {}}, sys.stdout)
+
+
+main()
+"""
+
+
+def write_cni() -> None:
+    Paths.cni_bin.mkdir(parents=True, exist_ok=True)
+    Paths.cni_conf.mkdir(parents=True, exist_ok=True)
+    lo = Path("/usr/lib/cni/loopback")
+    if not lo.exists():
+        raise SystemExit(f"{lo} missing; run `bash e2e/realnode/setup-system.sh`")
+    link = Paths.cni_bin / "loopback"
+    if not link.is_symlink():
+        link.unlink(missing_ok=True)
+        link.symlink_to(lo)
+    plugin = Paths.cni_bin / "k8sso-podnet"
+    # The system interpreter: the plugin runs under containerd, outside any virtualenv.
+    plugin.write_text("#!/usr/bin/python3\n" + CNI_PLUGIN)
+    plugin.chmod(0o755)
+    conf = {
+        "cniVersion": "1.0.0",
+        "name": "k8sso-podnet",
+        "plugins": [
+            {"type": "k8sso-podnet", "subnet": str(POD_NET), "dataDir": str(Paths.cni_data)}
+        ],
+    }
+    # containerd reloads on every write: replace the file whole.
+    target = Paths.cni_conf / "10-k8sso-podnet.conflist"
+    tmp = Paths.cni_bin / ".conflist.tmp"
+    tmp.write_text(json.dumps(conf, indent=2) + "\n")
+    tmp.replace(target)
+
+
+def kubelet_config(p: dict[str, int]) -> str:
+    import yaml
+
+    cfg: dict[str, Any] = {
+        "apiVersion": "kubelet.config.k8s.io/v1beta1",
+        "kind": "KubeletConfiguration",
+        "address": LOOPBACK,
+        "port": p["kubelet"],
+        "readOnlyPort": 0,
+        "healthzBindAddress": LOOPBACK,
+        "healthzPort": p["kubelet-healthz"],
+        "tlsCertFile": str(Paths.pki / "kubelet.crt"),
+        "tlsPrivateKeyFile": str(Paths.pki / "kubelet.key"),
+        "authentication": {
+            "anonymous": {"enabled": False},
+            "webhook": {"enabled": True},
+            "x509": {"clientCAFile": str(cluster.STATE_DIR / "pki" / "ca.crt")},
+        },
+        "authorization": {"mode": "Webhook"},
+        "containerRuntimeEndpoint": f"unix://{Paths.sock}",
+        # cgroup v1 without systemd as PID 1.
+        "cgroupDriver": "cgroupfs",
+        "failCgroupV1": False,
+        "failSwapOn": False,
+        # Locally imported images can never be pulled again: never collect them.
+        "imageGCHighThresholdPercent": 100,
+        "imageGCLowThresholdPercent": 99,
+        # Shared build machines run with little free disk or memory at times; only evict when
+        # truly out.
+        "evictionHard": {
+            "memory.available": "100Mi",
+            "nodefs.available": "1%",
+            "nodefs.inodesFree": "1%",
+            "imagefs.available": "1%",
+        },
+        "resolvConf": str(Paths.resolv),
+        "clusterDomain": "cluster.local",
+        "registerNode": True,
+        "registerWithTaints": [
+            {
+                "key": t.split("=")[0],
+                "value": t.split("=")[1].split(":")[0],
+                "effect": t.split(":")[1],
+            }
+            for t in TAINTS
+        ],
+        "podLogsDir": str(Paths.pod_logs),
+        "volumePluginDir": str(ROOT / "volume-plugins"),
+        "maxPods": 30,
+        "podPidsLimit": 4096,
+        "serializeImagePulls": False,
+        "rotateCertificates": False,
+        "serverTLSBootstrap": False,
+        "nodeStatusUpdateFrequency": "5s",
+        "nodeStatusReportFrequency": "1m",
+        "syncFrequency": "10s",
+        "fileCheckFrequency": "20s",
+        "shutdownGracePeriod": "0s",
+        "logging": {"format": "text"},
+    }
+    return yaml.safe_dump(cfg, sort_keys=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# Processes
+
+
+def pid_of(name: str) -> int | None:
+    try:
+        pid = int(Paths.pidfile(name).read_text().strip())
+    except (OSError, ValueError):
+        return None
+    if not cluster._proc_alive(pid):
+        return None
+    cmd = cluster._proc_cmdline(pid)
+    expected = {"containerd": "containerd", "kubelet": "kubelet"}.get(name)
+    if expected and (not cmd or Path(cmd[0]).name != expected):
+        return None
+    if name == "status-keeper" and "keep-status" not in cmd:
+        return None
+    return pid
+
+
+def spawn(name: str, argv: list[str]) -> int:
+    Paths.logs.mkdir(parents=True, exist_ok=True)
+    Paths.run.mkdir(parents=True, exist_ok=True)
+    with open(Paths.logfile(name), "ab") as out:
+        out.write(f"\n==== {dt.datetime.now(dt.UTC).isoformat()} start\n".encode())
+        out.flush()
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            start_new_session=True,
+        )
+    Paths.pidfile(name).write_text(f"{proc.pid}\n")
+    log(f"started {name} (pid {proc.pid})")
+    return proc.pid
+
+
+def stop(name: str, grace: float = 15.0) -> None:
+    pid = pid_of(name)
+    if pid is None:
+        Paths.pidfile(name).unlink(missing_ok=True)
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and cluster._proc_alive(pid):
+        time.sleep(0.05)
+    if cluster._proc_alive(pid):
+        log(f"{name} (pid {pid}) ignored SIGTERM; sending SIGKILL")
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        time.sleep(0.5)
+    Paths.pidfile(name).unlink(missing_ok=True)
+    log(f"stopped {name} (pid {pid})")
+
+
+def wait_for(what: str, check: Any, timeout: float, interval: float = 0.2) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+def ctr(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    r = subprocess.run(
+        ["ctr", "--address", str(Paths.sock), "--namespace", "k8s.io", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if check and r.returncode != 0:
+        raise SystemExit(f"ctr {' '.join(args)} failed: {r.stderr.strip()}")
+    return r
+
+
+def containerd_ok() -> bool:
+    if not Paths.sock.exists():
+        return False
+    try:
+        return ctr("version", check=False).returncode == 0
+    except subprocess.TimeoutExpired:
+        return False
+
+
+def kubelet_healthy(p: dict[str, int]) -> bool:
+    code, _ = cluster._get(f"http://{LOOPBACK}:{p['kubelet-healthz']}/healthz")
+    return code == 200
+
+
+# ---------------------------------------------------------------------------------------------
+# The Node object
+
+
+def node_api() -> tuple[str, ssl.SSLContext]:
+    """The apiserver URL and a TLS context with this node's own identity."""
+    st = cluster.State.load()
+    ctx = ssl.create_default_context(cafile=str(st.pki / "ca.crt"))
+    ctx.load_cert_chain(str(Paths.pki / "kubelet.crt"), str(Paths.pki / "kubelet.key"))
+    return st.server, ctx
+
+
+def _request(
+    method: str, url: str, ctx: ssl.SSLContext, body: Any = None, ctype: str = ""
+) -> tuple[int, Any]:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method)
+    req.add_header("Accept", "application/json")
+    if data is not None:
+        req.add_header("Content-Type", ctype or "application/json")
+    try:
+        with urllib.request.urlopen(req, context=ctx, timeout=10) as r:
+            raw = r.read()
+            return int(r.status), json.loads(raw) if raw else None
+    except urllib.error.HTTPError as e:
+        return int(e.code), e.read().decode(errors="replace")
+    except (urllib.error.URLError, OSError, TimeoutError) as e:
+        return 0, str(e)
+
+
+def get_node() -> dict[str, Any] | None:
+    server, ctx = node_api()
+    code, body = _request("GET", f"{server}/api/v1/nodes/{NODE_NAME}", ctx)
+    return body if code == 200 and isinstance(body, dict) else None
+
+
+def node_ready(node: dict[str, Any] | None) -> bool:
+    if not node:
+        return False
+    conds = node.get("status", {}).get("conditions") or []
+    ready = any(c["type"] == "Ready" and c["status"] == "True" for c in conds)
+    taints = node.get("spec", {}).get("taints") or []
+    return ready and not any(t["key"].startswith("node.kubernetes.io/") for t in taints)
+
+
+WANT_ADDRESSES = [
+    {"type": "InternalIP", "address": LOOPBACK},
+    {"type": "Hostname", "address": NODE_NAME},
+]
+
+
+def gpus_advertised(node: dict[str, Any] | None) -> bool:
+    if not node:
+        return False
+    status = node.get("status", {})
+    want = str(GPUS)
+    return bool(
+        status.get("capacity", {}).get(GPU_RESOURCE) == want
+        and status.get("allocatable", {}).get(GPU_RESOURCE) == want
+    )
+
+
+def status_patch(node: dict[str, Any]) -> list[dict[str, Any]]:
+    """The JSON patch that brings the node's status to what this node advertises.
+
+    * ``nvidia.com/gpu`` in the capacity: the documented extended-resource patch; the kubelet
+      copies it into allocatable and clears it when it registers again after a restart.
+    * The node's address: the kubelet refuses to report a loopback ``--node-ip`` ("nodeIP can't
+      be loopback address") and leaves the addresses as they are; any other address it would
+      detect is one nothing may dial here. So the address is set here, once, and the kubelet
+      keeps it.
+    """
+    status = node.get("status", {})
+    ops: list[dict[str, Any]] = []
+    if status.get("capacity", {}).get(GPU_RESOURCE) != str(GPUS):
+        path = "/status/capacity/" + GPU_RESOURCE.replace("~", "~0").replace("/", "~1")
+        ops.append({"op": "add", "path": path, "value": str(GPUS)})
+    if (status.get("addresses") or []) != WANT_ADDRESSES:
+        ops.append({"op": "add", "path": "/status/addresses", "value": WANT_ADDRESSES})
+    return ops
+
+
+def ensure_status(node: dict[str, Any]) -> bool:
+    """Apply :func:`status_patch` with the node's own identity. True if something changed."""
+    ops = status_patch(node)
+    if not ops:
+        return False
+    server, ctx = node_api()
+    code, body = _request(
+        "PATCH",
+        f"{server}/api/v1/nodes/{NODE_NAME}/status",
+        ctx,
+        ops,
+        "application/json-patch+json",
+    )
+    if code != 200:
+        log(f"patching the status of node {NODE_NAME} failed: HTTP {code}: {body}")
+        return False
+    log(f"patched node status: {', '.join(o['path'] for o in ops)}")
+    return True
+
+
+def keep_status() -> int:
+    """Re-apply the node's GPU capacity and address whenever they are missing."""
+    while True:
+        with contextlib.suppress(Exception):
+            node = get_node()
+            if node is not None:
+                ensure_status(node)
+        time.sleep(KEEPER_INTERVAL_S)
+
+
+# ---------------------------------------------------------------------------------------------
+# Commands
+
+
+def cmd_up(_: argparse.Namespace) -> int:
+    t0 = time.monotonic()
+    if os.geteuid() != 0:
+        raise SystemExit("the real node needs root (containerd, runc, mounts)")
+    for tool in ("containerd", "ctr", "runc", "nsenter", "ip"):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"{tool} missing; run `bash e2e/realnode/setup-system.sh`")
+    if not kubelet_bin().exists():
+        raise SystemExit(f"{kubelet_bin()} missing; run `make binaries`")
+    st = cluster.State.load()
+    if not cluster.healthy(st, "kube-apiserver"):
+        raise SystemExit("the local cluster's API server is not healthy; run `make cluster`")
+    for d in (ROOT, Paths.run, Paths.logs, Paths.kubelet_root, Paths.pod_logs, Paths.cni_data):
+        d.mkdir(parents=True, exist_ok=True)
+    p = ports()
+    make_kubelet_cert(st.pki)
+    write_kubeconfig(st.server, st.pki / "ca.crt")
+    # DNS inside pods goes nowhere: the resolver is the pod's own loopback.
+    Paths.resolv.write_text("nameserver 127.0.0.1\noptions ndots:1 attempts:1 timeout:1\n")
+    write_cni()
+
+    t_img = time.monotonic()
+    pause = images.build_pause()
+    config = containerd_config(pause.ref)
+    Paths.containerd_config.parent.mkdir(parents=True, exist_ok=True)
+    restart_containerd = (
+        not Paths.containerd_config.exists() or Paths.containerd_config.read_text() != config
+    )
+    Paths.containerd_config.write_text(config)
+    if pid_of("containerd") is not None and (restart_containerd or not containerd_ok()):
+        log("containerd config changed or containerd unhealthy; restarting it")
+        stop("kubelet")
+        stop("containerd")
+    if pid_of("containerd") is None:
+        spawn("containerd", ["containerd", "--config", str(Paths.containerd_config)])
+        wait_for("containerd", containerd_ok, 30)
+    t_ctrd = time.monotonic() - t_img
+    step_images = [images.build_shell(), images.build_python()]
+    images.import_images(str(Paths.sock), [pause, *step_images])
+    t_images = time.monotonic() - t_img - t_ctrd
+
+    t_kl = time.monotonic()
+    Paths.kubelet_config.write_text(kubelet_config(p))
+    if pid_of("kubelet") is not None and not kubelet_healthy(p):
+        stop("kubelet")
+    if pid_of("kubelet") is None:
+        spawn(
+            "kubelet",
+            [
+                str(kubelet_bin()),
+                f"--config={Paths.kubelet_config}",
+                f"--kubeconfig={Paths.kubelet_kubeconfig}",
+                f"--root-dir={Paths.kubelet_root}",
+                f"--hostname-override={NODE_NAME}",
+                f"--node-ip={LOOPBACK}",
+                "--node-labels=" + ",".join(f"{k}={v}" for k, v in LABELS.items()),
+                "--v=1",
+            ],
+        )
+    wait_for("the kubelet's /healthz", lambda: kubelet_healthy(p), 60)
+    wait_for(f"node {NODE_NAME} to register", lambda: get_node() is not None, 60)
+    if pid_of("status-keeper") is None:
+        spawn("status-keeper", [sys.executable, str(Path(__file__).resolve()), "keep-status"])
+    node = get_node()
+    if node is not None:
+        ensure_status(node)
+    wait_for(
+        f"node {NODE_NAME} to be Ready with {GPUS} {GPU_RESOURCE}",
+        lambda: (
+            (n := get_node()) is not None
+            and node_ready(n)
+            and gpus_advertised(n)
+            and not status_patch(n)
+        ),
+        90,
+        0.5,
+    )
+    log(
+        f"node {NODE_NAME} Ready in {time.monotonic() - t0:.1f} s "
+        f"(containerd {t_ctrd:.1f} s, images {t_images:.1f} s, "
+        f"kubelet to Ready {time.monotonic() - t_kl:.1f} s)"
+    )
+    print(f"Real node {NODE_NAME} is Ready; images:")
+    for img in step_images:
+        print(f"  {img.alias}  ({img.ref})")
+    return 0
+
+
+def _mounts_under(root: Path) -> list[str]:
+    out = []
+    for line in Path("/proc/mounts").read_text().splitlines():
+        target = line.split()[1].replace("\\040", " ")
+        if target == str(root) or target.startswith(str(root) + "/"):
+            out.append(target)
+    return out
+
+
+def _kubepods_cgroups() -> list[Path]:
+    found = []
+    for ctl in Path("/sys/fs/cgroup").iterdir():
+        d = ctl / "kubepods"
+        if d.is_dir():
+            found.append(d)
+    return found
+
+
+def cmd_down(_: argparse.Namespace) -> int:
+    if not ROOT.exists():
+        log(f"nothing to stop: {ROOT} does not exist")
+        return 0
+    t0 = time.monotonic()
+    stop("status-keeper", grace=2)
+    stop("kubelet")
+    if containerd_ok():
+        # Kill and delete every container this containerd runs, sandboxes last.
+        for cid in ctr("tasks", "ls", "-q", check=False).stdout.split():
+            ctr("tasks", "kill", "--signal", "SIGKILL", cid, check=False)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            rows = ctr("tasks", "ls", check=False).stdout.splitlines()[1:]
+            if all("STOPPED" in r for r in rows):
+                break
+            time.sleep(0.2)
+        for cid in ctr("tasks", "ls", "-q", check=False).stdout.split():
+            ctr("tasks", "delete", "--force", cid, check=False)
+        for cid in ctr("containers", "ls", "-q", check=False).stdout.split():
+            ctr("containers", "delete", cid, check=False)
+    stop("containerd")
+    # Shims outlive containerd by design; ours are the ones bound to our socket.
+    sock = str(Paths.sock)
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        cmd = cluster._proc_cmdline(int(proc.name))
+        if cmd and Path(cmd[0]).name.startswith("containerd-shim") and sock in cmd:
+            log(f"killing leftover shim pid {proc.name}")
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(proc.name), signal.SIGKILL)
+    # Container processes left without a shim still sit in the kubelet's pod cgroups.
+    for base in _kubepods_cgroups():
+        for procs in base.rglob("cgroup.procs"):
+            with contextlib.suppress(OSError):
+                for pid in procs.read_text().split():
+                    log(f"killing leftover container process {pid}")
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(int(pid), signal.SIGKILL)
+    time.sleep(0.2)
+    for base in _kubepods_cgroups():
+        for d in sorted((p for p in base.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        with contextlib.suppress(OSError):
+            base.rmdir()
+    for target in sorted(_mounts_under(ROOT), key=lambda t: -t.count("/")):
+        r = subprocess.run(["umount", target], capture_output=True, text=True)
+        if r.returncode != 0:
+            subprocess.run(["umount", "-l", target], capture_output=True, text=True)
+    # The kubelet links container logs from the fixed /var/log/containers.
+    links = Path("/var/log/containers")
+    if links.is_dir():
+        for link in links.iterdir():
+            with contextlib.suppress(OSError):
+                if link.is_symlink() and str(ROOT) in os.readlink(link):
+                    link.unlink()
+    left = _mounts_under(ROOT)
+    if left:
+        raise SystemExit(f"still mounted after down: {', '.join(left)}")
+    # The Node object would otherwise stay NotReady and hold pods; remove it with admin rights.
+    with contextlib.suppress(SystemExit, OSError):
+        st = cluster.State.load()
+        if cluster.healthy(st, "kube-apiserver"):
+            code, _ = cluster.Api(st).request("DELETE", f"/api/v1/nodes/{NODE_NAME}")
+            if code == 200:
+                log(f"deleted node {NODE_NAME}")
+    # Keep the ports, certificate and (large) containerd root for a fast next start; drop the
+    # per-run state.
+    for d in (Paths.containerd_state, Paths.kubelet_root, Paths.cni_data, Paths.run):
+        shutil.rmtree(d, ignore_errors=True)
+    log(f"real node down in {time.monotonic() - t0:.1f} s")
+    return 0
+
+
+def cmd_status(_: argparse.Namespace) -> int:
+    ok = True
+    p = ports() if Paths.state.exists() else {}
+    for name in PROCS:
+        pid = pid_of(name)
+        ok &= pid is not None
+        print(f"{name:12} {'running' if pid else 'stopped':8} pid={pid or '-'}")
+    if pid_of("kubelet") and p:
+        print(f"kubelet healthz: {'ok' if kubelet_healthy(p) else 'failing'}")
+    node = None
+    with contextlib.suppress(Exception):
+        node = get_node() if (Paths.pki / "kubelet.crt").exists() else None
+    if node is None:
+        print(f"node {NODE_NAME}: not registered")
+        return 1
+    cap = node["status"].get("allocatable", {}).get(GPU_RESOURCE, "-")
+    print(f"node {NODE_NAME}: {'Ready' if node_ready(node) else 'NotReady'}, {GPU_RESOURCE}={cap}")
+    ok &= node_ready(node) and gpus_advertised(node)
+    return 0 if ok else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("up", help="start containerd and the kubelet (idempotent)").set_defaults(
+        fn=cmd_up
+    )
+    sub.add_parser("down", help="stop everything and unmount").set_defaults(fn=cmd_down)
+    sub.add_parser("status", help="processes, node readiness, GPUs").set_defaults(fn=cmd_status)
+    sub.add_parser("keep-status", help=argparse.SUPPRESS).set_defaults(fn=lambda _: keep_status())
+    args = ap.parse_args(argv)
+    return int(args.fn(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,231 @@
+"""Real containers on the real node: logs, exit codes, OOM kills and GPU scheduling.
+
+These run on the kubelet + containerd node of ``e2e/realnode/node.py`` (or any node labelled
+``k8s-step-operator.io/real-node=true`` that has the step images), with the locally built images
+of ``e2e/images/build.py``. Pods are plain dicts shaped like the ones the library builds: Pod
+Security "restricted" (non-root uid 1000, RuntimeDefault seccomp, no capabilities, no privilege
+escalation), and the test namespace enforces that profile, so a pod the library could not run
+would be refused here too.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.realnode
+
+REAL_LABEL = "k8s-step-operator.io/real-node"
+PYTHON_IMAGE = os.environ.get("K8SSO_PYTHON_IMAGE", "localhost/k8s-step-operator-python:dev")
+SHELL_IMAGE = os.environ.get("K8SSO_SHELL_IMAGE", "localhost/k8s-step-operator-shell:dev")
+# What a real node needs from a pod besides the GPU pool's placement.
+REAL_TOLERATIONS = [
+    {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
+    {"key": REAL_LABEL, "operator": "Exists", "effect": "NoSchedule"},
+]
+H100_SELECTOR = {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3", REAL_LABEL: "true"}
+TIMEOUT_S = 120.0
+
+
+@pytest.fixture
+def core(api_client: Any) -> Any:
+    from kubernetes import client
+
+    return client.CoreV1Api(api_client)
+
+
+@pytest.fixture
+def batch(api_client: Any) -> Any:
+    from kubernetes import client
+
+    return client.BatchV1Api(api_client)
+
+
+@pytest.fixture
+def restricted_ns(core: Any, namespace: str) -> str:
+    """The test namespace, enforcing Pod Security "restricted" like a production one would."""
+    core.patch_namespace(
+        namespace,
+        {
+            "metadata": {
+                "labels": {
+                    "pod-security.kubernetes.io/enforce": "restricted",
+                    "pod-security.kubernetes.io/enforce-version": "latest",
+                }
+            }
+        },
+    )
+    return namespace
+
+
+def container(
+    image: str, command: list[str], *, memory: str = "256Mi", gpus: int = 0
+) -> dict[str, Any]:
+    limits: dict[str, str] = {"cpu": "500m", "memory": memory}
+    if gpus:
+        limits["nvidia.com/gpu"] = str(gpus)
+    return {
+        "name": "step",
+        "image": image,
+        "imagePullPolicy": "Never",
+        "command": command,
+        "env": [{"name": "STEP_GREETING", "value": "hello from the real node"}],
+        "resources": {"requests": {"cpu": "100m", "memory": memory}, "limits": limits},
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "runAsNonRoot": True,
+            "runAsUser": 1000,
+            "runAsGroup": 1000,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    }
+
+
+def pod_spec(ctr: dict[str, Any], *, node_selector: dict[str, str] | None = None) -> dict[str, Any]:
+    return {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "terminationGracePeriodSeconds": 5,
+        "nodeSelector": node_selector or {REAL_LABEL: "true"},
+        "tolerations": REAL_TOLERATIONS,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": 1000,
+            "runAsGroup": 1000,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [ctr],
+    }
+
+
+def create_pod(core: Any, ns: str, name: str, spec: dict[str, Any]) -> None:
+    core.create_namespaced_pod(
+        ns, {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec}
+    )
+
+
+def wait_until(what: str, fn: Callable[[], Any], timeout: float = TIMEOUT_S) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = fn()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.25)
+
+
+def terminated(core: Any, ns: str, name: str) -> Any:
+    """Wait for the pod to finish; return (pod, its container's terminated state)."""
+
+    def check() -> Any:
+        pod = core.read_namespaced_pod(name, ns)
+        for cs in pod.status.container_statuses or []:
+            waiting = cs.state.waiting if cs.state else None
+            if waiting and waiting.reason in ("ErrImageNeverPull", "CreateContainerError"):
+                raise AssertionError(
+                    f"pod {name} cannot start: {waiting.reason}: {waiting.message}"
+                )
+            if pod.status.phase in ("Succeeded", "Failed") and cs.state and cs.state.terminated:
+                return pod, cs.state.terminated
+        return None
+
+    return wait_until(f"pod {ns}/{name} to finish", check)
+
+
+def test_python_step_logs_come_back_through_the_api(core: Any, restricted_ns: str) -> None:
+    code = (
+        "import os, sys\n"
+        "for i in range(3):\n"
+        "    print(f'line {i}: ' + os.environ['STEP_GREETING'])\n"
+        "print('uid', os.getuid(), 'python', sys.version_info[:2])\n"
+        "import k8s_step_operator, kubernetes, pydantic, tenacity, yaml\n"
+        "print('imports ok')\n"
+    )
+    create_pod(
+        core, restricted_ns, "logs", pod_spec(container(PYTHON_IMAGE, ["python3", "-c", code]))
+    )
+    pod, state = terminated(core, restricted_ns, "logs")
+    assert state.exit_code == 0, state
+    assert pod.spec.node_name and pod.status.host_ip == "127.0.0.1"
+    logs = core.read_namespaced_pod_log("logs", restricted_ns)
+    assert logs.splitlines() == [
+        "line 0: hello from the real node",
+        "line 1: hello from the real node",
+        "line 2: hello from the real node",
+        "uid 1000 python (3, 11)",
+        "imports ok",
+    ]
+
+
+def test_exit_code_is_reported(core: Any, restricted_ns: str) -> None:
+    code = "import sys; print('failing on purpose', file=sys.stderr); sys.exit(3)"
+    create_pod(
+        core, restricted_ns, "exit3", pod_spec(container(PYTHON_IMAGE, ["python3", "-c", code]))
+    )
+    pod, state = terminated(core, restricted_ns, "exit3")
+    assert state.exit_code == 3
+    assert state.reason == "Error"
+    assert pod.status.phase == "Failed"
+    assert "failing on purpose" in core.read_namespaced_pod_log("exit3", restricted_ns)
+
+
+def test_memory_limit_kills_with_oom(core: Any, restricted_ns: str) -> None:
+    # bytes * n writes every page, so the memory is really used (a bare bytearray is not).
+    code = "import time; b = b'x' * (200 * 1024 * 1024); time.sleep(5); print('survived')"
+    create_pod(
+        core,
+        restricted_ns,
+        "oom",
+        pod_spec(container(PYTHON_IMAGE, ["python3", "-c", code], memory="32Mi")),
+    )
+    pod, state = terminated(core, restricted_ns, "oom")
+    assert state.exit_code == 137
+    assert state.reason == "OOMKilled"
+    assert pod.status.phase == "Failed"
+
+
+def test_shell_image_runs_as_non_root(core: Any, restricted_ns: str) -> None:
+    cmd = ["/bin/sh", "-c", 'echo "id=$(id -u) greeting=$STEP_GREETING"; touch /tmp/ok && exit 5']
+    create_pod(core, restricted_ns, "shell", pod_spec(container(SHELL_IMAGE, cmd, memory="32Mi")))
+    _, state = terminated(core, restricted_ns, "shell")
+    assert state.exit_code == 5
+    logs = core.read_namespaced_pod_log("shell", restricted_ns)
+    assert logs.strip() == "id=1000 greeting=hello from the real node"
+
+
+def test_gpu_job_is_scheduled_on_the_real_node(core: Any, batch: Any, restricted_ns: str) -> None:
+    nodes = core.list_node(label_selector=f"{REAL_LABEL}=true").items
+    assert nodes, "no node labelled as real"
+    assert all(int(n.status.allocatable.get("nvidia.com/gpu", "0")) >= 1 for n in nodes)
+    code = "import os; print('gpu step on', os.environ.get('HOSTNAME', '?'))"
+    spec = pod_spec(
+        container(PYTHON_IMAGE, ["python3", "-c", code], gpus=1), node_selector=H100_SELECTOR
+    )
+    job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": "gpu-step"},
+        "spec": {"backoffLimit": 0, "template": {"metadata": {}, "spec": spec}},
+    }
+    batch.create_namespaced_job(restricted_ns, job)
+
+    def done() -> Any:
+        st = batch.read_namespaced_job_status("gpu-step", restricted_ns).status
+        if st.failed:
+            raise AssertionError(f"job failed: {st}")
+        return st.succeeded
+
+    wait_until("the GPU job to succeed", done)
+    pods = core.list_namespaced_pod(restricted_ns, label_selector="job-name=gpu-step").items
+    assert len(pods) == 1
+    pod = pods[0]
+    assert pod.spec.node_name in {n.metadata.name for n in nodes}
+    assert pod.spec.containers[0].resources.limits["nvidia.com/gpu"] == "1"
+    logs = core.read_namespaced_pod_log(pod.metadata.name, restricted_ns)
+    assert logs.strip() == f"gpu step on {pod.metadata.name}"

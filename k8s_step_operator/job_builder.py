@@ -151,7 +151,13 @@ def build_job(
         "namespace" if namespace else "settings.namespace",
         namespace or s.namespace or DEFAULT_NAMESPACE,
     )
-    name = job_name(info.run_id, info.pipeline_step_name)
+    # str(): ZenML's own StepRunInfo carries UUIDs; any object with these attributes works.
+    run_id, step_name = str(info.run_id), str(info.pipeline_step_name)
+    if not run_id or not step_name:
+        raise ConfigurationError(
+            "info.run_id" if not run_id else "info.pipeline_step_name", "a non-empty string", ""
+        )
+    name = job_name(run_id, step_name)
     image = _image(info, s)
     command = _command(entrypoint_command)
 
@@ -175,15 +181,15 @@ def build_job(
 
     run_labels = {
         LABEL_MANAGED_BY: MANAGED_BY,
-        LABEL_RUN_ID: label_value(info.run_id),
-        LABEL_STEP_NAME: label_value(info.pipeline_step_name),
+        LABEL_RUN_ID: label_value(run_id),
+        LABEL_STEP_NAME: label_value(step_name),
     }
     raw_names = {
-        ANNOTATION_RUN_ID: info.run_id,
-        ANNOTATION_STEP_RUN_ID: info.step_run_id,
-        ANNOTATION_STEP_NAME: info.pipeline_step_name,
-        ANNOTATION_RUN_NAME: info.run_name,
-        ANNOTATION_PIPELINE_NAME: info.pipeline.name,
+        ANNOTATION_RUN_ID: run_id,
+        ANNOTATION_STEP_RUN_ID: str(info.step_run_id),
+        ANNOTATION_STEP_NAME: step_name,
+        ANNOTATION_RUN_NAME: str(info.run_name or ""),
+        ANNOTATION_PIPELINE_NAME: str(getattr(info.pipeline, "name", "") or ""),
     }
     job_labels = {**_string_map("settings.labels", s.labels, labels=True), **run_labels}
     if s.queue_name is not None:

@@ -669,3 +669,25 @@ def test_builder_does_not_mutate_or_alias_settings() -> None:
     pod(job)["volumes"][0]["name"] = "changed"
     assert settings.pod_spec_overrides["volumes"][0]["name"] == "v"
     assert build(settings) == build(settings)
+
+
+def test_duck_typed_step_run_info_with_uuids() -> None:
+    import uuid
+    from types import SimpleNamespace
+
+    run_id, step_run_id = uuid.uuid4(), uuid.uuid4()
+    zenml_like = SimpleNamespace(
+        run_id=run_id,
+        step_run_id=step_run_id,
+        run_name="r",
+        pipeline_step_name="trainer",
+        pipeline=SimpleNamespace(name="p"),
+        config=SimpleNamespace(resource_settings=ResourceSettings(gpu_count=1)),
+        get_image=lambda key: "img:1",
+    )
+    job = build_job(zenml_like, ["python"], {}, S())  # type: ignore[arg-type]
+    annotations = job["metadata"]["annotations"]
+    assert annotations["k8s-step-operator.io/run-id"] == str(run_id)
+    assert annotations["k8s-step-operator.io/step-run-id"] == str(step_run_id)
+    assert job["metadata"]["labels"]["k8s-step-operator.io/run-id"] == str(run_id)
+    assert job["metadata"]["name"] == job_name(str(run_id), "trainer")

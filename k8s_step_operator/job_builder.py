@@ -4,6 +4,18 @@ Everything Kubernetes would refuse is refused here first with a ``ConfigurationE
 *our* field (``settings.gpu_vendor``, ``environment['HF_TOKEN']`` ...) and says what is accepted.
 The result is a plain JSON-ready dict with the API's camelCase field names, so it can be printed,
 diffed, dry-run and submitted unchanged.
+
+Choices made here, each overridable by a setting:
+
+* CPU is requested, not limited (``cpu_limit`` opts in: limits throttle); memory request equals
+  its limit (the step is OOM-killed past what it asked for); GPUs: integers, request == limit.
+* The vendor's GPU taint is tolerated when GPUs are requested (``gpu_tolerations``).
+* The Pod Security "restricted" profile applies (``pod_security_profile="none"`` opts out); the
+  user is 1000 unless ``run_as_user`` says otherwise, so images built to run as root still start.
+* Plain variables whose names look like secrets are refused (``allow_secret_like_env``);
+  ``PYTHONUNBUFFERED=1`` is added unless set, so a step's prints reach the log as they happen.
+* No retries (``backoff_limit=0``); evictions and preemptions do not count as failures; finished
+  Jobs are deleted after 600 s.
 """
 
 from __future__ import annotations

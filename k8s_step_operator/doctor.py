@@ -362,7 +362,12 @@ def build_report(
             "cannot be scheduled until a device plugin advertises one"
         )
     pod_security = _pod_security(namespace_obj) if namespace_obj is not None else None
-    if pod_security is not None and pod_security.enforce not in ("", "restricted"):
+    if pod_security is not None and not pod_security.enforce:
+        all_notes.append(
+            f"namespace {namespace} has no Pod Security enforce label: the cluster's default "
+            "applies (privileged unless configured); label it restricted"
+        )
+    elif pod_security is not None and pod_security.enforce != "restricted":
         all_notes.append(
             f"namespace {namespace} enforces Pod Security {pod_security.enforce!r}; step pods "
             "pass 'restricted', which is the recommended level"

@@ -348,3 +348,34 @@ def test_notes_hand_a_pipeline_its_own_kubeconfig(
     out = capsys.readouterr().out
     assert out.startswith(f"Namespace {namespace}\n")
     assert "OK: every required permission is granted" in out
+
+
+@pytest.mark.cluster
+def test_chart_made_namespace_enforces_restricted(
+    install_chart: InstallChart, namespace: str, api_client: Any
+) -> None:
+    """With ``namespace.create`` the chart makes the steps' namespace, and Pod Security there
+    refuses a privileged pod while the pipeline's account works as usual."""
+    steps_ns = f"{namespace[:55]}-steps"
+    sa = install_chart(namespace, {"namespace": {"create": True, "name": steps_ns}})
+    assert sa.namespace == steps_ns
+    core = k8s.CoreV1Api(api_client)
+    labels = core.read_namespace(steps_ns).metadata.labels
+    assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+    privileged = k8s.V1Pod(
+        metadata=k8s.V1ObjectMeta(name="privileged"),
+        spec=k8s.V1PodSpec(
+            containers=[
+                k8s.V1Container(
+                    name="c",
+                    image="busybox:1.36",
+                    security_context=k8s.V1SecurityContext(privileged=True),
+                )
+            ]
+        ),
+    )
+    with pytest.raises(ApiException) as info:
+        core.create_namespaced_pod(steps_ns, privileged)
+    assert info.value.status == 403
+    assert "violates PodSecurity" in str(info.value.body)
+    assert run_doctor(sa.api_client, steps_ns).ok

@@ -218,6 +218,13 @@ def test_pod_security_weaker_than_restricted_is_noted() -> None:
     assert any("enforces Pod Security 'privileged'" in n for n in r.notes)
 
 
+def test_pod_security_unset_is_noted() -> None:
+    r = report(namespace_obj={"metadata": {"name": NS, "labels": {}}})
+    assert r.pod_security == doctor.PodSecurity("", "", "", "")
+    assert any("no Pod Security enforce label" in n for n in r.notes)
+    assert "Pod Security: enforce=not set audit=not set warn=not set" in format_report(r)
+
+
 def test_pod_security_unknown_when_unreadable() -> None:
     assert "Pod Security: unknown" in format_report(report(namespace_obj=None))
 

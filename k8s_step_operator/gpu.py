@@ -37,17 +37,26 @@ class GPUVendor:
         resource: The extended resource requested, e.g. ``nvidia.com/gpu``.
         taint_key: The taint key GPU node pools of this vendor carry; tolerated automatically.
         supports_mig: Whether MIG profiles (``nvidia.com/mig-<profile>``) exist.
+        label_scheme: The label scheme used for ``gpu_type`` when none is set, if the vendor's
+            tooling labels nodes with the model.
     """
 
     name: str
     resource: str
     taint_key: str
     supports_mig: bool = False
+    label_scheme: str | None = None
 
 
 GPU_VENDORS: dict[str, GPUVendor] = {
-    "nvidia": GPUVendor("nvidia", "nvidia.com/gpu", "nvidia.com/gpu", supports_mig=True),
-    "amd": GPUVendor("amd", "amd.com/gpu", "amd.com/gpu"),
+    "nvidia": GPUVendor(
+        "nvidia",
+        "nvidia.com/gpu",
+        "nvidia.com/gpu",
+        supports_mig=True,
+        label_scheme="gpu-feature-discovery",
+    ),
+    "amd": GPUVendor("amd", "amd.com/gpu", "amd.com/gpu", label_scheme="amd-node-labeller"),
     "intel": GPUVendor("intel", "gpu.intel.com/i915", "gpu.intel.com/i915"),
 }
 
@@ -156,6 +165,7 @@ def get_gpu_label_scheme(field: str, name: str) -> GPULabelScheme:
 
 
 register_gpu_label_scheme(GPULabelScheme("gpu-feature-discovery", "nvidia.com/gpu.product"))
+register_gpu_label_scheme(GPULabelScheme("amd-node-labeller", "amd.com/gpu.product-name"))
 register_gpu_label_scheme(GPULabelScheme("gke", "cloud.google.com/gke-accelerator"))
 # Karpenter's values are lower-case model names (a100, t4, l4).
 register_gpu_label_scheme(

@@ -24,7 +24,7 @@ import itertools
 import json
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -177,7 +177,7 @@ def build_job(
     resources, gpu_vendor = _resources(info.config.resource_settings, s, gpu_count)
 
     node_selector = _string_map("settings.node_selector", s.node_selector, labels=True)
-    _add_gpu_selector(node_selector, s, gpu_count)
+    _add_gpu_selector(node_selector, s, gpu_count, gpu_vendor)
 
     tolerations = [
         _toleration(f"settings.tolerations[{i}]", t) for i, t in enumerate(s.tolerations)
@@ -440,16 +440,31 @@ def _resources(
 
 
 def _add_gpu_selector(
-    node_selector: dict[str, str], s: KubernetesJobStepOperatorSettings, gpu_count: int
+    node_selector: dict[str, str],
+    s: KubernetesJobStepOperatorSettings,
+    gpu_count: int,
+    vendor: GPUVendor,
 ) -> None:
+    normalize: Callable[[str], str] | None = None
     if s.gpu_label_key is not None:
-        key = check_qualified_name("settings.gpu_label_key", s.gpu_label_key)
-        normalize = None
-    else:
+        key: str | None = check_qualified_name("settings.gpu_label_key", s.gpu_label_key)
+    elif s.gpu_label_scheme is not None:
         scheme = get_gpu_label_scheme("settings.gpu_label_scheme", s.gpu_label_scheme)
         key, normalize = scheme.label_key, scheme.normalize
+    elif vendor.label_scheme is not None:
+        scheme = get_gpu_label_scheme("settings.gpu_label_scheme", vendor.label_scheme)
+        key, normalize = scheme.label_key, scheme.normalize
+    else:
+        key = None
     if s.gpu_type is None:
         return
+    if key is None:
+        raise ConfigurationError(
+            "settings.gpu_label_scheme",
+            f"a label scheme or gpu_label_key: gpu_vendor {vendor.name!r} has no default label "
+            "for the GPU model",
+            None,
+        )
     if gpu_count == 0:
         raise ConfigurationError(
             "settings.gpu_type", "a GPU count of at least 1 when a GPU type is set", s.gpu_type

@@ -156,11 +156,13 @@ class KubernetesJobStepOperatorSettings(BaseSettings):
         description="GPU model required on the node, in the label scheme's vocabulary "
         "(e.g. NVIDIA-H100-80GB-HBM3 for gpu-feature-discovery, nvidia-tesla-t4 for gke).",
     )
-    gpu_label_scheme: str = Field(
-        default="gpu-feature-discovery",
+    gpu_label_scheme: str | None = Field(
+        default=None,
         description="Which node label names the GPU model: gpu-feature-discovery "
-        "(nvidia.com/gpu.product), gke (cloud.google.com/gke-accelerator), karpenter "
-        "(karpenter.k8s.aws/instance-gpu-name), or a registered scheme.",
+        "(nvidia.com/gpu.product), amd-node-labeller (amd.com/gpu.product-name), gke "
+        "(cloud.google.com/gke-accelerator), karpenter (karpenter.k8s.aws/instance-gpu-name), "
+        "or a registered scheme; None picks the vendor's (nvidia: gpu-feature-discovery, amd: "
+        "amd-node-labeller).",
     )
     gpu_label_key: str | None = Field(
         default=None, description="A custom node label key for gpu_type; overrides the scheme."

@@ -194,7 +194,9 @@ VALID: dict[str, st.SearchStrategy[Any]] = {
         st.sampled_from(["NVIDIA-H100-80GB-HBM3", "nvidia-tesla-t4", "A100", "MI300X"]),
         label_part,
     ),
-    "gpu_label_scheme": st.sampled_from(["gpu-feature-discovery", "gke", "karpenter"]),
+    "gpu_label_scheme": st.sampled_from(
+        [None, "gpu-feature-discovery", "amd-node-labeller", "gke", "karpenter"]
+    ),
     "gpu_label_key": st.one_of(st.none(), qualified_key),
     "mig_profile": st.one_of(
         st.none(), st.sampled_from(["1g.5gb", "2g.20gb", "3g.40gb", "7g.80gb"])

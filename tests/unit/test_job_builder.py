@@ -255,6 +255,25 @@ def test_label_schemes(scheme: str, gpu_type: str, key: str, value: str) -> None
     assert pod(job)["nodeSelector"] == {key: value}
 
 
+@pytest.mark.parametrize(
+    ("vendor", "gpu_type", "key"),
+    [
+        ("nvidia", "NVIDIA-H100-80GB-HBM3", "nvidia.com/gpu.product"),
+        ("amd", "AMD_Instinct_MI300X", "amd.com/gpu.product-name"),
+    ],
+)
+def test_default_label_scheme_follows_the_vendor(vendor: str, gpu_type: str, key: str) -> None:
+    job = build(S(gpu_vendor=vendor, gpu_type=gpu_type, gpu_count=1))
+    assert pod(job)["nodeSelector"] == {key: gpu_type}
+
+
+@pytest.mark.parametrize("vendor", ["intel", "example.com/fpga"])
+def test_vendor_without_a_model_label_needs_a_scheme(vendor: str) -> None:
+    refused("settings.gpu_label_scheme", settings=S(gpu_vendor=vendor, gpu_type="x", gpu_count=1))
+    job = build(S(gpu_vendor=vendor, gpu_type="x", gpu_count=1, gpu_label_key="example.com/m"))
+    assert pod(job)["nodeSelector"] == {"example.com/m": "x"}
+
+
 def test_custom_label_key_and_registered_scheme() -> None:
     job = build(S(gpu_type="h100", gpu_label_key="example.com/gpu-model", gpu_count=1))
     assert pod(job)["nodeSelector"] == {"example.com/gpu-model": "h100"}

@@ -9,9 +9,11 @@ retried: they will not change by asking again.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import random
+import socket
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -32,7 +34,7 @@ from k8s_step_operator.errors import (
     TooManyRequestsError,
 )
 
-__all__ = ["api_error", "call", "load_api_client", "read_json"]
+__all__ = ["abort", "api_error", "call", "load_api_client", "read_json"]
 
 log = logging.getLogger(__name__)
 
@@ -215,6 +217,23 @@ def call(
         reraise=True,
     )
     return retrying(attempt)
+
+
+def abort(response: Any) -> None:
+    """Close a streaming response now, even while another thread is blocked reading it.
+
+    Closing an SSL socket does not wake a thread blocked in ``recv``; shutting it down does.
+    """
+    shutdown = getattr(response, "shutdown", None)  # urllib3 >= 2.3
+    with contextlib.suppress(Exception):
+        if shutdown is not None:
+            shutdown()
+        else:
+            sock = getattr(getattr(response, "_connection", None), "sock", None)
+            if sock is not None:
+                sock.shutdown(socket.SHUT_RDWR)
+    with contextlib.suppress(Exception):
+        response.close()
 
 
 def read_json(response: Any) -> Any:

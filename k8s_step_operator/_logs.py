@@ -22,7 +22,7 @@ from typing import Any
 from kubernetes import client as k8s
 from kubernetes.watch.watch import iter_resp_lines
 
-from k8s_step_operator._client import api_error
+from k8s_step_operator._client import abort, api_error
 from k8s_step_operator.errors import ApiError
 
 __all__ = ["LogFollower"]
@@ -55,6 +55,7 @@ class _Stream:
         self.emitted_at_last = 0  # lines emitted with the timestamp last_raw_ts
         self.replayed = 0  # lines with that timestamp seen on the current connection
         self.finished = threading.Event()
+        self.complete = False  # the stream reached its end after the container stopped
         self.response: Any = None
         self.thread = threading.Thread(
             target=self._run, name=f"logs-{pod}-{container}", daemon=True
@@ -64,8 +65,9 @@ class _Stream:
         attempts = 0
         try:
             while not self.owner.stopped.is_set():
-                ended_cleanly = self._follow_once()
-                if self.owner.container_done(self.pod, self.container) and ended_cleanly:
+                ended_cleanly = self._follow_once(follow=True)
+                if ended_cleanly and self.owner.container_done(self.pod, self.container):
+                    self.complete = True
                     return
                 attempts += 1
                 if attempts > 50:
@@ -75,7 +77,7 @@ class _Stream:
         finally:
             self.finished.set()
 
-    def _follow_once(self) -> bool:
+    def _follow_once(self, *, follow: bool) -> bool:
         since: int | None = None
         if self.last_ts is not None:
             age = (datetime.now(UTC) - self.last_ts).total_seconds()
@@ -85,7 +87,7 @@ class _Stream:
                 self.pod,
                 self.owner.namespace,
                 container=self.container,
-                follow=True,
+                follow=follow,
                 timestamps=True,
                 since_seconds=since,
                 _preload_content=False,
@@ -98,6 +100,8 @@ class _Stream:
             log.debug("log stream of %s/%s failed: %s", self.pod, self.container, err)
             return False
         self.response = resp
+        if follow and self.owner.stopped.is_set():
+            abort(resp)  # stopped while the request was on its way: cut() saw no response
         self.replayed = 0
         try:
             for line in iter_resp_lines(resp):
@@ -133,8 +137,12 @@ class _Stream:
     def cut(self) -> None:
         resp = self.response
         if resp is not None:
-            with contextlib.suppress(Exception):
-                resp.close()
+            abort(resp)
+
+    def finish(self) -> None:
+        """Fetch, without following, whatever the followed stream had not delivered yet."""
+        if not self.complete:
+            self._follow_once(follow=False)
 
 
 class LogFollower:
@@ -174,8 +182,6 @@ class LogFollower:
 
     def update(self, pods: Sequence[Mapping[str, Any]]) -> None:
         """Start following any container of these pods that has started and is not followed."""
-        if self.stopped.is_set():
-            return
         several = len(pods) > 1
         for pod in pods:
             name = str(pod["metadata"]["name"])
@@ -195,14 +201,27 @@ class LogFollower:
                 prefix = f"[{'/'.join(parts)}] " if parts else ""
                 stream = _Stream(self, name, key[1], prefix)
                 self._streams[key] = stream
-                stream.thread.start()
+                if not self.stopped.is_set():
+                    stream.thread.start()
+                else:
+                    stream.finished.set()
 
-    def drain(self, timeout: float) -> None:
-        """Wait up to ``timeout`` seconds for every stream to reach its end, then cut them."""
-        deadline = time.monotonic() + timeout
-        for stream in list(self._streams.values()):
-            stream.finished.wait(max(0.0, deadline - time.monotonic()))
+    def drain(self, pods: Sequence[Mapping[str, Any]], timeout: float) -> None:
+        """Deliver every line the step printed, then stop; called once the Job has ended.
+
+        A follow stream may stay open after its container stopped (some log back ends keep
+        tailing), so open streams are cut and what they had not delivered yet is fetched once,
+        without following, from the last timestamp seen.
+        """
+        self.update(pods)
         self.stop()
+        deadline = time.monotonic() + timeout
+        streams = list(self._streams.values())
+        for stream in streams:
+            stream.thread.join(max(0.0, deadline - time.monotonic()))
+        for stream in streams:
+            if time.monotonic() < deadline:
+                stream.finish()
 
     def stop(self) -> None:
         """Stop following; open streams are closed."""

@@ -45,6 +45,7 @@ from k8s_step_operator.errors import (
     StepCancelledError,
     StepError,
 )
+from k8s_step_operator.naming import same_step
 
 __all__ = ["RunOptions", "StepRun", "job_status"]
 
@@ -108,19 +109,15 @@ class _NodeView:
             return nodes
 
 
-def _same_step(job: Mapping[str, Any], identity: Mapping[str, str]) -> bool:
-    annotations = (job.get("metadata") or {}).get("annotations") or {}
-    return all(annotations.get(k) == v for k, v in identity.items())
-
-
 class StepRun:
     """One step's Job from submission to its end.
 
     Args:
         api_client: The API client.
         job: The Job to submit, as built by the builder.
-        identity: Annotations that say which run and step the Job belongs to; a Job found
-            under the same name is adopted only if it carries the same values.
+        run_id: The pipeline run's id; with ``step_name``, says which Job is ours.
+        step_name: The step's name; a Job found under the same name is adopted only if its
+            annotations name the same run and step.
         options: How to follow the step.
     """
 
@@ -128,14 +125,17 @@ class StepRun:
         self,
         api_client: k8s.ApiClient,
         job: Mapping[str, Any],
-        identity: Mapping[str, str],
+        *,
+        run_id: str,
+        step_name: str,
         options: RunOptions | None = None,
     ) -> None:
         self.api_client = api_client
         self.job = dict(job)
         self.name = str(job["metadata"]["name"])
         self.namespace = str(job["metadata"]["namespace"])
-        self.identity = dict(identity)
+        self.run_id = run_id
+        self.step_name = step_name
         self.options = options or RunOptions()
         self.uid = ""
         self.batch = k8s.BatchV1Api(api_client)
@@ -168,12 +168,12 @@ class StepRun:
                 _preload_content=False,
             )
             job: dict[str, Any] = read_json(created)
-            log.info("step %s: submitted Job %s", self.identity_text, self.where)
+            log.info("step %s: submitted Job %s", self.step_name, self.where)
         except ConflictError:
             # Also the path after a create whose answer was lost (a 5xx, a cut connection):
             # the retry meets our own Job and adopts it.
             job = self.get()
-            if not _same_step(job, self.identity):
+            if not same_step(job, self.run_id, self.step_name):
                 raise NameCollisionError(
                     f"Job {self.where} exists but belongs to another run or step "
                     f"({(job.get('metadata') or {}).get('annotations')})",
@@ -181,14 +181,9 @@ class StepRun:
                     reason="AlreadyExists",
                     operation=f"create Job {self.where}",
                 ) from None
-            log.info("step %s: reattached to existing Job %s", self.identity_text, self.where)
+            log.info("step %s: reattached to existing Job %s", self.step_name, self.where)
         self.uid = str(job["metadata"]["uid"])
         return job
-
-    @property
-    def identity_text(self) -> str:
-        """The step's identity for log lines."""
-        return self.identity.get("k8s-step-operator.io/step-name") or self.name
 
     def get(self) -> dict[str, Any]:
         """Read the Job from the server."""
@@ -269,15 +264,15 @@ class StepRun:
             last_summary = obs.summary
             if obs.outcome is not None:
                 if obs.outcome.succeeded:
-                    self._drain(follower)
-                    log.info("step %s: succeeded (Job %s)", self.identity_text, self.where)
+                    self._drain(follower, pods)
+                    log.info("step %s: succeeded (Job %s)", self.step_name, self.where)
                     return
                 if obs.outcome.exit_code is None and obs.outcome.reason != "DeadlineExceeded":
                     # The Job's verdict can arrive before the pod's exit code reaches the cache.
                     failed_at = failed_at or now
                     if now - failed_at < _EXIT_CODE_GRACE:
                         continue
-                self._drain(follower)
+                self._drain(follower, pods)
                 raise outcome_error(obs.outcome, **self._facts(follower))
             seen = timers.track(obs.problem, now)
             if obs.problem is None and obs.phase in (Phase.SCHEDULING, Phase.QUEUED):
@@ -292,13 +287,13 @@ class StepRun:
                 namespace=self.namespace,
             )
             if error is not None:
-                log.error("step %s: %s; deleting Job %s", self.identity_text, error, self.where)
+                log.error("step %s: %s; deleting Job %s", self.step_name, error, self.where)
                 self._delete(wait=True, watcher=watcher)
                 raise error
 
     def _log_phase(self, obs: Observation) -> None:
         level = logging.WARNING if obs.problem is not None else logging.INFO
-        log.log(level, "step %s: %s - %s", self.identity_text, obs.phase.value, obs.summary)
+        log.log(level, "step %s: %s - %s", self.step_name, obs.phase.value, obs.summary)
 
     def _facts(self, follower: LogFollower | None) -> dict[str, Any]:
         facts: dict[str, Any] = {"job": self.name, "namespace": self.namespace}
@@ -334,9 +329,9 @@ class StepRun:
             return False
         return True  # the pod is gone: nothing more will come
 
-    def _drain(self, follower: LogFollower | None) -> None:
+    def _drain(self, follower: LogFollower | None, pods: list[dict[str, Any]]) -> None:
         if follower is not None:
-            follower.drain(self.options.log_drain_timeout)
+            follower.drain(pods, self.options.log_drain_timeout)
 
     def _never_fits(self, job: Mapping[str, Any]) -> bool:
         if not self.options.preflight_fit_check:
@@ -409,29 +404,40 @@ class StepRun:
         with _sigterm_raises() as terminated:
             try:
                 self.submit()
-                self.wait()
-            except (KeyboardInterrupt, _Terminated):
+                try:
+                    self.wait()
+                except StepError:
+                    raise  # the Job ended, or was deleted on the way out
+                except Exception:
+                    # Nobody would follow the Job any more: do not leave it holding GPUs.
+                    log.exception("error while following Job %s; deleting it", self.where)
+                    with contextlib.suppress(Exception):
+                        self.cancel()
+                    raise
+                return
+            except (KeyboardInterrupt, _Terminated) as e:
+                interrupt: BaseException = e
                 log.warning(
                     "step %s interrupted: deleting Job %s and waiting for its pods",
-                    self.identity_text,
+                    self.step_name,
                     self.where,
                 )
                 with _signals_deferred():
                     if not self.uid:
                         self._adopt_for_cancel()
                     self.cancel()
-                if terminated.is_set():
-                    # Re-deliver SIGTERM to whatever handled it before (by default: exit).
-                    signal.raise_signal(signal.SIGTERM)
-                    raise StepCancelledError(
-                        "terminated by SIGTERM", job=self.name, namespace=self.namespace
-                    ) from None
-                raise
+        if terminated.is_set():
+            # The handler in force before is back: deliver SIGTERM to it (by default: exit).
+            signal.raise_signal(signal.SIGTERM)
+            raise StepCancelledError(
+                "terminated by SIGTERM", job=self.name, namespace=self.namespace
+            ) from None
+        raise interrupt
 
     def _adopt_for_cancel(self) -> None:
         with contextlib.suppress(StepError, NotFoundError):
             job = self.get()
-            if _same_step(job, self.identity):
+            if same_step(job, self.run_id, self.step_name):
                 self.uid = str(job["metadata"]["uid"])
 
 

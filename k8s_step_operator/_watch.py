@@ -22,7 +22,6 @@ bookkeeping when hundreds of Jobs move at once.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import random
@@ -37,7 +36,7 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
-from k8s_step_operator._client import api_error, read_json
+from k8s_step_operator._client import abort, api_error, read_json
 from k8s_step_operator.errors import ApiError
 
 __all__ = ["NamespaceWatcher", "Subscription", "acquire_watcher", "release_watcher"]
@@ -76,7 +75,7 @@ def job_name_of_pod(pod: dict[str, Any]) -> str:
     return ""
 
 
-@dataclass
+@dataclass(eq=False)
 class Subscription:
     """A step's interest in one Job; ``changed`` is set whenever anything about it changes."""
 
@@ -103,6 +102,7 @@ class _Kind:
     stream: Any = None
     connected: bool = False
     last_list: float = 0.0
+    expire_next: bool = False
 
 
 class NamespaceWatcher:
@@ -149,6 +149,7 @@ class NamespaceWatcher:
         self._threads: list[threading.Thread] = []
         self.watch_requests = 0
         self.list_requests = 0
+        self.gone_count = 0  # watches that expired (410) and were recovered by a re-list
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -173,6 +174,15 @@ class NamespaceWatcher:
             self._close(kind)
         for t in self._threads:
             t.join(timeout=5)
+
+    def force_expired(self) -> None:
+        """Resume every watch from a version long compacted away, as after a long outage.
+
+        The server answers 410 Gone; the watcher must re-list. Used to test that path.
+        """
+        for kind in self._kinds.values():
+            kind.expire_next = True
+            self._close(kind)
 
     def wait_synced(self, timeout: float) -> bool:
         """Wait until every kind has been listed once."""
@@ -261,6 +271,7 @@ class NamespaceWatcher:
                 failures = 0
             except _Gone:
                 log.info("watch of %s in %s expired (410); re-listing", kind.name, self.namespace)
+                self.gone_count += 1
                 kind.resource_version = None
             except ApiError as e:
                 if self._stopped.is_set():
@@ -321,12 +332,14 @@ class NamespaceWatcher:
 
     def _watch_once(self, kind: _Kind) -> None:
         self.watch_requests += 1
+        version = "1" if kind.expire_next else kind.resource_version
+        kind.expire_next = False
         try:
             resp = kind.list_fn(
                 self.namespace,
                 label_selector=kind.label_selector,
                 watch=True,
-                resource_version=kind.resource_version,
+                resource_version=version,
                 allow_watch_bookmarks=True,
                 timeout_seconds=self._server_timeout,
                 _preload_content=False,
@@ -357,10 +370,7 @@ class NamespaceWatcher:
     def _close(self, kind: _Kind) -> None:
         stream, kind.stream = kind.stream, None
         if stream is not None:
-            with contextlib.suppress(Exception):
-                stream.close()
-            with contextlib.suppress(Exception):
-                stream.release_conn()
+            abort(stream)
 
     def _handle(self, kind: _Kind, line: str) -> None:
         event = json.loads(line)

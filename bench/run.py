@@ -1,0 +1,419 @@
+"""Benchmarks of launch() against a live cluster; every figure is printed as JSON.
+
+* detection latency: an independent watch in this process notes when it first sees a Job's
+  terminal condition; the figure is the time from then until ``launch`` returns;
+* API requests per step, read from the API server's own counters (``apiserver_request_total``)
+  for the verbs and resources the operator uses, less the same counters' idle rate;
+* fan-out: N steps launched at once from one child process; its wall time against the job
+  controller's (first Job seen created to last Job seen finished, by an independent watch), the
+  child's peak RSS, and the most watch connections open on the server at once.
+
+Usage: ``python bench/run.py [--steps 50] [--fanout 500] [--long 60] [--only NAME ...]``.
+The machine is shared and noisy: each figure is reported with min / median / max where it is a
+distribution, and repeated runs are what to compare.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client as k8s
+from kubernetes.watch.watch import iter_resp_lines
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from k8s_step_operator import (  # noqa: E402
+    KubernetesJobStepOperator,
+    KubernetesJobStepOperatorConfig,
+    StepRunInfo,
+)
+from k8s_step_operator._client import load_api_client  # noqa: E402
+from k8s_step_operator._watch import _registry  # noqa: E402
+from k8s_step_operator.step_run_info import StepConfiguration  # noqa: E402
+
+SETTINGS_KEY = "step_operator.kubernetes_job"
+OUR_VERBS = {"GET", "LIST", "WATCH", "CREATE", "DELETE"}
+OUR_RESOURCES = {"jobs", "pods", "events", "nodes"}
+
+
+def kubeconfig() -> str:
+    return os.environ.get("KUBECONFIG") or str(ROOT / ".cluster" / "kubeconfig")
+
+
+def make_operator(namespace: str, **settings: Any) -> KubernetesJobStepOperator:
+    config = KubernetesJobStepOperatorConfig(
+        kubeconfig_path=kubeconfig(),
+        namespace=namespace,
+        image="localhost/bench:1",
+        image_pull_policy="IfNotPresent",
+        **settings,
+    )
+    return KubernetesJobStepOperator("bench", config)
+
+
+def step_info(run: str, step: str, duration: str) -> StepRunInfo:
+    return StepRunInfo(
+        step_run_id=str(uuid.uuid4()),
+        run_id=run,
+        run_name=run,
+        pipeline_step_name=step,
+        config=StepConfiguration(
+            name=step,
+            settings={
+                SETTINGS_KEY: {"pod_annotations": {"sim.k8s-step-operator.io/run-duration": duration}}
+            },
+        ),
+    )
+
+
+def stats(values: list[float]) -> dict[str, float]:
+    ordered = sorted(values)
+    p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
+    return {
+        "n": len(ordered),
+        "min": round(ordered[0], 4),
+        "p50": round(statistics.median(ordered), 4),
+        "p99": round(p99, 4),
+        "max": round(ordered[-1], 4),
+    }
+
+
+class JobTimes:
+    """An independent watch on the namespace's Jobs: when each was first seen and finished."""
+
+    def __init__(self, api: k8s.ApiClient, namespace: str) -> None:
+        self.batch = k8s.BatchV1Api(api)
+        self.namespace = namespace
+        self.created: dict[str, float] = {}
+        self.finished: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._resp: Any = None
+        self.ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        listed = json.loads(
+            self.batch.list_namespaced_job(self.namespace, _preload_content=False).data
+        )
+        rv = listed["metadata"]["resourceVersion"]
+        while not self._stop.is_set():
+            self._resp = self.batch.list_namespaced_job(
+                self.namespace,
+                watch=True,
+                resource_version=rv,
+                allow_watch_bookmarks=True,
+                timeout_seconds=300,
+                _preload_content=False,
+            )
+            self.ready.set()
+            try:
+                for line in iter_resp_lines(self._resp):
+                    now = time.monotonic()
+                    event = json.loads(line)
+                    obj = event["object"]
+                    rv = obj["metadata"].get("resourceVersion", rv)
+                    if event["type"] not in ("ADDED", "MODIFIED"):
+                        continue
+                    name = obj["metadata"]["name"]
+                    self.created.setdefault(name, now)
+                    for c in (obj.get("status") or {}).get("conditions") or []:
+                        if c.get("status") == "True" and c.get("type") in (
+                            "SuccessCriteriaMet",
+                            "Complete",
+                            "FailureTarget",
+                            "Failed",
+                        ):
+                            self.finished.setdefault(name, now)
+            except Exception:
+                if self._stop.is_set():
+                    return
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._resp is not None:
+            self._resp.close()
+
+
+def metrics_text(api: k8s.ApiClient) -> str:
+    import urllib3
+
+    cfg = api.configuration
+    pool = urllib3.PoolManager(
+        cert_reqs="CERT_REQUIRED",
+        ca_certs=cfg.ssl_ca_cert,
+        cert_file=cfg.cert_file,
+        key_file=cfg.key_file,
+    )
+    headers = {}
+    if cfg.api_key.get("authorization"):
+        headers["Authorization"] = cfg.api_key["authorization"]
+    r = pool.request("GET", cfg.host + "/metrics", headers=headers, timeout=30)
+    return str(r.data.decode())
+
+
+def _labels(line: str) -> dict[str, str]:
+    inside = line[line.index("{") + 1 : line.rindex("}")]
+    out: dict[str, str] = {}
+    for part in inside.split('",'):
+        if "=" in part:
+            k, _, v = part.partition("=")
+            out[k.strip()] = v.strip().strip('"')
+    return out
+
+
+def our_requests(text: str) -> float:
+    """Requests of the verbs and resources the operator uses (pods/log and subresources apart)."""
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith("apiserver_request_total{"):
+            continue
+        lab = _labels(line)
+        if lab.get("subresource") or lab.get("resource") not in OUR_RESOURCES:
+            continue
+        if lab.get("verb") not in OUR_VERBS:
+            continue
+        if lab.get("verb") == "CREATE" and lab.get("resource") == "pods":
+            continue  # the job controller's
+        total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def open_watches(text: str) -> float:
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith("apiserver_longrunning_requests{"):
+            lab = _labels(line)
+            if lab.get("verb") == "WATCH" and lab.get("resource") in {"jobs", "pods", "events"}:
+                total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def run_parallel(fn: Callable[[int], None], count: int, width: int) -> list[BaseException]:
+    errors: list[BaseException] = []
+    sem = threading.Semaphore(width)
+
+    def one(i: int) -> None:
+        with sem:
+            try:
+                fn(i)
+            except BaseException as e:  # noqa: BLE001 - reported below
+                errors.append(e)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return errors
+
+
+def namespace(admin: k8s.ApiClient, prefix: str) -> str:
+    name = f"{prefix}-{uuid.uuid4().hex[:6]}"
+    k8s.CoreV1Api(admin).create_namespace({"metadata": {"name": name}})
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        sas = k8s.CoreV1Api(admin).list_namespaced_service_account(name).items
+        if any(sa.metadata.name == "default" for sa in sas):
+            break
+        time.sleep(0.2)
+    return name
+
+
+def drop_namespace(admin: k8s.ApiClient, name: str) -> None:
+    try:
+        k8s.CoreV1Api(admin).delete_namespace(name)
+    except Exception as e:  # noqa: BLE001 - best effort at the end
+        logging.warning("could not delete namespace %s: %s", name, e)
+
+
+def bench_latency(admin: k8s.ApiClient, steps: int, width: int) -> dict[str, Any]:
+    ns = namespace(admin, "bench-latency")
+    try:
+        times = JobTimes(admin, ns)
+        times.ready.wait(10)
+        op = make_operator(ns)
+        run = f"latency-{uuid.uuid4().hex[:6]}"
+        returned: dict[str, float] = {}
+
+        def one(i: int) -> None:
+            info = step_info(run, f"step-{i}", "300ms")
+            name = op.build_job(info, ["true"], {})["metadata"]["name"]
+            op.launch(info, ["true"], {})
+            returned[name] = time.monotonic()
+
+        errors = run_parallel(one, steps, width)
+        time.sleep(0.5)
+        times.stop()
+        latencies = [
+            (returned[n] - times.finished[n]) * 1000 for n in returned if n in times.finished
+        ]
+        return {
+            "what": "ms from an independent watch seeing the terminal condition to launch returning",
+            "concurrency": width,
+            "errors": [str(e) for e in errors][:3],
+            "latency_ms": stats(latencies) if latencies else {},
+        }
+    finally:
+        drop_namespace(admin, ns)
+
+
+def bench_requests(admin: k8s.ApiClient, duration_s: int, steps: int) -> dict[str, Any]:
+    ns = namespace(admin, "bench-requests")
+    try:
+        # Idle rate of the same counters (other components' requests), to subtract.
+        before = our_requests(metrics_text(admin))
+        time.sleep(5)
+        idle_rate = (our_requests(metrics_text(admin)) - before) / 5
+        op = make_operator(ns)
+        run = f"req-{uuid.uuid4().hex[:6]}"
+        start_count = our_requests(metrics_text(admin))
+        t0 = time.monotonic()
+        errors = run_parallel(
+            lambda i: op.launch(step_info(run, f"s{i}", f"{duration_s}s"), ["true"], {}),
+            steps,
+            steps,
+        )
+        elapsed = time.monotonic() - t0
+        # Let the shared watcher linger and stop, so its requests are all counted.
+        delta = our_requests(metrics_text(admin)) - start_count - idle_rate * elapsed
+        return {
+            "step_seconds": duration_s,
+            "steps": steps,
+            "errors": [str(e) for e in errors][:3],
+            "idle_rate_per_s": round(idle_rate, 3),
+            "requests": round(delta, 1),
+            "requests_per_step": round(delta / steps, 2),
+        }
+    finally:
+        drop_namespace(admin, ns)
+
+
+def fanout_child(ns: str, count: int, duration: str) -> None:
+    """Run in a child process: launch ``count`` steps at once, print JSON figures."""
+    logging.basicConfig(level=logging.WARNING)
+    op = make_operator(ns, stream_logs=True)
+    run = f"fan-{uuid.uuid4().hex[:6]}"
+    peak_watches = 0
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak_watches
+        while not done.wait(0.2):
+            current = sum(w.open_watches for w, _ in list(_registry.values()))
+            peak_watches = max(peak_watches, current)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    t0 = time.monotonic()
+    errors = run_parallel(
+        lambda i: op.launch(step_info(run, f"s{i}", duration), ["true"], {}), count, count
+    )
+    wall = time.monotonic() - t0
+    done.set()
+    print(
+        json.dumps(
+            {
+                "wall_s": round(wall, 2),
+                "errors": len(errors),
+                "first_errors": [str(e)[:300] for e in errors[:3]],
+                "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+                "client_peak_open_watches": peak_watches,
+            }
+        )
+    )
+
+
+def bench_fanout(admin: k8s.ApiClient, count: int, duration: str) -> dict[str, Any]:
+    subprocess.run(
+        [sys.executable, str(ROOT / "e2e" / "cluster.py"), "add-nodes", str(ROOT / "bench" / "nodes.yaml")],
+        check=True,
+    )
+    ns = namespace(admin, "bench-fanout")
+    try:
+        times = JobTimes(admin, ns)
+        times.ready.wait(10)
+        base_watches = open_watches(metrics_text(admin))
+        peak = [0.0]
+        stop = threading.Event()
+
+        def sample() -> None:
+            while not stop.wait(0.5):
+                peak[0] = max(peak[0], open_watches(metrics_text(admin)) - base_watches)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        child = subprocess.run(
+            [sys.executable, __file__, "--fanout-child", ns, str(count), duration],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        stop.set()
+        times.stop()
+        if child.returncode != 0:
+            raise RuntimeError(f"fan-out child failed: {child.stderr[-2000:]}")
+        figures = json.loads(child.stdout.strip().splitlines()[-1])
+        controller = (
+            max(times.finished.values()) - min(times.created.values())
+            if times.finished and times.created
+            else float("nan")
+        )
+        figures.update(
+            {
+                "steps": count,
+                "controller_wall_s": round(controller, 2),
+                "wall_ratio": round(figures["wall_s"] / controller, 3),
+                # Minus the bench's own independent watch on Jobs.
+                "server_peak_open_watches": peak[0] - 1,
+                "jobs_finished_seen": len(times.finished),
+            }
+        )
+        return figures
+    finally:
+        drop_namespace(admin, ns)
+
+
+def main(argv: Iterable[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["--fanout-child"]:
+        fanout_child(args[1], int(args[2]), args[3])
+        return 0
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--steps", type=int, default=50, help="steps for the latency figure")
+    p.add_argument("--width", type=int, default=5, help="steps at once for the latency figure")
+    p.add_argument("--fanout", type=int, default=500, help="steps launched at once")
+    p.add_argument("--fanout-duration", default="5s", help="how long each fan-out step runs")
+    p.add_argument("--long", type=int, default=60, help="seconds of the long step")
+    p.add_argument("--only", nargs="*", default=["latency", "requests", "fanout"])
+    opts = p.parse_args(args)
+    logging.basicConfig(level=logging.WARNING)
+    admin = load_api_client(kubeconfig())
+    results: dict[str, Any] = {"cpus": os.cpu_count()}
+    if "latency" in opts.only:
+        results["detection_latency"] = bench_latency(admin, opts.steps, opts.width)
+    if "requests" in opts.only:
+        results["requests_1s"] = bench_requests(admin, 1, 5)
+        results["requests_long"] = bench_requests(admin, opts.long, 5)
+    if "fanout" in opts.only:
+        results["fanout"] = bench_fanout(admin, opts.fanout, opts.fanout_duration)
+    print(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,423 @@
+"""launch() on the real API server, job controller and scheduler, as the chart's ServiceAccount.
+
+Pods run on simulated nodes; pod annotations choose how long they run and how they end. The
+operator authenticates with the pipeline ServiceAccount the Helm chart creates (least privilege),
+never as admin: every path here works with those rights alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client as k8s
+
+from k8s_step_operator import (
+    KubernetesJobStepOperator,
+    KubernetesJobStepOperatorConfig,
+    StepRunInfo,
+)
+from k8s_step_operator._watch import _registry
+from k8s_step_operator.enums import ExecutionStatus
+from k8s_step_operator.errors import (
+    AdmissionRejectedError,
+    StepFailedError,
+    UnschedulableError,
+)
+from k8s_step_operator.naming import job_name
+from k8s_step_operator.resource_settings import ResourceSettings
+from k8s_step_operator.step_run_info import StepConfiguration
+
+pytestmark = pytest.mark.cluster
+
+KEY = "step_operator.kubernetes_job"
+DURATION = "sim.k8s-step-operator.io/run-duration"
+EXIT_CODE = "sim.k8s-step-operator.io/exit-code"
+CHILD = Path(__file__).with_name("launch_child.py")
+
+
+def step_info(
+    step: str, *, run: str | None = None, gpus: int = 0, duration: str = "200ms", **settings: Any
+) -> StepRunInfo:
+    annotations = {DURATION: duration, **settings.pop("pod_annotations", {})}
+    return StepRunInfo(
+        step_run_id=str(uuid.uuid4()),
+        run_id=run or f"run-{uuid.uuid4().hex[:8]}",
+        run_name="test-run",
+        pipeline_step_name=step,
+        config=StepConfiguration(
+            name=step,
+            resource_settings=ResourceSettings(gpu_count=gpus),
+            settings={KEY: {"pod_annotations": annotations, **settings}},
+        ),
+    )
+
+
+def write_kubeconfig(path: Path, admin: k8s.ApiClient, token: str, namespace: str) -> Path:
+    cfg = admin.configuration
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [
+                    {
+                        "name": "c",
+                        "cluster": {"server": cfg.host, "certificate-authority": cfg.ssl_ca_cert},
+                    }
+                ],
+                "users": [{"name": "pipeline", "user": {"token": token}}],
+                "contexts": [
+                    {
+                        "name": "pipeline",
+                        "context": {"cluster": "c", "user": "pipeline", "namespace": namespace},
+                    }
+                ],
+                "current-context": "pipeline",
+            }
+        )
+    )
+    return path
+
+
+@pytest.fixture
+def pipeline_kubeconfig(operator_sa: Any, api_client: k8s.ApiClient, tmp_path: Path) -> Path:
+    """A kubeconfig holding only the chart's pipeline ServiceAccount token."""
+    return write_kubeconfig(
+        tmp_path / "pipeline.kubeconfig", api_client, operator_sa.token, operator_sa.namespace
+    )
+
+
+@pytest.fixture
+def make_operator(
+    pipeline_kubeconfig: Path, operator_sa: Any
+) -> Callable[..., KubernetesJobStepOperator]:
+    def make(**config: Any) -> KubernetesJobStepOperator:
+        return KubernetesJobStepOperator(
+            "k8s",
+            KubernetesJobStepOperatorConfig(
+                kubeconfig_path=str(pipeline_kubeconfig),
+                namespace=operator_sa.namespace,
+                image="localhost/step:1",
+                image_pull_policy="IfNotPresent",
+                service_account_name=operator_sa.step_service_account,
+                **config,
+            ),
+        )
+
+    return make
+
+
+@pytest.fixture
+def operator(make_operator: Callable[..., KubernetesJobStepOperator]) -> KubernetesJobStepOperator:
+    return make_operator()
+
+
+def jobs_in(api_client: k8s.ApiClient, namespace: str) -> list[Any]:
+    return list(k8s.BatchV1Api(api_client).list_namespaced_job(namespace).items)
+
+
+def pods_of(api_client: k8s.ApiClient, namespace: str, job: str) -> list[Any]:
+    return list(
+        k8s.CoreV1Api(api_client)
+        .list_namespaced_pod(namespace, label_selector=f"batch.kubernetes.io/job-name={job}")
+        .items
+    )
+
+
+def wait_until(what: str, check: Callable[[], Any], timeout: float = 60) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def pod_running(api_client: k8s.ApiClient, namespace: str, job: str) -> bool:
+    return any(p.status.phase == "Running" for p in pods_of(api_client, namespace, job))
+
+
+class Launch:
+    """``launch`` in a background thread, keeping what it returned or raised."""
+
+    def __init__(self, fn: Callable[[], None]) -> None:
+        self.error: BaseException | None = None
+        self.done = threading.Event()
+
+        def run() -> None:
+            try:
+                fn()
+            except BaseException as e:
+                self.error = e
+            finally:
+                self.done.set()
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+
+    def result(self, timeout: float = 120) -> None:
+        assert self.done.wait(timeout), "launch did not return"
+        if self.error is not None:
+            raise self.error
+
+
+# -- outcomes ---------------------------------------------------------------------------------
+
+
+def test_success_streams_logs_to_the_caller(
+    operator: KubernetesJobStepOperator,
+    api_client: k8s.ApiClient,
+    gpu_pool: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    info = step_info("train", gpus=2, gpu_type=gpu_pool.node_selector.get("nvidia.com/gpu.product"))
+    with caplog.at_level(logging.INFO):
+        operator.launch(info, ["python", "-m", "train"], {"EPOCHS": "3"})
+    name = job_name(info.run_id, "train")
+    job = k8s.BatchV1Api(api_client).read_namespaced_job(name, operator.config.namespace)
+    conds = {c.type: c.status for c in job.status.conditions or []}
+    assert conds.get("SuccessCriteriaMet") == "True" or conds.get("Complete") == "True"
+    (pod,) = pods_of(api_client, operator.config.namespace, name)
+    assert pod.spec.node_name in gpu_pool.nodes
+    step_lines = [r.getMessage() for r in caplog.records if r.name == "k8s_step_operator.step"]
+    assert step_lines, "the step's output did not reach the caller's logger"
+    phases = " ".join(r.getMessage() for r in caplog.records if r.name == "k8s_step_operator")
+    assert "submitted" in phases and "succeeded" in phases
+
+
+def test_failure_reports_exit_code(operator: KubernetesJobStepOperator) -> None:
+    info = step_info("evaluate", pod_annotations={EXIT_CODE: "42"})
+    with pytest.raises(StepFailedError) as raised:
+        operator.launch(info, ["python", "-m", "evaluate"], {})
+    err = raised.value
+    assert err.exit_code == 42
+    assert err.job == job_name(info.run_id, "evaluate")
+    assert err.pod.startswith(err.job) and err.container
+    assert "exit code 42" in str(err)
+
+
+def test_never_fitting_gpu_request_fails_at_once(
+    operator: KubernetesJobStepOperator, api_client: k8s.ApiClient, gpu_pool: Any
+) -> None:
+    info = step_info("huge", gpus=gpu_pool.per_node + 1, pending_timeout=300)
+    start = time.monotonic()
+    with pytest.raises(UnschedulableError) as raised:
+        operator.launch(info, ["true"], {})
+    elapsed = time.monotonic() - start
+    assert f"Insufficient {gpu_pool.resource}" in str(raised.value)
+    assert "no node could ever fit" in str(raised.value)
+    assert elapsed < 300, "failed by the pending timeout instead of the preflight check"
+    # Nothing is left holding (or waiting for) GPUs.
+    assert jobs_in(api_client, operator.config.namespace) == []
+
+
+def test_busy_capacity_fails_after_pending_timeout(
+    make_operator: Callable[..., KubernetesJobStepOperator],
+    api_client: k8s.ApiClient,
+    gpu_pool: Any,
+    namespace: str,
+) -> None:
+    # Fill every node of the pool with a long-running Job (admin, another namespace).
+    batch, core = k8s.BatchV1Api(api_client), k8s.CoreV1Api(api_client)
+    for i, node in enumerate(gpu_pool.nodes):
+        free = core.read_node(node).status.allocatable.get(gpu_pool.resource, "0")
+        batch.create_namespaced_job(
+            namespace,
+            {
+                "metadata": {"name": f"blocker-{i}"},
+                "spec": {
+                    "backoffLimit": 0,
+                    "template": {
+                        "metadata": {"annotations": {DURATION: "10m"}},
+                        "spec": {
+                            "restartPolicy": "Never",
+                            "nodeName": node,
+                            "tolerations": [{"operator": "Exists"}],
+                            "containers": [
+                                {
+                                    "name": "c",
+                                    "image": "localhost/step:1",
+                                    "imagePullPolicy": "Never",
+                                    "resources": {"limits": {gpu_pool.resource: free}},
+                                }
+                            ],
+                        },
+                    },
+                },
+            },
+        )
+    wait_until(
+        "blockers to hold every GPU of the pool",
+        lambda: (
+            sum(bool(p.spec.node_name) for p in core.list_namespaced_pod(namespace).items)
+            == len(gpu_pool.nodes)
+        ),
+    )
+    operator = make_operator()
+    info = step_info(
+        "waits",
+        gpus=1,
+        pending_timeout=3,
+        gpu_type=gpu_pool.node_selector.get("nvidia.com/gpu.product"),
+    )
+    start = time.monotonic()
+    with pytest.raises(UnschedulableError) as raised:
+        operator.launch(info, ["true"], {})
+    assert time.monotonic() - start >= 3
+    assert "pending timeout" in str(raised.value)
+    assert f"Insufficient {gpu_pool.resource}" in raised.value.breakdown
+    left = {j.metadata.name for j in jobs_in(api_client, operator.config.namespace)}
+    assert job_name(info.run_id, "waits") not in left
+
+
+def test_selector_that_no_node_matches(operator: KubernetesJobStepOperator) -> None:
+    info = step_info("nowhere", node_selector={"example.com/zone": "atlantis"}, pending_timeout=300)
+    with pytest.raises(UnschedulableError) as raised:
+        operator.launch(info, ["true"], {})
+    assert "node affinity/selector" in str(raised.value)
+
+
+def test_gpu_quota_of_zero_is_reported(
+    operator: KubernetesJobStepOperator, api_client: k8s.ApiClient, gpu_pool: Any
+) -> None:
+    ns = operator.config.namespace
+    k8s.CoreV1Api(api_client).create_namespaced_resource_quota(
+        ns, {"metadata": {"name": "no-gpus"}, "spec": {"hard": {"requests.nvidia.com/gpu": "0"}}}
+    )
+    info = step_info("quota", gpus=1)
+    with pytest.raises(AdmissionRejectedError) as raised:
+        operator.launch(info, ["true"], {})
+    assert "exceeded quota" in str(raised.value)
+    assert jobs_in(api_client, ns) == []
+
+
+# -- the non-blocking form ----------------------------------------------------------------------
+
+
+def test_submit_status_wait(operator: KubernetesJobStepOperator) -> None:
+    info = step_info("async", duration="2s")
+    operator.submit(info, ["true"], {})
+    status = operator.get_status(info)
+    assert status in {
+        ExecutionStatus.INITIALIZING,
+        ExecutionStatus.PROVISIONING,
+        ExecutionStatus.RUNNING,
+    }
+    operator.wait(info)
+    assert operator.get_status(info) is ExecutionStatus.COMPLETED
+
+
+def test_cancel_from_the_non_blocking_form(
+    operator: KubernetesJobStepOperator, api_client: k8s.ApiClient
+) -> None:
+    info = step_info("async-cancel", duration="10m")
+    operator.submit(info, ["true"], {})
+    name = job_name(info.run_id, "async-cancel")
+    wait_until("pod running", lambda: pod_running(api_client, operator.config.namespace, name))
+    operator.cancel(info)
+    assert pods_of(api_client, operator.config.namespace, name) == []
+    assert operator.get_status(info) is ExecutionStatus.STOPPED
+
+
+# -- interrupted and restarted callers ---------------------------------------------------------
+
+
+def child(
+    kubeconfig: Path, namespace: str, run: str, step: str, duration: str, account: str
+) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, str(CHILD), str(kubeconfig), namespace, run, step, duration, account],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_interrupt_deletes_job_and_pods(
+    sig: signal.Signals, pipeline_kubeconfig: Path, operator_sa: Any, api_client: k8s.ApiClient
+) -> None:
+    ns, run = operator_sa.namespace, f"run-{uuid.uuid4().hex[:8]}"
+    proc = child(pipeline_kubeconfig, ns, run, "long", "10m", operator_sa.step_service_account)
+    name = job_name(run, "long")
+    try:
+        wait_until("the step to run", lambda: pod_running(api_client, ns, name))
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+        proc.communicate(timeout=10)
+    assert proc.returncode != 0
+    assert "STEP DONE" not in out
+    assert "deleting Job" in err
+    assert jobs_in(api_client, ns) == []
+    assert pods_of(api_client, ns, name) == []
+
+
+def test_restarted_caller_reattaches(
+    operator: KubernetesJobStepOperator,
+    pipeline_kubeconfig: Path,
+    operator_sa: Any,
+    api_client: k8s.ApiClient,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    ns, run = operator_sa.namespace, f"run-{uuid.uuid4().hex[:8]}"
+    proc = child(pipeline_kubeconfig, ns, run, "resume", "6s", operator_sa.step_service_account)
+    name = job_name(run, "resume")
+    try:
+        wait_until("the step to run", lambda: pod_running(api_client, ns, name))
+        proc.kill()  # no chance to clean up, as when a node or a scheduler kills the caller
+    finally:
+        proc.kill()
+        proc.communicate(timeout=10)
+    uid = k8s.BatchV1Api(api_client).read_namespaced_job(name, ns).metadata.uid
+    info = step_info("resume", run=run, duration="6s")
+    with caplog.at_level(logging.INFO):
+        operator.launch(info, ["sleep", "3600"], {})
+    assert "reattached" in caplog.text
+    (job,) = jobs_in(api_client, ns)
+    assert job.metadata.uid == uid
+    assert len(pods_of(api_client, ns, name)) == 1
+
+
+# -- a control plane that misbehaves -------------------------------------------------------------
+
+
+def test_apiserver_restart_mid_wait(
+    operator: KubernetesJobStepOperator, local_cluster: Any, api_client: k8s.ApiClient
+) -> None:
+    info = step_info("survivor", duration="12s", pod_annotations={EXIT_CODE: "3"})
+    name = job_name(info.run_id, "survivor")
+    launch = Launch(lambda: operator.launch(info, ["true"], {}))
+    wait_until("the step to run", lambda: pod_running(api_client, operator.config.namespace, name))
+    local_cluster.restart("kube-apiserver")
+    with pytest.raises(StepFailedError) as raised:
+        launch.result(timeout=120)
+    assert raised.value.exit_code == 3
+
+
+def test_watch_expired_410_is_recovered(
+    operator: KubernetesJobStepOperator, api_client: k8s.ApiClient
+) -> None:
+    info = step_info("expired", duration="6s")
+    name = job_name(info.run_id, "expired")
+    ns = operator.config.namespace
+    launch = Launch(lambda: operator.launch(info, ["true"], {}))
+    wait_until("the step to run", lambda: pod_running(api_client, ns, name))
+    (watcher,) = [w for (_, n), (w, _) in list(_registry.items()) if n == ns]
+    relists = watcher.gone_count
+    watcher.force_expired()
+    launch.result(timeout=60)
+    assert watcher.gone_count > relists, "the watch was not restarted through a 410"

@@ -81,6 +81,9 @@ CONTROLLERS = (
     "replicaset-controller",
 )
 STOP_GRACE_S = 10.0
+# kube-apiserver stops listening at once on SIGTERM but then lingers for about ten seconds;
+# every client backs off longer the longer it is gone, so do not wait for it.
+STOP_GRACE_OVERRIDES = {"kube-apiserver": 3.0}
 
 
 def log(msg: str) -> None:
@@ -385,8 +388,6 @@ class State:
 
 def _proc_alive(pid: int) -> bool:
     """True when ``pid`` runs and is not a zombie."""
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pid, os.WNOHANG)  # reap it if it is our own child
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
@@ -412,6 +413,8 @@ def running_pid(st: State, component: str) -> int | None:
     if not _proc_alive(pid):
         return None
     cmd = _proc_cmdline(pid)
+    if cmd[:1] == ["setsid"]:  # the instant before the launcher execs the binary
+        cmd = cmd[1:]
     if not cmd or Path(cmd[0]).name != Path(binaries()[component]).name:
         return None
     return pid
@@ -462,6 +465,8 @@ def argv_for(st: State, component: str) -> list[str]:
             f"--kubelet-certificate-authority={pki / 'ca.crt'}",
             # KWOK nodes report their name as Hostname; resolving it would go to DNS.
             "--kubelet-preferred-address-types=InternalIP",
+            # The `kubernetes` Service cannot point at a loopback address; nothing here needs it.
+            "--endpoint-reconciler-type=none",
             "--allow-privileged=true",
             "--profiling=false",
             "--event-ttl=1h",
@@ -527,25 +532,30 @@ def start_process(st: State, component: str) -> int:
         raise SystemExit(f"{argv[0]} is missing; run `make binaries` (bash e2e/build/build.sh)")
     logf = st.logfile(component)
     logf.parent.mkdir(parents=True, exist_ok=True)
-    with open(logf, "ab") as out:
-        out.write(f"\n==== {dt.datetime.now(dt.UTC).isoformat()} start\n".encode())
-        out.flush()
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=st.root,
-            start_new_session=True,
-        )
+    with open(logf, "ab") as f:
+        f.write(f"\n==== {dt.datetime.now(dt.UTC).isoformat()} start\n".encode())
+    # Started through a shell that exits at once, so the component is nobody's child: it
+    # outlives the caller (a test session, or this script) and init reaps it.
+    launcher = 'log=$1; shift; setsid "$@" >>"$log" 2>&1 </dev/null & echo $!'
+    out = subprocess.run(
+        ["/bin/sh", "-c", launcher, "sh", str(logf), *argv],
+        cwd=st.root,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    )
+    pid = int(out.stdout.strip())
     st.pidfile(component).parent.mkdir(parents=True, exist_ok=True)
-    st.pidfile(component).write_text(f"{proc.pid}\n")
-    log(f"started {component} (pid {proc.pid})")
-    return proc.pid
+    st.pidfile(component).write_text(f"{pid}\n")
+    log(f"started {component} (pid {pid})")
+    return pid
 
 
-def stop_process(st: State, component: str, grace: float = STOP_GRACE_S) -> bool:
+def stop_process(st: State, component: str, grace: float | None = None) -> bool:
     """TERM, then KILL after ``grace`` seconds. Returns True if something was stopped."""
+    if grace is None:
+        grace = STOP_GRACE_OVERRIDES.get(component, STOP_GRACE_S)
     pid = running_pid(st, component)
     if pid is None:
         st.pidfile(component).unlink(missing_ok=True)

@@ -176,9 +176,12 @@ def _failure_outcome(job: Obj, pods: Sequence[Obj], cond: Mapping[str, Any]) -> 
             code = t.get("exitCode")
             t_reason = str(t.get("reason") or "")
             detail = str(t.get("message") or "").strip()
+            # The container's own reason says more than the Job's (BackoffLimitExceeded...),
+            # unless it is the generic "Error".
+            specific = t_reason not in ("", "Error", "Completed")
             return Outcome(
                 succeeded=False,
-                reason=reason or t_reason,
+                reason=t_reason if specific else (reason or t_reason),
                 message=detail or message or t_reason,
                 pod=_name(pod),
                 container=container,

@@ -176,7 +176,9 @@ def build_job(
     gpu_count = _gpu_count(info.config.resource_settings, s)
     resources, gpu_vendor = _resources(info.config.resource_settings, s, gpu_count)
 
-    node_selector = _string_map("settings.node_selector", s.node_selector, labels=True)
+    node_selector = _string_map(
+        "settings.node_selector", s.node_selector, labels=True, selector=True
+    )
     _add_gpu_selector(node_selector, s, gpu_count, gpu_vendor)
 
     tolerations = [
@@ -494,10 +496,15 @@ def _check_key(field: str, key: str) -> None:
         )
 
 
-def _string_map(field: str, data: Mapping[str, str], *, labels: bool = False) -> dict[str, str]:
+def _string_map(
+    field: str, data: Mapping[str, str], *, labels: bool = False, selector: bool = False
+) -> dict[str, str]:
     result: dict[str, str] = {}
     for key, value in data.items():
-        _check_key(field, key)
+        if selector:  # selecting on labels others set is fine; only setting them is not
+            check_qualified_name(f"{field}[{key!r}]", key)
+        else:
+            _check_key(field, key)
         if labels:
             check_label_value(f"{field}[{key!r}]", value)
         elif not isinstance(value, str):

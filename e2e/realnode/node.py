@@ -273,6 +273,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         SystemdCgroup = false
+        Root = {q(str(Paths.containerd_state / "runc"))}
 
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = {q(str(Paths.cni_bin))}
@@ -480,7 +481,21 @@ def pid_of(name: str) -> int | None:
     return pid
 
 
-def spawn(name: str, argv: list[str]) -> int:
+# Image pulls may never leave the machine: containerd sends every registry request to a proxy
+# on a closed loopback port, so a pod whose image is missing fails at once with ErrImagePull
+# instead of reaching out (Go's resolver does no DNS lookup for a proxied request either).
+NO_PULL_PROXY = "http://127.0.0.1:9"
+CONTAINERD_ENV = {
+    "HTTP_PROXY": NO_PULL_PROXY,
+    "HTTPS_PROXY": NO_PULL_PROXY,
+    "http_proxy": NO_PULL_PROXY,
+    "https_proxy": NO_PULL_PROXY,
+    "NO_PROXY": "",
+    "no_proxy": "",
+}
+
+
+def spawn(name: str, argv: list[str], env: dict[str, str] | None = None) -> int:
     Paths.logs.mkdir(parents=True, exist_ok=True)
     Paths.run.mkdir(parents=True, exist_ok=True)
     with open(Paths.logfile(name), "ab") as out:
@@ -493,6 +508,7 @@ def spawn(name: str, argv: list[str]) -> int:
             stderr=subprocess.STDOUT,
             cwd=ROOT,
             start_new_session=True,
+            env={**os.environ, **(env or {})},
         )
     Paths.pidfile(name).write_text(f"{proc.pid}\n")
     log(f"started {name} (pid {proc.pid})")
@@ -516,6 +532,15 @@ def stop(name: str, grace: float = 15.0) -> None:
         time.sleep(0.5)
     Paths.pidfile(name).unlink(missing_ok=True)
     log(f"stopped {name} (pid {pid})")
+
+
+def _has_env(pid: int, want: dict[str, str]) -> bool:
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return False
+    env = dict(e.decode(errors="replace").split("=", 1) for e in raw.split(b"\0") if b"=" in e)
+    return all(env.get(k) == v for k, v in want.items())
 
 
 def wait_for(what: str, check: Any, timeout: float, interval: float = 0.2) -> None:
@@ -586,6 +611,18 @@ def get_node() -> dict[str, Any] | None:
     server, ctx = node_api()
     code, body = _request("GET", f"{server}/api/v1/nodes/{NODE_NAME}", ctx)
     return body if code == 200 and isinstance(body, dict) else None
+
+
+def heartbeat_since(node: dict[str, Any], since: dt.datetime | None) -> bool:
+    """True when the kubelet reported Ready after ``since`` (not a status left by a previous
+    kubelet)."""
+    if since is None:
+        return True
+    for c in node.get("status", {}).get("conditions") or []:
+        if c["type"] == "Ready" and c.get("lastHeartbeatTime"):
+            beat = dt.datetime.fromisoformat(c["lastHeartbeatTime"].replace("Z", "+00:00"))
+            return beat >= since
+    return False
 
 
 def node_ready(node: dict[str, Any] | None) -> bool:
@@ -697,12 +734,19 @@ def cmd_up(_: argparse.Namespace) -> int:
         not Paths.containerd_config.exists() or Paths.containerd_config.read_text() != config
     )
     Paths.containerd_config.write_text(config)
-    if pid_of("containerd") is not None and (restart_containerd or not containerd_ok()):
+    pid = pid_of("containerd")
+    if pid is not None and not _has_env(pid, CONTAINERD_ENV):
+        restart_containerd = True
+    if pid is not None and (restart_containerd or not containerd_ok()):
         log("containerd config changed or containerd unhealthy; restarting it")
         stop("kubelet")
         stop("containerd")
     if pid_of("containerd") is None:
-        spawn("containerd", ["containerd", "--config", str(Paths.containerd_config)])
+        spawn(
+            "containerd",
+            ["containerd", "--config", str(Paths.containerd_config)],
+            env=CONTAINERD_ENV,
+        )
         wait_for("containerd", containerd_ok, 30)
     t_ctrd = time.monotonic() - t_img
     step_images = [images.build_shell(), images.build_python()]
@@ -713,7 +757,9 @@ def cmd_up(_: argparse.Namespace) -> int:
     Paths.kubelet_config.write_text(kubelet_config(p))
     if pid_of("kubelet") is not None and not kubelet_healthy(p):
         stop("kubelet")
+    kubelet_started: dt.datetime | None = None
     if pid_of("kubelet") is None:
+        kubelet_started = dt.datetime.now(dt.UTC).replace(microsecond=0)
         spawn(
             "kubelet",
             [
@@ -739,6 +785,7 @@ def cmd_up(_: argparse.Namespace) -> int:
         lambda: (
             (n := get_node()) is not None
             and node_ready(n)
+            and heartbeat_since(n, kubelet_started)
             and gpus_advertised(n)
             and not status_patch(n)
         ),

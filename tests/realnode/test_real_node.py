@@ -229,3 +229,25 @@ def test_gpu_job_is_scheduled_on_the_real_node(core: Any, batch: Any, restricted
     assert pod.spec.containers[0].resources.limits["nvidia.com/gpu"] == "1"
     logs = core.read_namespaced_pod_log(pod.metadata.name, restricted_ns)
     assert logs.strip() == f"gpu step on {pod.metadata.name}"
+
+
+def test_missing_image_is_never_pulled_from_outside(core: Any, restricted_ns: str) -> None:
+    # The node's containerd sends registry requests to a closed loopback proxy: a missing
+    # image fails fast with ErrImagePull and no traffic leaves the machine. The .invalid name
+    # could not resolve anyway.
+    image = "registry.invalid/k8sso-never-pulled:1"
+    ctr = container(image, ["true"], memory="32Mi")
+    ctr["imagePullPolicy"] = "IfNotPresent"
+    create_pod(core, restricted_ns, "nopull", pod_spec(ctr))
+
+    def waiting() -> Any:
+        pod = core.read_namespaced_pod("nopull", restricted_ns)
+        for cs in pod.status.container_statuses or []:
+            w = cs.state.waiting if cs.state else None
+            # ImagePullBackOff in between carries only "Back-off pulling image".
+            if w and w.reason == "ErrImagePull" and w.message:
+                return w
+        return None
+
+    w = wait_until("the pull of a missing image to fail", waiting, timeout=60)
+    assert "proxyconnect tcp: dial tcp 127.0.0.1:9" in w.message

@@ -710,3 +710,13 @@ def test_duck_typed_step_run_info_with_uuids() -> None:
     assert annotations["k8s-step-operator.io/step-run-id"] == str(step_run_id)
     assert job["metadata"]["labels"]["k8s-step-operator.io/run-id"] == str(run_id)
     assert job["metadata"]["name"] == job_name(str(run_id), "trainer")
+
+
+def test_node_selector_may_select_on_labels_others_set() -> None:
+    selector = {
+        "kubernetes.io/hostname": "gpu-h100-0",
+        "k8s-step-operator.io/pool": "h100",
+        "node.kubernetes.io/instance-type": "p5.48xlarge",
+    }
+    assert pod(build(S(node_selector=selector)))["nodeSelector"] == selector
+    refused("settings.node_selector['bad key']", settings=S(node_selector={"bad key": "x"}))

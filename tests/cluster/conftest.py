@@ -24,6 +24,8 @@ import pytest
 import yaml
 from kubernetes import client as k8s
 
+from k8s_step_operator._client import disable_transport_retries
+
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "k8s-step-operator"
 MANIFESTS = ROOT / "manifests"
@@ -106,6 +108,8 @@ def service_account_client(admin: k8s.ApiClient, token: str) -> k8s.ApiClient:
     config.verify_ssl = source.verify_ssl
     config.api_key = {"authorization": token}
     config.api_key_prefix = {"authorization": "Bearer"}
+    # As the library's own clients: retries are decided by `_client.call` alone.
+    disable_transport_retries(config)
     return k8s.ApiClient(config)
 
 

@@ -1,0 +1,25 @@
+"""The README's configuration reference is generated from the models and must match them."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_configuration_reference_is_current() -> None:
+    spec = importlib.util.spec_from_file_location(
+        "config_reference", ROOT / "tools" / "config_reference.py"
+    )
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["config_reference"] = mod
+    spec.loader.exec_module(mod)
+    current = (ROOT / "README.md").read_text()
+    assert mod.render(current) == current, (
+        "README reference is stale: run tools/config_reference.py"
+    )
+    for name in ("gpu_type", "pending_timeout", "kubeconfig_path", "shm_size", "queue_name"):
+        assert f"| `{name}` |" in current

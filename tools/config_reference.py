@@ -89,6 +89,7 @@ def render(readme: str) -> str:
 
 
 def main(argv: list[str]) -> int:
+    """Rewrite the reference, or with --check report whether it is current."""
     current = README.read_text()
     wanted = render(current)
     if "--check" in argv:

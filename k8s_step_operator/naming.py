@@ -65,8 +65,10 @@ def _slug(text: str, max_len: int) -> str:
 def job_name(run_id: str, step_name: str) -> str:
     """The Job name of ``step_name`` in run ``run_id``: ``<step slug>-<hash>``.
 
-    Always a DNS-1123 label of at most 63 characters; equal inputs give equal names.
+    Always a DNS-1123 label of at most 63 characters; equal inputs give equal names. A UUID
+    (as ZenML passes ids) names the same Job as its string form.
     """
+    run_id, step_name = str(run_id), str(step_name)
     suffix = _digest(run_id, step_name)
     slug = _slug(step_name, _MAX_NAME - _HASH_CHARS - 1) or "step"
     return f"{slug}-{suffix}"
@@ -105,7 +107,6 @@ def same_step(job: Mapping[str, Any], run_id: str, step_name: str) -> bool:
     Reads the raw run id and step name from the Job's annotations; a Job without them is not ours.
     """
     annotations = _annotations(job)
-    return (
-        annotations.get(ANNOTATION_RUN_ID) == run_id
-        and annotations.get(ANNOTATION_STEP_NAME) == step_name
-    )
+    return annotations.get(ANNOTATION_RUN_ID) == str(run_id) and annotations.get(
+        ANNOTATION_STEP_NAME
+    ) == str(step_name)

@@ -90,3 +90,19 @@ def test_same_step_accepts_client_objects() -> None:
     )
     assert same_step(job, "r", "s")  # type: ignore[arg-type]
     assert not same_step(job, "r", "t")  # type: ignore[arg-type]
+
+
+def test_uuid_ids_name_the_same_job_as_their_text() -> None:
+    import uuid
+
+    run = uuid.uuid4()
+    assert job_name(run, "s") == job_name(str(run), "s")  # type: ignore[arg-type]
+    job = {
+        "metadata": {
+            "annotations": {
+                "k8s-step-operator.io/run-id": str(run),
+                "k8s-step-operator.io/step-name": "s",
+            }
+        }
+    }
+    assert same_step(job, run, "s")  # type: ignore[arg-type]

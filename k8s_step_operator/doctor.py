@@ -61,8 +61,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# Retries stop sooner than the library's default: doctor is interactive.
-_RETRY_BUDGET = 20.0
+# Retries stop much sooner than the library's default: doctor is interactive.
+_RETRY_BUDGET = 5.0
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -322,7 +323,7 @@ def test_cli_missing_kubeconfig_exits_1(tmp_path: Path, capsys: pytest.CaptureFi
     assert "doctor:" in capsys.readouterr().err
 
 
-def test_cli_bad_namespace_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def _unreachable_kubeconfig(tmp_path: Path) -> Path:
     kubeconfig = tmp_path / "config"
     kubeconfig.write_text(
         yaml.safe_dump(
@@ -336,6 +337,23 @@ def test_cli_bad_namespace_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture
             }
         )
     )
+    return kubeconfig
+
+
+def test_cli_bad_namespace_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    kubeconfig = _unreachable_kubeconfig(tmp_path)
     args = _parse(["doctor", "-n", "BAD", "--kubeconfig", str(kubeconfig)])
     assert doctor.main(args) == 1
     assert "namespace: expected a DNS-1123 label" in capsys.readouterr().err
+
+
+def test_cli_unreachable_server_exits_1_quickly(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Port 1 on loopback refuses at once; doctor gives up after its short retry budget.
+    kubeconfig = _unreachable_kubeconfig(tmp_path)
+    started = time.monotonic()
+    assert doctor.main(_parse(["doctor", "-n", "ml", "--kubeconfig", str(kubeconfig)])) == 1
+    assert time.monotonic() - started < 15
+    err = capsys.readouterr().err
+    assert "doctor: " in err and "ConnectionError" in err

@@ -17,6 +17,8 @@ from kubernetes import client as k8s
 from kubernetes import watch
 from kubernetes.client.exceptions import ApiException
 
+from tests.cluster.conftest import request_token, service_account_client
+
 if TYPE_CHECKING:
     from tests.cluster.conftest import InstallChart, OperatorIdentity
 
@@ -232,3 +234,8 @@ def test_step_pods_account_has_no_token(operator_sa: OperatorIdentity, api_clien
     )
     subjects = {s.name for b in bindings.items for s in b.subjects or []}
     assert operator_sa.step_service_account not in subjects
+    # Even with a token, the step pods' account may do nothing at all.
+    token = request_token(api_client, operator_sa.namespace, operator_sa.step_service_account)
+    with service_account_client(api_client, token) as step:
+        assert _rules(step, operator_sa.namespace) - SELF_REVIEWS == set()
+        assert status_of(k8s.BatchV1Api(step).list_namespaced_job, operator_sa.namespace) == 403

@@ -39,6 +39,7 @@ import sys
 import tarfile
 import tempfile
 import time
+import tomllib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -183,7 +184,7 @@ def _add_symlink(tar: tarfile.TarFile, name: str, target: str) -> None:
 
 
 def pack_oci(
-    layer: Path,
+    layers: Sequence[Path],
     out: Path,
     *,
     ref: str,
@@ -191,9 +192,8 @@ def pack_oci(
     cmd: Sequence[str] | None,
     env: Sequence[str],
 ) -> None:
-    """Write an OCI image-layout tarball with one uncompressed layer to ``out``."""
-    layer_digest = _sha256_file(layer)
-    layer_size = layer.stat().st_size
+    """Write an OCI image-layout tarball with the given uncompressed layers to ``out``."""
+    digests = [_sha256_file(layer) for layer in layers]
     config: dict[str, object] = {
         "architecture": "amd64",
         "os": "linux",
@@ -204,8 +204,10 @@ def pack_oci(
             **({"Entrypoint": list(entrypoint)} if entrypoint else {}),
             **({"Cmd": list(cmd)} if cmd else {}),
         },
-        "rootfs": {"type": "layers", "diff_ids": [f"sha256:{layer_digest}"]},
-        "history": [{"created": "1970-01-01T00:00:00Z", "created_by": "e2e/images/build.py"}],
+        "rootfs": {"type": "layers", "diff_ids": [f"sha256:{d}" for d in digests]},
+        "history": [
+            {"created": "1970-01-01T00:00:00Z", "created_by": "e2e/images/build.py"} for _ in layers
+        ],
     }
     config_b = json.dumps(config, sort_keys=True).encode()
     manifest = {
@@ -219,9 +221,10 @@ def pack_oci(
         "layers": [
             {
                 "mediaType": "application/vnd.oci.image.layer.v1.tar",
-                "digest": f"sha256:{layer_digest}",
-                "size": layer_size,
+                "digest": f"sha256:{d}",
+                "size": layer.stat().st_size,
             }
+            for d, layer in zip(digests, layers, strict=True)
         ],
     }
     manifest_b = json.dumps(manifest, sort_keys=True).encode()
@@ -248,10 +251,11 @@ def pack_oci(
         _add_dir(tar, "blobs/sha256")
         _add_bytes(tar, f"blobs/sha256/{hashlib.sha256(config_b).hexdigest()}", config_b)
         _add_bytes(tar, f"blobs/sha256/{hashlib.sha256(manifest_b).hexdigest()}", manifest_b)
-        ti = _tarinfo_root(tar.gettarinfo(str(layer), f"blobs/sha256/{layer_digest}"))
-        ti.mode = 0o644
-        with open(layer, "rb") as f:
-            tar.addfile(ti, f)
+        for digest, layer in zip(digests, layers, strict=True):
+            ti = _tarinfo_root(tar.gettarinfo(str(layer), f"blobs/sha256/{digest}"))
+            ti.mode = 0o644
+            with open(layer, "rb") as f:
+                tar.addfile(ti, f)
         _add_bytes(tar, "index.json", json.dumps(index, sort_keys=True).encode())
     tmp.replace(out)
 
@@ -289,7 +293,7 @@ def build_pause() -> Image:
         layer = d / "layer.tar"
         with tarfile.open(layer, "w", format=tarfile.PAX_FORMAT) as tar:
             _add_bytes(tar, "pause", (d / "pause").read_bytes(), 0o755)
-        pack_oci(layer, img.tarball, ref=img.ref, entrypoint=["/pause"], cmd=None, env=[ENV_PATH])
+        pack_oci([layer], img.tarball, ref=img.ref, entrypoint=["/pause"], cmd=None, env=[ENV_PATH])
     log(f"built {img.ref} in {time.monotonic() - t0:.1f} s")
     return img
 
@@ -325,7 +329,7 @@ def build_shell() -> Image:
             )
             _add_bytes(tar, "etc/group", ("root:x:0:\n" + ETC_GROUP_EXTRA).encode())
         pack_oci(
-            layer,
+            [layer],
             img.tarball,
             ref=img.ref,
             entrypoint=None,
@@ -409,10 +413,11 @@ def _build_wheel(dest: Path) -> Path:
     return wheels[-1]
 
 
-def _prune_cache(kind: str, keep: Path) -> None:
+def _prune_cache(kind: str, keep: Path, suffix: str = ".oci.tar") -> None:
     """Keep only the newest tarball of ``kind`` besides ``keep``: each Python one is ~300 MiB."""
+    pattern = re.compile(re.escape(kind) + r"-[0-9a-f]+" + re.escape(suffix) + "$")
     old = sorted(
-        (p for p in CACHE.glob(f"{kind}-*.oci.tar") if p != keep),
+        (p for p in CACHE.iterdir() if pattern.match(p.name) and p != keep),
         key=lambda p: p.stat().st_mtime,
         reverse=True,
     )
@@ -420,34 +425,35 @@ def _prune_cache(kind: str, keep: Path) -> None:
         p.unlink(missing_ok=True)
 
 
-def build_python() -> Image:
+def _pip_target(site: Path, *requirements: str, deps: bool = True) -> None:
+    # The host interpreter and the image's are both CPython 3.11 on x86_64 glibc, so pip
+    # picks wheels that load in the image; binary-only keeps host compilers out of it.
+    argv = [sys.executable, "-m", "pip", "install", "-q", "--no-warn-script-location"]
+    argv += ["--only-binary=:all:", "--target", str(site)]
+    if not deps:
+        argv.append("--no-deps")
+    _run([*argv, *requirements])
+    # Console scripts go to <target>/bin; the image has no use for them there.
+    shutil.rmtree(site / "bin", ignore_errors=True)
+
+
+def project_dependencies() -> list[str]:
+    with open(REPO / "pyproject.toml", "rb") as f:
+        return list(tomllib.load(f)["project"]["dependencies"])
+
+
+def python_base_layer() -> Path:
+    """The rootfs plus the project's dependencies: the big layer, rebuilt only when they change."""
     rootfs = rootfs_tarball()
-    h = _hash_parts(FORMAT_VERSION, _script_hash(), rootfs.name, project_sources_hash())
-    img = Image("python", h, CACHE / f"python-{h}.oci.tar")
-    if img.tarball.exists():
-        return img
+    deps = project_dependencies()
+    key = _hash_parts(FORMAT_VERSION, _script_hash(), rootfs.name, *deps)
+    out = CACHE / f"python-base-{key}.layer.tar"
+    if out.exists():
+        return out
     t0 = time.monotonic()
-    with _workdir("python-") as d:
-        wheel = _build_wheel(d / "wheels")
+    with _workdir("python-base-") as d:
         site = d / "stage" / PY_SITE
-        # The host interpreter and the image's are both CPython 3.11 on x86_64 glibc, so pip
-        # picks wheels that load in the image; binary-only keeps host compilers out of it.
-        _run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "install",
-                "-q",
-                "--no-warn-script-location",
-                "--only-binary=:all:",
-                "--target",
-                str(site),
-                str(wheel),
-            ]
-        )
-        # Console scripts go to <target>/bin; the image has no use for them there.
-        shutil.rmtree(site / "bin", ignore_errors=True)
+        _pip_target(site, *deps)
         layer = d / "layer.tar"
         shutil.copyfile(rootfs, layer)
         with tarfile.open(rootfs) as base:
@@ -456,11 +462,36 @@ def build_python() -> Image:
             assert passwd is not None and group is not None
             passwd_b, group_b = passwd.read(), group.read()
         with tarfile.open(layer, "a", format=tarfile.PAX_FORMAT) as tar:
-            tar.add(str(d / "stage" / PY_SITE), f"./{PY_SITE}", filter=_tarinfo_root)
+            tar.add(str(site), f"./{PY_SITE}", filter=_tarinfo_root)
             _add_bytes(tar, "./etc/passwd", passwd_b + ETC_PASSWD_EXTRA.encode())
             _add_bytes(tar, "./etc/group", group_b + ETC_GROUP_EXTRA.encode())
+        layer.replace(out)
+    _prune_cache("python-base", out, suffix=".layer.tar")
+    log(f"base layer {out.name} ({out.stat().st_size >> 20} MiB) in {time.monotonic() - t0:.1f} s")
+    return out
+
+
+def build_python() -> Image:
+    """Two layers: :func:`python_base_layer` and this project's wheel, installed without deps."""
+    base = python_base_layer()
+    h = _hash_parts(FORMAT_VERSION, _script_hash(), base.name, project_sources_hash())
+    img = Image("python", h, CACHE / f"python-{h}.oci.tar")
+    if img.tarball.exists():
+        return img
+    t0 = time.monotonic()
+    with _workdir("python-") as d:
+        wheel = _build_wheel(d / "wheels")
+        site = d / "stage" / PY_SITE
+        _pip_target(site, str(wheel), deps=False)
+        layer = d / "layer.tar"
+        with tarfile.open(layer, "w", format=tarfile.PAX_FORMAT) as tar:
+            parts = Path(PY_SITE).parts
+            for i in range(1, len(parts) + 1):
+                _add_dir(tar, "./" + "/".join(parts[:i]))
+            for entry in sorted(site.iterdir()):
+                tar.add(str(entry), f"./{PY_SITE}/{entry.name}", filter=_tarinfo_root)
         pack_oci(
-            layer,
+            [base, layer],
             img.tarball,
             ref=img.ref,
             entrypoint=None,

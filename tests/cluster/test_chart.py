@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import base64
 import os
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -65,6 +66,35 @@ def test_manifests_match_the_chart() -> None:
         timeout=120,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_drift_is_caught_with_a_diff(helm_bin: str, tmp_path: Path) -> None:
+    """A hand edit of manifests/ (here: an extra verb) fails the check and shows the line."""
+    for part in ("charts", "manifests", "e2e/build/versions.env", "e2e/check-manifests.sh"):
+        source, target = ROOT / part, tmp_path / part
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_dir():
+            shutil.copytree(source, target)
+        else:
+            shutil.copy2(source, target)
+    rendered = tmp_path / "manifests" / "k8s-step-operator.yaml"
+    text = rendered.read_text()
+    edited = text.replace('resources: ["pods/log"]', 'resources: ["pods/log", "pods/exec"]')
+    assert edited != text
+    rendered.write_text(edited)
+    script = tmp_path / "e2e" / "check-manifests.sh"
+    env = {**os.environ, "HELM": helm_bin}
+    proc = subprocess.run(
+        ["bash", str(script)], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert proc.returncode == 1
+    assert '-    resources: ["pods/log", "pods/exec"]' in proc.stdout
+    assert "drifted" in proc.stderr
+    fixed = subprocess.run(
+        ["bash", str(script), "--write"], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert fixed.returncode == 0, fixed.stderr
+    assert rendered.read_text() == text
 
 
 def test_defaults_render_least_privilege_only(helm_bin: str) -> None:

@@ -20,7 +20,7 @@ export CGO_ENABLED=0
 log() { printf '[build] %s\n' "$*" >&2; }
 
 want=("$@")
-[ ${#want[@]} -gt 0 ] || want=(kubernetes etcd kwok)
+[ ${#want[@]} -gt 0 ] || want=(kubernetes etcd kwok helm)
 
 build_kubernetes() {
   local v=$KUBERNETES_VERSION out=$bin/kubernetes-$KUBERNETES_VERSION

@@ -74,6 +74,8 @@ TAINTS = (
 # Seconds between checks that the GPU capacity and the address are still in the node's status
 # (the kubelet clears extended resources when it registers again after a restart).
 KEEPER_INTERVAL_S = 2.0
+# How long the keeper waits for a kubelet that stopped (a restart) before it exits.
+KEEPER_ORPHAN_S = 60.0
 PROCS = ("containerd", "kubelet", "status-keeper")
 
 
@@ -692,12 +694,24 @@ def ensure_status(node: dict[str, Any]) -> bool:
 
 
 def keep_status() -> int:
-    """Re-apply the node's GPU capacity and address whenever they are missing."""
+    """Re-apply the node's GPU capacity and address whenever they are missing.
+
+    Exits once the kubelet has been gone for a while (``down``, or the whole cluster state
+    removed), so that it never outlives the node it serves.
+    """
+    kubelet_gone_since: float | None = None
     while True:
-        with contextlib.suppress(Exception):
-            node = get_node()
-            if node is not None:
-                ensure_status(node)
+        if pid_of("kubelet") is None:
+            kubelet_gone_since = kubelet_gone_since or time.monotonic()
+            if time.monotonic() - kubelet_gone_since > KEEPER_ORPHAN_S:
+                log("the kubelet is gone; status keeper exits")
+                return 0
+        else:
+            kubelet_gone_since = None
+            with contextlib.suppress(Exception):
+                node = get_node()
+                if node is not None:
+                    ensure_status(node)
         time.sleep(KEEPER_INTERVAL_S)
 
 
@@ -775,6 +789,8 @@ def cmd_up(_: argparse.Namespace) -> int:
         )
     wait_for("the kubelet's /healthz", lambda: kubelet_healthy(p), 60)
     wait_for(f"node {NODE_NAME} to register", lambda: get_node() is not None, 60)
+    # Restarted on every `up` so that it always runs the current code; it holds no state.
+    stop("status-keeper", grace=2)
     if pid_of("status-keeper") is None:
         spawn("status-keeper", [sys.executable, str(Path(__file__).resolve()), "keep-status"])
     node = get_node()

@@ -74,7 +74,9 @@ def step_info(run: str, step: str, duration: str) -> StepRunInfo:
         config=StepConfiguration(
             name=step,
             settings={
-                SETTINGS_KEY: {"pod_annotations": {"sim.k8s-step-operator.io/run-duration": duration}}
+                SETTINGS_KEY: {
+                    "pod_annotations": {"sim.k8s-step-operator.io/run-duration": duration}
+                }
             },
         ),
     )
@@ -211,7 +213,7 @@ def run_parallel(fn: Callable[[int], None], count: int, width: int) -> list[Base
         with sem:
             try:
                 fn(i)
-            except BaseException as e:  # noqa: BLE001 - reported below
+            except BaseException as e:  # reported below
                 errors.append(e)
 
     threads = [threading.Thread(target=one, args=(i,)) for i in range(count)]
@@ -237,7 +239,7 @@ def namespace(admin: k8s.ApiClient, prefix: str) -> str:
 def drop_namespace(admin: k8s.ApiClient, name: str) -> None:
     try:
         k8s.CoreV1Api(admin).delete_namespace(name)
-    except Exception as e:  # noqa: BLE001 - best effort at the end
+    except Exception as e:  # best effort at the end
         logging.warning("could not delete namespace %s: %s", name, e)
 
 
@@ -263,7 +265,7 @@ def bench_latency(admin: k8s.ApiClient, steps: int, width: int) -> dict[str, Any
             (returned[n] - times.finished[n]) * 1000 for n in returned if n in times.finished
         ]
         return {
-            "what": "ms from an independent watch seeing the terminal condition to launch returning",
+            "what": "ms from an independent watch seeing the end to launch returning",
             "concurrency": width,
             "errors": [str(e) for e in errors][:3],
             "latency_ms": stats(latencies) if latencies else {},
@@ -340,7 +342,12 @@ def fanout_child(ns: str, count: int, duration: str) -> None:
 
 def bench_fanout(admin: k8s.ApiClient, count: int, duration: str) -> dict[str, Any]:
     subprocess.run(
-        [sys.executable, str(ROOT / "e2e" / "cluster.py"), "add-nodes", str(ROOT / "bench" / "nodes.yaml")],
+        [
+            sys.executable,
+            str(ROOT / "e2e" / "cluster.py"),
+            "add-nodes",
+            str(ROOT / "bench" / "nodes.yaml"),
+        ],
         check=True,
     )
     ns = namespace(admin, "bench-fanout")

@@ -467,20 +467,36 @@ def kubelet_config(p: dict[str, int]) -> str:
 # Processes
 
 
+def _ours(name: str, cmd: list[str]) -> bool:
+    """Whether a command line is the ``name`` process of this node (not another instance's)."""
+    if not cmd:
+        return False
+    if name == "containerd":
+        return Path(cmd[0]).name == "containerd" and str(Paths.containerd_config) in cmd
+    if name == "kubelet":
+        return Path(cmd[0]).name == "kubelet" and f"--config={Paths.kubelet_config}" in cmd
+    return "keep-status" in cmd and str(Path(__file__).resolve()) in cmd
+
+
 def pid_of(name: str) -> int | None:
-    try:
+    """The pid of this node's ``name`` process: from its pid file, else found in /proc.
+
+    The /proc scan finds a process that runs with this node's files but whose pid file is
+    gone or stale (started by hand, or by an ``up`` that was interrupted).
+    """
+    with contextlib.suppress(OSError, ValueError):
         pid = int(Paths.pidfile(name).read_text().strip())
-    except (OSError, ValueError):
-        return None
-    if not cluster._proc_alive(pid):
-        return None
-    cmd = cluster._proc_cmdline(pid)
-    expected = {"containerd": "containerd", "kubelet": "kubelet"}.get(name)
-    if expected and (not cmd or Path(cmd[0]).name != expected):
-        return None
-    if name == "status-keeper" and "keep-status" not in cmd:
-        return None
-    return pid
+        if cluster._proc_alive(pid) and _ours(name, cluster._proc_cmdline(pid)):
+            return pid
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit() and int(proc.name) != os.getpid():
+            pid = int(proc.name)
+            if _ours(name, cluster._proc_cmdline(pid)) and cluster._proc_alive(pid):
+                with contextlib.suppress(OSError):
+                    Paths.run.mkdir(parents=True, exist_ok=True)
+                    Paths.pidfile(name).write_text(f"{pid}\n")
+                return pid
+    return None
 
 
 # Image pulls may never leave the machine: containerd sends every registry request to a proxy

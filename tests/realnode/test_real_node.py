@@ -251,3 +251,27 @@ def test_missing_image_is_never_pulled_from_outside(core: Any, restricted_ns: st
 
     w = wait_until("the pull of a missing image to fail", waiting, timeout=60)
     assert "proxyconnect tcp: dial tcp 127.0.0.1:9" in w.message
+
+
+def test_gpu_capacity_is_advertised_again_when_lost(core: Any) -> None:
+    # The kubelet drops extended resources when it registers anew; the node's status keeper
+    # (e2e/realnode/node.py) must put nvidia.com/gpu back. Removing it by hand stands in for
+    # that without disturbing the kubelet.
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    if not (repo / ".cluster" / "realnode" / "run" / "status-keeper.pid").exists():
+        pytest.skip("needs the local real node of e2e/realnode/node.py (its status keeper)")
+    nodes = core.list_node(label_selector=f"{REAL_LABEL}=true").items
+    assert nodes
+    name = nodes[0].metadata.name
+    want = nodes[0].status.capacity["nvidia.com/gpu"]
+    # A list body makes the client send a JSON patch.
+    core.patch_node_status(name, [{"op": "remove", "path": "/status/capacity/nvidia.com~1gpu"}])
+    lost_at = time.monotonic()
+    wait_until(
+        "nvidia.com/gpu to be advertised again",
+        lambda: core.read_node_status(name).status.capacity.get("nvidia.com/gpu") == want,
+        timeout=30,
+    )
+    assert time.monotonic() - lost_at < 30

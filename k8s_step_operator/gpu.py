@@ -122,11 +122,22 @@ class GPULabelScheme:
         name: The scheme's name, used in ``settings.gpu_label_scheme``.
         label_key: The node label key.
         normalize: Maps the model the user wrote to the label's vocabulary.
+        aliases: Short model names (``H100``) and the label values they stand for; a node whose
+            label has any of them matches. Compared without regard to case.
     """
 
     name: str
     label_key: str
     normalize: Callable[[str], str] = _identity
+    aliases: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    def expand(self, model: str) -> tuple[str, ...] | None:
+        """The label values a short model name stands for, or ``None`` if it is not an alias."""
+        wanted = model.lower()
+        for alias, values in self.aliases:
+            if alias.lower() == wanted:
+                return values
+        return None
 
 
 _SCHEMES: dict[str, GPULabelScheme] = {}
@@ -164,9 +175,48 @@ def get_gpu_label_scheme(field: str, name: str) -> GPULabelScheme:
     return scheme
 
 
-register_gpu_label_scheme(GPULabelScheme("gpu-feature-discovery", "nvidia.com/gpu.product"))
+# GPU feature discovery writes the driver's product name with spaces as dashes. A short model
+# name stands for the variants of that model; the full label value is always accepted as is.
+_GFD_ALIASES = (
+    (
+        "H100",
+        (
+            "NVIDIA-H100-80GB-HBM3",
+            "NVIDIA-H100-SXM5-80GB",
+            "NVIDIA-H100-PCIe",
+            "NVIDIA-H100-NVL",
+        ),
+    ),
+    ("H200", ("NVIDIA-H200", "NVIDIA-H200-NVL")),
+    (
+        "A100",
+        (
+            "NVIDIA-A100-SXM4-80GB",
+            "NVIDIA-A100-SXM4-40GB",
+            "NVIDIA-A100-80GB-PCIe",
+            "NVIDIA-A100-PCIE-40GB",
+        ),
+    ),
+    ("L40S", ("NVIDIA-L40S",)),
+    ("L4", ("NVIDIA-L4",)),
+    ("A10G", ("NVIDIA-A10G",)),
+    ("T4", ("Tesla-T4",)),
+)
+_GKE_ALIASES = (
+    ("H100", ("nvidia-h100-80gb", "nvidia-h100-mega-80gb")),
+    ("H200", ("nvidia-h200-141gb",)),
+    ("A100", ("nvidia-tesla-a100", "nvidia-a100-80gb")),
+    ("L4", ("nvidia-l4",)),
+    ("T4", ("nvidia-tesla-t4",)),
+)
+
+register_gpu_label_scheme(
+    GPULabelScheme("gpu-feature-discovery", "nvidia.com/gpu.product", aliases=_GFD_ALIASES)
+)
 register_gpu_label_scheme(GPULabelScheme("amd-node-labeller", "amd.com/gpu.product-name"))
-register_gpu_label_scheme(GPULabelScheme("gke", "cloud.google.com/gke-accelerator"))
+register_gpu_label_scheme(
+    GPULabelScheme("gke", "cloud.google.com/gke-accelerator", aliases=_GKE_ALIASES)
+)
 # Karpenter's values are lower-case model names (a100, t4, l4).
 register_gpu_label_scheme(
     GPULabelScheme("karpenter", "karpenter.k8s.aws/instance-gpu-name", str.lower)

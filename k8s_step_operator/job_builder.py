@@ -37,7 +37,13 @@ from k8s_step_operator._validation import (
     parse_quantity,
 )
 from k8s_step_operator.errors import ConfigurationError
-from k8s_step_operator.gpu import GPUVendor, get_gpu_label_scheme, mig_resource, resolve_gpu_vendor
+from k8s_step_operator.gpu import (
+    GPULabelScheme,
+    GPUVendor,
+    get_gpu_label_scheme,
+    mig_resource,
+    resolve_gpu_vendor,
+)
 from k8s_step_operator.naming import (
     ANNOTATION_PIPELINE_NAME,
     ANNOTATION_PREFIX,
@@ -179,7 +185,7 @@ def build_job(
     node_selector = _string_map(
         "settings.node_selector", s.node_selector, labels=True, selector=True
     )
-    _add_gpu_selector(node_selector, s, gpu_count, gpu_vendor)
+    gpu_expression = _add_gpu_selector(node_selector, s, gpu_count, gpu_vendor)
 
     tolerations = [
         _toleration(f"settings.tolerations[{i}]", t) for i, t in enumerate(s.tolerations)
@@ -252,8 +258,11 @@ def build_job(
         )
     if node_selector:
         pod_spec["nodeSelector"] = node_selector
-    if s.affinity:
-        pod_spec["affinity"] = _affinity(s.affinity)
+    affinity = _affinity(s.affinity) if s.affinity else {}
+    if gpu_expression is not None:
+        _require_node_expression(affinity, gpu_expression)
+    if affinity:
+        pod_spec["affinity"] = affinity
     if tolerations:
         pod_spec["tolerations"] = tolerations
     _apply_security(pod_spec, container, s)
@@ -446,8 +455,14 @@ def _add_gpu_selector(
     s: KubernetesJobStepOperatorSettings,
     gpu_count: int,
     vendor: GPUVendor,
-) -> None:
+) -> dict[str, Any] | None:
+    """Select nodes with the GPU model; returns a node-affinity expression for a model alias.
+
+    A full label value goes into the node selector. A short model name (``H100``) that the
+    scheme knows stands for several label values, which only node affinity can express.
+    """
     normalize: Callable[[str], str] | None = None
+    scheme: GPULabelScheme | None = None
     if s.gpu_label_key is not None:
         key: str | None = check_qualified_name("settings.gpu_label_key", s.gpu_label_key)
     elif s.gpu_label_scheme is not None:
@@ -459,7 +474,7 @@ def _add_gpu_selector(
     else:
         key = None
     if s.gpu_type is None:
-        return
+        return None
     if key is None:
         raise ConfigurationError(
             "settings.gpu_label_scheme",
@@ -471,6 +486,15 @@ def _add_gpu_selector(
         raise ConfigurationError(
             "settings.gpu_type", "a GPU count of at least 1 when a GPU type is set", s.gpu_type
         )
+    aliased = scheme.expand(s.gpu_type) if scheme is not None else None
+    if aliased is not None:
+        if key in node_selector:
+            raise ConfigurationError(
+                "settings.node_selector",
+                f"no value for {key!r} when gpu_type names the model {s.gpu_type!r}",
+                node_selector[key],
+            )
+        return {"key": key, "operator": "In", "values": list(aliased)}
     value = normalize(s.gpu_type) if normalize else s.gpu_type
     if not value:
         raise ConfigurationError("settings.gpu_type", "a non-empty GPU model name", s.gpu_type)
@@ -483,6 +507,21 @@ def _add_gpu_selector(
             existing,
         )
     node_selector[key] = value
+    return None
+
+
+def _require_node_expression(affinity: dict[str, Any], expression: dict[str, Any]) -> None:
+    """AND ``expression`` into the required node affinity (into every term, if there are any)."""
+    node = affinity.setdefault("nodeAffinity", {})
+    required = node.setdefault(
+        "requiredDuringSchedulingIgnoredDuringExecution", {"nodeSelectorTerms": []}
+    )
+    terms = required.setdefault("nodeSelectorTerms", [])
+    if not terms:
+        terms.append({"matchExpressions": [dict(expression)]})
+        return
+    for term in terms:
+        term.setdefault("matchExpressions", []).append(dict(expression))
 
 
 def _check_key(field: str, key: str) -> None:

@@ -300,8 +300,8 @@ def test_bad_gpu_selection(settings: S, field: str) -> None:
 
 
 def test_node_selector_merges_with_gpu_type() -> None:
-    job = build(S(gpu_type="t4", gpu_count=1, node_selector={"pool": "gpu"}))
-    assert pod(job)["nodeSelector"] == {"pool": "gpu", "nvidia.com/gpu.product": "t4"}
+    job = build(S(gpu_type="Tesla-T4", gpu_count=1, node_selector={"pool": "gpu"}))
+    assert pod(job)["nodeSelector"] == {"pool": "gpu", "nvidia.com/gpu.product": "Tesla-T4"}
 
 
 # --- CPU, memory, shm -----------------------------------------------------------------------------

@@ -112,11 +112,11 @@ def test_invalid_step_settings_name_the_key_and_field() -> None:
 def test_operator_build_job_uses_merged_settings() -> None:
     op = KubernetesJobStepOperator(config=KubernetesJobStepOperatorConfig(namespace="ml"))
     job = op.build_job(
-        info({"gpu_type": "t4"}, ResourceSettings(gpu_count=1)), ["python", "x.py"], {}
+        info({"gpu_type": "Tesla-T4"}, ResourceSettings(gpu_count=1)), ["python", "x.py"], {}
     )
     assert job["metadata"]["namespace"] == "ml"
     spec = job["spec"]["template"]["spec"]
-    assert spec["nodeSelector"] == {"nvidia.com/gpu.product": "t4"}
+    assert spec["nodeSelector"] == {"nvidia.com/gpu.product": "Tesla-T4"}
     assert spec["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
 
 

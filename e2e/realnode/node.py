@@ -750,6 +750,8 @@ def cmd_up(_: argparse.Namespace) -> int:
     for d in (ROOT, Paths.run, Paths.logs, Paths.kubelet_root, Paths.pod_logs, Paths.cni_data):
         d.mkdir(parents=True, exist_ok=True)
     p = ports()
+    kubelet_inputs = (Paths.pki / "kubelet.crt", Paths.kubelet_kubeconfig, Paths.kubelet_config)
+    before = [f.read_bytes() if f.exists() else b"" for f in kubelet_inputs]
     make_kubelet_cert(st.pki)
     write_kubeconfig(st.server, st.pki / "ca.crt")
     # DNS inside pods goes nowhere: the resolver is the pod's own loopback.
@@ -785,7 +787,10 @@ def cmd_up(_: argparse.Namespace) -> int:
 
     t_kl = time.monotonic()
     Paths.kubelet_config.write_text(kubelet_config(p))
-    if pid_of("kubelet") is not None and not kubelet_healthy(p):
+    # A new cluster (new CA, new API server port) or a new config needs a new kubelet.
+    changed = before != [f.read_bytes() for f in kubelet_inputs]
+    if pid_of("kubelet") is not None and (changed or not kubelet_healthy(p)):
+        log("kubelet config or credentials changed, or kubelet unhealthy; restarting it")
         stop("kubelet")
     kubelet_started: dt.datetime | None = None
     if pid_of("kubelet") is None:
@@ -911,6 +916,11 @@ def cmd_down(_: argparse.Namespace) -> int:
             with contextlib.suppress(OSError):
                 if link.is_symlink() and str(ROOT) in os.readlink(link):
                     link.unlink()
+    # containerd 1.6 always puts FIFOs and shim sockets under /run/containerd; drop the
+    # directories if they are empty (a system containerd's would not be).
+    for run_dir in ("/run/containerd/fifo", "/run/containerd/s", "/run/containerd"):
+        with contextlib.suppress(OSError):
+            os.rmdir(run_dir)
     left = _mounts_under(ROOT)
     if left:
         raise SystemExit(f"still mounted after down: {', '.join(left)}")

@@ -64,6 +64,7 @@ class RunOptions:
     stream_logs: bool = True
     preflight_fit_check: bool = True
     delete_on_cancel: bool = True
+    safety_poll_interval: float = 30.0
     cancel_wait_timeout: float = 120.0
     log_drain_timeout: float = 10.0
     step_logger: logging.Logger | None = None
@@ -205,7 +206,9 @@ class StepRun:
         Raises:
             StepError: The step did not succeed; the subclass says why.
         """
-        watcher = acquire_watcher(self.api_client, self.namespace)
+        watcher = acquire_watcher(
+            self.api_client, self.namespace, safety_interval=self.options.safety_poll_interval
+        )
         sub = watcher.subscribe(self.name)
         follower: LogFollower | None = None
         if self.options.stream_logs:

@@ -133,7 +133,7 @@ class NamespaceWatcher:
         self._core = k8s.CoreV1Api(api_client)
         self._server_timeout = server_timeout
         self._read_timeout = server_timeout + read_timeout_slack
-        self._safety_interval = safety_interval
+        self.safety_interval = safety_interval
         self._lock = threading.RLock()
         self._stopped = threading.Event()
         self._subs: dict[str, set[Subscription]] = defaultdict(set)
@@ -426,8 +426,8 @@ class NamespaceWatcher:
 
     def _safety_net(self) -> None:
         jobs = self._kinds["jobs"]
-        while not self._stopped.wait(self._safety_interval):
-            if time.monotonic() - jobs.last_list < self._safety_interval:
+        while not self._stopped.wait(min(self.safety_interval, 5.0)):
+            if time.monotonic() - jobs.last_list < self.safety_interval:
                 continue
             try:
                 listed = self._list(jobs)
@@ -461,17 +461,29 @@ _registry_lock = threading.Lock()
 _registry: dict[tuple[int, str], tuple[NamespaceWatcher, int]] = {}
 
 
-def acquire_watcher(api_client: k8s.ApiClient, namespace: str) -> NamespaceWatcher:
-    """The process's shared watcher for this client and namespace, started on first use."""
+def acquire_watcher(
+    api_client: k8s.ApiClient, namespace: str, *, safety_interval: float | None = None
+) -> NamespaceWatcher:
+    """The process's shared watcher for this client and namespace, started on first use.
+
+    Args:
+        api_client: The client.
+        namespace: The namespace.
+        safety_interval: The longest a step accepts between safety re-lists; the shared
+            watcher re-lists at the shortest interval any of its users asked for.
+    """
     key = (id(api_client), namespace)
     with _registry_lock:
         entry = _registry.get(key)
         if entry is None:
             watcher = NamespaceWatcher(api_client, namespace)
+            count = 0
+        else:
+            watcher, count = entry
+        if safety_interval is not None:
+            watcher.safety_interval = min(watcher.safety_interval, safety_interval)
+        if entry is None:
             watcher.start()
-            _registry[key] = (watcher, 1)
-            return watcher
-        watcher, count = entry
         _registry[key] = (watcher, count + 1)
         return watcher
 

@@ -289,6 +289,11 @@ class KubernetesJobStepOperatorSettings(BaseSettings):
     )
 
     # --- how the runner waits (read by the submit/watch code) -------------------------------------
+    queue_timeout: PositiveFloat | None = Field(
+        default=None,
+        description="Seconds the Job may stay queued (suspended, e.g. by Kueue) before the step "
+        "fails; None waits.",
+    )
     pending_timeout: PositiveFloat | None = Field(
         default=600,
         description="Seconds a pod may stay unschedulable before the step fails; None waits.",
@@ -301,12 +306,15 @@ class KubernetesJobStepOperatorSettings(BaseSettings):
         description="Seconds to wait for a missing Secret or ConfigMap to appear before failing.",
     )
     safety_poll_interval: PositiveFloat = Field(
-        default=30, description="Seconds between safety GETs of the Job while watching."
+        default=30,
+        description="Seconds between safety re-lists of the namespace's Jobs, next to the watch.",
     )
     stream_logs: bool = Field(default=True, description="Stream the step's log while it runs.")
     preflight_fit_check: bool = Field(
         default=True,
-        description="Before submitting, check that some node could ever fit the request.",
+        description="When the pod is unschedulable, check whether any node could ever fit it "
+        "and fail at once if none could, instead of after pending_timeout (needs read access "
+        "to nodes; skipped with a warning without it).",
     )
     delete_on_cancel: bool = Field(
         default=True, description="Delete the Job (and free its GPUs) when the step is cancelled."

@@ -31,6 +31,7 @@ from k8s_step_operator._watch import _registry
 from k8s_step_operator.enums import ExecutionStatus
 from k8s_step_operator.errors import (
     AdmissionRejectedError,
+    DeadlineExceededError,
     StepFailedError,
     UnschedulableError,
 )
@@ -421,3 +422,16 @@ def test_watch_expired_410_is_recovered(
     watcher.force_expired()
     launch.result(timeout=60)
     assert watcher.gone_count > relists, "the watch was not restarted through a 410"
+
+
+def test_queued_job_is_reported_and_bounded(
+    operator: KubernetesJobStepOperator, api_client: k8s.ApiClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Without a Kueue controller nobody admits the Job: it stays suspended, as in a full queue.
+    info = step_info("waits-in-queue", gpus=1, queue_name="gpu-queue", queue_timeout=2)
+    with caplog.at_level(logging.INFO), pytest.raises(DeadlineExceededError) as raised:
+        operator.launch(info, ["true"], {})
+    assert "still queued" in str(raised.value) and "gpu-queue" in str(raised.value)
+    assert "queued in LocalQueue gpu-queue" in caplog.text
+    left = {j.metadata.name for j in jobs_in(api_client, operator.config.namespace)}
+    assert job_name(info.run_id, "waits-in-queue") not in left

@@ -275,3 +275,23 @@ def test_gpu_capacity_is_advertised_again_when_lost(core: Any) -> None:
         timeout=30,
     )
     assert time.monotonic() - lost_at < 30
+
+
+def test_memory_backed_shm_volume_is_usable(core: Any, restricted_ns: str) -> None:
+    # What the library mounts at /dev/shm for data loaders (settings.shm_size).
+    code = (
+        "import os, multiprocessing as mp\n"
+        "open('/dev/shm/probe', 'w').write('x' * 4096)\n"
+        "st = os.statvfs('/dev/shm')\n"
+        "print('shm MiB', st.f_blocks * st.f_frsize >> 20)\n"
+        "q = mp.Queue(); q.put('through a queue'); print(q.get())\n"
+    )
+    ctr = container(PYTHON_IMAGE, ["python3", "-c", code])
+    ctr["volumeMounts"] = [{"name": "dshm", "mountPath": "/dev/shm"}]
+    spec = pod_spec(ctr)
+    spec["volumes"] = [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}}]
+    create_pod(core, restricted_ns, "shm", spec)
+    _, state = terminated(core, restricted_ns, "shm")
+    assert state.exit_code == 0, state
+    logs = core.read_namespaced_pod_log("shm", restricted_ns)
+    assert logs.splitlines() == ["shm MiB 64", "through a queue"]

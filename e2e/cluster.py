@@ -518,6 +518,9 @@ def argv_for(st: State, component: str) -> list[str]:
             f"--tls-private-key-file={pki / 'kwok-serving.key'}",
             f"--cidr={POD_CIDR}",
             "--node-lease-duration-seconds=40",
+            # Per-pod log files come from Logs objects in the API (see LocalCluster.write_pod_log);
+            # the default for every other pod comes from the ClusterLogs in logs.yaml.
+            "--enable-crds=Logs",
             *(f"--config={c}" for c in configs),
         ]
     raise SystemExit(f"unknown component {component!r}; accepted: {', '.join(COMPONENTS)}")
@@ -746,6 +749,86 @@ def nodes_ready(st: State, names: Sequence[str]) -> bool:
     return set(names) <= ready
 
 
+def ensure_crds(st: State) -> None:
+    """Install the CRDs in ``e2e/kwok/crds`` (KWOK watches them) and wait until established."""
+    api = Api(st)
+    names = []
+    for f in sorted((KWOK_DIR / "crds").glob("*.yaml")):
+        for doc in yaml.safe_load_all(f.read_text()):
+            if not doc:
+                continue
+            names.append(doc["metadata"]["name"])
+            code, body = api.request(
+                "POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", doc
+            )
+            if code not in (201, 409):
+                raise SystemExit(f"creating CRD {names[-1]} failed: HTTP {code}: {body}")
+
+    def established() -> bool:
+        for n in names:
+            code, body = api.request(
+                "GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{n}"
+            )
+            conds = (body or {}).get("status", {}).get("conditions") or [] if code == 200 else []
+            if not any(c["type"] == "Established" and c["status"] == "True" for c in conds):
+                return False
+        return True
+
+    wait_for("KWOK's CRDs to be established", established, 30)
+
+
+def write_pod_log(
+    st: State,
+    namespace: str,
+    pod: str,
+    lines: Sequence[str],
+    *,
+    container: str | None = None,
+    stream: str = "stdout",
+    append: bool = True,
+) -> Path:
+    """Give one pod on a simulated node its own container log, served by ``pods/log``.
+
+    Lines are written in the CRI log format the kubelet uses, timestamped now; appending to a
+    followed log shows up in the open stream. KWOK keeps a followed stream open until the client
+    closes it, even after the pod finished (a real kubelet ends it when the container exits).
+    """
+    d = st.root / "kwok" / "podlogs" / namespace
+    d.mkdir(parents=True, exist_ok=True)
+    f = d / f"{pod}{'.' + container if container else ''}.log"
+    with open(f, "a" if append else "w") as out:
+        for line in lines:
+            ts = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            out.write(f"{ts} {stream} F {line}\n")
+    logs: dict[str, Any] = {
+        "apiVersion": "kwok.x-k8s.io/v1alpha1",
+        "kind": "Logs",
+        "metadata": {"name": pod, "namespace": namespace},
+        "spec": {
+            "logs": [
+                {"containers": [container] if container else [], "logsFile": str(f)},
+            ]
+        },
+    }
+    api = Api(st)
+    path = f"/apis/kwok.x-k8s.io/v1alpha1/namespaces/{namespace}/logs"
+    code, body = api.request("GET", f"{path}/{pod}")
+    if code == 404:
+        code, body = api.request("POST", path, logs)
+        if code not in (201, 409):
+            raise RuntimeError(f"creating Logs {namespace}/{pod} failed: HTTP {code}: {body}")
+    elif code == 200:
+        have = body["spec"]["logs"]
+        if not any(entry.get("logsFile") == str(f) for entry in have):
+            body["spec"]["logs"] = [*have, *logs["spec"]["logs"]]
+            code, body = api.request("PUT", f"{path}/{pod}", body)
+            if code != 200:
+                raise RuntimeError(f"updating Logs {namespace}/{pod} failed: HTTP {code}: {body}")
+    else:
+        raise RuntimeError(f"reading Logs {namespace}/{pod} failed: HTTP {code}: {body}")
+    return f
+
+
 def default_sa_exists(st: State) -> bool:
     code, _ = Api(st).request("GET", "/api/v1/namespaces/default/serviceaccounts/default")
     return code == 200
@@ -786,8 +869,17 @@ def prepare(st: State) -> None:
     write_kwok_logs_config(st)
 
 
+def outdated(st: State, component: str) -> bool:
+    """True when ``component`` runs with other flags than this script would give it now."""
+    pid = running_pid(st, component)
+    return pid is not None and _proc_cmdline(pid) != argv_for(st, component)
+
+
 def ensure_component(st: State, component: str, timeout: float) -> bool:
     """Start ``component`` unless it already runs healthy. True if it was (re)started."""
+    if outdated(st, component):
+        log(f"{component} runs with outdated flags; restarting it")
+        stop_process(st, component)
     pid = running_pid(st, component)
     if pid is not None:
         try:
@@ -819,10 +911,14 @@ def cmd_up(args: argparse.Namespace) -> int:
     changed = ensure_component(st, "etcd", 30)
     changed |= ensure_component(st, "kube-apiserver", 90)
     names = ensure_nodes(st, load_node_file()["nodes"])
+    ensure_crds(st)
     # These three only need the API server; start them together, then wait for each.
     rest = ("kube-controller-manager", "kube-scheduler", "kwok")
     to_wait = []
     for c in rest:
+        if outdated(st, c):
+            log(f"{c} runs with outdated flags; restarting it")
+            stop_process(st, c)
         if running_pid(st, c) is None or not healthy(st, c):
             if running_pid(st, c) is not None:
                 stop_process(st, c)

@@ -349,6 +349,25 @@ class LocalCluster:
         )
         return names
 
+    def write_pod_log(
+        self,
+        namespace: str,
+        pod: str,
+        lines: Sequence[str],
+        *,
+        container: str | None = None,
+        append: bool = True,
+    ) -> Path:
+        """Give a pod its own log (CRI format, timestamped now), served through ``pods/log``.
+
+        Appending while a client follows the log shows the new lines in its stream. Without
+        this, every pod's log is two fixed lines ("simulated container started/finished").
+        """
+        path: Path = self._mod.write_pod_log(
+            self.state, namespace, pod, lines, container=container, append=append
+        )
+        return path
+
     def remove_nodes(self, names: Sequence[str]) -> None:
         api = self._mod.Api(self.state)
         for n in names:

@@ -243,6 +243,46 @@ def test_pod_logs_are_served_through_the_api(
     assert "simulated container finished" in text
 
 
+def test_a_pod_gets_its_own_log_and_followers_see_appended_lines(
+    api_client: client.ApiClient, namespace: str, local_cluster: LocalCluster
+) -> None:
+    batch, core = client.BatchV1Api(api_client), client.CoreV1Api(api_client)
+    batch.create_namespaced_job(namespace, job("talk", annotations={SIM_RUN_DURATION: "20s"}))
+    (pod,) = wait_until(
+        "Running",
+        lambda: [p for p in job_pods(core, namespace, "talk") if p.status.phase == "Running"],
+        30,
+    )
+    name = pod.metadata.name
+    local_cluster.write_pod_log(namespace, name, ["epoch 1 loss=0.9", "epoch 2 loss=0.5"])
+    text = wait_until(
+        "the pod's own log",
+        lambda: (t := core.read_namespaced_pod_log(name, namespace)) and "epoch 2" in t and t,
+        10,
+    )
+    assert text.splitlines() == ["epoch 1 loss=0.9", "epoch 2 loss=0.5"]
+
+    resp = core.read_namespaced_pod_log(
+        name, namespace, follow=True, timestamps=True, _preload_content=False
+    )
+    try:
+        seen: list[str] = []
+        lines = resp.stream(amt=None, decode_content=True)
+        first = next(lines).decode()
+        seen.extend(first.splitlines())
+        local_cluster.write_pod_log(namespace, name, ["epoch 3 loss=0.2"])
+        deadline = time.monotonic() + 15
+        while not any("epoch 3" in line for line in seen) and time.monotonic() < deadline:
+            seen.extend(next(lines).decode().splitlines())
+        assert any(line.endswith("epoch 3 loss=0.2") for line in seen)
+        # timestamps=True prefixes each line with the RFC 3339 time the kubelet recorded.
+        assert seen[0].split(" ", 1)[0].endswith("Z")
+    finally:
+        # Close, not release_conn(): a followed stream never ends, and a connection put back
+        # in the pool would hand its remaining bytes to the next request.
+        resp.close()
+
+
 def test_nodes_added_at_runtime_take_pods(
     api_client: client.ApiClient, namespace: str, local_cluster: LocalCluster
 ) -> None:

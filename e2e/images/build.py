@@ -465,6 +465,8 @@ def python_base_layer() -> Path:
             tar.add(str(site), f"./{PY_SITE}", filter=_tarinfo_root)
             _add_bytes(tar, "./etc/passwd", passwd_b + ETC_PASSWD_EXTRA.encode())
             _add_bytes(tar, "./etc/group", group_b + ETC_GROUP_EXTRA.encode())
+            # Entrypoints say `python -m ...` (as ZenML's do); Debian only has python3.
+            _add_symlink(tar, "./usr/local/bin/python", "/usr/bin/python3")
         layer.replace(out)
     _prune_cache("python-base", out, suffix=".layer.tar")
     log(f"base layer {out.name} ({out.stat().st_size >> 20} MiB) in {time.monotonic() - t0:.1f} s")

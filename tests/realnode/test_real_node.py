@@ -147,9 +147,9 @@ def test_python_step_logs_come_back_through_the_api(core: Any, restricted_ns: st
         "import k8s_step_operator, kubernetes, pydantic, tenacity, yaml\n"
         "print('imports ok')\n"
     )
-    create_pod(
-        core, restricted_ns, "logs", pod_spec(container(PYTHON_IMAGE, ["python3", "-c", code]))
-    )
+    # `python`, not `python3`: step entrypoints are `python -m <module>`.
+    ctr = container(PYTHON_IMAGE, ["python", "-c", code])
+    create_pod(core, restricted_ns, "logs", pod_spec(ctr))
     pod, state = terminated(core, restricted_ns, "logs")
     assert state.exit_code == 0, state
     assert pod.spec.node_name and pod.status.host_ip == "127.0.0.1"

@@ -946,6 +946,14 @@ def cmd_down(args: argparse.Namespace) -> int:
     if not STATE_DIR.exists():
         log(f"nothing to stop: {STATE_DIR} does not exist")
         return 0
+    realnode = E2E / "realnode" / "node.py"
+    if (STATE_DIR / "realnode").exists() and realnode.exists():
+        # The real node (containerd + kubelet) keeps its state inside ours and uses our
+        # certificates: it goes first, through its own teardown (containers, mounts).
+        log("stopping the real node first (e2e/realnode/node.py down)")
+        r = subprocess.run([sys.executable, str(realnode), "down"], timeout=300, check=False)
+        if r.returncode != 0:
+            log(f"the real node's teardown exited with {r.returncode}; continuing")
     st = State.load(STATE_DIR, create=False) if (STATE_DIR / "state.json").exists() else None
     left: list[str] = []
     if st is not None:

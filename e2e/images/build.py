@@ -9,7 +9,9 @@ tarball (layer, config, manifest, ``index.json``, ``oci-layout``) and imported w
 * ``pause``  - the pod sandbox: a static ``/pause`` compiled from the C source below.
 * ``shell``  - busybox-static with its applets linked into ``/bin``.
 * ``python`` - ``debootstrap --variant=minbase --include=python3 bookworm`` plus this project's
-  wheel and its dependencies from PyPI (Debian's python3 is 3.11, the wheels match).
+  dependencies from PyPI (Debian's python3 is 3.11, the wheels match) in one layer, and the
+  project's wheel plus the pipeline code of ``examples/`` (under ``/app``, on ``PYTHONPATH``) in
+  a small second one.
 
 Every image is named by a hash of what goes into it (``k8s-step-operator/python:<hash>``), so a
 change to the project's sources gives a new tag and an unchanged tree reuses the cached tarball
@@ -55,6 +57,8 @@ STEP_UID = 1000
 PY_SITE = "usr/local/lib/python3.11/dist-packages"
 # Bump to force every image to be rebuilt when the packing below changes.
 FORMAT_VERSION = "1"
+# Bump when python_base_layer() changes what goes into the Python image's base layer.
+BASE_VERSION = "2"
 
 PAUSE_C = r"""
 /* Holds the pod's namespaces open; reaps orphans when the pod shares its process namespace. */
@@ -132,14 +136,29 @@ def _hash_parts(*parts: str | bytes) -> str:
     return h.hexdigest()[:16]
 
 
+# The pipeline code shipped with the project (the demo's steps), importable in the image from
+# /app the way a pipeline framework bakes its users' source root into their step images.
+SOURCE_ROOT = "app"
+SOURCE_PACKAGES = ("examples",)
+
+
+def _source_files() -> list[Path]:
+    files: list[Path] = []
+    for pkg in SOURCE_PACKAGES:
+        if (REPO / pkg).is_dir():
+            files += sorted(p for p in (REPO / pkg).rglob("*.py") if "__pycache__" not in p.parts)
+    return files
+
+
 def project_sources_hash() -> str:
-    """Hash of everything that goes into the project's wheel."""
+    """Hash of everything in the image's top layer: the project's wheel and the pipeline code."""
     files = [REPO / "pyproject.toml"]
     files += sorted(
         p
         for p in (REPO / "k8s_step_operator").rglob("*")
         if p.is_file() and "__pycache__" not in p.parts
     )
+    files += _source_files()
     parts: list[str | bytes] = []
     for f in files:
         parts += [str(f.relative_to(REPO)), f.read_bytes()]
@@ -446,7 +465,8 @@ def python_base_layer() -> Path:
     """The rootfs plus the project's dependencies: the big layer, rebuilt only when they change."""
     rootfs = rootfs_tarball()
     deps = project_dependencies()
-    key = _hash_parts(FORMAT_VERSION, _script_hash(), rootfs.name, *deps)
+    # Not keyed by this script's hash: only a change to the code above bumps BASE_VERSION.
+    key = _hash_parts(FORMAT_VERSION, BASE_VERSION, rootfs.name, *deps)
     out = CACHE / f"python-base-{key}.layer.tar"
     if out.exists():
         return out
@@ -492,6 +512,12 @@ def build_python() -> Image:
                 _add_dir(tar, "./" + "/".join(parts[:i]))
             for entry in sorted(site.iterdir()):
                 tar.add(str(entry), f"./{PY_SITE}/{entry.name}", filter=_tarinfo_root)
+            _add_dir(tar, f"./{SOURCE_ROOT}")
+            for f in _source_files():
+                rel = f.relative_to(REPO)
+                for i in range(1, len(rel.parts)):
+                    _add_dir(tar, f"./{SOURCE_ROOT}/" + "/".join(rel.parts[:i]))
+                _add_bytes(tar, f"./{SOURCE_ROOT}/{rel.as_posix()}", f.read_bytes())
         pack_oci(
             [base, layer],
             img.tarball,
@@ -503,6 +529,7 @@ def build_python() -> Image:
                 "HOME=/tmp",
                 "PYTHONUNBUFFERED=1",
                 "PYTHONDONTWRITEBYTECODE=1",
+                f"PYTHONPATH=/{SOURCE_ROOT}",
                 "LANG=C.UTF-8",
             ],
         )

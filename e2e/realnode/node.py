@@ -453,7 +453,7 @@ def kubelet_config(p: dict[str, int]) -> str:
         "serializeImagePulls": False,
         "rotateCertificates": False,
         "serverTLSBootstrap": False,
-        "nodeStatusUpdateFrequency": "5s",
+        "nodeStatusUpdateFrequency": "2s",
         "nodeStatusReportFrequency": "1m",
         "syncFrequency": "10s",
         "fileCheckFrequency": "20s",

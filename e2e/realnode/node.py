@@ -437,6 +437,9 @@ def kubelet_config(p: dict[str, int]) -> str:
         },
         "resolvConf": str(Paths.resolv),
         "clusterDomain": "cluster.local",
+        # No cluster DNS runs here; naming the pod's own loopback keeps the kubelet from
+        # warning about every pod (MissingClusterDNS) and still resolves nothing.
+        "clusterDNS": [LOOPBACK],
         "registerNode": True,
         "registerWithTaints": [
             {

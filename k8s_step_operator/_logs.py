@@ -56,6 +56,7 @@ class _Stream:
         self.replayed = 0  # lines with that timestamp seen on the current connection
         self.finished = threading.Event()
         self.complete = False  # the stream reached its end after the container stopped
+        self.detached = False  # lines the follow thread still reads are dropped
         self.response: Any = None
         self.thread = threading.Thread(
             target=self._run, name=f"logs-{pod}-{container}", daemon=True
@@ -91,7 +92,7 @@ class _Stream:
                 timestamps=True,
                 since_seconds=since,
                 _preload_content=False,
-                _request_timeout=(10, self.owner.read_timeout),
+                _request_timeout=(10, self.owner.read_timeout if follow else 30),
             )
         except Exception as e:
             err = api_error(e, f"logs of pod {self.pod}")
@@ -116,6 +117,8 @@ class _Stream:
         return True
 
     def _emit(self, line: str) -> None:
+        if self.detached and threading.current_thread() is self.thread:
+            return  # the final fetch has taken over; emitting too would race with it
         raw_ts, _, text = line.partition(" ")
         ts = _parse_ts(raw_ts)
         if ts is None:  # not a timestamped line: emit as is
@@ -141,6 +144,7 @@ class _Stream:
 
     def finish(self) -> None:
         """Fetch, without following, whatever the followed stream had not delivered yet."""
+        self.detached = True
         if not self.complete:
             self._follow_once(follow=False)
 
@@ -213,15 +217,16 @@ class LogFollower:
         tailing), so open streams are cut and what they had not delivered yet is fetched once,
         without following, from the last timestamp seen.
         """
-        self.update(pods)
         self.stop()
-        deadline = time.monotonic() + timeout
+        self.update(pods)  # containers not followed yet get a stream that only does the fetch
+        # A cut stream's thread ends at once; one still connecting is not waited for long.
+        deadline = time.monotonic() + min(timeout, 2.0)
         streams = list(self._streams.values())
         for stream in streams:
-            stream.thread.join(max(0.0, deadline - time.monotonic()))
+            if stream.thread.ident is not None:
+                stream.thread.join(max(0.0, deadline - time.monotonic()))
         for stream in streams:
-            if time.monotonic() < deadline:
-                stream.finish()
+            stream.finish()
 
     def stop(self) -> None:
         """Stop following; open streams are closed."""

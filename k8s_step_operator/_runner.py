@@ -240,6 +240,8 @@ class StepRun:
         while True:
             wait_for_change(_TICK)
             now = time.monotonic()
+            if watcher.failure is not None:
+                raise watcher.failure
             job = watcher.job(self.name)
             if job is None or job["metadata"].get("uid") != self.uid:
                 if watcher.was_deleted(self.name, self.uid):

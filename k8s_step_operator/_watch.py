@@ -150,6 +150,7 @@ class NamespaceWatcher:
         self.watch_requests = 0
         self.list_requests = 0
         self.gone_count = 0  # watches that expired (410) and were recovered by a re-list
+        self.failure: ApiError | None = None  # a refusal (401/403) no retry will fix
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -269,6 +270,7 @@ class NamespaceWatcher:
                     self._relist(kind)
                 self._watch_once(kind)
                 failures = 0
+                self.failure = None
             except _Gone:
                 log.info("watch of %s in %s expired (410); re-listing", kind.name, self.namespace)
                 self.gone_count += 1
@@ -276,6 +278,14 @@ class NamespaceWatcher:
             except ApiError as e:
                 if self._stopped.is_set():
                     return
+                if e.status in (401, 403):
+                    # Credentials or RBAC: asking again will not help, and the steps waiting
+                    # on this watcher would otherwise wait blind. They raise it.
+                    self.failure = e
+                    with self._lock:
+                        for subs in self._subs.values():
+                            for sub in subs:
+                                sub.changed.set()
                 failures += 1
                 delay = min(5.0, 0.2 * 2 ** min(failures, 5)) * random.uniform(0.5, 1.0)
                 log.warning(
@@ -315,6 +325,7 @@ class NamespaceWatcher:
             for job_name in touched:
                 self._notify(job_name)
         kind.synced.set()
+        self.failure = None
 
     def _list(self, kind: _Kind) -> dict[str, Any]:
         self.list_requests += 1

@@ -32,6 +32,7 @@ from k8s_step_operator.enums import ExecutionStatus
 from k8s_step_operator.errors import (
     AdmissionRejectedError,
     DeadlineExceededError,
+    ForbiddenError,
     StepFailedError,
     UnschedulableError,
 )
@@ -435,3 +436,49 @@ def test_queued_job_is_reported_and_bounded(
     assert "queued in LocalQueue gpu-queue" in caplog.text
     left = {j.metadata.name for j in jobs_in(api_client, operator.config.namespace)}
     assert job_name(info.run_id, "waits-in-queue") not in left
+
+
+def test_missing_watch_permission_fails_fast_and_cleans_up(
+    api_client: k8s.ApiClient, namespace: str, tmp_path: Path
+) -> None:
+    # An account that may create Jobs but not watch pods: the step must not wait blind.
+    rbac, core = k8s.RbacAuthorizationV1Api(api_client), k8s.CoreV1Api(api_client)
+    core.create_namespaced_service_account(namespace, {"metadata": {"name": "half"}})
+    rbac.create_namespaced_role(
+        namespace,
+        {
+            "metadata": {"name": "half"},
+            "rules": [
+                {
+                    "apiGroups": ["batch"],
+                    "resources": ["jobs"],
+                    "verbs": ["create", "get", "list", "watch", "delete"],
+                },
+                {"apiGroups": [""], "resources": ["events"], "verbs": ["list", "watch"]},
+                {"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]},
+            ],
+        },
+    )
+    rbac.create_namespaced_role_binding(
+        namespace,
+        {
+            "metadata": {"name": "half"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "half"},
+            "subjects": [{"kind": "ServiceAccount", "name": "half", "namespace": namespace}],
+        },
+    )
+    token = core.create_namespaced_service_account_token(
+        "half", namespace, {"spec": {"expirationSeconds": 600}}
+    ).status.token
+    kubeconfig = write_kubeconfig(tmp_path / "half", api_client, token, namespace)
+    operator = KubernetesJobStepOperator(
+        "k8s",
+        KubernetesJobStepOperatorConfig(
+            kubeconfig_path=str(kubeconfig), namespace=namespace, image="localhost/step:1"
+        ),
+    )
+    info = step_info("blind", duration="10m")
+    with pytest.raises(ForbiddenError) as raised:
+        operator.launch(info, ["true"], {})
+    assert "pods" in str(raised.value)
+    assert jobs_in(api_client, namespace) == []

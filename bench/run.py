@@ -243,12 +243,14 @@ def drop_namespace(admin: k8s.ApiClient, name: str) -> None:
         logging.warning("could not delete namespace %s: %s", name, e)
 
 
-def bench_latency(admin: k8s.ApiClient, steps: int, width: int) -> dict[str, Any]:
+def bench_latency(
+    admin: k8s.ApiClient, steps: int, width: int, stream_logs: bool = True
+) -> dict[str, Any]:
     ns = namespace(admin, "bench-latency")
     try:
         times = JobTimes(admin, ns)
         times.ready.wait(10)
-        op = make_operator(ns)
+        op = make_operator(ns, stream_logs=stream_logs)
         run = f"latency-{uuid.uuid4().hex[:6]}"
         returned: dict[str, float] = {}
 
@@ -267,6 +269,7 @@ def bench_latency(admin: k8s.ApiClient, steps: int, width: int) -> dict[str, Any
         return {
             "what": "ms from an independent watch seeing the end to launch returning",
             "concurrency": width,
+            "stream_logs": stream_logs,
             "errors": [str(e) for e in errors][:3],
             "latency_ms": stats(latencies) if latencies else {},
         }
@@ -412,7 +415,12 @@ def main(argv: Iterable[str] | None = None) -> int:
     admin = load_api_client(kubeconfig())
     results: dict[str, Any] = {"cpus": os.cpu_count()}
     if "latency" in opts.only:
-        results["detection_latency"] = bench_latency(admin, opts.steps, opts.width)
+        results["detection_latency"] = bench_latency(admin, opts.steps, 1)
+        results["detection_latency_concurrent"] = bench_latency(admin, opts.steps, opts.width)
+    if "latency-nologs" in opts.only:
+        results["detection_latency_no_logs"] = bench_latency(
+            admin, opts.steps, opts.width, stream_logs=False
+        )
     if "requests" in opts.only:
         results["requests_1s"] = bench_requests(admin, 1, 5)
         results["requests_long"] = bench_requests(admin, opts.long, 5)

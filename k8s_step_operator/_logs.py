@@ -57,6 +57,7 @@ class _Stream:
         self.finished = threading.Event()
         self.complete = False  # the stream reached its end after the container stopped
         self.detached = False  # lines the follow thread still reads are dropped
+        self.settling = False  # the container stopped: no more following, fetch the rest
         self.response: Any = None
         self.thread = threading.Thread(
             target=self._run, name=f"logs-{pod}-{container}", daemon=True
@@ -66,9 +67,12 @@ class _Stream:
         attempts = 0
         try:
             while not self.owner.stopped.is_set():
-                ended_cleanly = self._follow_once(follow=True)
-                if ended_cleanly and self.owner.container_done(self.pod, self.container):
-                    self.complete = True
+                ended_cleanly = not self.settling and self._follow_once(follow=True)
+                if self.settling or self.owner.container_done(self.pod, self.container):
+                    # The container has stopped: whatever the follow stream had not delivered
+                    # (it was cut, or its back end keeps tailing) is fetched once, now.
+                    if ended_cleanly or self._follow_once(follow=False):
+                        self.complete = True
                     return
                 attempts += 1
                 if attempts > 50:
@@ -77,6 +81,12 @@ class _Stream:
                 self.owner.stopped.wait(min(2.0, 0.1 * attempts))
         finally:
             self.finished.set()
+
+    def settle(self) -> None:
+        """The container has stopped: end the follow stream so the rest is fetched at once."""
+        if not self.settling and not self.finished.is_set():
+            self.settling = True
+            self.cut()
 
     def _follow_once(self, *, follow: bool) -> bool:
         since: int | None = None
@@ -100,9 +110,10 @@ class _Stream:
                 return False  # container not started yet, or gone: try again later
             log.debug("log stream of %s/%s failed: %s", self.pod, self.container, err)
             return False
-        self.response = resp
-        if follow and self.owner.stopped.is_set():
-            abort(resp)  # stopped while the request was on its way: cut() saw no response
+        if follow:
+            self.response = resp
+            if self.owner.stopped.is_set() or self.settling:
+                abort(resp)  # cut while the request was on its way, when there was no response
         self.replayed = 0
         try:
             for line in iter_resp_lines(resp):
@@ -111,7 +122,8 @@ class _Stream:
             log.debug("log stream of %s/%s cut: %s", self.pod, self.container, e)
             return False
         finally:
-            self.response = None
+            if follow:
+                self.response = None
             with contextlib.suppress(Exception):
                 resp.release_conn()
         return True
@@ -200,10 +212,14 @@ class LogFollower:
                     continue
                 key = (name, str(cs.get("name")))
                 if key in self._streams:
+                    if "terminated" in state:
+                        # Fetch the end now, while the Job controller is still deciding.
+                        self._streams[key].settle()
                     continue
                 parts = [p for p in (name if several else "", key[1] if multi else "") if p]
                 prefix = f"[{'/'.join(parts)}] " if parts else ""
                 stream = _Stream(self, name, key[1], prefix)
+                stream.settling = "terminated" in state  # nothing to follow: fetch it whole
                 self._streams[key] = stream
                 if not self.stopped.is_set():
                     stream.thread.start()
@@ -226,7 +242,8 @@ class LogFollower:
             if stream.thread.ident is not None:
                 stream.thread.join(max(0.0, deadline - time.monotonic()))
         for stream in streams:
-            stream.finish()
+            if not stream.complete:
+                stream.finish()
 
     def stop(self) -> None:
         """Stop following; open streams are closed."""

@@ -49,6 +49,9 @@ LEGACY_JOB_NAME_LABEL = "job-name"
 POD_SELECTOR = "batch.kubernetes.io/controller-uid"
 
 _EVENTS_PER_OBJECT = 20
+# How long a watch that worked may be refused (401/403) before the steps are told: an API server
+# that has just restarted refuses until its authorization caches are filled.
+_REFUSAL_GRACE = 30.0
 
 
 def _rv(obj: dict[str, Any]) -> str:
@@ -103,6 +106,7 @@ class _Kind:
     connected: bool = False
     last_list: float = 0.0
     expire_next: bool = False
+    refused_since: float | None = None
 
 
 class NamespaceWatcher:
@@ -270,6 +274,7 @@ class NamespaceWatcher:
                     self._relist(kind)
                 self._watch_once(kind)
                 failures = 0
+                kind.refused_since = None
                 self.failure = None
             except _Gone:
                 log.info("watch of %s in %s expired (410); re-listing", kind.name, self.namespace)
@@ -279,13 +284,17 @@ class NamespaceWatcher:
                 if self._stopped.is_set():
                     return
                 if e.status in (401, 403):
-                    # Credentials or RBAC: asking again will not help, and the steps waiting
-                    # on this watcher would otherwise wait blind. They raise it.
-                    self.failure = e
-                    with self._lock:
-                        for subs in self._subs.values():
-                            for sub in subs:
-                                sub.changed.set()
+                    # Credentials or RBAC. Right after an API server restart its authorizer may
+                    # refuse for a few seconds; otherwise asking again will not help, and the
+                    # steps waiting on this watcher would wait blind. They raise it.
+                    now = time.monotonic()
+                    kind.refused_since = kind.refused_since or now
+                    if not kind.synced.is_set() or now - kind.refused_since > _REFUSAL_GRACE:
+                        self.failure = e
+                        with self._lock:
+                            for subs in self._subs.values():
+                                for sub in subs:
+                                    sub.changed.set()
                 failures += 1
                 delay = min(5.0, 0.2 * 2 ** min(failures, 5)) * random.uniform(0.5, 1.0)
                 log.warning(
@@ -325,6 +334,7 @@ class NamespaceWatcher:
             for job_name in touched:
                 self._notify(job_name)
         kind.synced.set()
+        kind.refused_since = None
         self.failure = None
 
     def _list(self, kind: _Kind) -> dict[str, Any]:

@@ -195,6 +195,7 @@ def test_success_streams_logs_to_the_caller(
     assert pod.spec.node_name in gpu_pool.nodes
     step_lines = [r.getMessage() for r in caplog.records if r.name == "k8s_step_operator.step"]
     assert step_lines, "the step's output did not reach the caller's logger"
+    assert len(step_lines) == len(set(step_lines)), "lines delivered twice"
     phases = " ".join(r.getMessage() for r in caplog.records if r.name == "k8s_step_operator")
     assert "submitted" in phases and "succeeded" in phases
 
@@ -398,16 +399,31 @@ def test_restarted_caller_reattaches(
 
 
 def test_apiserver_restart_mid_wait(
-    operator: KubernetesJobStepOperator, local_cluster: Any, api_client: k8s.ApiClient
+    operator: KubernetesJobStepOperator,
+    local_cluster: Any,
+    api_client: k8s.ApiClient,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    info = step_info("survivor", duration="12s", pod_annotations={EXIT_CODE: "3"})
-    name = job_name(info.run_id, "survivor")
-    launch = Launch(lambda: operator.launch(info, ["true"], {}))
-    wait_until("the step to run", lambda: pod_running(api_client, operator.config.namespace, name))
-    local_cluster.restart("kube-apiserver")
-    with pytest.raises(StepFailedError) as raised:
-        launch.result(timeout=120)
+    info = step_info("survivor", duration="15s", pod_annotations={EXIT_CODE: "3"})
+    ns, name = operator.config.namespace, job_name(info.run_id, "survivor")
+    with caplog.at_level(logging.INFO):
+        launch = Launch(lambda: operator.launch(info, ["true"], {}))
+        wait_until("the step to run", lambda: pod_running(api_client, ns, name))
+        (pod,) = pods_of(api_client, ns, name)
+        local_cluster.write_pod_log(ns, pod.metadata.name, [f"line {i}" for i in range(1, 6)])
+        time.sleep(1)
+        # The watches and the log stream are cut; the step goes on without the caller seeing it.
+        local_cluster.restart("kube-apiserver")
+        local_cluster.write_pod_log(ns, pod.metadata.name, [f"line {i}" for i in range(6, 11)])
+        with pytest.raises(StepFailedError) as raised:
+            launch.result(timeout=120)
     assert raised.value.exit_code == 3
+    lines = [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "k8s_step_operator.step" and r.getMessage().startswith("line ")
+    ]
+    assert lines == [f"line {i}" for i in range(1, 11)], "lines lost or repeated across the cut"
 
 
 def test_watch_expired_410_is_recovered(

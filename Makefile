@@ -4,8 +4,14 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 export K8SSO_CACHE ?= $(HOME)/.cache/k8s-step-operator
+LOCAL_KUBECONFIG := $(CURDIR)/.cluster/kubeconfig
+# The real node (kubelet + containerd) needs root; `make cluster REAL_NODE=0` leaves it out.
+REAL_NODE ?= $(if $(filter 0,$(shell id -u)),1,0)
+# `make test TEST_KUBECONFIG=path` runs the suite against another cluster (kind, a real one).
+TEST_KUBECONFIG ?=
 
-.PHONY: help venv binaries cluster cluster-down cluster-status demo test test-unit bench lint fmt wheel
+.PHONY: help venv binaries system-deps cluster realnode cluster-down cluster-status demo test \
+	test-unit bench lint manifests wheel fmt
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -21,8 +27,19 @@ $(VENV)/.installed: pyproject.toml
 binaries: ## Build (or reuse) the cluster's binaries from Go modules
 	bash e2e/build/build.sh
 
+system-deps: ## Install the Debian packages the real node and the step images need (root)
+	bash e2e/realnode/setup-system.sh
+
 cluster: venv binaries ## Start the local cluster (idempotent); kubeconfig in .cluster/kubeconfig
 	$(PY) e2e/cluster.py up
+ifeq ($(REAL_NODE),1)
+	$(MAKE) --no-print-directory realnode
+else
+	@echo "cluster: no real node (needs root; REAL_NODE=$(REAL_NODE)): steps run on simulated nodes only"
+endif
+
+realnode: system-deps ## Add the real node that runs containers (kubelet + containerd) and import the step images
+	$(PY) e2e/realnode/node.py up
 
 cluster-down: ## Stop every process the local cluster started and remove its state
 	@if [ -x $(PY) ]; then $(PY) e2e/cluster.py down; else $(PYTHON) e2e/cluster.py down; fi
@@ -31,21 +48,29 @@ cluster-status: ## Show the local cluster's processes
 	$(PY) e2e/cluster.py status
 
 demo: cluster ## Run the sample two-step pipeline with a GPU training step on the local cluster
-	KUBECONFIG=$(CURDIR)/.cluster/kubeconfig $(PY) -m examples.demo
+	KUBECONFIG=$(LOCAL_KUBECONFIG) $(PY) -m examples.demo
 
-test: cluster ## Run the whole test suite against the local cluster
-	KUBECONFIG=$(CURDIR)/.cluster/kubeconfig $(PY) -m pytest
+ifeq ($(TEST_KUBECONFIG),)
+test: cluster ## Run the whole test suite against the local cluster (or TEST_KUBECONFIG's)
+	KUBECONFIG=$(LOCAL_KUBECONFIG) $(PY) -m pytest
+else
+test: venv
+	KUBECONFIG=$(TEST_KUBECONFIG) $(PY) -m pytest
+endif
 
 test-unit: venv ## Run the tests that need no cluster
 	$(PY) -m pytest -m 'not cluster and not realnode'
 
 bench: cluster ## Run the benchmarks against the local cluster; figures printed as JSON
-	KUBECONFIG=$(CURDIR)/.cluster/kubeconfig $(PY) bench/run.py
+	KUBECONFIG=$(LOCAL_KUBECONFIG) $(PY) bench/run.py
 
 lint: venv ## ruff, ruff format --check and mypy --strict
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+
+manifests: venv binaries ## Re-render manifests/ from the chart (CI fails when they drift)
+	bash e2e/check-manifests.sh --write
 
 fmt: venv ## Format the code
 	$(VENV)/bin/ruff check --fix .

@@ -139,7 +139,9 @@ def _hash_parts(*parts: str | bytes) -> str:
 # The pipeline code shipped with the project (the demo's steps), importable in the image from
 # /app the way a pipeline framework bakes its users' source root into their step images.
 SOURCE_ROOT = "app"
-SOURCE_PACKAGES = ("examples",)
+# Packages, or single modules: the end-to-end tests' step functions are importable in the image
+# as tests.realnode.real_steps (implicit namespace packages), as they are from the checkout.
+SOURCE_PACKAGES = ("examples", "tests/realnode/real_steps.py")
 
 
 def _source_files() -> list[Path]:
@@ -147,6 +149,8 @@ def _source_files() -> list[Path]:
     for pkg in SOURCE_PACKAGES:
         if (REPO / pkg).is_dir():
             files += sorted(p for p in (REPO / pkg).rglob("*.py") if "__pycache__" not in p.parts)
+        elif (REPO / pkg).is_file():
+            files.append(REPO / pkg)
     return files
 
 

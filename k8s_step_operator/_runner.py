@@ -263,7 +263,8 @@ class StepRun:
             obs = observe(job, pods, events)
             if obs.phase is not self.phase:
                 self.phase, phase_since = obs.phase, now
-                self._log_phase(obs)
+                if obs.phase is not Phase.SUCCEEDED:  # success has its own line below
+                    self._log_phase(obs)
             elif obs.summary != last_summary and obs.problem is not None:
                 self._log_phase(obs)
             last_summary = obs.summary

@@ -311,7 +311,7 @@ def bench_requests(admin: k8s.ApiClient, duration_s: int, steps: int) -> dict[st
 def fanout_child(ns: str, count: int, duration: str) -> None:
     """Run in a child process: launch ``count`` steps at once, print JSON figures."""
     logging.basicConfig(level=logging.WARNING)
-    op = make_operator(ns, stream_logs=True)
+    op = make_operator(ns, stream_logs=True, node_selector={"k8s-step-operator.io/pool": "bench"})
     run = f"fan-{uuid.uuid4().hex[:6]}"
     peak_watches = 0
     done = threading.Event()

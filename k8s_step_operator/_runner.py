@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 from kubernetes import client as k8s
 
 from k8s_step_operator._client import call, read_json
-from k8s_step_operator._logs import LogFollower
+from k8s_step_operator._logs import TAIL_LINES, LogFollower
 from k8s_step_operator._watch import NamespaceWatcher, acquire_watcher, release_watcher
 from k8s_step_operator.diagnosis import (
     Limits,
@@ -37,6 +37,7 @@ from k8s_step_operator.diagnosis import (
     outcome_error,
 )
 from k8s_step_operator.errors import (
+    ApiError,
     ConflictError,
     DeletedExternallyError,
     ForbiddenError,
@@ -279,7 +280,10 @@ class StepRun:
                     if now - failed_at < _EXIT_CODE_GRACE:
                         continue
                 self._drain(follower, pods)
-                raise outcome_error(obs.outcome, **self._facts(follower))
+                facts = self._facts(follower)
+                if follower is None and obs.outcome.pod:
+                    facts["log_tail"] = self._log_tail(obs.outcome.pod, obs.outcome.container)
+                raise outcome_error(obs.outcome, **facts)
             seen = timers.track(obs.problem, now)
             if obs.problem is None and obs.phase in (Phase.SCHEDULING, Phase.QUEUED):
                 seen = now - phase_since
@@ -306,6 +310,27 @@ class StepRun:
         if follower is not None:
             facts["log_tail"] = follower.last_lines()
         return facts
+
+    def _log_tail(self, pod: str, container: str) -> list[str]:
+        """The last lines of a container's log, read once (when logs were not streamed)."""
+        try:
+            resp = call(
+                f"logs of pod {self.namespace}/{pod}",
+                k8s.CoreV1Api(self.api_client).read_namespaced_pod_log,
+                pod,
+                self.namespace,
+                container=container or None,
+                tail_lines=TAIL_LINES,
+                _preload_content=False,
+                budget=10,
+            )
+            text = resp.data.decode("utf-8", "replace")
+            resp.release_conn()
+        except ApiError as e:
+            log.debug("no log tail for %s: %s", pod, e)
+            return []
+        lines: list[str] = text.splitlines()
+        return lines[-TAIL_LINES:]
 
     def _get_or_deleted(self, follower: LogFollower | None) -> dict[str, Any]:
         try:

@@ -200,8 +200,9 @@ def test_success_streams_logs_to_the_caller(
     assert "submitted" in phases and "succeeded" in phases
 
 
-def test_failure_reports_exit_code(operator: KubernetesJobStepOperator) -> None:
-    info = step_info("evaluate", pod_annotations={EXIT_CODE: "42"})
+@pytest.mark.parametrize("stream_logs", [True, False], ids=["streamed", "not-streamed"])
+def test_failure_reports_exit_code(operator: KubernetesJobStepOperator, stream_logs: bool) -> None:
+    info = step_info("evaluate", pod_annotations={EXIT_CODE: "42"}, stream_logs=stream_logs)
     with pytest.raises(StepFailedError) as raised:
         operator.launch(info, ["python", "-m", "evaluate"], {})
     err = raised.value
@@ -209,6 +210,7 @@ def test_failure_reports_exit_code(operator: KubernetesJobStepOperator) -> None:
     assert err.job == job_name(info.run_id, "evaluate")
     assert err.pod.startswith(err.job) and err.container
     assert "exit code 42" in str(err)
+    assert err.log_tail, "the failure carries no log tail"
 
 
 def test_never_fitting_gpu_request_fails_at_once(

@@ -46,8 +46,12 @@ from k8s_step_operator._watch import _registry  # noqa: E402
 from k8s_step_operator.step_run_info import StepConfiguration  # noqa: E402
 
 SETTINGS_KEY = "step_operator.kubernetes_job"
-OUR_VERBS = {"GET", "LIST", "WATCH", "CREATE", "DELETE"}
-OUR_RESOURCES = {"jobs", "pods", "events", "nodes"}
+OUR_VERBS = {
+    "jobs": ("POST", "GET", "LIST", "WATCH", "DELETE"),
+    "pods": ("LIST", "WATCH"),
+    "events": ("LIST", "WATCH"),
+    "nodes": ("LIST",),
+}
 
 
 def kubeconfig() -> str:
@@ -179,20 +183,28 @@ def _labels(line: str) -> dict[str, str]:
 
 
 def our_requests(text: str) -> float:
-    """Requests of the verbs and resources the operator uses (pods/log and subresources apart)."""
-    total = 0.0
+    """Requests of the verbs the operator uses on each resource (pods/log apart).
+
+    Other components use the same resources with other verbs (the kubelet GETs its node, the job
+    controller creates pods and updates Job status, KWOK patches pod status); those are left out.
+    """
+    return sum(request_breakdown(text).values())
+
+
+def request_breakdown(text: str) -> dict[str, float]:
+    """``our_requests`` per "VERB resource"."""
+    counts: dict[str, float] = {}
     for line in text.splitlines():
         if not line.startswith("apiserver_request_total{"):
             continue
         lab = _labels(line)
-        if lab.get("subresource") or lab.get("resource") not in OUR_RESOURCES:
+        if lab.get("subresource"):
             continue
-        if lab.get("verb") not in OUR_VERBS:
-            continue
-        if lab.get("verb") == "CREATE" and lab.get("resource") == "pods":
-            continue  # the job controller's
-        total += float(line.rsplit(" ", 1)[1])
-    return total
+        resource, verb = lab.get("resource", ""), lab.get("verb", "")
+        if verb in OUR_VERBS.get(resource, ()):
+            key = f"{verb} {resource}"
+            counts[key] = counts.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
+    return counts
 
 
 def open_watches(text: str) -> float:
@@ -236,11 +248,21 @@ def namespace(admin: k8s.ApiClient, prefix: str) -> str:
     return name
 
 
+_TO_DROP: list[str] = []
+
+
 def drop_namespace(admin: k8s.ApiClient, name: str) -> None:
-    try:
-        k8s.CoreV1Api(admin).delete_namespace(name)
-    except Exception as e:  # best effort at the end
-        logging.warning("could not delete namespace %s: %s", name, e)
+    """Delete the namespace at the very end: deleting one makes the namespace controller list
+    every resource in it, which would count as requests in the figures taken meanwhile."""
+    _TO_DROP.append(name)
+
+
+def drop_namespaces(admin: k8s.ApiClient) -> None:
+    for name in _TO_DROP:
+        try:
+            k8s.CoreV1Api(admin).delete_namespace(name)
+        except Exception as e:  # best effort at the end
+            logging.warning("could not delete namespace %s: %s", name, e)
 
 
 def bench_latency(
@@ -280,29 +302,43 @@ def bench_latency(
 def bench_requests(admin: k8s.ApiClient, duration_s: int, steps: int) -> dict[str, Any]:
     ns = namespace(admin, "bench-requests")
     try:
-        # Idle rate of the same counters (other components' requests), to subtract.
-        before = our_requests(metrics_text(admin))
-        time.sleep(5)
-        idle_rate = (our_requests(metrics_text(admin)) - before) / 5
+        # Wait until nothing else uses these verbs (a namespace being deleted is listed through
+        # by the namespace controller), so that the figure counts the operator's requests only.
+        idle_rate = -1.0
+        for _ in range(10):
+            before = our_requests(metrics_text(admin))
+            time.sleep(3)
+            idle_rate = (our_requests(metrics_text(admin)) - before) / 3
+            if idle_rate == 0:
+                break
         op = make_operator(ns)
         run = f"req-{uuid.uuid4().hex[:6]}"
-        start_count = our_requests(metrics_text(admin))
+        start = request_breakdown(metrics_text(admin))
         t0 = time.monotonic()
         errors = run_parallel(
             lambda i: op.launch(step_info(run, f"s{i}", f"{duration_s}s"), ["true"], {}),
             steps,
             steps,
         )
+        # A watch is counted when it ends: stop the shared watcher (instead of letting it
+        # linger for the next step) so that its requests are all in the figure.
+        for watcher, _ in list(_registry.values()):
+            watcher.stop()
+        _registry.clear()
+        time.sleep(1)
         elapsed = time.monotonic() - t0
-        # Let the shared watcher linger and stop, so its requests are all counted.
-        delta = our_requests(metrics_text(admin)) - start_count - idle_rate * elapsed
+        end = request_breakdown(metrics_text(admin))
+        breakdown = {k: v - start.get(k, 0.0) for k, v in end.items() if v - start.get(k, 0.0)}
+        delta = sum(breakdown.values())
         return {
             "step_seconds": duration_s,
             "steps": steps,
             "errors": [str(e) for e in errors][:3],
-            "idle_rate_per_s": round(idle_rate, 3),
+            "idle_rate_per_s_before": round(idle_rate, 3),
+            "seconds": round(elapsed, 1),
             "requests": round(delta, 1),
             "requests_per_step": round(delta / steps, 2),
+            "breakdown": breakdown,
         }
     finally:
         drop_namespace(admin, ns)
@@ -422,10 +458,13 @@ def main(argv: Iterable[str] | None = None) -> int:
             admin, opts.steps, opts.width, stream_logs=False
         )
     if "requests" in opts.only:
-        results["requests_1s"] = bench_requests(admin, 1, 5)
-        results["requests_long"] = bench_requests(admin, opts.long, 5)
+        results["requests_1s_alone"] = bench_requests(admin, 1, 1)
+        results["requests_long_alone"] = bench_requests(admin, opts.long, 1)
+        results["requests_1s_x5"] = bench_requests(admin, 1, 5)
+        results["requests_long_x5"] = bench_requests(admin, opts.long, 5)
     if "fanout" in opts.only:
         results["fanout"] = bench_fanout(admin, opts.fanout, opts.fanout_duration)
+    drop_namespaces(admin)
     print(json.dumps(results, indent=2))
     return 0
 

@@ -65,7 +65,7 @@ class RunOptions:
     stream_logs: bool = True
     preflight_fit_check: bool = True
     delete_on_cancel: bool = True
-    safety_poll_interval: float = 30.0
+    safety_poll_interval: float = 60.0
     cancel_wait_timeout: float = 120.0
     log_drain_timeout: float = 10.0
     step_logger: logging.Logger | None = None

@@ -306,7 +306,7 @@ class KubernetesJobStepOperatorSettings(BaseSettings):
         description="Seconds to wait for a missing Secret or ConfigMap to appear before failing.",
     )
     safety_poll_interval: PositiveFloat = Field(
-        default=30,
+        default=60,
         description="Seconds between safety re-lists of the namespace's Jobs, next to the watch.",
     )
     stream_logs: bool = Field(default=True, description="Stream the step's log while it runs.")

@@ -41,7 +41,7 @@ def test_runner_knob_defaults() -> None:
     assert s.pending_timeout == 600
     assert s.image_pull_backoff_timeout == 300
     assert s.missing_config_grace == 30
-    assert s.safety_poll_interval == 30
+    assert s.safety_poll_interval == 60
     assert s.stream_logs is True
     assert s.preflight_fit_check is True
     assert s.delete_on_cancel is True

@@ -43,6 +43,7 @@ from k8s_step_operator import (  # noqa: E402
 )
 from k8s_step_operator._client import load_api_client  # noqa: E402
 from k8s_step_operator._watch import _registry  # noqa: E402
+from k8s_step_operator.resource_settings import ResourceSettings  # noqa: E402
 from k8s_step_operator.step_run_info import StepConfiguration  # noqa: E402
 
 SETTINGS_KEY = "step_operator.kubernetes_job"
@@ -299,6 +300,38 @@ def bench_latency(
         drop_namespace(admin, ns)
 
 
+def bench_unschedulable(admin: k8s.ApiClient, steps: int) -> dict[str, Any]:
+    """Seconds from calling launch to the error for 9 GPUs where nodes have at most 8."""
+    from k8s_step_operator.errors import UnschedulableError
+
+    ns = namespace(admin, "bench-unsched")
+    try:
+        op = make_operator(ns)
+        run = f"unsched-{uuid.uuid4().hex[:6]}"
+        took: list[float] = []
+        for i in range(steps):
+            info = step_info(run, f"huge-{i}", "1s")
+            info = info.model_copy(
+                update={
+                    "config": info.config.model_copy(
+                        update={"resource_settings": ResourceSettings(gpu_count=9)}
+                    )
+                }
+            )
+            t0 = time.monotonic()
+            try:
+                op.launch(info, ["true"], {})
+            except UnschedulableError as e:
+                assert "Insufficient nvidia.com/gpu" in str(e), e
+                took.append(time.monotonic() - t0)
+        return {
+            "what": "s from launch() to UnschedulableError, Job and pod deleted, 9 GPUs vs 8",
+            "seconds": stats(took) if took else {},
+        }
+    finally:
+        drop_namespace(admin, ns)
+
+
 def bench_requests(admin: k8s.ApiClient, duration_s: int, steps: int) -> dict[str, Any]:
     ns = namespace(admin, "bench-requests")
     try:
@@ -445,7 +478,7 @@ def main(argv: Iterable[str] | None = None) -> int:
     p.add_argument("--fanout", type=int, default=500, help="steps launched at once")
     p.add_argument("--fanout-duration", default="5s", help="how long each fan-out step runs")
     p.add_argument("--long", type=int, default=60, help="seconds of the long step")
-    p.add_argument("--only", nargs="*", default=["latency", "requests", "fanout"])
+    p.add_argument("--only", nargs="*", default=["latency", "unschedulable", "requests", "fanout"])
     opts = p.parse_args(args)
     logging.basicConfig(level=logging.WARNING)
     admin = load_api_client(kubeconfig())
@@ -457,6 +490,8 @@ def main(argv: Iterable[str] | None = None) -> int:
         results["detection_latency_no_logs"] = bench_latency(
             admin, opts.steps, opts.width, stream_logs=False
         )
+    if "unschedulable" in opts.only:
+        results["unschedulable"] = bench_unschedulable(admin, 10)
     if "requests" in opts.only:
         results["requests_1s_alone"] = bench_requests(admin, 1, 1)
         results["requests_long_alone"] = bench_requests(admin, opts.long, 1)

@@ -15,7 +15,7 @@ from k8s_step_operator.entrypoint_configuration import (
     BaseEntrypointConfiguration,
     StepEntrypointConfiguration,
 )
-from k8s_step_operator.enums import StackComponentType
+from k8s_step_operator.enums import ExecutionStatus, StackComponentType
 from k8s_step_operator.errors import (
     ApiError,
     ConfigurationError,
@@ -52,6 +52,7 @@ __all__ = [
     "BaseStepOperatorFlavor",
     "ByteUnit",
     "ConfigurationError",
+    "ExecutionStatus",
     "GPULabelScheme",
     "KubernetesJobStepOperator",
     "KubernetesJobStepOperatorConfig",

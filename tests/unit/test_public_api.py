@@ -22,6 +22,7 @@ EXPECTED_ALL = [
     "BaseStepOperatorFlavor",
     "ByteUnit",
     "ConfigurationError",
+    "ExecutionStatus",
     "GPULabelScheme",
     "KubernetesJobStepOperator",
     "KubernetesJobStepOperatorConfig",

@@ -332,9 +332,18 @@ def bench_unschedulable(admin: k8s.ApiClient, steps: int) -> dict[str, Any]:
         drop_namespace(admin, ns)
 
 
+def stop_watchers() -> None:
+    """Stop every shared watcher of this process now, and let the server count their watches."""
+    for watcher, _ in list(_registry.values()):
+        watcher.stop()
+    _registry.clear()
+    time.sleep(1)
+
+
 def bench_requests(admin: k8s.ApiClient, duration_s: int, steps: int) -> dict[str, Any]:
     ns = namespace(admin, "bench-requests")
     try:
+        stop_watchers()  # earlier figures' lingering watchers would be counted here otherwise
         # Wait until nothing else uses these verbs (a namespace being deleted is listed through
         # by the namespace controller), so that the figure counts the operator's requests only.
         idle_rate = -1.0
@@ -355,10 +364,7 @@ def bench_requests(admin: k8s.ApiClient, duration_s: int, steps: int) -> dict[st
         )
         # A watch is counted when it ends: stop the shared watcher (instead of letting it
         # linger for the next step) so that its requests are all in the figure.
-        for watcher, _ in list(_registry.values()):
-            watcher.stop()
-        _registry.clear()
-        time.sleep(1)
+        stop_watchers()
         elapsed = time.monotonic() - t0
         end = request_breakdown(metrics_text(admin))
         breakdown = {k: v - start.get(k, 0.0) for k, v in end.items() if v - start.get(k, 0.0)}

@@ -68,7 +68,6 @@ class RunOptions:
     safety_poll_interval: float = 60.0
     cancel_wait_timeout: float = 120.0
     log_drain_timeout: float = 10.0
-    step_logger: logging.Logger | None = None
 
 
 class _NodeView:
@@ -141,7 +140,7 @@ class StepRun:
         self.options = options or RunOptions()
         self.uid = ""
         self.batch = k8s.BatchV1Api(api_client)
-        self.step_log = self.options.step_logger or logging.getLogger(f"{log.name}.step")
+        self.step_log = logging.getLogger(f"{log.name}.step")
         self.phase: Phase | None = None
 
     @property

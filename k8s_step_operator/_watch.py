@@ -151,8 +151,6 @@ class NamespaceWatcher:
             "events": _Kind("events", self._core.list_namespaced_event, None),
         }
         self._threads: list[threading.Thread] = []
-        self.watch_requests = 0
-        self.list_requests = 0
         self.gone_count = 0  # watches that expired (410) and were recovered by a re-list
         self.failure: ApiError | None = None  # a refusal (401/403) no retry will fix
 
@@ -338,7 +336,6 @@ class NamespaceWatcher:
         self.failure = None
 
     def _list(self, kind: _Kind) -> dict[str, Any]:
-        self.list_requests += 1
         try:
             resp = kind.list_fn(
                 self.namespace,
@@ -352,7 +349,6 @@ class NamespaceWatcher:
         return result
 
     def _watch_once(self, kind: _Kind) -> None:
-        self.watch_requests += 1
         version = "1" if kind.expire_next else kind.resource_version
         kind.expire_next = False
         try:

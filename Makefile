@@ -64,10 +64,11 @@ test-unit: venv ## Run the tests that need no cluster
 bench: cluster ## Run the benchmarks against the local cluster; figures printed as JSON
 	KUBECONFIG=$(LOCAL_KUBECONFIG) $(PY) bench/run.py
 
-lint: venv ## ruff, ruff format --check and mypy --strict
+lint: venv ## ruff, ruff format --check, mypy --strict and the import-linter layer contracts
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 manifests: venv binaries ## Re-render manifests/ from the chart (CI fails when they drift)
 	bash e2e/check-manifests.sh --write

@@ -39,12 +39,12 @@ sys.path.insert(0, str(ROOT))
 from k8s_step_operator import (  # noqa: E402
     KubernetesJobStepOperator,
     KubernetesJobStepOperatorConfig,
+    ResourceSettings,
+    StepConfiguration,
     StepRunInfo,
 )
-from k8s_step_operator._client import load_api_client  # noqa: E402
-from k8s_step_operator._watch import _registry  # noqa: E402
-from k8s_step_operator.resource_settings import ResourceSettings  # noqa: E402
-from k8s_step_operator.step_run_info import StepConfiguration  # noqa: E402
+from k8s_step_operator._kube.client import load_api_client  # noqa: E402
+from k8s_step_operator._runner.watcher import _registry  # noqa: E402
 
 SETTINGS_KEY = "step_operator.kubernetes_job"
 OUR_VERBS = {
@@ -302,7 +302,7 @@ def bench_latency(
 
 def bench_unschedulable(admin: k8s.ApiClient, steps: int) -> dict[str, Any]:
     """Seconds from calling launch to the error for 9 GPUs where nodes have at most 8."""
-    from k8s_step_operator.errors import UnschedulableError
+    from k8s_step_operator import UnschedulableError
 
     ns = namespace(admin, "bench-unsched")
     try:

@@ -22,19 +22,18 @@ import uuid
 from pathlib import Path
 
 from kubernetes import client as k8s
+from kubernetes import config as k8s_config
 
 from k8s_step_operator import (
     KubernetesJobStepOperator,
     KubernetesJobStepOperatorConfig,
+    PipelineConfiguration,
+    ResourceSettings,
+    StepConfiguration,
+    StepOperatorEntrypointConfiguration,
+    StepOperatorError,
     StepRunInfo,
 )
-from k8s_step_operator._client import load_api_client
-from k8s_step_operator.errors import StepOperatorError
-from k8s_step_operator.resource_settings import ResourceSettings
-from k8s_step_operator.step_operator_entrypoint_configuration import (
-    StepOperatorEntrypointConfiguration,
-)
-from k8s_step_operator.step_run_info import PipelineConfiguration, StepConfiguration
 
 REAL_NODE_LABEL = "k8s-step-operator.io/real-node"
 PYTHON_IMAGE = "localhost/k8s-step-operator-python:dev"
@@ -91,7 +90,7 @@ def main() -> int:
     step_log.addHandler(step_handler)
     step_log.propagate = False
     kubeconfig = os.environ.get("KUBECONFIG") or str(Path(".cluster/kubeconfig").resolve())
-    api = load_api_client(kubeconfig)
+    api = k8s_config.new_client_from_config(config_file=kubeconfig)
     ensure_namespace(api)
     node = real_node(api)
     settings: dict[str, object] = {}

@@ -1,49 +1,72 @@
 """Run machine-learning pipeline steps as Kubernetes Jobs, with the step-operator API of ZenML.
 
-The public surface is what ``__all__`` lists; every other module is an implementation detail.
+The public surface is what ``__all__`` lists, pinned by a test. Every module whose name starts
+with an underscore is private; the layers and what each may import are described in their
+package docstrings (``_api``, ``_job``, ``_kube``, ``_runner``, ``_doctor``) and enforced by
+import-linter contracts in ``pyproject.toml``.
 """
 
 from __future__ import annotations
 
-from k8s_step_operator.base_settings import BaseSettings
-from k8s_step_operator.base_step_operator import (
+import logging
+
+from k8s_step_operator._api.base_settings import BaseSettings
+from k8s_step_operator._api.base_step_operator import (
     BaseStepOperator,
     BaseStepOperatorConfig,
     BaseStepOperatorFlavor,
 )
-from k8s_step_operator.entrypoint_configuration import (
+from k8s_step_operator._api.entrypoint_configuration import (
     BaseEntrypointConfiguration,
     StepEntrypointConfiguration,
+    StepOperatorEntrypointConfiguration,
 )
-from k8s_step_operator.enums import ExecutionStatus, StackComponentType
-from k8s_step_operator.errors import (
+from k8s_step_operator._api.enums import ExecutionStatus, StackComponentType
+from k8s_step_operator._api.resource_settings import ByteUnit, ResourceSettings
+from k8s_step_operator._api.step_run_info import (
+    PipelineConfiguration,
+    StepConfiguration,
+    StepRunInfo,
+)
+from k8s_step_operator._errors import (
+    AdmissionRejectedError,
     ApiError,
     ConfigurationError,
+    ConflictError,
+    ContainerConfigError,
+    DeadlineExceededError,
+    DeletedExternallyError,
+    FieldCause,
+    ForbiddenError,
+    ImageError,
+    InvalidError,
+    NameCollisionError,
+    NotFoundError,
+    OOMKilledError,
+    ServerUnavailableError,
+    StepCancelledError,
     StepError,
+    StepFailedError,
     StepOperatorError,
+    TooManyRequestsError,
+    UnschedulableError,
 )
-from k8s_step_operator.flavor import KubernetesJobStepOperatorFlavor
-from k8s_step_operator.gpu import GPULabelScheme, register_gpu_label_scheme
-from k8s_step_operator.job_builder import build_job
-from k8s_step_operator.naming import job_name, same_step
-from k8s_step_operator.operator import KubernetesJobStepOperator
-from k8s_step_operator.resource_settings import ByteUnit, ResourceSettings
-from k8s_step_operator.settings import (
+from k8s_step_operator._job.builder import build_job
+from k8s_step_operator._job.gpu import GPULabelScheme, register_gpu_label_scheme
+from k8s_step_operator._job.naming import job_name, same_step
+from k8s_step_operator._job.settings import (
     KubernetesJobStepOperatorConfig,
     KubernetesJobStepOperatorSettings,
     SecretKeyRef,
     Toleration,
 )
-from k8s_step_operator.step_operator_entrypoint_configuration import (
-    StepOperatorEntrypointConfiguration,
-)
-from k8s_step_operator.step_run_info import (
-    PipelineConfiguration,
-    StepConfiguration,
-    StepRunInfo,
+from k8s_step_operator._operator import (
+    KubernetesJobStepOperator,
+    KubernetesJobStepOperatorFlavor,
 )
 
 __all__ = [
+    "AdmissionRejectedError",
     "ApiError",
     "BaseEntrypointConfiguration",
     "BaseSettings",
@@ -52,23 +75,39 @@ __all__ = [
     "BaseStepOperatorFlavor",
     "ByteUnit",
     "ConfigurationError",
+    "ConflictError",
+    "ContainerConfigError",
+    "DeadlineExceededError",
+    "DeletedExternallyError",
     "ExecutionStatus",
+    "FieldCause",
+    "ForbiddenError",
     "GPULabelScheme",
+    "ImageError",
+    "InvalidError",
     "KubernetesJobStepOperator",
     "KubernetesJobStepOperatorConfig",
     "KubernetesJobStepOperatorFlavor",
     "KubernetesJobStepOperatorSettings",
+    "NameCollisionError",
+    "NotFoundError",
+    "OOMKilledError",
     "PipelineConfiguration",
     "ResourceSettings",
     "SecretKeyRef",
+    "ServerUnavailableError",
     "StackComponentType",
+    "StepCancelledError",
     "StepConfiguration",
     "StepEntrypointConfiguration",
     "StepError",
+    "StepFailedError",
     "StepOperatorEntrypointConfiguration",
     "StepOperatorError",
     "StepRunInfo",
     "Toleration",
+    "TooManyRequestsError",
+    "UnschedulableError",
     "build_job",
     "job_name",
     "register_gpu_label_scheme",
@@ -76,3 +115,6 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+# A library that logs must stay silent until the application configures logging.
+logging.getLogger(__name__).addHandler(logging.NullHandler())

@@ -28,17 +28,22 @@ from typing import Any, NoReturn
 import yaml
 from pydantic import ValidationError
 
-from k8s_step_operator import doctor
-from k8s_step_operator._validation import configuration_error
-from k8s_step_operator.errors import ApiError, ConfigurationError, StepError, StepFailedError
-from k8s_step_operator.job_builder import build_job
-from k8s_step_operator.resource_settings import ResourceSettings
-from k8s_step_operator.settings import parse_settings
-from k8s_step_operator.step_run_info import (
+from k8s_step_operator._api.resource_settings import ResourceSettings
+from k8s_step_operator._api.step_run_info import (
     PipelineConfiguration,
     StepConfiguration,
     StepRunInfo,
 )
+from k8s_step_operator._doctor import doctor
+from k8s_step_operator._errors import (
+    ApiError,
+    ConfigurationError,
+    StepError,
+    StepFailedError,
+    configuration_error,
+)
+from k8s_step_operator._job.builder import build_job
+from k8s_step_operator._job.settings import parse_settings
 
 __all__ = ["build_parser", "cmd_render", "cmd_run", "main"]
 
@@ -206,8 +211,8 @@ class _StepLines(logging.Handler):
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Launch the step and wait; the exit status is the step's."""
-    from k8s_step_operator.operator import KubernetesJobStepOperator
-    from k8s_step_operator.settings import KubernetesJobStepOperatorConfig
+    from k8s_step_operator._job.settings import KubernetesJobStepOperatorConfig
+    from k8s_step_operator._operator import KubernetesJobStepOperator
 
     info, command, environment, data = _step_from_args(args)
     if args.pending_timeout is not None:

@@ -17,7 +17,7 @@ from pydantic_core import PydanticUndefined
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from k8s_step_operator.settings import (  # noqa: E402
+from k8s_step_operator._job.settings import (  # noqa: E402
     KubernetesJobStepOperatorConfig,
     KubernetesJobStepOperatorSettings,
 )
@@ -30,7 +30,12 @@ END = "<!-- END CONFIGURATION REFERENCE -->"
 def _type_name(annotation: Any) -> str:
     text = getattr(annotation, "__name__", None) if isinstance(annotation, type) else None
     text = text or str(annotation)
-    for noise in ("typing.", "k8s_step_operator.settings.", "annotated_types.", "pydantic.types."):
+    for noise in (
+        "typing.",
+        "k8s_step_operator._job.settings.",
+        "annotated_types.",
+        "pydantic.types.",
+    ):
         text = text.replace(noise, "")
     return text.replace("NoneType", "None").replace("|", "\\|")
 

@@ -24,7 +24,7 @@ import pytest
 import yaml
 from kubernetes import client as k8s
 
-from k8s_step_operator._client import disable_transport_retries
+from k8s_step_operator._kube.client import disable_transport_retries
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "k8s-step-operator"

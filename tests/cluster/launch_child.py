@@ -12,10 +12,10 @@ import sys
 from k8s_step_operator import (
     KubernetesJobStepOperator,
     KubernetesJobStepOperatorConfig,
+    StepConfiguration,
+    StepError,
     StepRunInfo,
 )
-from k8s_step_operator.errors import StepError
-from k8s_step_operator.step_run_info import StepConfiguration
 
 
 def main(argv: list[str]) -> int:

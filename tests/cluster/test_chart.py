@@ -18,8 +18,8 @@ import yaml
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
-from k8s_step_operator import doctor
-from k8s_step_operator.doctor import run_doctor
+from k8s_step_operator._doctor import doctor
+from k8s_step_operator._doctor.doctor import run_doctor
 from tests.cluster.conftest import request_token, service_account_client
 
 if TYPE_CHECKING:

@@ -27,7 +27,7 @@ from k8s_step_operator import (
     StepRunInfo,
     build_job,
 )
-from k8s_step_operator.settings import parse_settings
+from k8s_step_operator._job.settings import parse_settings
 
 pytestmark = pytest.mark.cluster
 

@@ -23,22 +23,20 @@ import yaml
 from kubernetes import client as k8s
 
 from k8s_step_operator import (
-    KubernetesJobStepOperator,
-    KubernetesJobStepOperatorConfig,
-    StepRunInfo,
-)
-from k8s_step_operator._watch import _registry
-from k8s_step_operator.enums import ExecutionStatus
-from k8s_step_operator.errors import (
     AdmissionRejectedError,
     DeadlineExceededError,
+    ExecutionStatus,
     ForbiddenError,
+    KubernetesJobStepOperator,
+    KubernetesJobStepOperatorConfig,
+    ResourceSettings,
+    StepConfiguration,
     StepFailedError,
+    StepRunInfo,
     UnschedulableError,
 )
-from k8s_step_operator.naming import job_name
-from k8s_step_operator.resource_settings import ResourceSettings
-from k8s_step_operator.step_run_info import StepConfiguration
+from k8s_step_operator._job.naming import job_name
+from k8s_step_operator._runner.watcher import _registry
 
 pytestmark = pytest.mark.cluster
 

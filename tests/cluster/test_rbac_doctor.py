@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from kubernetes import client as k8s
 
-from k8s_step_operator import doctor
-from k8s_step_operator.doctor import OPERATOR_PERMISSIONS, is_gpu_resource, run_doctor
+from k8s_step_operator._doctor import doctor
+from k8s_step_operator._doctor.doctor import OPERATOR_PERMISSIONS, is_gpu_resource, run_doctor
 from tests.cluster.conftest import request_token, service_account_client
 
 if TYPE_CHECKING:

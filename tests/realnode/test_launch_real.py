@@ -12,14 +12,13 @@ import pytest
 from k8s_step_operator import (
     KubernetesJobStepOperator,
     KubernetesJobStepOperatorConfig,
+    OOMKilledError,
+    ResourceSettings,
+    StepConfiguration,
+    StepFailedError,
     StepRunInfo,
 )
-from k8s_step_operator.errors import OOMKilledError, StepFailedError
-from k8s_step_operator.resource_settings import ResourceSettings
-from k8s_step_operator.step_operator_entrypoint_configuration import (
-    StepOperatorEntrypointConfiguration as Entry,
-)
-from k8s_step_operator.step_run_info import StepConfiguration
+from k8s_step_operator import StepOperatorEntrypointConfiguration as Entry
 
 pytestmark = pytest.mark.realnode
 
@@ -115,7 +114,7 @@ def test_gpu_step_lands_on_the_real_node(
     from kubernetes import client as k8s
 
     info = run(operator, "greet", gpus=1)
-    from k8s_step_operator.naming import job_name
+    from k8s_step_operator._job.naming import job_name
 
     (pod,) = (
         k8s.CoreV1Api(api_client)

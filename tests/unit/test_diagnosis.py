@@ -6,7 +6,16 @@ from typing import Any
 
 import pytest
 
-from k8s_step_operator.diagnosis import (
+from k8s_step_operator import (
+    AdmissionRejectedError,
+    ContainerConfigError,
+    DeadlineExceededError,
+    ImageError,
+    OOMKilledError,
+    StepFailedError,
+    UnschedulableError,
+)
+from k8s_step_operator._runner.diagnosis import (
     Limits,
     Phase,
     Problem,
@@ -16,15 +25,6 @@ from k8s_step_operator.diagnosis import (
     observe,
     outcome_error,
     parse_quantity,
-)
-from k8s_step_operator.errors import (
-    AdmissionRejectedError,
-    ContainerConfigError,
-    DeadlineExceededError,
-    ImageError,
-    OOMKilledError,
-    StepFailedError,
-    UnschedulableError,
 )
 
 

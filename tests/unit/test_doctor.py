@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 import yaml
 
-from k8s_step_operator import doctor
-from k8s_step_operator.doctor import (
+from k8s_step_operator import ConfigurationError
+from k8s_step_operator._doctor import doctor
+from k8s_step_operator._doctor.doctor import (
     KUEUE_PERMISSIONS,
     NODE_PERMISSIONS,
     OPERATOR_PERMISSIONS,
@@ -22,7 +23,6 @@ from k8s_step_operator.doctor import (
     format_report,
     is_gpu_resource,
 )
-from k8s_step_operator.errors import ConfigurationError
 
 ROOT = Path(__file__).resolve().parents[2]
 NS = "ml"

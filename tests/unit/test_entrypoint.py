@@ -77,7 +77,7 @@ def test_unknown_configuration_class(tmp_path: Path) -> None:
             "-m",
             "k8s_step_operator.entrypoint",
             "--entrypoint_config_source",
-            "k8s_step_operator.errors.ConfigurationError",
+            "k8s_step_operator._errors.ConfigurationError",
         ],
         capture_output=True,
         text=True,

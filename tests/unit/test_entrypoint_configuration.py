@@ -7,9 +7,7 @@ from k8s_step_operator import (
     StepOperatorEntrypointConfiguration,
 )
 
-SOURCE = (
-    "k8s_step_operator.step_operator_entrypoint_configuration.StepOperatorEntrypointConfiguration"
-)
+SOURCE = "k8s_step_operator._api.entrypoint_configuration.StepOperatorEntrypointConfiguration"
 
 
 def test_command_runs_the_entrypoint_module() -> None:

@@ -6,12 +6,15 @@ from typing import Any
 
 import pytest
 
-from k8s_step_operator import ConfigurationError, StepRunInfo
-from k8s_step_operator.diagnosis import fits_somewhere
-from k8s_step_operator.job_builder import build_job
-from k8s_step_operator.resource_settings import ResourceSettings
-from k8s_step_operator.settings import KubernetesJobStepOperatorSettings
-from k8s_step_operator.step_run_info import StepConfiguration
+from k8s_step_operator import (
+    ConfigurationError,
+    KubernetesJobStepOperatorSettings,
+    ResourceSettings,
+    StepConfiguration,
+    StepRunInfo,
+)
+from k8s_step_operator._job.builder import build_job
+from k8s_step_operator._runner.diagnosis import fits_somewhere
 
 
 def job(gpus: int = 1, **settings: Any) -> dict[str, Any]:

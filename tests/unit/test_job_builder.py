@@ -11,13 +11,14 @@ from k8s_step_operator import (
     KubernetesJobStepOperatorSettings,
     PipelineConfiguration,
     ResourceSettings,
+    SecretKeyRef,
     StepConfiguration,
     StepRunInfo,
+    Toleration,
     build_job,
     job_name,
     register_gpu_label_scheme,
 )
-from k8s_step_operator.settings import SecretKeyRef, Toleration
 
 S = KubernetesJobStepOperatorSettings
 
@@ -555,7 +556,7 @@ def test_bad_env(settings: S, env: dict[str, str], field: str) -> None:
 
 
 def test_secret_values_are_refused_at_settings_construction() -> None:
-    from k8s_step_operator.settings import parse_settings
+    from k8s_step_operator._job.settings import parse_settings
 
     with pytest.raises(ConfigurationError) as exc:
         parse_settings({"secret_env": {"HF_TOKEN": "hf_abcdef"}})

@@ -10,9 +10,7 @@ import pytest
 import urllib3
 from kubernetes.client.exceptions import ApiException
 
-from k8s_step_operator import _client
-from k8s_step_operator._logs import LogFollower, _Stream
-from k8s_step_operator.errors import (
+from k8s_step_operator import (
     ApiError,
     ConflictError,
     ForbiddenError,
@@ -21,6 +19,8 @@ from k8s_step_operator.errors import (
     ServerUnavailableError,
     TooManyRequestsError,
 )
+from k8s_step_operator._kube import client as _client
+from k8s_step_operator._runner.logs import LogFollower, _Stream
 
 
 class _Owner:

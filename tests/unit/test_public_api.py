@@ -14,6 +14,7 @@ from k8s_step_operator import (
 )
 
 EXPECTED_ALL = [
+    "AdmissionRejectedError",
     "ApiError",
     "BaseEntrypointConfiguration",
     "BaseSettings",
@@ -22,23 +23,39 @@ EXPECTED_ALL = [
     "BaseStepOperatorFlavor",
     "ByteUnit",
     "ConfigurationError",
+    "ConflictError",
+    "ContainerConfigError",
+    "DeadlineExceededError",
+    "DeletedExternallyError",
     "ExecutionStatus",
+    "FieldCause",
+    "ForbiddenError",
     "GPULabelScheme",
+    "ImageError",
+    "InvalidError",
     "KubernetesJobStepOperator",
     "KubernetesJobStepOperatorConfig",
     "KubernetesJobStepOperatorFlavor",
     "KubernetesJobStepOperatorSettings",
+    "NameCollisionError",
+    "NotFoundError",
+    "OOMKilledError",
     "PipelineConfiguration",
     "ResourceSettings",
     "SecretKeyRef",
+    "ServerUnavailableError",
     "StackComponentType",
+    "StepCancelledError",
     "StepConfiguration",
     "StepEntrypointConfiguration",
     "StepError",
+    "StepFailedError",
     "StepOperatorEntrypointConfiguration",
     "StepOperatorError",
     "StepRunInfo",
     "Toleration",
+    "TooManyRequestsError",
+    "UnschedulableError",
     "build_job",
     "job_name",
     "register_gpu_label_scheme",
@@ -69,7 +86,7 @@ def test_entry_point_declared_for_the_flavor() -> None:
     )
     entry = pyproject["project"]["entry-points"]["k8s_step_operator.flavors"]["kubernetes_job"]
     module, _, attr = entry.partition(":")
-    assert module == "k8s_step_operator.flavor"
+    assert module == "k8s_step_operator"
     assert attr == KubernetesJobStepOperatorFlavor.__name__
 
 
@@ -88,3 +105,21 @@ def test_base_step_operator_is_abstract() -> None:
 
     with pytest.raises(TypeError):
         BaseStepOperator("x", BaseStepOperatorConfig(), flavor="x")  # type: ignore[abstract]
+
+
+# Modules a user may import by name: the package, the command line, the container's entrypoint
+# program, and the integrations. Everything else is private by its name.
+PUBLIC_MODULES = {"k8s_step_operator", "k8s_step_operator.cli", "k8s_step_operator.entrypoint"}
+
+
+def test_every_other_module_is_private_by_name() -> None:
+    import pkgutil
+
+    public: list[str] = []
+    for info in pkgutil.walk_packages(k8s_step_operator.__path__, "k8s_step_operator."):
+        parts = info.name.split(".")[1:]
+        if info.name in PUBLIC_MODULES or parts[0] == "integrations":
+            continue
+        if not any(part.startswith("_") for part in parts):
+            public.append(info.name)
+    assert public == []

@@ -2,7 +2,7 @@ import pytest
 from pydantic import ValidationError
 
 from k8s_step_operator import ByteUnit, ResourceSettings
-from k8s_step_operator.resource_settings import MEMORY_REGEX
+from k8s_step_operator._api.resource_settings import MEMORY_REGEX
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ from k8s_step_operator import (
     StepConfiguration,
     StepRunInfo,
 )
-from k8s_step_operator.settings import parse_settings
+from k8s_step_operator._job.settings import parse_settings
 
 KEY = "step_operator.kubernetes_job"
 

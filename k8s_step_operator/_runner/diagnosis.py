@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from k8s_step_operator.errors import (
+from k8s_step_operator._errors import (
     AdmissionRejectedError,
     ContainerConfigError,
     DeadlineExceededError,

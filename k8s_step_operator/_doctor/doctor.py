@@ -31,14 +31,14 @@ from typing import Any
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
-from k8s_step_operator._client import call, load_api_client, read_json
-from k8s_step_operator.errors import (
+from k8s_step_operator._errors import (
     ConfigurationError,
     ForbiddenError,
     NotFoundError,
     StepOperatorError,
 )
-from k8s_step_operator.gpu import GPU_VENDORS, get_gpu_label_scheme, gpu_label_schemes
+from k8s_step_operator._job.gpu import GPU_VENDORS, get_gpu_label_scheme, gpu_label_schemes
+from k8s_step_operator._kube.client import call, load_api_client, read_json
 
 __all__ = [
     "KUEUE_PERMISSIONS",

@@ -23,7 +23,7 @@ from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_delay
 
-from k8s_step_operator.errors import (
+from k8s_step_operator._errors import (
     ApiError,
     ConflictError,
     FieldCause,

@@ -30,9 +30,9 @@ from pydantic import (
     field_validator,
 )
 
-from k8s_step_operator._validation import configuration_error
-from k8s_step_operator.base_settings import BaseSettings
-from k8s_step_operator.base_step_operator import BaseStepOperatorConfig
+from k8s_step_operator._api.base_settings import BaseSettings
+from k8s_step_operator._api.base_step_operator import BaseStepOperatorConfig
+from k8s_step_operator._errors import configuration_error
 
 __all__ = [
     "ALLOWED_CONTAINER_OVERRIDE_KEYS",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from k8s_step_operator.errors import ConfigurationError
+from k8s_step_operator._errors import ConfigurationError
 
 __all__ = ["load_source", "source_of"]
 

@@ -8,13 +8,9 @@ k8s.io/apimachinery/pkg/util/validation and k8s.io/apimachinery/pkg/api/resource
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
-from typing import Any
 
-from pydantic import ValidationError
-
-from k8s_step_operator.errors import ConfigurationError
+from k8s_step_operator._errors import ConfigurationError
 
 __all__ = [
     "check_dns_label",
@@ -22,7 +18,6 @@ __all__ = [
     "check_env_name",
     "check_label_value",
     "check_qualified_name",
-    "configuration_error",
     "is_dns_label",
     "is_label_value",
     "is_qualified_name",
@@ -148,44 +143,3 @@ def parse_quantity(field: str, value: str, *, allow_milli: bool = True) -> Decim
         return Decimal(match.group(1)) * _SUFFIX[match.group(2) or ""]
     except InvalidOperation as exc:  # pragma: no cover - the regex admits only decimals
         raise ConfigurationError(field, accepted, value) from exc
-
-
-def _loc(loc: tuple[int | str, ...]) -> str:
-    text = ""
-    for part in loc:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text
-
-
-def configuration_error(
-    exc: ValidationError, prefix: str = "settings", *, secret_fields: tuple[str, ...] = ()
-) -> ConfigurationError:
-    """Translate a pydantic ``ValidationError`` into a ``ConfigurationError``.
-
-    The first error decides the field; the others are listed in ``detail``. Values under
-    ``secret_fields`` are never echoed.
-    """
-    errors = exc.errors(include_url=False)
-    first = errors[0]
-    loc = _loc(tuple(first["loc"]))
-    field = f"{prefix}.{loc}" if loc else prefix
-    value: Any = first.get("input")
-    if (
-        not loc
-        or isinstance(value, Mapping)
-        or any(loc.split(".")[0].split("[")[0] == s for s in secret_fields)
-    ):
-        value = None
-    accepted = str(first["msg"])
-    for lead, replacement in (
-        ("Value error, ", ""),
-        ("Input should be ", ""),
-        ("String should match pattern ", "a string matching "),
-    ):
-        if accepted.startswith(lead):
-            accepted = replacement + accepted[len(lead) :]
-    if first["type"] == "extra_forbidden":
-        accepted = "one of the known settings (this key is not one)"
-        value = None
-    others = "; ".join(f"{_loc(tuple(e['loc']))}: {e['msg']}" for e in errors[1:])
-    return ConfigurationError(field, accepted, value, detail=f"also {others}" if others else "")

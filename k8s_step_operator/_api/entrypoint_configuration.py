@@ -17,16 +17,18 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-from k8s_step_operator._sources import load_source, source_of
-from k8s_step_operator.errors import ConfigurationError
+from k8s_step_operator._api.sources import load_source, source_of
+from k8s_step_operator._errors import ConfigurationError
 
 __all__ = [
     "DEFAULT_ENTRYPOINT_COMMAND",
     "ENTRYPOINT_CONFIG_SOURCE_OPTION",
     "STEP_NAME_OPTION",
+    "STEP_RUN_ID_OPTION",
     "STEP_SOURCE_OPTION",
     "BaseEntrypointConfiguration",
     "StepEntrypointConfiguration",
+    "StepOperatorEntrypointConfiguration",
 ]
 
 logger = logging.getLogger(__name__)
@@ -140,4 +142,33 @@ class StepEntrypointConfiguration(BaseEntrypointConfiguration):
 
     def _run_step(self, step: Callable[[], Any]) -> None:
         logger.info("running step %s", self.entrypoint_args[STEP_NAME_OPTION])
+        step()
+
+
+STEP_RUN_ID_OPTION = "step_run_id"
+
+
+class StepOperatorEntrypointConfiguration(StepEntrypointConfiguration):
+    """Runs a step that a step operator launched; knows the step run it belongs to."""
+
+    @classmethod
+    def get_entrypoint_options(cls) -> set[str]:
+        """The parent's options plus ``step_run_id``."""
+        return super().get_entrypoint_options() | {STEP_RUN_ID_OPTION}
+
+    @classmethod
+    def get_entrypoint_arguments(cls, **kwargs: Any) -> list[str]:
+        """The parent's arguments plus ``--step_run_id <id>``."""
+        return [
+            *super().get_entrypoint_arguments(**kwargs),
+            f"--{STEP_RUN_ID_OPTION}",
+            _required(cls, kwargs, STEP_RUN_ID_OPTION),
+        ]
+
+    def _run_step(self, step: Callable[[], Any]) -> None:
+        logger.info(
+            "running step %s (step run %s)",
+            self.entrypoint_args["step_name"],
+            self.entrypoint_args[STEP_RUN_ID_OPTION],
+        )
         step()

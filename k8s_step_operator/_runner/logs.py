@@ -22,8 +22,8 @@ from typing import Any
 from kubernetes import client as k8s
 from kubernetes.watch.watch import iter_resp_lines
 
-from k8s_step_operator._client import abort, api_error
-from k8s_step_operator.errors import ApiError
+from k8s_step_operator._errors import ApiError
+from k8s_step_operator._kube.client import abort, api_error
 
 __all__ = ["LogFollower"]
 

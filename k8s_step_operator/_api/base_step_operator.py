@@ -11,14 +11,14 @@ from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, ClassVar
 from uuid import UUID
 
-from k8s_step_operator.enums import StackComponentType
-from k8s_step_operator.stack_component import Flavor, StackComponent, StackComponentConfig
-from k8s_step_operator.step_operator_entrypoint_configuration import (
+from k8s_step_operator._api.entrypoint_configuration import (
     StepOperatorEntrypointConfiguration,
 )
+from k8s_step_operator._api.enums import StackComponentType
+from k8s_step_operator._api.stack_component import Flavor, StackComponent, StackComponentConfig
 
 if TYPE_CHECKING:
-    from k8s_step_operator.step_run_info import StepRunInfo
+    from k8s_step_operator._api.step_run_info import StepRunInfo
 
 __all__ = ["BaseStepOperator", "BaseStepOperatorConfig", "BaseStepOperatorFlavor"]
 

@@ -33,6 +33,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import ValidationError
+
 __all__ = [
     "AdmissionRejectedError",
     "ApiError",
@@ -55,6 +57,7 @@ __all__ = [
     "StepOperatorError",
     "TooManyRequestsError",
     "UnschedulableError",
+    "configuration_error",
 ]
 
 
@@ -273,3 +276,44 @@ class StepCancelledError(StepError):
     """The caller cancelled the step; its Job and pods were deleted."""
 
     summary = "step was cancelled"
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def configuration_error(
+    exc: ValidationError, prefix: str = "settings", *, secret_fields: tuple[str, ...] = ()
+) -> ConfigurationError:
+    """Translate a pydantic ``ValidationError`` into a ``ConfigurationError``.
+
+    The first error decides the field; the others are listed in ``detail``. Values under
+    ``secret_fields`` are never echoed.
+    """
+    errors = exc.errors(include_url=False)
+    first = errors[0]
+    loc = _loc(tuple(first["loc"]))
+    field = f"{prefix}.{loc}" if loc else prefix
+    value: Any = first.get("input")
+    if (
+        not loc
+        or isinstance(value, Mapping)
+        or any(loc.split(".")[0].split("[")[0] == s for s in secret_fields)
+    ):
+        value = None
+    accepted = str(first["msg"])
+    for lead, replacement in (
+        ("Value error, ", ""),
+        ("Input should be ", ""),
+        ("String should match pattern ", "a string matching "),
+    ):
+        if accepted.startswith(lead):
+            accepted = replacement + accepted[len(lead) :]
+    if first["type"] == "extra_forbidden":
+        accepted = "one of the known settings (this key is not one)"
+        value = None
+    others = "; ".join(f"{_loc(tuple(e['loc']))}: {e['msg']}" for e in errors[1:])
+    return ConfigurationError(field, accepted, value, detail=f"also {others}" if others else "")

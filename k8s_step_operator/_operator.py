@@ -14,21 +14,21 @@ from uuid import UUID
 
 from kubernetes import client as k8s
 
-from k8s_step_operator._client import load_api_client
-from k8s_step_operator._runner import RunOptions, StepRun, job_status
-from k8s_step_operator.base_step_operator import BaseStepOperator
-from k8s_step_operator.diagnosis import Limits, Phase
-from k8s_step_operator.enums import ExecutionStatus
-from k8s_step_operator.errors import NotFoundError
-from k8s_step_operator.job_builder import build_job
-from k8s_step_operator.naming import job_name
-from k8s_step_operator.settings import (
+from k8s_step_operator._api.base_step_operator import BaseStepOperator, BaseStepOperatorFlavor
+from k8s_step_operator._api.enums import ExecutionStatus
+from k8s_step_operator._api.step_run_info import StepConfiguration, StepRunInfo
+from k8s_step_operator._errors import NotFoundError
+from k8s_step_operator._job.builder import build_job
+from k8s_step_operator._job.naming import job_name
+from k8s_step_operator._job.settings import (
     KubernetesJobStepOperatorConfig,
     KubernetesJobStepOperatorSettings,
 )
-from k8s_step_operator.step_run_info import StepConfiguration, StepRunInfo
+from k8s_step_operator._kube.client import load_api_client
+from k8s_step_operator._runner.diagnosis import Limits, Phase
+from k8s_step_operator._runner.step_run import RunOptions, StepRun, job_status
 
-__all__ = ["FLAVOR_NAME", "KubernetesJobStepOperator"]
+__all__ = ["FLAVOR_NAME", "KubernetesJobStepOperator", "KubernetesJobStepOperatorFlavor"]
 
 FLAVOR_NAME = "kubernetes_job"
 
@@ -201,3 +201,22 @@ _STATUS = {
     Phase.SUCCEEDED: ExecutionStatus.COMPLETED,
     Phase.FAILED: ExecutionStatus.FAILED,
 }
+
+
+class KubernetesJobStepOperatorFlavor(BaseStepOperatorFlavor):
+    """Run each step as a Kubernetes Job (registered as ``k8s_step_operator.flavors``)."""
+
+    @property
+    def name(self) -> str:
+        """``kubernetes_job``."""
+        return FLAVOR_NAME
+
+    @property
+    def config_class(self) -> type[KubernetesJobStepOperatorConfig]:
+        """``KubernetesJobStepOperatorConfig``."""
+        return KubernetesJobStepOperatorConfig
+
+    @property
+    def implementation_class(self) -> type[KubernetesJobStepOperator]:
+        """``KubernetesJobStepOperator``."""
+        return KubernetesJobStepOperator

@@ -28,23 +28,17 @@ from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
-from k8s_step_operator._validation import (
-    check_dns_label,
-    check_dns_subdomain,
-    check_env_name,
-    check_label_value,
-    check_qualified_name,
-    parse_quantity,
-)
-from k8s_step_operator.errors import ConfigurationError
-from k8s_step_operator.gpu import (
+from k8s_step_operator._api.resource_settings import ResourceSettings, split_memory
+from k8s_step_operator._api.step_run_info import StepRunInfo
+from k8s_step_operator._errors import ConfigurationError
+from k8s_step_operator._job.gpu import (
     GPULabelScheme,
     GPUVendor,
     get_gpu_label_scheme,
     mig_resource,
     resolve_gpu_vendor,
 )
-from k8s_step_operator.naming import (
+from k8s_step_operator._job.naming import (
     ANNOTATION_PIPELINE_NAME,
     ANNOTATION_PREFIX,
     ANNOTATION_RUN_ID,
@@ -58,14 +52,20 @@ from k8s_step_operator.naming import (
     job_name,
     label_value,
 )
-from k8s_step_operator.resource_settings import ResourceSettings, split_memory
-from k8s_step_operator.settings import (
+from k8s_step_operator._job.settings import (
     ALLOWED_CONTAINER_OVERRIDE_KEYS,
     ALLOWED_POD_SPEC_OVERRIDE_KEYS,
     KubernetesJobStepOperatorSettings,
     Toleration,
 )
-from k8s_step_operator.step_run_info import StepRunInfo
+from k8s_step_operator._job.validation import (
+    check_dns_label,
+    check_dns_subdomain,
+    check_env_name,
+    check_label_value,
+    check_qualified_name,
+    parse_quantity,
+)
 
 __all__ = [
     "CONTAINER_NAME",

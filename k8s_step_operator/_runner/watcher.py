@@ -36,8 +36,8 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
-from k8s_step_operator._client import abort, api_error, read_json
-from k8s_step_operator.errors import ApiError
+from k8s_step_operator._errors import ApiError
+from k8s_step_operator._kube.client import abort, api_error, read_json
 
 __all__ = ["NamespaceWatcher", "Subscription", "acquire_watcher", "release_watcher"]
 

@@ -13,8 +13,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from k8s_step_operator._validation import is_qualified_name
-from k8s_step_operator.errors import ConfigurationError
+from k8s_step_operator._errors import ConfigurationError
+from k8s_step_operator._job.validation import is_qualified_name
 
 __all__ = [
     "GPU_VENDORS",

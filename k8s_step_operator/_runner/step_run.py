@@ -22,10 +22,19 @@ from typing import Any, ClassVar
 
 from kubernetes import client as k8s
 
-from k8s_step_operator._client import call, read_json
-from k8s_step_operator._logs import TAIL_LINES, LogFollower
-from k8s_step_operator._watch import NamespaceWatcher, acquire_watcher, release_watcher
-from k8s_step_operator.diagnosis import (
+from k8s_step_operator._errors import (
+    ApiError,
+    ConflictError,
+    DeletedExternallyError,
+    ForbiddenError,
+    NameCollisionError,
+    NotFoundError,
+    StepCancelledError,
+    StepError,
+)
+from k8s_step_operator._job.naming import same_step
+from k8s_step_operator._kube.client import call, read_json
+from k8s_step_operator._runner.diagnosis import (
     Limits,
     Observation,
     Phase,
@@ -36,17 +45,8 @@ from k8s_step_operator.diagnosis import (
     observe,
     outcome_error,
 )
-from k8s_step_operator.errors import (
-    ApiError,
-    ConflictError,
-    DeletedExternallyError,
-    ForbiddenError,
-    NameCollisionError,
-    NotFoundError,
-    StepCancelledError,
-    StepError,
-)
-from k8s_step_operator.naming import same_step
+from k8s_step_operator._runner.logs import TAIL_LINES, LogFollower
+from k8s_step_operator._runner.watcher import NamespaceWatcher, acquire_watcher, release_watcher
 
 __all__ = ["RunOptions", "StepRun", "job_status"]
 

@@ -10,7 +10,7 @@ from enum import Enum
 
 from pydantic import Field, NonNegativeInt, PositiveFloat, field_validator
 
-from k8s_step_operator.base_settings import BaseSettings
+from k8s_step_operator._api.base_settings import BaseSettings
 
 __all__ = ["MEMORY_REGEX", "ByteUnit", "ResourceSettings"]
 

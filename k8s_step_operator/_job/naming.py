@@ -16,7 +16,7 @@ import unicodedata
 from collections.abc import Mapping
 from typing import Any
 
-from k8s_step_operator._validation import is_label_value
+from k8s_step_operator._job.validation import is_label_value
 
 __all__ = [
     "ANNOTATION_PIPELINE_NAME",

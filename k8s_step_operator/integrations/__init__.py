@@ -1,0 +1,1 @@
+"""Integrations with pipeline frameworks, each built on the one core operator."""

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from kubernetes import client as k8s
+from kubernetes import config as k8s_config
 from kubernetes.watch.watch import iter_resp_lines
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,8 +44,6 @@ from k8s_step_operator import (  # noqa: E402
     StepConfiguration,
     StepRunInfo,
 )
-from k8s_step_operator._kube.client import load_api_client  # noqa: E402
-from k8s_step_operator._runner.watcher import _registry  # noqa: E402
 
 SETTINGS_KEY = "step_operator.kubernetes_job"
 OUR_VERBS = {
@@ -59,6 +58,9 @@ def kubeconfig() -> str:
     return os.environ.get("KUBECONFIG") or str(ROOT / ".cluster" / "kubeconfig")
 
 
+OPERATORS: list[KubernetesJobStepOperator] = []
+
+
 def make_operator(namespace: str, **settings: Any) -> KubernetesJobStepOperator:
     config = KubernetesJobStepOperatorConfig(
         kubeconfig_path=kubeconfig(),
@@ -67,7 +69,9 @@ def make_operator(namespace: str, **settings: Any) -> KubernetesJobStepOperator:
         image_pull_policy="IfNotPresent",
         **settings,
     )
-    return KubernetesJobStepOperator("bench", config)
+    op = KubernetesJobStepOperator("bench", config=config)
+    OPERATORS.append(op)
+    return op
 
 
 def step_info(run: str, step: str, duration: str) -> StepRunInfo:
@@ -333,10 +337,9 @@ def bench_unschedulable(admin: k8s.ApiClient, steps: int) -> dict[str, Any]:
 
 
 def stop_watchers() -> None:
-    """Stop every shared watcher of this process now, and let the server count their watches."""
-    for watcher, _ in list(_registry.values()):
-        watcher.stop()
-    _registry.clear()
+    """Close every operator of this process (their watches end), and let the server count."""
+    while OPERATORS:
+        OPERATORS.pop().close()
     time.sleep(1)
 
 
@@ -388,23 +391,11 @@ def fanout_child(ns: str, count: int, duration: str) -> None:
     logging.basicConfig(level=logging.WARNING)
     op = make_operator(ns, stream_logs=True, node_selector={"k8s-step-operator.io/pool": "bench"})
     run = f"fan-{uuid.uuid4().hex[:6]}"
-    peak_watches = 0
-    done = threading.Event()
-
-    def sample() -> None:
-        nonlocal peak_watches
-        while not done.wait(0.2):
-            current = sum(w.open_watches for w, _ in list(_registry.values()))
-            peak_watches = max(peak_watches, current)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
     t0 = time.monotonic()
     errors = run_parallel(
         lambda i: op.launch(step_info(run, f"s{i}", duration), ["true"], {}), count, count
     )
     wall = time.monotonic() - t0
-    done.set()
     print(
         json.dumps(
             {
@@ -412,7 +403,6 @@ def fanout_child(ns: str, count: int, duration: str) -> None:
                 "errors": len(errors),
                 "first_errors": [str(e)[:300] for e in errors[:3]],
                 "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-                "client_peak_open_watches": peak_watches,
             }
         )
     )
@@ -487,7 +477,7 @@ def main(argv: Iterable[str] | None = None) -> int:
     p.add_argument("--only", nargs="*", default=["latency", "unschedulable", "requests", "fanout"])
     opts = p.parse_args(args)
     logging.basicConfig(level=logging.WARNING)
-    admin = load_api_client(kubeconfig())
+    admin = k8s_config.new_client_from_config(config_file=kubeconfig())
     results: dict[str, Any] = {"cpus": os.cpu_count()}
     if "latency" in opts.only:
         results["detection_latency"] = bench_latency(admin, opts.steps, 1)

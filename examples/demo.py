@@ -110,7 +110,7 @@ def main() -> int:
         settings["pod_annotations"] = {"sim.k8s-step-operator.io/run-duration": "2s"}
     operator = KubernetesJobStepOperator(
         "demo",
-        KubernetesJobStepOperatorConfig(
+        config=KubernetesJobStepOperatorConfig(
             kubeconfig_path=kubeconfig,
             namespace=NAMESPACE,
             image=PYTHON_IMAGE,

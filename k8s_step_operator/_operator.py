@@ -1,32 +1,36 @@
-"""The Kubernetes Job step operator: one step, one batch/v1 Job, on GPU nodes when asked.
+"""The Kubernetes Job step operator: one step run, one batch/v1 Job, on GPU nodes when asked.
 
-This module merges the step's settings over the component config, builds the Job, and hands it to
-the step runner (``_runner.py``), which submits, follows and cancels it.
+This is where the layers meet: the step's settings are merged once over the component config,
+the Job is built by the pure builder, and the runner follows it through the API access of the
+Kubernetes layer. The operator owns that access (one API client, its watchers, its node view)
+and releases it on ``close`` (it is a context manager).
 """
 
 from __future__ import annotations
 
-import contextlib
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from types import TracebackType
 from typing import Any, cast
 from uuid import UUID
 
-from kubernetes import client as k8s
-
 from k8s_step_operator._api.base_step_operator import BaseStepOperator, BaseStepOperatorFlavor
-from k8s_step_operator._api.enums import ExecutionStatus
+from k8s_step_operator._api.enums import ExecutionStatus, StackComponentType
 from k8s_step_operator._api.step_run_info import StepConfiguration, StepRunInfo
 from k8s_step_operator._errors import NotFoundError
 from k8s_step_operator._job.builder import build_job
-from k8s_step_operator._job.naming import job_name
+from k8s_step_operator._job.naming import job_name, same_step
 from k8s_step_operator._job.settings import (
     KubernetesJobStepOperatorConfig,
     KubernetesJobStepOperatorSettings,
 )
-from k8s_step_operator._kube.client import load_api_client
-from k8s_step_operator._runner.diagnosis import Limits, Phase
-from k8s_step_operator._runner.step_run import RunOptions, StepRun, job_status
+from k8s_step_operator._kube.access import KubeApi
+from k8s_step_operator._kube.client import load_client
+from k8s_step_operator._runner.diagnosis import Phase
+from k8s_step_operator._runner.ports import KubeAccess
+from k8s_step_operator._runner.step_run import NodeView, StepIdentity, StepRun, job_status
+from k8s_step_operator._runner.watcher import WATCHERS
 
 __all__ = ["FLAVOR_NAME", "KubernetesJobStepOperator", "KubernetesJobStepOperatorFlavor"]
 
@@ -37,21 +41,46 @@ class KubernetesJobStepOperator(BaseStepOperator):
     """Runs each step as a Kubernetes Job.
 
     Settings for one step go under ``"step_operator.kubernetes_job"`` in the step's settings and
-    override the component config field by field.
+    override the component config field by field. Use it as a context manager, or call
+    ``close`` when done, to stop its watches and close its API client.
     """
 
     def __init__(
         self,
         name: str = FLAVOR_NAME,
-        config: KubernetesJobStepOperatorConfig | None = None,
-        *,
-        flavor: str = FLAVOR_NAME,
         id: UUID | None = None,
+        config: KubernetesJobStepOperatorConfig | None = None,
+        flavor: str = FLAVOR_NAME,
+        type: StackComponentType = StackComponentType.STEP_OPERATOR,
+        user: UUID | None = None,
+        workspace: UUID | None = None,
+        created: datetime | None = None,
+        updated: datetime | None = None,
+        labels: dict[str, Any] | None = None,
+        connector_requirements: Any = None,
+        connector: UUID | None = None,
+        connector_resource_id: str | None = None,
     ) -> None:
         """Create the step operator; ``config`` defaults to the defaults of every field."""
-        super().__init__(name, config or KubernetesJobStepOperatorConfig(), flavor=flavor, id=id)
-        self._client: k8s.ApiClient | None = None
-        self._client_lock = threading.Lock()
+        super().__init__(
+            name,
+            id,
+            config or KubernetesJobStepOperatorConfig(),
+            flavor,
+            type,
+            user,
+            workspace,
+            created,
+            updated,
+            labels,
+            connector_requirements,
+            connector,
+            connector_resource_id,
+        )
+        self._access: KubeApi | None = None
+        self._context_namespace = "default"
+        self._nodes: NodeView | None = None
+        self._lock = threading.Lock()
 
     @property
     def config(self) -> KubernetesJobStepOperatorConfig:
@@ -73,6 +102,29 @@ class KubernetesJobStepOperator(BaseStepOperator):
         """
         return cast(KubernetesJobStepOperatorSettings, super().get_settings(container))
 
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop this operator's watches and close its API client; it reconnects on next use."""
+        with self._lock:
+            access, self._access, self._nodes = self._access, None, None
+        if access is not None:
+            WATCHERS.close(access)
+            access.close()
+
+    def __enter__(self) -> KubernetesJobStepOperator:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- the synchronous form -------------------------------------------------------------
+
     def build_job(
         self,
         info: StepRunInfo,
@@ -84,7 +136,7 @@ class KubernetesJobStepOperator(BaseStepOperator):
         Raises:
             ConfigurationError: If the settings or inputs are invalid; nothing is sent.
         """
-        return build_job(info, entrypoint_command, environment, self.get_settings(info))
+        return self._build(info, entrypoint_command, environment, self.get_settings(info))
 
     def launch(
         self,
@@ -94,15 +146,16 @@ class KubernetesJobStepOperator(BaseStepOperator):
     ) -> None:
         """Run the step as a Job and wait until it ends.
 
-        A Job left by an earlier call for the same run and step is adopted, not duplicated. On
-        Ctrl-C or SIGTERM the Job is deleted and its pods are waited for before re-raising.
+        A Job left by an earlier call for the same step run is adopted, not duplicated. On
+        Ctrl-C, SIGTERM or SIGHUP the Job is deleted and its pods are waited for before
+        re-raising (``on_sigterm: detach`` leaves it running on SIGTERM and SIGHUP).
 
         Raises:
             ConfigurationError: If the settings or inputs are invalid; nothing is sent.
             StepError: If the step did not succeed (the subclass says why).
             ApiError: If the API server refused a request.
         """
-        self._step_run(info, entrypoint_command, environment).run()
+        self.step_run(info, entrypoint_command, environment).run()
 
     # -- the non-blocking form ------------------------------------------------------------
 
@@ -113,14 +166,11 @@ class KubernetesJobStepOperator(BaseStepOperator):
         environment: dict[str, str],
     ) -> None:
         """Submit the step's Job and return at once; follow it with ``get_status`` or ``wait``."""
-        self._step_run(info, entrypoint_command, environment).submit()
+        self.step_run(info, entrypoint_command, environment).submit()
 
     def get_status(self, info: StepRunInfo) -> ExecutionStatus:
         """The step's status, read from its Job and pods."""
-        obs = job_status(self._api_client(), self._namespace(info), self._job_name(info))
-        if obs is None:
-            return ExecutionStatus.STOPPED
-        return _STATUS[obs.phase]
+        return self.status_of(self._namespace(self.get_settings(info)), _identity(info))
 
     def wait(self, info: StepRunInfo) -> None:
         """Wait for a submitted step to end, as ``launch`` does.
@@ -128,68 +178,152 @@ class KubernetesJobStepOperator(BaseStepOperator):
         Raises:
             StepError: If the step did not succeed.
         """
-        run = self._step_run(info, [], {}, build=False)
-        run.uid = str(run.get()["metadata"]["uid"])
-        run.wait()
+        settings = self.get_settings(info)
+        self.follow(self._namespace(settings), _identity(info), settings)
 
     def cancel(self, info: StepRunInfo) -> None:
         """Delete the step's Job and wait until none of its pods is left."""
-        run = self._step_run(info, [], {}, build=False)
-        with contextlib.suppress(NotFoundError):
-            run.uid = str(run.get()["metadata"]["uid"])
+        settings = self.get_settings(info)
+        self.cancel_step(self._namespace(settings), _identity(info), settings)
+
+    # -- the same, by step identity (integrations know a step run, not its run info) ------------
+
+    def step_run(
+        self,
+        info: StepRunInfo,
+        entrypoint_command: Sequence[str],
+        environment: Mapping[str, str],
+        *,
+        settings: KubernetesJobStepOperatorSettings | None = None,
+        companion: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None,
+    ) -> StepRun:
+        """The runner of one step, with its Job built (nothing is sent yet).
+
+        Args:
+            info: The step run.
+            entrypoint_command: The container's command.
+            environment: Plain environment variables.
+            settings: The merged settings, when the caller has them already.
+            companion: Builds an object (a Secret owned by the Job) to create right after it.
+
+        Raises:
+            ConfigurationError: If the settings or inputs are invalid; nothing is sent.
+        """
+        settings = settings or self.get_settings(info)
+        job = self._build(info, entrypoint_command, environment, settings)
+        return self._runner(job, _identity(info), settings, companion=companion)
+
+    def follow(
+        self,
+        namespace: str,
+        step: StepIdentity,
+        settings: KubernetesJobStepOperatorSettings,
+    ) -> None:
+        """Wait for the Job of a submitted step run, cleaning up if the caller is interrupted.
+
+        Raises:
+            StepError: If the step did not succeed.
+            NotFoundError: If the step run has no Job.
+        """
+        run = self._runner(self._ref(namespace, step), step, settings)
+        run.uid = str(run.get()["metadata"]["uid"])
+        try:
+            run.follow()
+        except KeyboardInterrupt:
+            run.on_interrupt(terminated=False)
+            raise
+
+    def status_of(self, namespace: str, step: StepIdentity) -> ExecutionStatus:
+        """The status of a step run's Job (``STOPPED`` when it has none)."""
+        name = job_name(step.run_id, step.step_name, step.step_run_id)
+        obs = job_status(self.access(), namespace, name)
+        if obs is None:
+            return ExecutionStatus.STOPPED
+        return _STATUS[obs.phase]
+
+    def cancel_step(
+        self,
+        namespace: str,
+        step: StepIdentity,
+        settings: KubernetesJobStepOperatorSettings,
+    ) -> None:
+        """Delete a step run's Job and wait until none of its pods is left."""
+        run = self._runner(self._ref(namespace, step), step, settings)
+        try:
+            job = run.get()
+        except NotFoundError:
+            return
+        if not same_step(job, step.run_id, step.step_name):
+            return  # the name holds another step run's Job: not ours to delete
+        run.uid = str(job["metadata"]["uid"])
         run.cancel()
 
     # -- plumbing -------------------------------------------------------------------------
 
-    def _api_client(self) -> k8s.ApiClient:
-        if self._client is None:
-            with self._client_lock:
-                if self._client is None:
-                    self._client = load_api_client(
-                        self.config.kubeconfig_path,
-                        self.config.kubernetes_context,
-                        self.config.incluster,
-                    )
-        return self._client
+    def access(self) -> KubeAccess:
+        """The operator's API access, connected on first use.
 
-    def _namespace(self, info: StepRunInfo) -> str:
-        return self.get_settings(info).namespace or "default"
+        Raises:
+            ConfigurationError: If no cluster configuration can be found or loaded.
+        """
+        with self._lock:
+            if self._access is None:
+                loaded = load_client(
+                    self.config.kubeconfig_path,
+                    self.config.kubernetes_context,
+                    self.config.incluster,
+                )
+                self._context_namespace = loaded.namespace
+                self._access = KubeApi(loaded.api_client)
+                self._nodes = NodeView(self._access)
+            return self._access
 
-    def _job_name(self, info: StepRunInfo) -> str:
-        return job_name(info.run_id, info.pipeline_step_name)
+    def _namespace(self, settings: KubernetesJobStepOperatorSettings) -> str:
+        if settings.namespace:
+            return settings.namespace
+        self.access()
+        return self._context_namespace
 
-    def _step_run(
+    def _build(
         self,
         info: StepRunInfo,
-        entrypoint_command: list[str],
-        environment: dict[str, str],
+        entrypoint_command: Sequence[str],
+        environment: Mapping[str, str],
+        settings: KubernetesJobStepOperatorSettings,
+    ) -> dict[str, Any]:
+        # Validated first: bad input is reported before any cluster configuration is read. With
+        # no namespace set, the Job goes where kubectl would put it (the context's namespace).
+        job = build_job(info, entrypoint_command, environment, settings)
+        if settings.namespace is None:
+            job["metadata"]["namespace"] = self._namespace(settings)
+        return job
+
+    def _ref(self, namespace: str, step: StepIdentity) -> dict[str, Any]:
+        name = job_name(step.run_id, step.step_name, step.step_run_id)
+        return {"metadata": {"name": name, "namespace": namespace}}
+
+    def _runner(
+        self,
+        job: Mapping[str, Any],
+        step: StepIdentity,
+        settings: KubernetesJobStepOperatorSettings,
         *,
-        build: bool = True,
+        companion: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None,
     ) -> StepRun:
-        settings = self.get_settings(info)
-        if build:
-            job = self.build_job(info, entrypoint_command, environment)
-        else:
-            job = {"metadata": {"name": self._job_name(info), "namespace": self._namespace(info)}}
-        options = RunOptions(
-            limits=Limits(
-                pending_timeout=settings.pending_timeout,
-                image_pull_backoff_timeout=settings.image_pull_backoff_timeout,
-                missing_config_grace=settings.missing_config_grace,
-                queued_timeout=settings.queue_timeout,
-            ),
-            safety_poll_interval=settings.safety_poll_interval,
-            stream_logs=settings.stream_logs,
-            preflight_fit_check=settings.preflight_fit_check,
-            delete_on_cancel=settings.delete_on_cancel,
-        )
+        access = self.access()
         return StepRun(
-            self._api_client(),
+            access,
             job,
-            run_id=info.run_id,
-            step_name=info.pipeline_step_name,
-            options=options,
+            step=step,
+            settings=settings,
+            watchers=WATCHERS,
+            nodes=self._nodes,
+            companion=companion,
         )
+
+
+def _identity(info: StepRunInfo) -> StepIdentity:
+    return StepIdentity(str(info.run_id), str(info.pipeline_step_name), str(info.step_run_id))
 
 
 _STATUS = {

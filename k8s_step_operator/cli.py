@@ -230,7 +230,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     step_log.addHandler(_StepLines())
     step_log.propagate = False
     try:
-        KubernetesJobStepOperator("cli", config).launch(info, command, environment)
+        KubernetesJobStepOperator("cli", config=config).launch(info, command, environment)
     except StepFailedError as exc:
         code = exc.exit_code if exc.exit_code and 0 < exc.exit_code < 256 else 1
         print(f"k8s-step-operator run: {_first_line(exc)}", file=sys.stderr)

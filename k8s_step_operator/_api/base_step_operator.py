@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import builtins
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, ClassVar
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, ClassVar
 from uuid import UUID
 
 from k8s_step_operator._api.entrypoint_configuration import (
@@ -35,13 +36,39 @@ class BaseStepOperator(StackComponent, ABC):
     def __init__(
         self,
         name: str,
-        config: BaseStepOperatorConfig,
-        *,
-        flavor: str,
         id: UUID | None = None,
+        config: BaseStepOperatorConfig | None = None,
+        flavor: str = "",
+        type: StackComponentType = StackComponentType.STEP_OPERATOR,
+        user: UUID | None = None,
+        workspace: UUID | None = None,
+        created: datetime | None = None,
+        updated: datetime | None = None,
+        labels: dict[str, Any] | None = None,
+        connector_requirements: Any = None,
+        connector: UUID | None = None,
+        connector_resource_id: str | None = None,
     ) -> None:
-        """Create the step operator ``name`` of flavor ``flavor`` from ``config``."""
-        super().__init__(name, config, flavor=flavor, type=self.TYPE, id=id)
+        """Create the step operator ``name`` of flavor ``flavor`` from ``config``.
+
+        The arguments are ZenML's ``StackComponent``'s, in its order; only ``name`` and
+        ``config`` are needed standalone.
+        """
+        super().__init__(
+            name,
+            id,
+            config,
+            flavor,
+            type,
+            user,
+            workspace,
+            created,
+            updated,
+            labels,
+            connector_requirements,
+            connector,
+            connector_resource_id,
+        )
 
     @property
     def config(self) -> BaseStepOperatorConfig:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import builtins
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -40,29 +41,63 @@ class StackComponentConfig(BaseModel):
 
 
 class StackComponent(ABC):  # noqa: B024 - abstract by intent, concrete parts shared
-    """A configured instance of a flavor.
+    """A configured instance of a flavor, with the constructor of ZenML's ``StackComponent``.
+
+    Standalone, only ``name`` and ``config`` matter: the other arguments are what a ZenML
+    server records about a component (owner, timestamps, labels, service connector) and default
+    to empty values.
 
     Attributes:
         name: The component's name.
         id: The component's id.
         flavor: The flavor name, used in the settings key.
         type: The component type, used in the settings key.
+        user: The id of the user who registered it, if known.
+        workspace: The id of its workspace (project), if known.
+        created: When it was registered.
+        updated: When it was last updated.
+        labels: Free-form labels.
+        connector_requirements: What service connector it needs, if any.
+        connector: The id of its service connector, if any.
+        connector_resource_id: The resource the connector gives access to, if any.
     """
 
     def __init__(
         self,
         name: str,
-        config: StackComponentConfig,
-        *,
-        flavor: str,
-        type: StackComponentType,
         id: UUID | None = None,
+        config: StackComponentConfig | None = None,
+        flavor: str = "",
+        type: StackComponentType | None = None,
+        user: UUID | None = None,
+        workspace: UUID | None = None,
+        created: datetime | None = None,
+        updated: datetime | None = None,
+        labels: dict[str, Any] | None = None,
+        connector_requirements: Any = None,
+        connector: UUID | None = None,
+        connector_resource_id: str | None = None,
     ) -> None:
+        if config is None:
+            raise ConfigurationError(f"{builtins.type(self).__name__}.config", "a config", None)
+        if type is None:
+            raise ConfigurationError(
+                f"{builtins.type(self).__name__}.type", "a StackComponentType", None
+            )
+        now = datetime.now(UTC)
         self.name = name
+        self.id = id or uuid4()
         self._config = config
         self.flavor = flavor
         self.type = type
-        self.id = id or uuid4()
+        self.user = user
+        self.workspace = workspace
+        self.created = created or now
+        self.updated = updated or self.created
+        self.labels = dict(labels or {})
+        self.connector_requirements = connector_requirements
+        self.connector = connector
+        self.connector_resource_id = connector_resource_id
 
     @property
     def config(self) -> StackComponentConfig:

@@ -175,7 +175,7 @@ def build_job(
         raise ConfigurationError(
             "info.run_id" if not run_id else "info.pipeline_step_name", "a non-empty string", ""
         )
-    name = job_name(run_id, step_name)
+    name = job_name(run_id, step_name, str(info.step_run_id))
     image = _image(info, s)
     command = _command(entrypoint_command)
 

@@ -62,14 +62,15 @@ def _slug(text: str, max_len: int) -> str:
     return slug[:max_len].rstrip("-")
 
 
-def job_name(run_id: str, step_name: str) -> str:
+def job_name(run_id: str, step_name: str, step_run_id: str | None = None) -> str:
     """The Job name of ``step_name`` in run ``run_id``: ``<step slug>-<hash>``.
 
     Always a DNS-1123 label of at most 63 characters; equal inputs give equal names. A UUID
     (as ZenML passes ids) names the same Job as its string form.
     """
     run_id, step_name = str(run_id), str(step_name)
-    suffix = _digest(run_id, step_name)
+    parts = (run_id, step_name) if step_run_id is None else (run_id, step_name, str(step_run_id))
+    suffix = _digest(*parts)
     slug = _slug(step_name, _MAX_NAME - _HASH_CHARS - 1) or "step"
     return f"{slug}-{suffix}"
 
@@ -101,12 +102,16 @@ def _annotations(job: Any) -> Mapping[str, Any]:
     return annotations if isinstance(annotations, Mapping) else {}
 
 
-def same_step(job: Mapping[str, Any], run_id: str, step_name: str) -> bool:
+def same_step(
+    job: Mapping[str, Any], run_id: str, step_name: str, step_run_id: str | None = None
+) -> bool:
     """True when ``job`` (a Job as a dict, or a client ``V1Job``) runs ``step_name`` of ``run_id``.
 
     Reads the raw run id and step name from the Job's annotations; a Job without them is not ours.
     """
     annotations = _annotations(job)
+    if step_run_id is not None and annotations.get(ANNOTATION_STEP_RUN_ID) != str(step_run_id):
+        return False
     return annotations.get(ANNOTATION_RUN_ID) == str(run_id) and annotations.get(
         ANNOTATION_STEP_NAME
     ) == str(step_name)

@@ -12,9 +12,12 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import random
 import socket
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import urllib3
@@ -25,6 +28,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_aft
 
 from k8s_step_operator._errors import (
     ApiError,
+    ConfigurationError,
     ConflictError,
     FieldCause,
     ForbiddenError,
@@ -34,7 +38,15 @@ from k8s_step_operator._errors import (
     TooManyRequestsError,
 )
 
-__all__ = ["abort", "api_error", "call", "load_api_client", "read_json"]
+__all__ = [
+    "LoadedClient",
+    "abort",
+    "api_error",
+    "call",
+    "load_api_client",
+    "load_client",
+    "read_json",
+]
 
 log = logging.getLogger(__name__)
 
@@ -52,28 +64,119 @@ _BACKOFF_FIRST = 0.2
 _BACKOFF_MAX = 5.0
 
 
-def load_api_client(
-    kubeconfig: str | None = None, context: str | None = None, in_cluster: bool = False
-) -> k8s.ApiClient:
-    """Build an API client from a kubeconfig file, a context, or the in-cluster account.
+# Where a pod's ServiceAccount puts its namespace; also the sign of running in a cluster.
+_SA_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+_SA_TOKEN_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
+_CONFIG_ACCEPTED = (
+    "a kubeconfig file ($KUBECONFIG or ~/.kube/config) or, in a pod, its ServiceAccount "
+    "(in-cluster)"
+)
+
+
+@dataclass(frozen=True)
+class LoadedClient:
+    """An API client and the namespace it defaults to, the way kubectl picks it."""
+
+    api_client: k8s.ApiClient
+    namespace: str
+    source: str
+
+
+def _in_cluster_available() -> bool:
+    return bool(os.environ.get("KUBERNETES_SERVICE_HOST")) and _SA_TOKEN_FILE.exists()
+
+
+def _default_kubeconfig() -> str | None:
+    env = os.environ.get("KUBECONFIG", "").strip()
+    if env:
+        return env.split(os.pathsep)[0]
+    home = Path("~/.kube/config").expanduser()
+    return str(home) if home.exists() else None
+
+
+def load_client(
+    kubeconfig: str | None = None,
+    context: str | None = None,
+    in_cluster: bool | None = None,
+) -> LoadedClient:
+    """Build an API client the way kubectl and the usual clients find a cluster.
+
+    Unless told otherwise: ``kubeconfig`` if given, else ``$KUBECONFIG``, else
+    ``~/.kube/config``, else the pod's ServiceAccount when running in a cluster. The default
+    namespace is the context's (kubeconfig) or the ServiceAccount's (in-cluster), else
+    ``default``.
 
     Args:
-        kubeconfig: Path of a kubeconfig; ``None`` uses ``$KUBECONFIG`` or ``~/.kube/config``.
+        kubeconfig: Path of a kubeconfig.
         context: A context of that kubeconfig; ``None`` uses its current context.
-        in_cluster: Use the pod's ServiceAccount instead of a kubeconfig.
+        in_cluster: ``True`` forces the pod's ServiceAccount, ``False`` forces a kubeconfig,
+            ``None`` finds one as described.
 
-    Returns:
-        A client whose own transport retries are off, so that ``call`` alone decides.
+    Raises:
+        ConfigurationError: If no configuration is found or it cannot be loaded (the field
+            names what to set).
     """
     configuration = k8s.Configuration()
+    if in_cluster is None:
+        in_cluster = kubeconfig is None and _default_kubeconfig() is None
+        if in_cluster and not _in_cluster_available():
+            raise ConfigurationError(
+                "kubeconfig_path",
+                _CONFIG_ACCEPTED,
+                None,
+                detail="no KUBECONFIG, no ~/.kube/config, and not running in a pod",
+            )
     if in_cluster:
-        k8s_config.load_incluster_config(client_configuration=configuration)
+        try:
+            k8s_config.load_incluster_config(client_configuration=configuration)
+        except k8s_config.ConfigException as exc:
+            raise ConfigurationError("incluster", _CONFIG_ACCEPTED, True, detail=str(exc)) from exc
+        try:
+            namespace = _SA_NAMESPACE_FILE.read_text(encoding="utf-8").strip() or "default"
+        except OSError:
+            namespace = "default"
+        source = "in-cluster ServiceAccount"
     else:
-        k8s_config.load_kube_config(
-            config_file=kubeconfig, context=context, client_configuration=configuration
-        )
+        path = kubeconfig or _default_kubeconfig()
+        if path is None:
+            raise ConfigurationError(
+                "kubeconfig_path", _CONFIG_ACCEPTED, None, detail="~/.kube/config does not exist"
+            )
+        path = str(Path(path).expanduser())
+        if not Path(path).is_file():
+            raise ConfigurationError(
+                "kubeconfig_path", "the path of an existing kubeconfig file", path
+            )
+        try:
+            contexts, current = k8s_config.list_kube_config_contexts(config_file=path)
+            chosen = current
+            if context is not None:
+                chosen = next((c for c in contexts if c.get("name") == context), None)
+                if chosen is None:
+                    names = ", ".join(sorted(str(c.get("name")) for c in contexts)) or "none"
+                    raise ConfigurationError(
+                        "kubernetes_context", f"a context of {path} ({names})", context
+                    )
+            k8s_config.load_kube_config(
+                config_file=path, context=context, client_configuration=configuration
+            )
+        except ConfigurationError:
+            raise
+        except (k8s_config.ConfigException, OSError, ValueError, TypeError) as exc:
+            raise ConfigurationError(
+                "kubeconfig_path", "a valid kubeconfig file", path, detail=str(exc)
+            ) from exc
+        namespace = str(((chosen or {}).get("context") or {}).get("namespace") or "default")
+        source = f"kubeconfig {path}"
     disable_transport_retries(configuration)
-    return k8s.ApiClient(configuration)
+    return LoadedClient(k8s.ApiClient(configuration), namespace, source)
+
+
+def load_api_client(
+    kubeconfig: str | None = None, context: str | None = None, in_cluster: bool | None = None
+) -> k8s.ApiClient:
+    """``load_client(...).api_client``: a client whose transport retries are off."""
+    return load_client(kubeconfig, context, in_cluster).api_client
 
 
 def disable_transport_retries(configuration: Any) -> None:

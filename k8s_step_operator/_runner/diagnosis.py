@@ -16,7 +16,7 @@ import enum
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from k8s_step_operator._errors import (
     AdmissionRejectedError,
@@ -28,9 +28,11 @@ from k8s_step_operator._errors import (
     StepFailedError,
     UnschedulableError,
 )
+from k8s_step_operator._job.keys import LABEL_QUEUE_NAME
+from k8s_step_operator._runner.pods import container_statuses
 
 __all__ = [
-    "Limits",
+    "Bounds",
     "Observation",
     "Outcome",
     "Phase",
@@ -76,6 +78,7 @@ class Outcome:
     container: str = ""
     exit_code: int | None = None
     oom_killed: bool = False
+    job_reason: str = ""  # the reason of the Job's own failure condition
 
 
 @dataclass(frozen=True)
@@ -93,14 +96,24 @@ class Observation:
     queue: str = ""
 
 
-@dataclass(frozen=True)
-class Limits:
-    """Bounds on the phases, in seconds; ``None`` means unbounded."""
+class Bounds(Protocol):
+    """Bounds on the phases, in seconds (``None``: unbounded).
 
-    pending_timeout: float | None = 600.0
-    image_pull_backoff_timeout: float | None = 300.0
-    missing_config_grace: float | None = 30.0
-    queued_timeout: float | None = None
+    The step's settings (``KubernetesJobStepOperatorSettings``) are the bounds: their fields hold
+    every default and range, and nothing copies them.
+    """
+
+    @property
+    def pending_timeout(self) -> float | None: ...
+
+    @property
+    def image_pull_backoff_timeout(self) -> float | None: ...
+
+    @property
+    def missing_config_grace(self) -> float: ...
+
+    @property
+    def queue_timeout(self) -> float | None: ...
 
 
 @dataclass
@@ -144,17 +157,10 @@ def _name(obj: Obj) -> str:
     return str((obj.get("metadata") or {}).get("name", ""))
 
 
-def _container_statuses(pod: Obj) -> list[Mapping[str, Any]]:
-    status = pod.get("status") or {}
-    return list(status.get("initContainerStatuses") or []) + list(
-        status.get("containerStatuses") or []
-    )
-
-
 def _terminated(pod: Obj) -> tuple[str, Mapping[str, Any]] | None:
     """The first container that terminated unsuccessfully, else the first that terminated."""
     done: list[tuple[str, Mapping[str, Any]]] = []
-    for cs in _container_statuses(pod):
+    for cs in container_statuses(pod):
         terminated = (cs.get("state") or {}).get("terminated")
         if terminated:
             done.append((str(cs.get("name", "")), terminated))
@@ -187,6 +193,7 @@ def _failure_outcome(job: Obj, pods: Sequence[Obj], cond: Mapping[str, Any]) -> 
                 container=container,
                 exit_code=int(code) if code is not None else None,
                 oom_killed=t_reason == "OOMKilled",
+                job_reason=reason,
             )
         status = pod.get("status") or {}
         if status.get("phase") == "Failed" and status.get("reason"):
@@ -196,8 +203,9 @@ def _failure_outcome(job: Obj, pods: Sequence[Obj], cond: Mapping[str, Any]) -> 
                 reason=str(status.get("reason")),
                 message=str(status.get("message") or message),
                 pod=_name(pod),
+                job_reason=reason,
             )
-    return Outcome(succeeded=False, reason=reason, message=message)
+    return Outcome(succeeded=False, reason=reason, message=message, job_reason=reason)
 
 
 def observe(job: Obj, pods: Sequence[Obj], events: Sequence[Obj] = ()) -> Observation:
@@ -231,7 +239,7 @@ def observe(job: Obj, pods: Sequence[Obj], events: Sequence[Obj] = ()) -> Observ
         )
 
     labels = (job.get("metadata") or {}).get("labels") or {}
-    queue = str(labels.get("kueue.x-k8s.io/queue-name", ""))
+    queue = str(labels.get(LABEL_QUEUE_NAME, ""))
     suspended = _true(conds, "Suspended") or (job.get("spec") or {}).get("suspend") is True
     if suspended:
         where = f" in LocalQueue {queue}" if queue else ""
@@ -283,7 +291,7 @@ def observe(job: Obj, pods: Sequence[Obj], events: Sequence[Obj] = ()) -> Observ
         return Observation(Phase.SCHEDULING, "waiting for the scheduler", pod=pod_name)
 
     node = str((pod.get("spec") or {}).get("nodeName"))
-    for cs in _container_statuses(pod):
+    for cs in container_statuses(pod):
         waiting = (cs.get("state") or {}).get("waiting")
         if not waiting:
             continue
@@ -309,7 +317,7 @@ def observe(job: Obj, pods: Sequence[Obj], events: Sequence[Obj] = ()) -> Observ
                 reason=reason,
                 message=message,
             )
-    running = any("running" in (cs.get("state") or {}) for cs in _container_statuses(pod))
+    running = any("running" in (cs.get("state") or {}) for cs in container_statuses(pod))
     if running or (pod.get("status") or {}).get("phase") == "Running":
         return Observation(Phase.RUNNING, f"running on {node}", pod=pod_name)
     return Observation(Phase.STARTING, f"starting on {node}", pod=pod_name)
@@ -331,17 +339,20 @@ def outcome_error(outcome: Outcome, **facts: Any) -> StepError:
         exit_code=outcome.exit_code,
     )
     base.update(facts)
+    if outcome.job_reason == "DeadlineExceeded":
+        # The controller kills the pod when the deadline passes: whatever the container's exit
+        # code (143, or none yet), the cause is the deadline, and one cause gives one error.
+        base["reason"] = "DeadlineExceeded"
+        return DeadlineExceededError(outcome.message or "active deadline reached", **base)
     if outcome.oom_killed:
         return OOMKilledError(outcome.message or "container exceeded its memory limit", **base)
-    if outcome.reason == "DeadlineExceeded" and outcome.exit_code is None:
-        return DeadlineExceededError(outcome.message, **base)
     return StepFailedError(outcome.message, **base)
 
 
 def decide(
     obs: Observation,
     seen_for: float,
-    limits: Limits,
+    limits: Bounds,
     *,
     never_fits: bool = False,
     **facts: Any,
@@ -387,7 +398,7 @@ def decide(
         and _over(seen_for, limits.pending_timeout)
     ):
         return UnschedulableError(f"not scheduled after {seen_for:.0f}s (pending timeout)", **facts)
-    if obs.phase is Phase.QUEUED and _over(seen_for, limits.queued_timeout):
+    if obs.phase is Phase.QUEUED and _over(seen_for, limits.queue_timeout):
         return DeadlineExceededError(
             f"still queued after {seen_for:.0f}s{f' in {obs.queue}' if obs.queue else ''}",
             **facts,

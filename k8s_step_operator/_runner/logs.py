@@ -9,21 +9,17 @@ the streams before it returns, so the last lines arrive before the Job may be de
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import threading
-import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from kubernetes import client as k8s
-from kubernetes.watch.watch import iter_resp_lines
-
 from k8s_step_operator._errors import ApiError
-from k8s_step_operator._kube.client import abort, api_error
+from k8s_step_operator._runner.pods import container_statuses
+from k8s_step_operator._runner.ports import SYSTEM_CLOCK, Clock, KubeAccess, Stream
 
 __all__ = ["LogFollower"]
 
@@ -58,7 +54,7 @@ class _Stream:
         self.complete = False  # the stream reached its end after the container stopped
         self.detached = False  # lines the follow thread still reads are dropped
         self.settling = False  # the container stopped: no more following, fetch the rest
-        self.response: Any = None
+        self.response: Stream | None = None
         self.thread = threading.Thread(
             target=self._run, name=f"logs-{pod}-{container}", daemon=True
         )
@@ -78,7 +74,7 @@ class _Stream:
                 if attempts > 50:
                     log.warning("giving up following logs of %s/%s", self.pod, self.container)
                     return
-                self.owner.stopped.wait(min(2.0, 0.1 * attempts))
+                self.owner.clock.wait(self.owner.stopped, min(2.0, 0.1 * attempts))
         finally:
             self.finished.set()
 
@@ -91,41 +87,36 @@ class _Stream:
     def _follow_once(self, *, follow: bool) -> bool:
         since: int | None = None
         if self.last_ts is not None:
-            age = (datetime.now(UTC) - self.last_ts).total_seconds()
+            age = (self.owner.clock.now() - self.last_ts).total_seconds()
             since = max(1, math.ceil(age) + 1)
         try:
-            resp = self.owner.core.read_namespaced_pod_log(
-                self.pod,
+            resp = self.owner.api.pod_log(
                 self.owner.namespace,
-                container=self.container,
+                self.pod,
+                self.container,
                 follow=follow,
-                timestamps=True,
                 since_seconds=since,
-                _preload_content=False,
-                _request_timeout=(10, self.owner.read_timeout if follow else 30),
+                timestamps=True,
+                read_timeout=self.owner.read_timeout if follow else 30,
             )
-        except Exception as e:
-            err = api_error(e, f"logs of pod {self.pod}")
-            if isinstance(err, ApiError) and err.status == 400:
-                return False  # container not started yet, or gone: try again later
-            log.debug("log stream of %s/%s failed: %s", self.pod, self.container, err)
+        except ApiError as err:
+            if err.status != 400:  # 400: container not started yet, or gone: try again later
+                log.debug("log stream of %s/%s failed: %s", self.pod, self.container, err)
             return False
         if follow:
             self.response = resp
             if self.owner.stopped.is_set() or self.settling:
-                abort(resp)  # cut while the request was on its way, when there was no response
+                resp.close()  # cut while the request was on its way, when there was no response
         self.replayed = 0
         try:
-            for line in iter_resp_lines(resp):
+            for line in resp:
                 self._emit(line)
-        except Exception as e:
+        except ApiError as e:
             log.debug("log stream of %s/%s cut: %s", self.pod, self.container, e)
             return False
         finally:
             if follow:
                 self.response = None
-            with contextlib.suppress(Exception):
-                resp.release_conn()
         return True
 
     def _emit(self, line: str) -> None:
@@ -152,7 +143,7 @@ class _Stream:
     def cut(self) -> None:
         resp = self.response
         if resp is not None:
-            abort(resp)
+            resp.close()
 
     def finish(self) -> None:
         """Fetch, without following, whatever the followed stream had not delivered yet."""
@@ -165,22 +156,25 @@ class LogFollower:
     """Follows the logs of every container of every pod of one Job.
 
     Args:
-        api_client: The API client.
+        api: The API access.
         namespace: The Job's namespace.
         logger: Where the step's lines go, at INFO.
         container_done: Tells whether a container has terminated (from the watcher's cache).
         read_timeout: Seconds of silence after which a stream is re-opened.
+        clock: The clock (resume points, retry pauses).
     """
 
     def __init__(
         self,
-        api_client: k8s.ApiClient,
+        api: KubeAccess,
         namespace: str,
         logger: logging.Logger,
         container_done: Callable[[str, str], bool],
         read_timeout: float = 300.0,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
-        self.core = k8s.CoreV1Api(api_client)
+        self.api = api
+        self.clock = clock
         self.namespace = namespace
         self.logger = logger
         self.container_done = container_done
@@ -201,10 +195,7 @@ class LogFollower:
         several = len(pods) > 1
         for pod in pods:
             name = str(pod["metadata"]["name"])
-            status = pod.get("status") or {}
-            statuses = list(status.get("initContainerStatuses") or []) + list(
-                status.get("containerStatuses") or []
-            )
+            statuses = container_statuses(pod)
             multi = len(statuses) > 1
             for cs in statuses:
                 state = cs.get("state") or {}
@@ -236,11 +227,11 @@ class LogFollower:
         self.stop()
         self.update(pods)  # containers not followed yet get a stream that only does the fetch
         # A cut stream's thread ends at once; one still connecting is not waited for long.
-        deadline = time.monotonic() + min(timeout, 2.0)
+        deadline = self.clock.monotonic() + min(timeout, 2.0)
         streams = list(self._streams.values())
         for stream in streams:
             if stream.thread.ident is not None:
-                stream.thread.join(max(0.0, deadline - time.monotonic()))
+                stream.thread.join(max(0.0, deadline - self.clock.monotonic()))
         for stream in streams:
             if not stream.complete:
                 stream.finish()

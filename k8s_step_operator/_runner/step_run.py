@@ -3,9 +3,13 @@
 The synchronous contract of ``launch`` is kept by ``StepRun.run``: submit idempotently (a restarted
 caller reattaches to its Job instead of starting a second one), wait on the shared namespace
 watcher, name each phase as it is entered, apply each phase's bound, stream the step's output, and
-turn the outcome into one of our errors. An interrupt (Ctrl-C or SIGTERM) deletes the Job with
-background propagation and waits until none of its pods is left before re-raising, so no GPU stays
-held by a caller that is gone. Jobs that finish are deleted by their TTL, after the logs are read.
+turn the outcome into one of our errors. An interrupt (Ctrl-C, SIGTERM or SIGHUP) deletes the Job
+with background propagation and waits until none of its pods is left before re-raising, so no GPU
+stays held by a caller that is gone; a failure of that clean-up is logged and never replaces the
+interrupt. Jobs that finish are deleted by their TTL, after the logs are read.
+
+Everything the runner needs from the outside comes in as parameters: the API access, the clock,
+the watcher registry and the node view. Unit tests pass in-memory fakes of each.
 """
 
 from __future__ import annotations
@@ -14,13 +18,10 @@ import contextlib
 import logging
 import signal
 import threading
-import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import FrameType
-from typing import Any, ClassVar
-
-from kubernetes import client as k8s
+from typing import Any
 
 from k8s_step_operator._errors import (
     ApiError,
@@ -32,10 +33,10 @@ from k8s_step_operator._errors import (
     StepCancelledError,
     StepError,
 )
+from k8s_step_operator._job.keys import LABEL_CONTROLLER_UID
 from k8s_step_operator._job.naming import same_step
-from k8s_step_operator._kube.client import call, read_json
+from k8s_step_operator._job.settings import KubernetesJobStepOperatorSettings
 from k8s_step_operator._runner.diagnosis import (
-    Limits,
     Observation,
     Phase,
     Problem,
@@ -46,67 +47,71 @@ from k8s_step_operator._runner.diagnosis import (
     outcome_error,
 )
 from k8s_step_operator._runner.logs import TAIL_LINES, LogFollower
-from k8s_step_operator._runner.watcher import NamespaceWatcher, acquire_watcher, release_watcher
+from k8s_step_operator._runner.pods import container_state, pod_finished
+from k8s_step_operator._runner.ports import SYSTEM_CLOCK, Clock, KubeAccess
+from k8s_step_operator._runner.watcher import WATCHERS, NamespaceWatcher, WatcherRegistry
 
-__all__ = ["RunOptions", "StepRun", "job_status"]
+__all__ = ["NodeView", "StepIdentity", "StepRun", "job_status"]
 
 log = logging.getLogger("k8s_step_operator")
 
 # How long the outcome may wait for the failed pod's exit code to reach the cache.
 _EXIT_CODE_GRACE = 2.0
 _TICK = 1.0
+# Seconds a missing Job may stay out of the cache before the server is asked directly.
+_MISSING_GRACE = 5.0
+# Retry budget of the clean-up after an interrupt: the caller is on its way out.
+_CLEANUP_BUDGET = 15.0
+# A line saying the step still waits, when nothing else was said for this long.
+HEARTBEAT_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
-class RunOptions:
-    """How a step run is followed; built from the operator's settings."""
+class StepIdentity:
+    """Which attempt of which step a Job runs: a Job is adopted only if all three match."""
 
-    limits: Limits = field(default_factory=Limits)
-    stream_logs: bool = True
-    preflight_fit_check: bool = True
-    delete_on_cancel: bool = True
-    safety_poll_interval: float = 60.0
-    cancel_wait_timeout: float = 120.0
-    log_drain_timeout: float = 10.0
+    run_id: str
+    step_name: str
+    step_run_id: str | None = None
 
 
-class _NodeView:
-    """A short-lived cache of the cluster's nodes for the preflight fit check, shared per client.
+class NodeView:
+    """A short-lived cache of the cluster's nodes for the preflight fit check.
 
     Reading nodes needs a ClusterRole many admins will not grant: without it the check is skipped,
-    and that is said once per process, not once per step.
+    and that is said once per view (one per operator), not once per step.
     """
 
-    _lock: ClassVar[threading.Lock] = threading.Lock()
-    _cache: ClassVar[dict[int, tuple[float, list[dict[str, Any]] | None]]] = {}
-    _warned: ClassVar[bool] = False
-    TTL: ClassVar[float] = 10.0
+    TTL = 10.0
 
-    @classmethod
-    def nodes(cls, api_client: k8s.ApiClient) -> list[dict[str, Any]] | None:
-        key = id(api_client)
-        with cls._lock:
-            cached = cls._cache.get(key)
-            if cached is not None and time.monotonic() - cached[0] < cls.TTL:
-                return cached[1]
+    def __init__(self, api: KubeAccess, clock: Clock = SYSTEM_CLOCK) -> None:
+        self.api = api
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._cached: tuple[float, list[dict[str, Any]] | None] | None = None
+        self._warned = False
+
+    def nodes(self) -> list[dict[str, Any]] | None:
+        """The nodes, or ``None`` when they cannot be read."""
+        with self._lock:
+            now = self.clock.monotonic()
+            if self._cached is not None and now - self._cached[0] < self.TTL:
+                return self._cached[1]
+            nodes: list[dict[str, Any]] | None
             try:
-                resp = call(
-                    "list nodes",
-                    k8s.CoreV1Api(api_client).list_node,
-                    _preload_content=False,
-                    _request_timeout=(10, 30),
-                    budget=10,
-                )
-                nodes: list[dict[str, Any]] | None = list(read_json(resp).get("items") or [])
+                nodes = self.api.list_nodes()
             except ForbiddenError:
-                if not cls._warned:
+                if not self._warned:
                     log.warning(
                         "no read access to nodes: skipping the preflight fit check; an "
                         "unschedulable step fails after its pending timeout instead"
                     )
-                    cls._warned = True
+                    self._warned = True
                 nodes = None
-            cls._cache[key] = (time.monotonic(), nodes)
+            except ApiError as e:
+                log.debug("cannot list nodes for the fit check: %s", e)
+                nodes = None
+            self._cached = (now, nodes)
             return nodes
 
 
@@ -114,34 +119,54 @@ class StepRun:
     """One step's Job from submission to its end.
 
     Args:
-        api_client: The API client.
+        api: The API access.
         job: The Job to submit, as built by the builder.
-        run_id: The pipeline run's id; with ``step_name``, says which Job is ours.
-        step_name: The step's name; a Job found under the same name is adopted only if its
-            annotations name the same run and step.
-        options: How to follow the step.
+        step: The run, step and step run the Job belongs to; a Job found under the same name is
+            adopted only if its annotations name the same.
+        settings: The step's merged settings: the phase bounds and how to follow it.
+        clock: The clock.
+        watchers: Where shared namespace watchers come from.
+        nodes: The node view for the fit check (``None``: a private one).
+        companion: Builds, from the created Job, an object to create right after it (a Secret
+            owned by the Job), or ``None``.
+        cancel_wait_timeout: Seconds to wait for the pods to go after a delete.
+        log_drain_timeout: Seconds to wait for the last log lines once the Job ended.
     """
 
     def __init__(
         self,
-        api_client: k8s.ApiClient,
+        api: KubeAccess,
         job: Mapping[str, Any],
         *,
-        run_id: str,
-        step_name: str,
-        options: RunOptions | None = None,
+        step: StepIdentity,
+        settings: KubernetesJobStepOperatorSettings,
+        clock: Clock = SYSTEM_CLOCK,
+        watchers: WatcherRegistry = WATCHERS,
+        nodes: NodeView | None = None,
+        companion: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None,
+        cancel_wait_timeout: float = 120.0,
+        log_drain_timeout: float = 10.0,
     ) -> None:
-        self.api_client = api_client
+        self.api = api
         self.job = dict(job)
         self.name = str(job["metadata"]["name"])
         self.namespace = str(job["metadata"]["namespace"])
-        self.run_id = run_id
-        self.step_name = step_name
-        self.options = options or RunOptions()
+        self.step = step
+        self.settings = settings
+        self.clock = clock
+        self.watchers = watchers
+        self.nodes = nodes or NodeView(api, clock)
+        self.companion = companion
+        self.cancel_wait_timeout = cancel_wait_timeout
+        self.log_drain_timeout = log_drain_timeout
         self.uid = ""
-        self.batch = k8s.BatchV1Api(api_client)
         self.step_log = logging.getLogger(f"{log.name}.step")
         self.phase: Phase | None = None
+
+    @property
+    def step_name(self) -> str:
+        """The step's name in the pipeline."""
+        return self.step.step_name
 
     @property
     def where(self) -> str:
@@ -151,32 +176,25 @@ class StepRun:
     # -- submit --------------------------------------------------------------------------
 
     def submit(self) -> dict[str, Any]:
-        """Create the Job, or adopt the one already there for the same run and step.
+        """Create the Job, or adopt the one already there for the same step run.
 
         Returns:
             The Job as the server has it.
 
         Raises:
-            NameCollisionError: A Job of that name belongs to another run or step.
+            NameCollisionError: A Job of that name belongs to another run, step or attempt.
             ApiError: The server refused the Job.
         """
         try:
-            created = call(
-                f"create Job {self.where}",
-                self.batch.create_namespaced_job,
-                self.namespace,
-                self.job,
-                _preload_content=False,
-            )
-            job: dict[str, Any] = read_json(created)
+            job = self.api.create_job(self.namespace, self.job)
             log.info("step %s: submitted Job %s", self.step_name, self.where)
         except ConflictError:
             # Also the path after a create whose answer was lost (a 5xx, a cut connection):
             # the retry meets our own Job and adopts it.
             job = self.get()
-            if not same_step(job, self.run_id, self.step_name):
+            if not self._ours(job):
                 raise NameCollisionError(
-                    f"Job {self.where} exists but belongs to another run or step "
+                    f"Job {self.where} exists but belongs to another run, step or attempt "
                     f"({(job.get('metadata') or {}).get('annotations')})",
                     status=409,
                     reason="AlreadyExists",
@@ -184,19 +202,22 @@ class StepRun:
                 ) from None
             log.info("step %s: reattached to existing Job %s", self.step_name, self.where)
         self.uid = str(job["metadata"]["uid"])
+        self._create_companion(job)
         return job
+
+    def _ours(self, job: Mapping[str, Any]) -> bool:
+        return same_step(job, self.step.run_id, self.step.step_name, self.step.step_run_id)
+
+    def _create_companion(self, job: Mapping[str, Any]) -> None:
+        if self.companion is None:
+            return
+        obj = self.companion(job)
+        with contextlib.suppress(ConflictError):  # a reattaching caller made it already
+            self.api.create_secret(self.namespace, obj)
 
     def get(self) -> dict[str, Any]:
         """Read the Job from the server."""
-        resp = call(
-            f"get Job {self.where}",
-            self.batch.read_namespaced_job,
-            self.name,
-            self.namespace,
-            _preload_content=False,
-        )
-        job: dict[str, Any] = read_json(resp)
-        return job
+        return self.api.get_job(self.namespace, self.name)
 
     # -- wait ----------------------------------------------------------------------------
 
@@ -206,25 +227,35 @@ class StepRun:
         Raises:
             StepError: The step did not succeed; the subclass says why.
         """
-        watcher = acquire_watcher(
-            self.api_client, self.namespace, safety_interval=self.options.safety_poll_interval
+        watcher = self.watchers.acquire(
+            self.api,
+            self.namespace,
+            clock=self.clock,
+            safety_interval=self.settings.safety_poll_interval,
         )
         sub = watcher.subscribe(self.name)
         follower: LogFollower | None = None
-        if self.options.stream_logs:
+        if self.settings.stream_logs:
             follower = LogFollower(
-                self.api_client,
+                self.api,
                 self.namespace,
                 self.step_log,
                 container_done=lambda pod, c: self._container_done(watcher, pod, c),
+                clock=self.clock,
             )
+
+        def wait_for_change(timeout: float) -> bool:
+            fired = self.clock.wait(sub.changed, timeout)
+            sub.changed.clear()
+            return fired
+
         try:
-            self._wait(watcher, sub.wait, follower)
+            self._wait(watcher, wait_for_change, follower)
         finally:
             if follower is not None:
                 follower.stop()
             watcher.unsubscribe(sub)
-            release_watcher(watcher)
+            self.watchers.release(watcher)
 
     def _wait(
         self,
@@ -232,14 +263,15 @@ class StepRun:
         wait_for_change: Callable[[float], bool],
         follower: LogFollower | None,
     ) -> None:
+        clock = self.clock
         timers = Timers()
-        phase_since = time.monotonic()
+        phase_since = said_at = clock.monotonic()
         missing_since: float | None = None
         failed_at: float | None = None
         last_summary = ""
         while True:
             wait_for_change(_TICK)
-            now = time.monotonic()
+            now = clock.monotonic()
             if watcher.failure is not None:
                 raise watcher.failure
             job = watcher.job(self.name)
@@ -249,8 +281,8 @@ class StepRun:
                         "the Job was deleted before it finished", **self._facts(follower)
                     )
                 # Not in the cache (yet): after a while, ask the server directly.
-                missing_since = missing_since or now
-                if now - missing_since > 5.0:
+                missing_since = missing_since if missing_since is not None else now
+                if now - missing_since > _MISSING_GRACE:
                     job = self._get_or_deleted(follower)
                     watcher.remember_job(job)
                     missing_since = None
@@ -262,20 +294,24 @@ class StepRun:
             events = watcher.events_for(self.name, *(p["metadata"]["name"] for p in pods))
             obs = observe(job, pods, events)
             if obs.phase is not self.phase:
-                self.phase, phase_since = obs.phase, now
+                self.phase, phase_since, said_at = obs.phase, now, now
                 if obs.phase is not Phase.SUCCEEDED:  # success has its own line below
                     self._log_phase(obs)
             elif obs.summary != last_summary and obs.problem is not None:
                 self._log_phase(obs)
+                said_at = now
+            elif now - said_at >= HEARTBEAT_SECONDS:
+                self._heartbeat(obs, now - phase_since)
+                said_at = now
             last_summary = obs.summary
             if obs.outcome is not None:
                 if obs.outcome.succeeded:
                     self._drain(follower, pods)
                     log.info("step %s: succeeded (Job %s)", self.step_name, self.where)
                     return
-                if obs.outcome.exit_code is None and obs.outcome.reason != "DeadlineExceeded":
+                if obs.outcome.exit_code is None and obs.outcome.job_reason != "DeadlineExceeded":
                     # The Job's verdict can arrive before the pod's exit code reaches the cache.
-                    failed_at = failed_at or now
+                    failed_at = failed_at if failed_at is not None else now
                     if now - failed_at < _EXIT_CODE_GRACE:
                         continue
                 self._drain(follower, pods)
@@ -290,19 +326,32 @@ class StepRun:
             error = decide(
                 obs,
                 seen,
-                self.options.limits,
+                self.settings,
                 never_fits=never_fits,
                 job=self.name,
                 namespace=self.namespace,
             )
             if error is not None:
                 log.error("step %s: %s; deleting Job %s", self.step_name, error, self.where)
-                self._delete(wait=True, watcher=watcher)
+                self._delete(watcher=watcher)
                 raise error
 
     def _log_phase(self, obs: Observation) -> None:
         level = logging.WARNING if obs.problem is not None else logging.INFO
         log.log(level, "step %s: %s - %s", self.step_name, obs.phase.value, obs.summary)
+
+    def _heartbeat(self, obs: Observation, elapsed: float) -> None:
+        bound_name, bound = _bound_of(obs, self.settings)
+        against = f"; {bound_name} {bound:.0f}s" if bound is not None else ""
+        log.info(
+            "step %s: still %s after %s%s - %s",
+            self.step_name,
+            obs.phase.value,
+            _duration(elapsed),
+            against,
+            obs.summary,
+            extra={"k8sso_phase": obs.phase.value, "k8sso_elapsed": elapsed},
+        )
 
     def _facts(self, follower: LogFollower | None) -> dict[str, Any]:
         facts: dict[str, Any] = {"job": self.name, "namespace": self.namespace}
@@ -313,22 +362,18 @@ class StepRun:
     def _log_tail(self, pod: str, container: str) -> list[str]:
         """The last lines of a container's log, read once (when logs were not streamed)."""
         try:
-            resp = call(
-                f"logs of pod {self.namespace}/{pod}",
-                k8s.CoreV1Api(self.api_client).read_namespaced_pod_log,
-                pod,
+            stream = self.api.pod_log(
                 self.namespace,
-                container=container or None,
+                pod,
+                container,
+                follow=False,
                 tail_lines=TAIL_LINES,
-                _preload_content=False,
-                budget=10,
+                timestamps=False,
             )
-            text = resp.data.decode("utf-8", "replace")
-            resp.release_conn()
+            lines = list(stream)
         except ApiError as e:
             log.debug("no log tail for %s: %s", pod, e)
             return []
-        lines: list[str] = text.splitlines()
         return lines[-TAIL_LINES:]
 
     def _get_or_deleted(self, follower: LogFollower | None) -> dict[str, Any]:
@@ -348,25 +393,20 @@ class StepRun:
         for p in watcher.pods_of(self.uid):
             if p["metadata"]["name"] != pod:
                 continue
-            status = p.get("status") or {}
-            if status.get("phase") in ("Succeeded", "Failed"):
+            if pod_finished(p):
                 return True
-            for cs in list(status.get("initContainerStatuses") or []) + list(
-                status.get("containerStatuses") or []
-            ):
-                if cs.get("name") == container and (cs.get("state") or {}).get("terminated"):
-                    return True
-            return False
+            state = container_state(p, container)
+            return bool(state and state.get("terminated"))
         return True  # the pod is gone: nothing more will come
 
     def _drain(self, follower: LogFollower | None, pods: list[dict[str, Any]]) -> None:
         if follower is not None:
-            follower.drain(pods, self.options.log_drain_timeout)
+            follower.drain(pods, self.log_drain_timeout)
 
     def _never_fits(self, job: Mapping[str, Any]) -> bool:
-        if not self.options.preflight_fit_check:
+        if not self.settings.preflight_fit_check:
             return False
-        nodes = _NodeView.nodes(self.api_client)
+        nodes = self.nodes.nodes()
         if nodes is None:
             return False
         pod_spec = ((job.get("spec") or {}).get("template") or {}).get("spec") or {}
@@ -377,49 +417,45 @@ class StepRun:
 
     # -- cancel --------------------------------------------------------------------------
 
-    def cancel(self, watcher: NamespaceWatcher | None = None) -> None:
-        """Delete the Job with background propagation and wait until none of its pods is left."""
-        self._delete(wait=True, watcher=watcher)
+    def cancel(self, *, budget: float | None = None) -> None:
+        """Delete the Job with background propagation and wait until none of its pods is left.
 
-    def _delete(self, *, wait: bool, watcher: NamespaceWatcher | None) -> None:
-        if not self.options.delete_on_cancel:
+        Args:
+            budget: Seconds of retrying the delete (``None``: the API access's default).
+        """
+        self._delete(watcher=None, budget=budget)
+
+    def _delete(self, *, watcher: NamespaceWatcher | None, budget: float | None = None) -> None:
+        if not self.settings.delete_on_cancel:
             log.warning("leaving Job %s in place (delete_on_cancel is off)", self.where)
             return
-        body: dict[str, Any] = {"propagationPolicy": "Background"}
-        if self.uid:
-            body["preconditions"] = {"uid": self.uid}
         # Not found: gone already. Conflict: the name now holds someone else's Job.
         with contextlib.suppress(NotFoundError, ConflictError):
-            call(
-                f"delete Job {self.where}",
-                self.batch.delete_namespaced_job,
-                self.name,
-                self.namespace,
-                body=body,
-            )
-        if not wait or not self.uid:
+            self.api.delete_job(self.namespace, self.name, uid=self.uid or None, budget=budget)
+        if not self.uid:
             return
         own = watcher is None
-        w = watcher or acquire_watcher(self.api_client, self.namespace)
+        w = watcher or self.watchers.acquire(self.api, self.namespace, clock=self.clock)
         try:
             w.wait_synced(10)
-            deadline = time.monotonic() + self.options.cancel_wait_timeout
+            deadline = self.clock.monotonic() + self.cancel_wait_timeout
             sub = w.subscribe(self.name)
             try:
                 while w.pods_of(self.uid):
-                    if time.monotonic() > deadline:
+                    if self.clock.monotonic() > deadline:
                         log.error(
                             "pods of Job %s still present after %.0fs",
                             self.where,
-                            self.options.cancel_wait_timeout,
+                            self.cancel_wait_timeout,
                         )
                         return
-                    sub.wait(_TICK)
+                    self.clock.wait(sub.changed, _TICK)
+                    sub.changed.clear()
             finally:
                 w.unsubscribe(sub)
         finally:
             if own:
-                release_watcher(w)
+                self.watchers.release(w)
         log.info("Job %s deleted; no pod of it is left", self.where)
 
     # -- the synchronous whole -------------------------------------------------------------
@@ -430,81 +466,167 @@ class StepRun:
         Raises:
             StepError: The step did not succeed.
             KeyboardInterrupt: Re-raised after the Job and its pods were deleted.
+            StepCancelledError: SIGTERM or SIGHUP arrived (after the clean-up the setting
+                ``on_sigterm`` asks for).
         """
-        with _sigterm_raises() as terminated:
+        with _termination_raises() as terminated:
             try:
                 self.submit()
-                try:
-                    self.wait()
-                except StepError:
-                    raise  # the Job ended, or was deleted on the way out
-                except Exception:
-                    # Nobody would follow the Job any more: do not leave it holding GPUs.
-                    log.exception("error while following Job %s; deleting it", self.where)
-                    with contextlib.suppress(Exception):
-                        self.cancel()
-                    raise
+                self.follow()
                 return
             except (KeyboardInterrupt, _Terminated) as e:
                 interrupt: BaseException = e
-                log.warning(
-                    "step %s interrupted: deleting Job %s and waiting for its pods",
-                    self.step_name,
-                    self.where,
-                )
-                with _signals_deferred():
-                    if not self.uid:
-                        self._adopt_for_cancel()
-                    self.cancel()
+                self.on_interrupt(terminated=isinstance(e, _Terminated))
         if terminated.is_set():
-            # The handler in force before is back: deliver SIGTERM to it (by default: exit).
-            signal.raise_signal(signal.SIGTERM)
+            signum = terminated.signum
+            # The handler in force before is back: deliver the signal to it (by default: exit).
+            signal.raise_signal(signum)
             raise StepCancelledError(
-                "terminated by SIGTERM", job=self.name, namespace=self.namespace
+                f"terminated by {signal.Signals(signum).name}",
+                job=self.name,
+                namespace=self.namespace,
             ) from None
         raise interrupt
 
+    def follow(self) -> None:
+        """Wait for the submitted Job; delete it if following fails for another reason.
+
+        Raises:
+            StepError: The step did not succeed.
+        """
+        try:
+            self.wait()
+        except StepError:
+            raise  # the Job ended, or was deleted on the way out
+        except Exception:
+            # Nobody would follow the Job any more: do not leave it holding GPUs.
+            log.exception("error while following Job %s; deleting it", self.where)
+            with contextlib.suppress(Exception):
+                self.cancel(budget=_CLEANUP_BUDGET)
+            raise
+
+    def on_interrupt(self, *, terminated: bool) -> None:
+        """The caller is going away: delete the Job, or leave it (``on_sigterm: detach``).
+
+        Never raises: a failing clean-up is logged with what to do by hand, and the interrupt
+        that caused it is what the caller sees.
+        """
+        if terminated and getattr(self.settings, "on_sigterm", "delete") == "detach":
+            log.warning(
+                "step %s: terminated; leaving Job %s running (on_sigterm is detach): launching "
+                "the same step run again reattaches to it",
+                self.step_name,
+                self.where,
+            )
+            return
+        log.warning(
+            "step %s interrupted: deleting Job %s and waiting for its pods",
+            self.step_name,
+            self.where,
+        )
+        with _signals_deferred():
+            try:
+                if not self.uid:
+                    self._adopt_for_cancel()
+                self.cancel(budget=_CLEANUP_BUDGET)
+            except Exception as e:
+                log.error(
+                    "step %s: could not delete Job %s while cancelling (%s); delete it with "
+                    "`kubectl delete job -n %s %s`",
+                    self.step_name,
+                    self.where,
+                    e,
+                    self.namespace,
+                    self.name,
+                )
+
     def _adopt_for_cancel(self) -> None:
-        with contextlib.suppress(StepError, NotFoundError):
+        """Learn the uid of a Job whose create may have succeeded before the interrupt."""
+        try:
             job = self.get()
-            if same_step(job, self.run_id, self.step_name):
-                self.uid = str(job["metadata"]["uid"])
+        except NotFoundError:
+            return
+        except ApiError as e:
+            # Cannot tell whose Job it is: the delete below goes by name (the name is a hash of
+            # this step run, so it is ours in practice).
+            log.debug("cannot read Job %s before deleting it: %s", self.where, e)
+            return
+        if self._ours(job):
+            self.uid = str(job["metadata"]["uid"])
+
+
+def _bound_of(
+    obs: Observation, settings: KubernetesJobStepOperatorSettings
+) -> tuple[str, float | None]:
+    """The setting that bounds the current phase or problem, and its value."""
+    if obs.problem is Problem.IMAGE_PULL:
+        return "image_pull_backoff_timeout", settings.image_pull_backoff_timeout
+    if obs.problem is Problem.MISSING_CONFIG:
+        return "missing_config_grace", settings.missing_config_grace
+    if obs.phase is Phase.QUEUED:
+        return "queue_timeout", settings.queue_timeout
+    if obs.phase is Phase.SCHEDULING:
+        return "pending_timeout", settings.pending_timeout
+    if obs.phase is Phase.RUNNING:
+        deadline = settings.active_deadline_seconds
+        return "active_deadline_seconds", float(deadline) if deadline is not None else None
+    return "", None
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    if minutes:
+        return f"{minutes}m{secs:02d}s"
+    return f"{secs}s"
 
 
 class _Terminated(BaseException):
-    """SIGTERM arrived while a step was being followed."""
+    """SIGTERM or SIGHUP arrived while a step was being followed."""
+
+
+class _TerminationFlag(threading.Event):
+    signum: int = signal.SIGTERM
+
+
+_TERMINATING = (signal.SIGTERM, signal.SIGHUP)
 
 
 @contextlib.contextmanager
-def _sigterm_raises() -> Iterator[threading.Event]:
-    """Within the block, SIGTERM interrupts the main thread like Ctrl-C does.
+def _termination_raises() -> Iterator[_TerminationFlag]:
+    """Within the block, SIGTERM and SIGHUP interrupt the main thread like Ctrl-C does.
 
     Signal handlers can only be set from the main thread; elsewhere the block changes nothing
     and the caller's own handling applies.
     """
-    flag = threading.Event()
+    flag = _TerminationFlag()
     if threading.current_thread() is not threading.main_thread():
         yield flag
         return
 
     def handler(signum: int, frame: FrameType | None) -> None:
+        flag.signum = signum
         flag.set()
         raise _Terminated()
 
-    previous = signal.signal(signal.SIGTERM, handler)
+    previous = {s: signal.signal(s, handler) for s in _TERMINATING}
     try:
         yield flag
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
 @contextlib.contextmanager
 def _signals_deferred() -> Iterator[None]:
-    """Ignore a second Ctrl-C or SIGTERM while the Job is being deleted, so cleanup completes."""
+    """Ignore a second interrupt while the Job is being deleted, so the clean-up completes."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+    signals = (signal.SIGINT, *_TERMINATING)
+    previous = {s: signal.signal(s, signal.SIG_IGN) for s in signals}
     try:
         yield
     finally:
@@ -512,36 +634,16 @@ def _signals_deferred() -> Iterator[None]:
             signal.signal(s, h)
 
 
-def job_status(api_client: k8s.ApiClient, namespace: str, name: str) -> Observation | None:
+def job_status(api: KubeAccess, namespace: str, name: str) -> Observation | None:
     """The current observation of a Job, read directly (for the non-blocking API).
 
     Returns:
         ``None`` when the Job does not exist.
     """
-    batch, core = k8s.BatchV1Api(api_client), k8s.CoreV1Api(api_client)
     try:
-        job = read_json(
-            call(
-                f"get Job {namespace}/{name}",
-                batch.read_namespaced_job,
-                name,
-                namespace,
-                _preload_content=False,
-            )
-        )
+        job = api.get_job(namespace, name)
     except NotFoundError:
         return None
     uid = job["metadata"]["uid"]
-    pods = (
-        read_json(
-            call(
-                f"list pods of Job {namespace}/{name}",
-                core.list_namespaced_pod,
-                namespace,
-                label_selector=f"batch.kubernetes.io/controller-uid={uid}",
-                _preload_content=False,
-            )
-        ).get("items")
-        or []
-    )
+    pods = api.list_objects("pods", namespace, f"{LABEL_CONTROLLER_UID}={uid}").get("items") or []
     return observe(job, pods)

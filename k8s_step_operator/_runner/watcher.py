@@ -2,22 +2,24 @@
 
 ``launch`` is synchronous, and a process may run hundreds of steps at once, each in its own thread.
 Polling per step costs requests in proportion to steps x time and sees outcomes late; a watch per
-step costs a connection per step. Instead each namespace gets one watcher per process: three
-watch connections (Jobs, pods, events) whose events update in-memory caches and wake only the
-steps whose objects changed. Steps recompute their state from the caches on every wake-up, so
+step costs a connection per step. Instead each namespace gets one watcher per API access object:
+three watch connections (Jobs, pods, events) whose events update in-memory caches and wake only
+the steps whose objects changed. Steps recompute their state from the caches on every wake-up, so
 duplicated or reordered events after a reconnect do no harm.
 
 The watch rules followed here:
 
 * list, then watch from the list's resourceVersion, with bookmarks, a server-side timeout and a
-  client read timeout (a silent connection cannot hang a step forever);
-* 410 Gone, as an exception or as an ERROR event, re-lists and watches from the new version;
+  client read timeout shorter than a minute, so a connection that goes silent (open, nothing
+  flowing) is noticed within a minute and resumed;
+* 410 Gone, as an error or as an ERROR event, re-lists and watches from the new version;
 * connection failures (an API server restart) back off with jitter and resume from the last
   version seen;
+* a refusal (401/403) is kept per kind: a re-list of one kind never clears another kind's;
 * a slow periodic re-list of Jobs is a safety net against anything a watch may have missed.
 
-Payloads are decoded as raw JSON: model deserialization would cost more CPU than the steps'
-bookkeeping when hundreds of Jobs move at once.
+Watchers are shared through a ``WatcherRegistry`` keyed by the API access object itself (never
+by ``id()``, which Python reuses after garbage collection).
 """
 
 from __future__ import annotations
@@ -26,32 +28,38 @@ import json
 import logging
 import random
 import threading
-import time
 from collections import defaultdict, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from kubernetes import client as k8s
-from kubernetes.client.exceptions import ApiException
-from kubernetes.watch.watch import iter_resp_lines
-
 from k8s_step_operator._errors import ApiError
-from k8s_step_operator._kube.client import abort, api_error, read_json
+from k8s_step_operator._job.keys import (
+    LABEL_CONTROLLER_UID,
+    LABEL_JOB_NAME,
+    LABEL_JOB_NAME_LEGACY,
+    LABEL_MANAGED_BY,
+    MANAGED_BY,
+)
+from k8s_step_operator._runner.ports import SYSTEM_CLOCK, Clock, Kind, KubeAccess, Stream
 
-__all__ = ["NamespaceWatcher", "Subscription", "acquire_watcher", "release_watcher"]
+__all__ = ["NamespaceWatcher", "Subscription", "WatcherRegistry", "job_name_of_pod"]
 
 log = logging.getLogger(__name__)
 
-JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
-LEGACY_JOB_NAME_LABEL = "job-name"
-# Pods created by any Job carry this label; selecting on it keeps other pods out of the cache.
-POD_SELECTOR = "batch.kubernetes.io/controller-uid"
+# Pods created by any Job carry the controller-uid label; selecting on it keeps other pods out.
+POD_SELECTOR = LABEL_CONTROLLER_UID
+JOB_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
 
 _EVENTS_PER_OBJECT = 20
 # How long a watch that worked may be refused (401/403) before the steps are told: an API server
 # that has just restarted refuses until its authorization caches are filled.
 _REFUSAL_GRACE = 30.0
+# The server ends each watch after this many seconds, and the client gives up on a connection
+# silent for longer than SERVER_TIMEOUT + READ_SLACK: a dead connection is noticed within a
+# minute even when the server sends no bookmarks (it promises none at any interval).
+SERVER_TIMEOUT = 40
+READ_SLACK = 15.0
 
 
 def _rv(obj: dict[str, Any]) -> str:
@@ -69,7 +77,7 @@ def _newer_or_equal(a: str, b: str) -> bool:
 def job_name_of_pod(pod: dict[str, Any]) -> str:
     """The name of the Job that owns a pod, from its labels or, failing that, its owner."""
     labels = (pod.get("metadata") or {}).get("labels") or {}
-    name = labels.get(JOB_NAME_LABEL) or labels.get(LEGACY_JOB_NAME_LABEL)
+    name = labels.get(LABEL_JOB_NAME) or labels.get(LABEL_JOB_NAME_LEGACY)
     if name:
         return str(name)
     for ref in (pod.get("metadata") or {}).get("ownerReferences") or []:
@@ -85,36 +93,33 @@ class Subscription:
     job_name: str
     changed: threading.Event = field(default_factory=threading.Event)
 
-    def wait(self, timeout: float) -> bool:
-        """Wait for a change; returns whether one happened. Clears the flag before returning."""
-        fired = self.changed.wait(timeout)
-        self.changed.clear()
-        return fired
+
+class _Gone(Exception):
+    """The watch's resourceVersion is too old (410): re-list."""
 
 
 @dataclass
-class _Kind:
+class _KindState:
     """The state of one watched resource kind."""
 
-    name: str
-    list_fn: Callable[..., Any]
+    name: Kind
     label_selector: str | None
     objects: dict[str, dict[str, Any]] = field(default_factory=dict)
     resource_version: str | None = None
     synced: threading.Event = field(default_factory=threading.Event)
-    stream: Any = None
-    connected: bool = False
+    stream: Stream | None = None
     last_list: float = 0.0
-    expire_next: bool = False
     refused_since: float | None = None
+    failure: ApiError | None = None  # a refusal no retry will fix, for this kind only
 
 
 class NamespaceWatcher:
     """Caches the Jobs, Job pods and events of one namespace, kept current by three watches.
 
     Args:
-        api_client: The client to use; the watcher owns no credentials of its own.
+        api: The API access; the watcher owns no credentials of its own.
         namespace: The namespace to watch.
+        clock: The clock (time-outs, back-off, the safety re-list).
         job_label_selector: Which Jobs to cache (ours by default).
         server_timeout: Seconds after which the server ends a watch (it is then resumed).
         read_timeout_slack: Extra seconds the client waits past ``server_timeout`` before it
@@ -124,17 +129,18 @@ class NamespaceWatcher:
 
     def __init__(
         self,
-        api_client: k8s.ApiClient,
+        api: KubeAccess,
         namespace: str,
         *,
-        job_label_selector: str | None = "app.kubernetes.io/managed-by=k8s-step-operator",
-        server_timeout: int = 240,
-        read_timeout_slack: float = 30.0,
+        clock: Clock = SYSTEM_CLOCK,
+        job_label_selector: str | None = JOB_SELECTOR,
+        server_timeout: int = SERVER_TIMEOUT,
+        read_timeout_slack: float = READ_SLACK,
         safety_interval: float = 60.0,
     ) -> None:
+        self.api = api
         self.namespace = namespace
-        self._batch = k8s.BatchV1Api(api_client)
-        self._core = k8s.CoreV1Api(api_client)
+        self.clock = clock
         self._server_timeout = server_timeout
         self._read_timeout = server_timeout + read_timeout_slack
         self.safety_interval = safety_interval
@@ -145,14 +151,12 @@ class NamespaceWatcher:
             lambda: deque(maxlen=_EVENTS_PER_OBJECT)
         )
         self._deleted_jobs: dict[str, str] = {}  # name -> uid of a Job seen deleted
-        self._kinds = {
-            "jobs": _Kind("jobs", self._batch.list_namespaced_job, job_label_selector),
-            "pods": _Kind("pods", self._core.list_namespaced_pod, POD_SELECTOR),
-            "events": _Kind("events", self._core.list_namespaced_event, None),
+        self._kinds: dict[Kind, _KindState] = {
+            "jobs": _KindState("jobs", job_label_selector),
+            "pods": _KindState("pods", POD_SELECTOR),
+            "events": _KindState("events", None),
         }
         self._threads: list[threading.Thread] = []
-        self.gone_count = 0  # watches that expired (410) and were recovered by a re-list
-        self.failure: ApiError | None = None  # a refusal (401/403) no retry will fix
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -178,26 +182,26 @@ class NamespaceWatcher:
         for t in self._threads:
             t.join(timeout=5)
 
-    def force_expired(self) -> None:
-        """Resume every watch from a version long compacted away, as after a long outage.
-
-        The server answers 410 Gone; the watcher must re-list. Used to test that path.
-        """
-        for kind in self._kinds.values():
-            kind.expire_next = True
-            self._close(kind)
+    @property
+    def stopped(self) -> bool:
+        """Whether ``stop`` was called."""
+        return self._stopped.is_set()
 
     def wait_synced(self, timeout: float) -> bool:
         """Wait until every kind has been listed once."""
-        deadline = time.monotonic() + timeout
+        deadline = self.clock.monotonic() + timeout
         return all(
-            k.synced.wait(max(0.0, deadline - time.monotonic())) for k in self._kinds.values()
+            self.clock.wait(k.synced, max(0.0, deadline - self.clock.monotonic()))
+            for k in self._kinds.values()
         )
 
     @property
-    def open_watches(self) -> int:
-        """How many watch connections are open now."""
-        return sum(1 for k in self._kinds.values() if k.connected)
+    def failure(self) -> ApiError | None:
+        """A refusal (401/403) of any kind's watch that outlasted the grace, else ``None``."""
+        for kind in self._kinds.values():
+            if kind.failure is not None:
+                return kind.failure
+        return None
 
     # -- subscriptions -----------------------------------------------------------------------
 
@@ -221,6 +225,12 @@ class NamespaceWatcher:
     def _notify(self, job_name: str) -> None:
         for sub in self._subs.get(job_name, ()):
             sub.changed.set()
+
+    def _notify_all(self) -> None:
+        with self._lock:
+            for subs in self._subs.values():
+                for sub in subs:
+                    sub.changed.set()
 
     # -- queries -------------------------------------------------------------------------
 
@@ -264,35 +274,21 @@ class NamespaceWatcher:
 
     # -- the watch loop ----------------------------------------------------------------------
 
-    def _run(self, kind: _Kind) -> None:
+    def _run(self, kind: _KindState) -> None:
         failures = 0
         while not self._stopped.is_set():
             try:
                 if kind.resource_version is None:
-                    self._relist(kind)
-                self._watch_once(kind)
+                    self.relist(kind.name)
+                self.watch_once(kind.name)
                 failures = 0
-                kind.refused_since = None
-                self.failure = None
             except _Gone:
                 log.info("watch of %s in %s expired (410); re-listing", kind.name, self.namespace)
-                self.gone_count += 1
                 kind.resource_version = None
             except ApiError as e:
                 if self._stopped.is_set():
                     return
-                if e.status in (401, 403):
-                    # Credentials or RBAC. Right after an API server restart its authorizer may
-                    # refuse for a few seconds; otherwise asking again will not help, and the
-                    # steps waiting on this watcher would wait blind. They raise it.
-                    now = time.monotonic()
-                    kind.refused_since = kind.refused_since or now
-                    if not kind.synced.is_set() or now - kind.refused_since > _REFUSAL_GRACE:
-                        self.failure = e
-                        with self._lock:
-                            for subs in self._subs.values():
-                                for sub in subs:
-                                    sub.changed.set()
+                self._refused(kind, e)
                 failures += 1
                 delay = min(5.0, 0.2 * 2 ** min(failures, 5)) * random.uniform(0.5, 1.0)
                 log.warning(
@@ -302,12 +298,30 @@ class NamespaceWatcher:
                     e,
                     delay,
                 )
-                self._stopped.wait(delay)
-            finally:
-                kind.connected = False
+                self.clock.wait(self._stopped, delay)
 
-    def _relist(self, kind: _Kind) -> None:
-        listed = self._list(kind)
+    def _refused(self, kind: _KindState, error: ApiError) -> None:
+        if error.status not in (401, 403):
+            return
+        # Credentials or RBAC. Right after an API server restart its authorizer may refuse for
+        # a few seconds; otherwise asking again will not help, and the steps waiting on this
+        # watcher would wait blind. They raise it.
+        now = self.clock.monotonic()
+        kind.refused_since = kind.refused_since or now
+        if not kind.synced.is_set() or now - kind.refused_since > _REFUSAL_GRACE:
+            kind.failure = error
+            self._notify_all()
+
+    def _accepted(self, kind: _KindState) -> None:
+        kind.refused_since = None
+        if kind.failure is not None:
+            kind.failure = None
+            self._notify_all()
+
+    def relist(self, name: Kind) -> None:
+        """List one kind and replace its cache; wakes the steps whose objects changed."""
+        kind = self._kinds[name]
+        listed = self.api.list_objects(kind.name, self.namespace, kind.label_selector)
         items = listed.get("items") or []
         with self._lock:
             fresh = {i["metadata"]["name"]: i for i in items}
@@ -317,79 +331,70 @@ class NamespaceWatcher:
                 for event in items:
                     touched.add(self._add_event(event))
             else:
-                for name, old in kind.objects.items():
-                    if name not in fresh:
+                for obj_name, old in kind.objects.items():
+                    if obj_name not in fresh:
                         touched.add(self._job_name_for(kind, old))
                         if kind.name == "jobs":
-                            self._deleted_jobs[name] = old["metadata"].get("uid", "")
-                for name, obj in fresh.items():
-                    before = kind.objects.get(name)
+                            self._deleted_jobs[obj_name] = old["metadata"].get("uid", "")
+                for obj_name, obj in fresh.items():
+                    before = kind.objects.get(obj_name)
                     if before is None or _rv(before) != _rv(obj):
                         touched.add(self._job_name_for(kind, obj))
                 kind.objects = fresh
             kind.resource_version = str(listed["metadata"]["resourceVersion"])
-            kind.last_list = time.monotonic()
+            kind.last_list = self.clock.monotonic()
             for job_name in touched:
                 self._notify(job_name)
         kind.synced.set()
-        kind.refused_since = None
-        self.failure = None
+        self._accepted(kind)
 
-    def _list(self, kind: _Kind) -> dict[str, Any]:
-        try:
-            resp = kind.list_fn(
-                self.namespace,
-                label_selector=kind.label_selector,
-                _preload_content=False,
-                _request_timeout=(10, 60),
-            )
-        except Exception as e:
-            raise api_error(e, f"list {kind.name} in {self.namespace}") from e
-        result: dict[str, Any] = read_json(resp)
-        return result
+    def watch_once(self, name: Kind) -> None:
+        """Watch one kind from its last version until the server or the client ends the watch.
 
-    def _watch_once(self, kind: _Kind) -> None:
-        version = "1" if kind.expire_next else kind.resource_version
-        kind.expire_next = False
+        Raises:
+            _Gone: The version is too old (410): the caller re-lists.
+            ApiError: The watch failed; the caller backs off and resumes.
+        """
+        kind = self._kinds[name]
         try:
-            resp = kind.list_fn(
+            stream = self.api.watch(
+                kind.name,
                 self.namespace,
-                label_selector=kind.label_selector,
-                watch=True,
-                resource_version=version,
-                allow_watch_bookmarks=True,
+                kind.label_selector,
+                kind.resource_version or "",
                 timeout_seconds=self._server_timeout,
-                _preload_content=False,
-                _request_timeout=(10, self._read_timeout),
+                read_timeout=self._read_timeout,
             )
-        except ApiException as e:
+        except ApiError as e:
             if e.status == 410:
                 raise _Gone() from e
-            raise api_error(e, f"watch {kind.name} in {self.namespace}") from e
-        except Exception as e:
-            raise api_error(e, f"watch {kind.name} in {self.namespace}") from e
-        kind.stream = resp
-        kind.connected = True
+            raise
+        kind.stream = stream
+        if self._stopped.is_set():
+            self._close(kind)
         try:
-            for line in self._lines(resp, kind):
-                self._handle(kind, line)
+            for line in self._lines(stream):
+                self.handle(name, line)
         finally:
             self._close(kind)
+        self._accepted(kind)
 
-    def _lines(self, resp: Any, kind: _Kind) -> Iterator[str]:
+    def _lines(self, stream: Stream) -> Iterator[str]:
         try:
-            yield from iter_resp_lines(resp)
-        except Exception as e:
+            yield from stream
+        except ApiError:
             if self._stopped.is_set():
                 return
-            raise api_error(e, f"watch {kind.name} in {self.namespace}") from e
+            raise
 
-    def _close(self, kind: _Kind) -> None:
+    def _close(self, kind: _KindState) -> None:
         stream, kind.stream = kind.stream, None
         if stream is not None:
-            abort(stream)
+            stream.close()
 
-    def _handle(self, kind: _Kind, line: str) -> None:
+    def handle(self, name: Kind, line: str) -> None:
+        """Apply one watch event (a JSON line) to the cache and wake the steps concerned."""
+        kind = self._kinds[name]
         event = json.loads(line)
         etype = event.get("type")
         obj = event.get("object") or {}
@@ -413,18 +418,18 @@ class NamespaceWatcher:
                 if etype != "DELETED":
                     self._notify(self._add_event(obj))
                 return
-            name = obj["metadata"]["name"]
+            obj_name = obj["metadata"]["name"]
             if etype == "DELETED":
-                kind.objects.pop(name, None)
+                kind.objects.pop(obj_name, None)
                 if kind.name == "jobs":
-                    self._deleted_jobs[name] = obj["metadata"].get("uid", "")
+                    self._deleted_jobs[obj_name] = obj["metadata"].get("uid", "")
             else:
-                kind.objects[name] = obj
+                kind.objects[obj_name] = obj
                 if kind.name == "jobs":
-                    self._deleted_jobs.pop(name, None)
+                    self._deleted_jobs.pop(obj_name, None)
             self._notify(self._job_name_for(kind, obj))
 
-    def _job_name_for(self, kind: _Kind, obj: dict[str, Any]) -> str:
+    def _job_name_for(self, kind: _KindState, obj: dict[str, Any]) -> str:
         if kind.name == "jobs":
             return str(obj["metadata"]["name"])
         return job_name_of_pod(obj)
@@ -442,27 +447,27 @@ class NamespaceWatcher:
         return name
 
     def _safety_net(self) -> None:
+        while not self.clock.wait(self._stopped, min(self.safety_interval, 5.0)):
+            self.safety_relist()
+
+    def safety_relist(self) -> None:
+        """Re-list Jobs if the last list is older than the safety interval."""
         jobs = self._kinds["jobs"]
-        while not self._stopped.wait(min(self.safety_interval, 5.0)):
-            if time.monotonic() - jobs.last_list < self.safety_interval:
-                continue
-            try:
-                listed = self._list(jobs)
-            except ApiError as e:
-                log.debug("safety re-list of jobs in %s failed: %s", self.namespace, e)
-                continue
-            with self._lock:
-                jobs.last_list = time.monotonic()
-                for item in listed.get("items") or []:
-                    name = item["metadata"]["name"]
-                    cached = jobs.objects.get(name)
-                    if cached is None or not _newer_or_equal(_rv(cached), _rv(item)):
-                        jobs.objects[name] = item
-                        self._notify(name)
-
-
-class _Gone(Exception):
-    """The watch's resourceVersion is too old (410): re-list."""
+        if self.clock.monotonic() - jobs.last_list < self.safety_interval:
+            return
+        try:
+            listed = self.api.list_objects("jobs", self.namespace, jobs.label_selector)
+        except ApiError as e:
+            log.debug("safety re-list of jobs in %s failed: %s", self.namespace, e)
+            return
+        with self._lock:
+            jobs.last_list = self.clock.monotonic()
+            for item in listed.get("items") or []:
+                item_name = item["metadata"]["name"]
+                cached = jobs.objects.get(item_name)
+                if cached is None or not _newer_or_equal(_rv(cached), _rv(item)):
+                    jobs.objects[item_name] = item
+                    self._notify(item_name)
 
 
 def _event_time(event: dict[str, Any]) -> str:
@@ -474,61 +479,102 @@ def _event_time(event: dict[str, Any]) -> str:
     )
 
 
-_registry_lock = threading.Lock()
-_registry: dict[tuple[int, str], tuple[NamespaceWatcher, int]] = {}
+@dataclass
+class _Entry:
+    watcher: NamespaceWatcher
+    users: int = 0
+    reaper: threading.Timer | None = None
 
 
-def acquire_watcher(
-    api_client: k8s.ApiClient, namespace: str, *, safety_interval: float | None = None
-) -> NamespaceWatcher:
-    """The process's shared watcher for this client and namespace, started on first use.
+class WatcherRegistry:
+    """Shares one watcher per (API access object, namespace) among the steps of a process.
 
-    Args:
-        api_client: The client.
-        namespace: The namespace.
-        safety_interval: The longest a step accepts between safety re-lists; the shared
-            watcher re-lists at the shortest interval any of its users asked for.
+    Keys hold the access object itself, so two clients never share an entry by accident. The last
+    user's release stops the watcher after ``linger`` idle seconds: one watch then serves a
+    pipeline's consecutive steps instead of re-listing and re-watching for each of them.
+    ``close`` stops the watchers of one access object at once.
     """
-    key = (id(api_client), namespace)
-    with _registry_lock:
-        entry = _registry.get(key)
-        if entry is None:
-            watcher = NamespaceWatcher(api_client, namespace)
-            count = 0
-        else:
-            watcher, count = entry
-        if safety_interval is not None:
-            watcher.safety_interval = min(watcher.safety_interval, safety_interval)
-        if entry is None:
-            watcher.start()
-        _registry[key] = (watcher, count + 1)
-        return watcher
 
+    def __init__(self, linger: float = 60.0) -> None:
+        self.linger = linger
+        self._lock = threading.Lock()
+        self._entries: dict[tuple[KubeAccess, str], _Entry] = {}
 
-def release_watcher(watcher: NamespaceWatcher, linger: float = 60.0) -> None:
-    """Give a watcher back; the last user's release stops it after ``linger`` idle seconds.
+    def acquire(
+        self,
+        api: KubeAccess,
+        namespace: str,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+        safety_interval: float | None = None,
+    ) -> NamespaceWatcher:
+        """The shared watcher for this access object and namespace, started on first use.
 
-    Lingering keeps one watch serving a pipeline's consecutive steps instead of re-listing and
-    re-watching for each of them.
-    """
-    with _registry_lock:
-        for key, (w, count) in list(_registry.items()):
-            if w is watcher:
-                _registry[key] = (w, count - 1)
-                if count - 1 > 0:
-                    return
-                break
-        else:
-            return
+        Args:
+            api: The API access.
+            namespace: The namespace.
+            clock: The clock a new watcher uses.
+            safety_interval: The longest a step accepts between safety re-lists; the shared
+                watcher re-lists at the shortest interval any of its users asked for.
+        """
+        key = (api, namespace)
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                entry = _Entry(NamespaceWatcher(api, namespace, clock=clock))
+                self._entries[key] = entry
+                entry.watcher.start()
+            if entry.reaper is not None:
+                entry.reaper.cancel()
+                entry.reaper = None
+            entry.users += 1
+            if safety_interval is not None:
+                entry.watcher.safety_interval = min(entry.watcher.safety_interval, safety_interval)
+            return entry.watcher
 
-    def reap() -> None:
-        with _registry_lock:
-            entry = _registry.get(key)
-            if entry is None or entry[0] is not watcher or entry[1] > 0:
+    def release(self, watcher: NamespaceWatcher) -> None:
+        """Give a watcher back; it stops ``linger`` seconds after its last user left."""
+        with self._lock:
+            key = (watcher.api, watcher.namespace)
+            entry = self._entries.get(key)
+            if entry is None or entry.watcher is not watcher:
                 return
-            del _registry[key]
+            entry.users -= 1
+            if entry.users > 0:
+                return
+            if self.linger <= 0:
+                del self._entries[key]
+            else:
+                entry.reaper = threading.Timer(self.linger, self._reap, args=(key, watcher))
+                entry.reaper.daemon = True
+                entry.reaper.start()
+                return
         watcher.stop()
 
-    timer = threading.Timer(linger, reap)
-    timer.daemon = True
-    timer.start()
+    def _reap(self, key: tuple[KubeAccess, str], watcher: NamespaceWatcher) -> None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None or entry.watcher is not watcher or entry.users > 0:
+                return
+            del self._entries[key]
+        watcher.stop()
+
+    def watchers(self, api: KubeAccess | None = None) -> list[NamespaceWatcher]:
+        """The running watchers (of one access object, or all)."""
+        with self._lock:
+            return [e.watcher for (a, _), e in self._entries.items() if api is None or a is api]
+
+    def close(self, api: KubeAccess | None = None) -> None:
+        """Stop the watchers of one access object (or all) now, whoever still uses them."""
+        with self._lock:
+            keys = [k for k in self._entries if api is None or k[0] is api]
+            entries = [self._entries.pop(k) for k in keys]
+        for entry in entries:
+            if entry.reaper is not None:
+                entry.reaper.cancel()
+            entry.watcher.stop()
+
+
+# The process's registry: steps of every operator instance that share an access object share
+# its watchers.
+WATCHERS = WatcherRegistry()

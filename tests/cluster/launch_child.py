@@ -43,7 +43,7 @@ def main(argv: list[str]) -> int:
         ),
     )
     try:
-        KubernetesJobStepOperator("child", config).launch(info, ["sleep", "3600"], {})
+        KubernetesJobStepOperator("child", config=config).launch(info, ["sleep", "3600"], {})
     except StepError as e:
         print(f"STEP ERROR {type(e).__name__}: {e}", flush=True)
         return 1

@@ -36,7 +36,9 @@ from k8s_step_operator import (
     UnschedulableError,
 )
 from k8s_step_operator._job.naming import job_name
-from k8s_step_operator._runner.watcher import _registry
+from k8s_step_operator._kube.access import KubeApi
+from k8s_step_operator._kube.client import load_api_client
+from k8s_step_operator._runner.step_run import NodeView
 
 pytestmark = pytest.mark.cluster
 
@@ -47,11 +49,17 @@ CHILD = Path(__file__).with_name("launch_child.py")
 
 
 def step_info(
-    step: str, *, run: str | None = None, gpus: int = 0, duration: str = "200ms", **settings: Any
+    step: str,
+    *,
+    run: str | None = None,
+    gpus: int = 0,
+    duration: str = "200ms",
+    step_run_id: str | None = None,
+    **settings: Any,
 ) -> StepRunInfo:
     annotations = {DURATION: duration, **settings.pop("pod_annotations", {})}
     return StepRunInfo(
-        step_run_id=str(uuid.uuid4()),
+        step_run_id=step_run_id or str(uuid.uuid4()),
         run_id=run or f"run-{uuid.uuid4().hex[:8]}",
         run_name="test-run",
         pipeline_step_name=step,
@@ -105,7 +113,7 @@ def make_operator(
     def make(**config: Any) -> KubernetesJobStepOperator:
         return KubernetesJobStepOperator(
             "k8s",
-            KubernetesJobStepOperatorConfig(
+            config=KubernetesJobStepOperatorConfig(
                 kubeconfig_path=str(pipeline_kubeconfig),
                 namespace=operator_sa.namespace,
                 image="localhost/step:1",
@@ -185,7 +193,7 @@ def test_success_streams_logs_to_the_caller(
     info = step_info("train", gpus=2, gpu_type=gpu_pool.node_selector.get("nvidia.com/gpu.product"))
     with caplog.at_level(logging.INFO):
         operator.launch(info, ["python", "-m", "train"], {"EPOCHS": "3"})
-    name = job_name(info.run_id, "train")
+    name = job_name(info.run_id, "train", info.step_run_id)
     job = k8s.BatchV1Api(api_client).read_namespaced_job(name, operator.config.namespace)
     conds = {c.type: c.status for c in job.status.conditions or []}
     assert conds.get("SuccessCriteriaMet") == "True" or conds.get("Complete") == "True"
@@ -205,7 +213,7 @@ def test_failure_reports_exit_code(operator: KubernetesJobStepOperator, stream_l
         operator.launch(info, ["python", "-m", "evaluate"], {})
     err = raised.value
     assert err.exit_code == 42
-    assert err.job == job_name(info.run_id, "evaluate")
+    assert err.job == job_name(info.run_id, "evaluate", info.step_run_id)
     assert err.pod.startswith(err.job) and err.container
     assert "exit code 42" in str(err)
     assert err.log_tail, "the failure carries no log tail"
@@ -282,7 +290,7 @@ def test_busy_capacity_fails_after_pending_timeout(
     assert "pending timeout" in str(raised.value)
     assert f"Insufficient {gpu_pool.resource}" in raised.value.breakdown
     left = {j.metadata.name for j in jobs_in(api_client, operator.config.namespace)}
-    assert job_name(info.run_id, "waits") not in left
+    assert job_name(info.run_id, "waits", info.step_run_id) not in left
 
 
 def test_selector_that_no_node_matches(operator: KubernetesJobStepOperator) -> None:
@@ -327,7 +335,7 @@ def test_cancel_from_the_non_blocking_form(
 ) -> None:
     info = step_info("async-cancel", duration="10m")
     operator.submit(info, ["true"], {})
-    name = job_name(info.run_id, "async-cancel")
+    name = job_name(info.run_id, "async-cancel", info.step_run_id)
     wait_until("pod running", lambda: pod_running(api_client, operator.config.namespace, name))
     operator.cancel(info)
     assert pods_of(api_client, operator.config.namespace, name) == []
@@ -354,7 +362,7 @@ def test_interrupt_deletes_job_and_pods(
 ) -> None:
     ns, run = operator_sa.namespace, f"run-{uuid.uuid4().hex[:8]}"
     proc = child(pipeline_kubeconfig, ns, run, "long", "10m", operator_sa.step_service_account)
-    name = job_name(run, "long")
+    name = job_name(run, "long", f"{run}-long")
     try:
         wait_until("the step to run", lambda: pod_running(api_client, ns, name))
         proc.send_signal(sig)
@@ -378,7 +386,7 @@ def test_restarted_caller_reattaches(
 ) -> None:
     ns, run = operator_sa.namespace, f"run-{uuid.uuid4().hex[:8]}"
     proc = child(pipeline_kubeconfig, ns, run, "resume", "6s", operator_sa.step_service_account)
-    name = job_name(run, "resume")
+    name = job_name(run, "resume", f"{run}-resume")
     try:
         wait_until("the step to run", lambda: pod_running(api_client, ns, name))
         proc.kill()  # no chance to clean up, as when a node or a scheduler kills the caller
@@ -386,7 +394,7 @@ def test_restarted_caller_reattaches(
         proc.kill()
         proc.communicate(timeout=10)
     uid = k8s.BatchV1Api(api_client).read_namespaced_job(name, ns).metadata.uid
-    info = step_info("resume", run=run, duration="6s")
+    info = step_info("resume", run=run, duration="6s", step_run_id=f"{run}-resume")
     with caplog.at_level(logging.INFO):
         operator.launch(info, ["sleep", "3600"], {})
     assert "reattached" in caplog.text
@@ -405,7 +413,7 @@ def test_apiserver_restart_mid_wait(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     info = step_info("survivor", duration="15s", pod_annotations={EXIT_CODE: "3"})
-    ns, name = operator.config.namespace, job_name(info.run_id, "survivor")
+    ns, name = operator.config.namespace, job_name(info.run_id, "survivor", info.step_run_id)
     with caplog.at_level(logging.INFO):
         launch = Launch(lambda: operator.launch(info, ["true"], {}))
         wait_until("the step to run", lambda: pod_running(api_client, ns, name))
@@ -426,19 +434,54 @@ def test_apiserver_restart_mid_wait(
     assert lines == [f"line {i}" for i in range(1, 11)], "lines lost or repeated across the cut"
 
 
+class ExpiringApi(KubeApi):
+    """The real API access, except that each kind's next watch resumes from a version long gone.
+
+    The API server answers 410 Gone, as after a long outage; the watcher must re-list.
+    """
+
+    def __init__(self, api_client: k8s.ApiClient) -> None:
+        super().__init__(api_client)
+        self.expire: set[str] = set()
+        self.streams: list[Any] = []
+        self.lists: list[str] = []
+        self.gone: list[str] = []
+
+    def list_objects(self, kind: Any, namespace: str, label_selector: str | None) -> Any:
+        self.lists.append(kind)
+        return super().list_objects(kind, namespace, label_selector)
+
+    def watch(self, kind: Any, namespace: str, *args: Any, **kwargs: Any) -> Any:
+        if kind in self.expire:
+            self.expire.discard(kind)
+            self.gone.append(kind)
+            args = (args[0], "1", *args[2:])
+        stream = super().watch(kind, namespace, *args, **kwargs)
+        self.streams.append(stream)
+        return stream
+
+    def expire_all(self) -> None:
+        self.expire = {"jobs", "pods", "events"}
+        for stream in self.streams:
+            stream.close()
+
+
 def test_watch_expired_410_is_recovered(
-    operator: KubernetesJobStepOperator, api_client: k8s.ApiClient
+    operator: KubernetesJobStepOperator, pipeline_kubeconfig: Path, api_client: k8s.ApiClient
 ) -> None:
+    access = ExpiringApi(load_api_client(str(pipeline_kubeconfig)))
+    operator._access, operator._nodes = access, NodeView(access)
     info = step_info("expired", duration="6s")
-    name = job_name(info.run_id, "expired")
+    name = job_name(info.run_id, "expired", info.step_run_id)
     ns = operator.config.namespace
     launch = Launch(lambda: operator.launch(info, ["true"], {}))
     wait_until("the step to run", lambda: pod_running(api_client, ns, name))
-    (watcher,) = [w for (_, n), (w, _) in list(_registry.items()) if n == ns]
-    relists = watcher.gone_count
-    watcher.force_expired()
+    lists = len(access.lists)
+    access.expire_all()
     launch.result(timeout=60)
-    assert watcher.gone_count > relists, "the watch was not restarted through a 410"
+    assert set(access.gone) == {"jobs", "pods", "events"}
+    assert len(access.lists) >= lists + 3, "the watches were not restarted through a 410"
+    operator.close()
 
 
 def test_queued_job_is_reported_and_bounded(
@@ -451,7 +494,7 @@ def test_queued_job_is_reported_and_bounded(
     assert "still queued" in str(raised.value) and "gpu-queue" in str(raised.value)
     assert "queued in LocalQueue gpu-queue" in caplog.text
     left = {j.metadata.name for j in jobs_in(api_client, operator.config.namespace)}
-    assert job_name(info.run_id, "waits-in-queue") not in left
+    assert job_name(info.run_id, "waits-in-queue", info.step_run_id) not in left
 
 
 def test_missing_watch_permission_fails_fast_and_cleans_up(
@@ -489,7 +532,7 @@ def test_missing_watch_permission_fails_fast_and_cleans_up(
     kubeconfig = write_kubeconfig(tmp_path / "half", api_client, token, namespace)
     operator = KubernetesJobStepOperator(
         "k8s",
-        KubernetesJobStepOperatorConfig(
+        config=KubernetesJobStepOperatorConfig(
             kubeconfig_path=str(kubeconfig), namespace=namespace, image="localhost/step:1"
         ),
     )

@@ -37,7 +37,7 @@ PLACEMENT = {
 def operator(kubeconfig_path: Path, namespace: str) -> KubernetesJobStepOperator:
     return KubernetesJobStepOperator(
         "real",
-        KubernetesJobStepOperatorConfig(
+        config=KubernetesJobStepOperatorConfig(
             kubeconfig_path=str(kubeconfig_path),
             namespace=namespace,
             image="localhost/k8s-step-operator-python:dev",
@@ -114,14 +114,12 @@ def test_gpu_step_lands_on_the_real_node(
     from kubernetes import client as k8s
 
     info = run(operator, "greet", gpus=1)
-    from k8s_step_operator._job.naming import job_name
+    from k8s_step_operator import job_name
 
+    name = job_name(info.run_id, "greet", info.step_run_id)
     (pod,) = (
         k8s.CoreV1Api(api_client)
-        .list_namespaced_pod(
-            namespace,
-            label_selector=f"batch.kubernetes.io/job-name={job_name(info.run_id, 'greet')}",
-        )
+        .list_namespaced_pod(namespace, label_selector=f"batch.kubernetes.io/job-name={name}")
         .items
     )
     assert pod.spec.node_name == "real-node-0"

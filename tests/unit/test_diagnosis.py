@@ -11,12 +11,12 @@ from k8s_step_operator import (
     ContainerConfigError,
     DeadlineExceededError,
     ImageError,
+    KubernetesJobStepOperatorSettings,
     OOMKilledError,
     StepFailedError,
     UnschedulableError,
 )
 from k8s_step_operator._runner.diagnosis import (
-    Limits,
     Phase,
     Problem,
     Timers,
@@ -136,7 +136,7 @@ def test_failed_create_is_admission_problem() -> None:
     }
     obs = observe(job(), [], [event])
     assert obs.problem is Problem.ADMISSION
-    err = decide(obs, 0.0, Limits(), job="j", namespace="ns")
+    err = decide(obs, 0.0, KubernetesJobStepOperatorSettings(), job="j", namespace="ns")
     assert isinstance(err, AdmissionRejectedError) and "exceeded quota" in str(err)
 
 
@@ -154,7 +154,7 @@ def test_unschedulable_waits_until_pending_timeout_unless_never_fits() -> None:
     )
     obs = observe(job(), [p])
     assert obs.phase is Phase.SCHEDULING and obs.problem is Problem.UNSCHEDULABLE
-    limits = Limits(pending_timeout=30)
+    limits = KubernetesJobStepOperatorSettings(pending_timeout=30)
     assert decide(obs, 29.0, limits) is None
     late = decide(obs, 30.0, limits)
     assert isinstance(late, UnschedulableError) and "pending timeout" in str(late)
@@ -190,8 +190,8 @@ def test_starting_problems_have_their_own_bounds(
     obs = observe(job(), [p])
     assert obs.phase is Phase.STARTING and obs.problem is problem
     if at > 0:
-        assert decide(obs, at - 1, Limits()) is None
-    assert isinstance(decide(obs, at, Limits()), error)
+        assert decide(obs, at - 1, KubernetesJobStepOperatorSettings()) is None
+    assert isinstance(decide(obs, at, KubernetesJobStepOperatorSettings()), error)
 
 
 def test_running_and_starting() -> None:

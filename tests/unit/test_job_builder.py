@@ -79,7 +79,7 @@ def test_frame() -> None:
     job = build()
     assert job["apiVersion"] == "batch/v1"
     assert job["kind"] == "Job"
-    assert job["metadata"]["name"] == job_name("run-1", "train")
+    assert job["metadata"]["name"] == job_name("run-1", "train", "step-run-1")
     assert job["metadata"]["namespace"] == "default"
     assert job["spec"]["backoffLimit"] == 0
     assert job["spec"]["ttlSecondsAfterFinished"] == 600
@@ -710,7 +710,7 @@ def test_duck_typed_step_run_info_with_uuids() -> None:
     assert annotations["k8s-step-operator.io/run-id"] == str(run_id)
     assert annotations["k8s-step-operator.io/step-run-id"] == str(step_run_id)
     assert job["metadata"]["labels"]["k8s-step-operator.io/run-id"] == str(run_id)
-    assert job["metadata"]["name"] == job_name(str(run_id), "trainer")
+    assert job["metadata"]["name"] == job_name(str(run_id), "trainer", str(step_run_id))
 
 
 def test_node_selector_may_select_on_labels_others_set() -> None:

@@ -1,0 +1,271 @@
+"""The runner's API calls over the official client: raw JSON in and out, errors translated.
+
+Responses are read with ``_preload_content=False`` and decoded as plain JSON: the client's model
+deserialization costs milliseconds per object, which hundreds of concurrent steps cannot afford.
+Every call goes through ``call`` (one retry policy, one error translation).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
+from kubernetes.watch.watch import iter_resp_lines
+
+from k8s_step_operator._errors import ApiError
+from k8s_step_operator._kube.client import (
+    RETRY_BUDGET_SECONDS,
+    abort,
+    api_error,
+    call,
+    read_json,
+)
+
+# Retrying before the server was ever reached: long enough for a blip, short for a wrong address.
+STARTUP_BUDGET_SECONDS = 10.0
+
+__all__ = ["KubeApi", "ResponseStream"]
+
+# Kueue's Workload; only read, to say why a queued step waits.
+KUEUE_GROUP = "kueue.x-k8s.io"
+KUEUE_VERSION = "v1beta1"
+
+
+class ResponseStream:
+    """A streaming HTTP response as lines; ``close`` from another thread ends the iteration."""
+
+    def __init__(self, response: Any, operation: str) -> None:
+        self._response = response
+        self._operation = operation
+        self._closed = threading.Event()
+
+    def __iter__(self) -> Iterator[str]:
+        try:
+            yield from iter_resp_lines(self._response)
+        except Exception as e:
+            if self._closed.is_set():
+                return
+            raise api_error(e, self._operation) from e
+        finally:
+            with contextlib.suppress(Exception):
+                self._response.release_conn()
+
+    def close(self) -> None:
+        """Shut the connection down now, waking a reader."""
+        self._closed.set()
+        abort(self._response)
+
+
+class KubeApi:
+    """``KubeAccess`` over one ``kubernetes.client.ApiClient``.
+
+    Until one call has reached the server, failures are retried for ``startup_budget`` only: a
+    server that cannot be reached at the start (a wrong address, a cluster that is down) is
+    reported within seconds, while one that goes away mid-step is waited for.
+
+    Args:
+        api_client: The client; ``close`` closes it.
+        budget: Seconds of retrying a failing call before its error is raised.
+        startup_budget: The same, before any call has succeeded.
+    """
+
+    def __init__(
+        self,
+        api_client: k8s.ApiClient,
+        *,
+        budget: float = RETRY_BUDGET_SECONDS,
+        startup_budget: float = STARTUP_BUDGET_SECONDS,
+    ) -> None:
+        self.api_client = api_client
+        self._budget = budget
+        self._startup_budget = startup_budget
+        self._reached = False
+        self._batch = k8s.BatchV1Api(api_client)
+        self._core = k8s.CoreV1Api(api_client)
+        self._custom = k8s.CustomObjectsApi(api_client)
+
+    @property
+    def budget(self) -> float:
+        """The retry budget of the next call."""
+        return self._budget if self._reached else min(self._budget, self._startup_budget)
+
+    def _call(self, operation: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("budget", self.budget)
+        try:
+            result = call(operation, fn, *args, **kwargs)
+        except ApiError as e:
+            self._reached = self._reached or e.status != 0  # an answer, even a refusal
+            raise
+        self._reached = True
+        return result
+
+    def close(self) -> None:
+        """Close the client's connection pool."""
+        self.api_client.close()
+
+    # -- Jobs and Secrets ------------------------------------------------------------------
+
+    def create_job(self, namespace: str, job: Mapping[str, Any]) -> dict[str, Any]:
+        """Create a Job."""
+        name = (job.get("metadata") or {}).get("name", "")
+        resp = self._call(
+            f"create Job {namespace}/{name}",
+            self._batch.create_namespaced_job,
+            namespace,
+            dict(job),
+            _preload_content=False,
+        )
+        created: dict[str, Any] = read_json(resp)
+        return created
+
+    def get_job(self, namespace: str, name: str) -> dict[str, Any]:
+        """Read a Job."""
+        resp = self._call(
+            f"get Job {namespace}/{name}",
+            self._batch.read_namespaced_job,
+            name,
+            namespace,
+            _preload_content=False,
+        )
+        job: dict[str, Any] = read_json(resp)
+        return job
+
+    def delete_job(
+        self, namespace: str, name: str, *, uid: str | None, budget: float | None = None
+    ) -> None:
+        """Delete a Job (background propagation), only if it still has ``uid``."""
+        body: dict[str, Any] = {"propagationPolicy": "Background"}
+        if uid:
+            body["preconditions"] = {"uid": uid}
+        self._call(
+            f"delete Job {namespace}/{name}",
+            self._batch.delete_namespaced_job,
+            name,
+            namespace,
+            body=body,
+            _preload_content=False,
+            budget=self.budget if budget is None else budget,
+        ).release_conn()
+
+    def create_secret(self, namespace: str, secret: Mapping[str, Any]) -> dict[str, Any]:
+        """Create a Secret."""
+        name = (secret.get("metadata") or {}).get("name", "")
+        resp = self._call(
+            f"create Secret {namespace}/{name}",
+            self._core.create_namespaced_secret,
+            namespace,
+            dict(secret),
+            _preload_content=False,
+        )
+        created: dict[str, Any] = read_json(resp)
+        return created
+
+    # -- lists and watches -----------------------------------------------------------------
+
+    def _list_fn(self, kind: str) -> Any:
+        if kind == "jobs":
+            return self._batch.list_namespaced_job
+        if kind == "pods":
+            return self._core.list_namespaced_pod
+        if kind == "events":
+            return self._core.list_namespaced_event
+        if kind == "workloads":
+
+            def workloads(namespace: str, **kwargs: Any) -> Any:
+                return self._custom.list_namespaced_custom_object(
+                    KUEUE_GROUP, KUEUE_VERSION, namespace, "workloads", **kwargs
+                )
+
+            return workloads
+        raise ValueError(f"unknown kind {kind!r}")
+
+    def list_objects(self, kind: str, namespace: str, label_selector: str | None) -> dict[str, Any]:
+        """List one kind in a namespace."""
+        kwargs: dict[str, Any] = {"_preload_content": False, "_request_timeout": (10, 60)}
+        if label_selector:
+            kwargs["label_selector"] = label_selector
+        resp = self._call(
+            f"list {kind} in {namespace}",
+            self._list_fn(kind),
+            namespace,
+            **kwargs,
+        )
+        listed: dict[str, Any] = read_json(resp)
+        return listed
+
+    def watch(
+        self,
+        kind: str,
+        namespace: str,
+        label_selector: str | None,
+        resource_version: str,
+        *,
+        timeout_seconds: int,
+        read_timeout: float,
+    ) -> ResponseStream:
+        """Open a watch; retries are the watcher's business, so none here."""
+        operation = f"watch {kind} in {namespace}"
+        kwargs: dict[str, Any] = {
+            "watch": True,
+            "resource_version": resource_version,
+            "allow_watch_bookmarks": True,
+            "timeout_seconds": timeout_seconds,
+            "_preload_content": False,
+            "_request_timeout": (10, read_timeout),
+        }
+        if label_selector:
+            kwargs["label_selector"] = label_selector
+        try:
+            resp = self._list_fn(kind)(namespace, **kwargs)
+        except ApiException as e:
+            raise api_error(e, operation) from e
+        except Exception as e:
+            raise api_error(e, operation) from e
+        return ResponseStream(resp, operation)
+
+    def pod_log(
+        self,
+        namespace: str,
+        pod: str,
+        container: str,
+        *,
+        follow: bool,
+        since_seconds: int | None = None,
+        tail_lines: int | None = None,
+        timestamps: bool = True,
+        read_timeout: float = 30.0,
+    ) -> ResponseStream:
+        """Open a container's log (no retries: the follower decides)."""
+        operation = f"logs of pod {namespace}/{pod}"
+        kwargs: dict[str, Any] = {
+            "container": container or None,
+            "follow": follow,
+            "timestamps": timestamps,
+            "_preload_content": False,
+            "_request_timeout": (10, read_timeout),
+        }
+        if since_seconds is not None:
+            kwargs["since_seconds"] = since_seconds
+        if tail_lines is not None:
+            kwargs["tail_lines"] = tail_lines
+        try:
+            resp = self._core.read_namespaced_pod_log(pod, namespace, **kwargs)
+        except Exception as e:
+            raise api_error(e, operation) from e
+        return ResponseStream(resp, operation)
+
+    def list_nodes(self) -> list[dict[str, Any]]:
+        """Every node (for the fit check)."""
+        resp = self._call(
+            "list nodes",
+            self._core.list_node,
+            _preload_content=False,
+            _request_timeout=(10, 30),
+            budget=min(self.budget, 10.0),
+        )
+        items: list[dict[str, Any]] = list(read_json(resp).get("items") or [])
+        return items

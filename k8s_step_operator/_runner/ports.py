@@ -1,0 +1,135 @@
+"""What the runner needs from the outside world: a few API calls and a clock.
+
+The runner and the watcher never build API objects nor read the time themselves. They receive a
+``KubeAccess`` (implemented over the official client in ``k8s_step_operator._kube``; in unit tests
+by an in-memory fake) and a ``Clock`` (the system's, or a fake one that advances without
+sleeping). Every method of ``KubeAccess`` raises only errors of the ``ApiError`` family, already
+translated and retried where a retry may help; objects travel as plain JSON dicts.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
+from typing import Any, Literal, Protocol
+
+__all__ = ["SYSTEM_CLOCK", "Clock", "Kind", "KubeAccess", "Stream", "SystemClock"]
+
+# The namespaced kinds the watcher lists and watches.
+Kind = Literal["jobs", "pods", "events", "workloads"]
+
+
+class Stream(Protocol):
+    """An open streaming response: an iterator of text lines that another thread may close."""
+
+    def __iter__(self) -> Iterator[str]:
+        """The lines, as they arrive; ends when the server ends the response."""
+        ...
+
+    def close(self) -> None:
+        """End the stream now, waking a thread blocked reading it."""
+        ...
+
+
+class KubeAccess(Protocol):
+    """The calls a step's runner makes, nothing more."""
+
+    def create_job(self, namespace: str, job: Mapping[str, Any]) -> dict[str, Any]:
+        """Create a Job; a 409 raises ``ConflictError`` (the caller resolves it)."""
+        ...
+
+    def get_job(self, namespace: str, name: str) -> dict[str, Any]:
+        """Read a Job; a missing one raises ``NotFoundError``."""
+        ...
+
+    def delete_job(
+        self, namespace: str, name: str, *, uid: str | None, budget: float | None = None
+    ) -> None:
+        """Delete a Job with background propagation, only if its uid is ``uid`` (when given).
+
+        ``budget`` bounds the seconds spent retrying (``None``: the default budget).
+        """
+        ...
+
+    def create_secret(self, namespace: str, secret: Mapping[str, Any]) -> dict[str, Any]:
+        """Create a Secret; a 409 raises ``ConflictError``."""
+        ...
+
+    def list_objects(
+        self, kind: Kind, namespace: str, label_selector: str | None
+    ) -> dict[str, Any]:
+        """List a kind: the list object, with ``items`` and ``metadata.resourceVersion``."""
+        ...
+
+    def watch(
+        self,
+        kind: Kind,
+        namespace: str,
+        label_selector: str | None,
+        resource_version: str,
+        *,
+        timeout_seconds: int,
+        read_timeout: float,
+    ) -> Stream:
+        """Open a watch from ``resource_version`` with bookmarks; one JSON event per line.
+
+        A version too old for the server raises ``ApiError`` with status 410 (or arrives as an
+        ``ERROR`` event with code 410).
+        """
+        ...
+
+    def pod_log(
+        self,
+        namespace: str,
+        pod: str,
+        container: str,
+        *,
+        follow: bool,
+        since_seconds: int | None = None,
+        tail_lines: int | None = None,
+        timestamps: bool = True,
+        read_timeout: float = 30.0,
+    ) -> Stream:
+        """Open a container's log; a container not started yet raises ``ApiError`` 400."""
+        ...
+
+    def list_nodes(self) -> list[dict[str, Any]]:
+        """Every node; without the permission raises ``ForbiddenError``."""
+        ...
+
+
+class Clock(Protocol):
+    """Time as the runner sees it."""
+
+    def monotonic(self) -> float:
+        """Seconds on a clock that never goes back."""
+        ...
+
+    def wait(self, event: threading.Event, timeout: float) -> bool:
+        """Wait until ``event`` is set or ``timeout`` seconds pass; whether it was set."""
+        ...
+
+    def now(self) -> datetime:
+        """The wall-clock time (UTC), for comparisons with server timestamps."""
+        ...
+
+
+class SystemClock:
+    """The real clock."""
+
+    def monotonic(self) -> float:
+        """``time.monotonic()``."""
+        return time.monotonic()
+
+    def wait(self, event: threading.Event, timeout: float) -> bool:
+        """``event.wait(timeout)``."""
+        return event.wait(timeout)
+
+    def now(self) -> datetime:
+        """``datetime.now(UTC)``."""
+        return datetime.now(UTC)
+
+
+SYSTEM_CLOCK: Clock = SystemClock()

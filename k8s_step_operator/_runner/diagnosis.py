@@ -13,7 +13,6 @@ prepared), ``running``, then ``succeeded`` or ``failed``.
 from __future__ import annotations
 
 import enum
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -38,7 +37,6 @@ __all__ = [
     "Phase",
     "Problem",
     "decide",
-    "fits_somewhere",
     "observe",
 ]
 
@@ -355,6 +353,7 @@ def decide(
     limits: Bounds,
     *,
     never_fits: bool = False,
+    advice: str = "",
     **facts: Any,
 ) -> StepError | None:
     """Whether the step must fail now, given how long its current problem has lasted.
@@ -365,6 +364,7 @@ def decide(
             lasted.
         limits: The phase bounds.
         never_fits: A look at the nodes showed that no node could ever fit the pod.
+        advice: What to change when no node could ever fit it.
         **facts: Job and namespace names for the error.
 
     Returns:
@@ -383,8 +383,9 @@ def decide(
         return ContainerConfigError(obs.message or obs.reason, **facts)
     if obs.problem is Problem.UNSCHEDULABLE:
         if never_fits:
+            why = f"{advice} (scheduler: {obs.message})" if advice else obs.message
             return UnschedulableError(
-                f"no node could ever fit this pod: {obs.message}", breakdown=obs.message, **facts
+                f"no node could ever fit this pod: {why}", breakdown=obs.message, **facts
             )
         if _over(seen_for, limits.pending_timeout):
             return UnschedulableError(
@@ -408,123 +409,3 @@ def decide(
 
 def _over(seen_for: float, bound: float | None) -> bool:
     return bound is not None and seen_for >= bound
-
-
-# -- the preflight fit check ---------------------------------------------------------------
-
-_QUANTITY = re.compile(r"^([+-]?[0-9.]+)([eE][+-]?[0-9]+)?([a-zA-Z]*)$")
-_SUFFIX = {
-    "": 1,
-    "m": 1e-3,
-    "k": 1e3,
-    "M": 1e6,
-    "G": 1e9,
-    "T": 1e12,
-    "P": 1e15,
-    "E": 1e18,
-    "Ki": 1024,
-    "Mi": 1024**2,
-    "Gi": 1024**3,
-    "Ti": 1024**4,
-    "Pi": 1024**5,
-    "Ei": 1024**6,
-}
-
-
-def parse_quantity(value: Any) -> float:
-    """A Kubernetes quantity (``500m``, ``16Gi``, ``8``) as a number."""
-    m = _QUANTITY.match(str(value).strip())
-    if not m or m.group(3) not in _SUFFIX:
-        raise ValueError(f"not a Kubernetes quantity: {value!r}")
-    number = float(m.group(1) + (m.group(2) or ""))
-    return number * _SUFFIX[m.group(3)]
-
-
-def _tolerates(tolerations: Sequence[Obj], taint: Obj) -> bool:
-    for t in tolerations:
-        if t.get("effect") and t.get("effect") != taint.get("effect"):
-            continue
-        if t.get("operator") == "Exists":
-            if not t.get("key") or t.get("key") == taint.get("key"):
-                return True
-        elif t.get("key") == taint.get("key") and (t.get("value") or "") == (
-            taint.get("value") or ""
-        ):
-            return True
-    return False
-
-
-def _matches_expression(labels: Mapping[str, str], expr: Obj) -> bool:
-    key, op = str(expr.get("key")), str(expr.get("operator"))
-    values = [str(v) for v in expr.get("values") or []]
-    if op == "In":
-        return labels.get(key) in values
-    if op == "NotIn":
-        return labels.get(key) not in values
-    if op == "Exists":
-        return key in labels
-    if op == "DoesNotExist":
-        return key not in labels
-    return True  # Gt / Lt: not judged here; never rule a node out on what we do not model
-
-
-def fits_somewhere(pod_spec: Obj, nodes: Sequence[Obj]) -> tuple[bool, list[str]]:
-    """Whether any node could ever run the pod, ignoring what currently runs there.
-
-    Only hard constraints are judged: node selector, required node affinity, NoSchedule and
-    NoExecute taints, and allocatable capacity for each requested resource. A ``True`` answer
-    means "maybe"; ``False`` means no node, even empty, can take the pod.
-
-    Returns:
-        ``(fits, reasons)``: per node that cannot fit, why not.
-    """
-    selector = pod_spec.get("nodeSelector") or {}
-    tolerations = pod_spec.get("tolerations") or []
-    terms = (
-        ((pod_spec.get("affinity") or {}).get("nodeAffinity") or {}).get(
-            "requiredDuringSchedulingIgnoredDuringExecution"
-        )
-        or {}
-    ).get("nodeSelectorTerms") or []
-    requests: dict[str, float] = {}
-    for c in pod_spec.get("containers") or []:
-        res = c.get("resources") or {}
-        merged = {**(res.get("limits") or {}), **(res.get("requests") or {})}
-        for key, value in merged.items():
-            requests[key] = requests.get(key, 0.0) + parse_quantity(value)
-    reasons: list[str] = []
-    for node in nodes:
-        name = _name(node)
-        labels = (node.get("metadata") or {}).get("labels") or {}
-        if any(labels.get(k) != v for k, v in selector.items()):
-            reasons.append(f"{name}: node selector does not match")
-            continue
-        if terms and not any(
-            all(_matches_expression(labels, e) for e in (term.get("matchExpressions") or []))
-            for term in terms
-        ):
-            reasons.append(f"{name}: required node affinity does not match")
-            continue
-        taints = [
-            t
-            for t in (node.get("spec") or {}).get("taints") or []
-            if t.get("effect") in ("NoSchedule", "NoExecute")
-        ]
-        untolerated = [t for t in taints if not _tolerates(tolerations, t)]
-        if untolerated:
-            reasons.append(f"{name}: untolerated taint {untolerated[0].get('key')}")
-            continue
-        allocatable = (node.get("status") or {}).get("allocatable") or {}
-        short = [
-            key
-            for key, amount in requests.items()
-            if amount > 0 and parse_quantity(allocatable.get(key, 0)) < amount
-        ]
-        if short:
-            reasons.append(
-                f"{name}: {short[0]} requested {requests[short[0]]:g}, "
-                f"allocatable {parse_quantity(allocatable.get(short[0], 0)):g}"
-            )
-            continue
-        return True, []
-    return False, reasons

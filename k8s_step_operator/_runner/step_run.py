@@ -42,10 +42,10 @@ from k8s_step_operator._runner.diagnosis import (
     Problem,
     Timers,
     decide,
-    fits_somewhere,
     observe,
     outcome_error,
 )
+from k8s_step_operator._runner.fit import FitVerdict, check_fit
 from k8s_step_operator._runner.logs import TAIL_LINES, LogFollower
 from k8s_step_operator._runner.pods import container_state, pod_finished
 from k8s_step_operator._runner.ports import SYSTEM_CLOCK, Clock, KubeAccess
@@ -322,12 +322,13 @@ class StepRun:
             seen = timers.track(obs.problem, now)
             if obs.problem is None and obs.phase in (Phase.SCHEDULING, Phase.QUEUED):
                 seen = now - phase_since
-            never_fits = obs.problem is Problem.UNSCHEDULABLE and self._never_fits(job)
+            verdict = self._fit(job) if obs.problem is Problem.UNSCHEDULABLE else None
             error = decide(
                 obs,
                 seen,
                 self.settings,
-                never_fits=never_fits,
+                never_fits=verdict is not None and not verdict.fits,
+                advice=verdict.advice() if verdict is not None else "",
                 job=self.name,
                 namespace=self.namespace,
             )
@@ -403,17 +404,18 @@ class StepRun:
         if follower is not None:
             follower.drain(pods, self.log_drain_timeout)
 
-    def _never_fits(self, job: Mapping[str, Any]) -> bool:
+    def _fit(self, job: Mapping[str, Any]) -> FitVerdict | None:
+        """Whether any node could ever run the pod (``None``: not checked)."""
         if not self.settings.preflight_fit_check:
-            return False
+            return None
         nodes = self.nodes.nodes()
         if nodes is None:
-            return False
+            return None
         pod_spec = ((job.get("spec") or {}).get("template") or {}).get("spec") or {}
-        fits, reasons = fits_somewhere(pod_spec, nodes)
-        if not fits:
-            log.debug("no node fits Job %s: %s", self.where, "; ".join(reasons))
-        return not fits
+        verdict = check_fit(pod_spec, nodes)
+        if not verdict.fits:
+            log.debug("no node fits Job %s: %s", self.where, "; ".join(verdict.reasons))
+        return verdict
 
     # -- cancel --------------------------------------------------------------------------
 

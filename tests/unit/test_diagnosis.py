@@ -21,11 +21,10 @@ from k8s_step_operator._runner.diagnosis import (
     Problem,
     Timers,
     decide,
-    fits_somewhere,
     observe,
     outcome_error,
-    parse_quantity,
 )
+from k8s_step_operator._runner.fit import fits_somewhere, parse_quantity
 
 
 def job(*conditions: tuple[str, str, str], suspend: bool = False, **labels: str) -> dict[str, Any]:

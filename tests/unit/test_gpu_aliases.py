@@ -14,7 +14,7 @@ from k8s_step_operator import (
     StepRunInfo,
 )
 from k8s_step_operator._job.builder import build_job
-from k8s_step_operator._runner.diagnosis import fits_somewhere
+from k8s_step_operator._runner.fit import fits_somewhere
 
 
 def job(gpus: int = 1, **settings: Any) -> dict[str, Any]:

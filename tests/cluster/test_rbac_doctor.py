@@ -10,8 +10,11 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from kubernetes import client as k8s
 
-from k8s_step_operator._doctor import doctor
-from k8s_step_operator._doctor.doctor import OPERATOR_PERMISSIONS, is_gpu_resource, run_doctor
+from k8s_step_operator._doctor import command
+from k8s_step_operator._doctor.gpus import is_gpu_resource
+from k8s_step_operator._doctor.permissions import OPERATOR_PERMISSIONS
+from k8s_step_operator._doctor.probe import run_doctor
+from k8s_step_operator._doctor.report import PodSecurity, format_report
 from tests.cluster.conftest import request_token, service_account_client
 
 if TYPE_CHECKING:
@@ -58,7 +61,7 @@ def make_account_without_pods_log(api_client: Any, namespace: str) -> str:
 
 def test_doctor_as_chart_account_is_ok(operator_sa: OperatorIdentity, api_client: Any) -> None:
     report = run_doctor(operator_sa.api_client, operator_sa.namespace)
-    assert report.ok, doctor.format_report(report)
+    assert report.ok, format_report(report)
     assert report.missing == ()
     # Kueue's permissions may show as optional when some test installed its CRDs; nodes may not.
     assert not [p for p in report.missing_optional if p.resource == "nodes"]
@@ -83,7 +86,7 @@ def test_doctor_names_exactly_the_missing_pods_log(namespace: str, api_client: A
     # No ClusterRoleBinding: nodes are a warning, and the inventory is skipped.
     assert {p.resource for p in report.missing_optional} == {"nodes"}
     assert report.node_count is None
-    text = doctor.format_report(report)
+    text = format_report(report)
     assert text.splitlines()[-1] == f"NOT OK: get pods/log in namespace {namespace}"
 
 
@@ -126,7 +129,7 @@ def test_doctor_as_admin_reads_pod_security_and_gpu_quota(
     k8s.CoreV1Api(api_client).patch_namespace(namespace, {"metadata": {"labels": labels}})
     report = run_doctor(api_client, namespace)
     assert report.ok
-    assert report.pod_security == doctor.PodSecurity("restricted", "latest", "", "baseline")
+    assert report.pod_security == PodSecurity("restricted", "latest", "", "baseline")
     assert report.gpu_quotas is not None
     assert [(q.resource, q.hard) for q in report.gpu_quotas] == [("requests.nvidia.com/gpu", "4")]
 
@@ -139,7 +142,7 @@ def test_doctor_reports_a_missing_namespace(api_client: Any) -> None:
 
 def _cli(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="k8s-step-operator")
-    doctor.add_parser(parser.add_subparsers(dest="command", required=True))
+    command.add_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["doctor", *argv])
     return int(args.func(args))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import time
 from pathlib import Path
@@ -12,17 +13,23 @@ import pytest
 import yaml
 
 from k8s_step_operator import ConfigurationError
-from k8s_step_operator._doctor import doctor
-from k8s_step_operator._doctor.doctor import (
+from k8s_step_operator._doctor import command, probe
+from k8s_step_operator._doctor.gpus import is_gpu_resource
+from k8s_step_operator._doctor.permissions import (
     KUEUE_PERMISSIONS,
     NODE_PERMISSIONS,
     OPERATOR_PERMISSIONS,
-    AccessCheck,
     Permission,
+)
+from k8s_step_operator._doctor.report import (
+    AccessCheck,
+    DoctorReport,
+    PodSecurity,
+    QuotaEntry,
     build_report,
     format_report,
-    is_gpu_resource,
 )
+from k8s_step_operator._job.validation import DNS_LABEL_RULE, is_dns_label
 
 ROOT = Path(__file__).resolve().parents[2]
 NS = "ml"
@@ -57,7 +64,7 @@ def node(
     }
 
 
-def report(**kw: Any) -> doctor.DoctorReport:
+def report(**kw: Any) -> DoctorReport:
     args: dict[str, Any] = {"nodes": [], "namespace_obj": None, "quotas": None}
     args.update(kw)
     return build_report(NS, kw.pop("checks", None) or checks(), **args)
@@ -206,7 +213,7 @@ def test_pod_security_labels() -> None:
         }
     }
     r = report(namespace_obj=ns)
-    assert r.pod_security == doctor.PodSecurity("restricted", "latest", "", "restricted")
+    assert r.pod_security == PodSecurity("restricted", "latest", "", "restricted")
     assert "Pod Security: enforce=restricted (latest) audit=not set warn=restricted" in (
         format_report(r)
     )
@@ -221,7 +228,7 @@ def test_pod_security_weaker_than_restricted_is_noted() -> None:
 
 def test_pod_security_unset_is_noted() -> None:
     r = report(namespace_obj={"metadata": {"name": NS, "labels": {}}})
-    assert r.pod_security == doctor.PodSecurity("", "", "", "")
+    assert r.pod_security == PodSecurity("", "", "", "")
     assert any("no Pod Security enforce label" in n for n in r.notes)
     assert "Pod Security: enforce=not set audit=not set warn=not set" in format_report(r)
 
@@ -245,8 +252,8 @@ def test_gpu_quota_entries() -> None:
     ]
     r = report(quotas=quotas)
     assert r.gpu_quotas == (
-        doctor.QuotaEntry("gpus", "requests.nvidia.com/gpu", "8", "3"),
-        doctor.QuotaEntry("fresh", "requests.amd.com/gpu", "2", "0"),
+        QuotaEntry("gpus", "requests.nvidia.com/gpu", "8", "3"),
+        QuotaEntry("fresh", "requests.amd.com/gpu", "2", "0"),
     )
     text = format_report(r)
     assert "gpus: requests.nvidia.com/gpu used 3 of 8" in text
@@ -300,30 +307,27 @@ def test_chart_role_grants_exactly_what_doctor_checks() -> None:
 
 def test_run_doctor_rejects_bad_namespace_before_any_request() -> None:
     with pytest.raises(ConfigurationError) as info:
-        doctor.run_doctor(object(), "Not_A_Namespace")
+        probe.run_doctor(object(), "Not_A_Namespace")
     assert info.value.field == "namespace"
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="k8s-step-operator")
-    doctor.add_parser(parser.add_subparsers(dest="command", required=True))
+    command.add_parser(parser.add_subparsers(dest="command", required=True))
     return parser.parse_args(argv)
 
 
 def test_cli_parses_doctor_arguments() -> None:
     args = _parse(["doctor", "-n", "ml", "--kubeconfig", "/k", "--context", "c", "--no-kueue"])
     assert (args.namespace, args.kubeconfig, args.context, args.kueue) == ("ml", "/k", "c", False)
-    assert args.func is doctor.main
+    assert args.func is command.main
     assert _parse(["doctor"]).kueue is None
 
 
-def test_cli_missing_kubeconfig_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    args = _parse(["doctor", "-n", "ml", "--kubeconfig", str(tmp_path / "absent")])
-    assert doctor.main(args) == 1
-    assert "doctor:" in capsys.readouterr().err
-
-
-def _unreachable_kubeconfig(tmp_path: Path) -> Path:
+def _kubeconfig(tmp_path: Path, namespace: str | None = None) -> Path:
+    context: dict[str, str] = {"cluster": "c", "user": "u"}
+    if namespace:
+        context["namespace"] = namespace
     kubeconfig = tmp_path / "config"
     kubeconfig.write_text(
         yaml.safe_dump(
@@ -332,7 +336,7 @@ def _unreachable_kubeconfig(tmp_path: Path) -> Path:
                 "kind": "Config",
                 "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:1"}}],
                 "users": [{"name": "u", "user": {"token": "t"}}],
-                "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+                "contexts": [{"name": "c", "context": context}],
                 "current-context": "c",
             }
         )
@@ -340,20 +344,76 @@ def _unreachable_kubeconfig(tmp_path: Path) -> Path:
     return kubeconfig
 
 
+def test_cli_missing_kubeconfig_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = _parse(["doctor", "-n", "ml", "--kubeconfig", str(tmp_path / "absent")])
+    assert command.main(args) == 1
+    assert "doctor:" in capsys.readouterr().err
+
+
 def test_cli_bad_namespace_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    kubeconfig = _unreachable_kubeconfig(tmp_path)
-    args = _parse(["doctor", "-n", "BAD", "--kubeconfig", str(kubeconfig)])
-    assert doctor.main(args) == 1
+    args = _parse(["doctor", "-n", "BAD", "--kubeconfig", str(_kubeconfig(tmp_path))])
+    assert command.main(args) == 1
     assert "namespace: expected a DNS-1123 label" in capsys.readouterr().err
+
+
+def test_cli_uses_the_context_namespace(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[tuple[str, bool | None]] = []
+
+    def fake_run_doctor(api_client: Any, namespace: str, *, kueue: bool | None = None) -> Any:
+        seen.append((namespace, kueue))
+        return build_report(namespace, checks(), nodes=[], namespace_obj=None, quotas=None)
+
+    monkeypatch.setattr(command, "run_doctor", fake_run_doctor)
+    kubeconfig = str(_kubeconfig(tmp_path, namespace="team-a"))
+    assert command.main(_parse(["doctor", "--kubeconfig", kubeconfig])) == 0
+    assert capsys.readouterr().out.startswith("Namespace team-a\n")
+    argv = ["doctor", "--kubeconfig", kubeconfig, "-n", "other", "-o", "json"]
+    assert command.main(_parse(argv)) == 0
+    assert json.loads(capsys.readouterr().out)["namespace"] == "other"
+    assert command.main(_parse(["doctor", "--kubeconfig", kubeconfig, "--json", "--no-kueue"])) == 0
+    assert json.loads(capsys.readouterr().out)["ok"] is True
+    assert seen == [("team-a", None), ("other", None), ("team-a", False)]
 
 
 def test_cli_unreachable_server_exits_1_quickly(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # Port 1 on loopback refuses at once; doctor gives up after its short retry budget.
-    kubeconfig = _unreachable_kubeconfig(tmp_path)
     started = time.monotonic()
-    assert doctor.main(_parse(["doctor", "-n", "ml", "--kubeconfig", str(kubeconfig)])) == 1
+    args = _parse(["doctor", "-n", "ml", "--kubeconfig", str(_kubeconfig(tmp_path))])
+    assert command.main(args) == 1
     assert time.monotonic() - started < 15
     err = capsys.readouterr().err
     assert "doctor: " in err and "ConnectionError" in err
+
+
+@pytest.mark.parametrize("name", ["Not_A_Namespace", "-ml", "ml-", "a" * 64, "ml.steps", ""])
+def test_namespace_rule_is_the_job_builders(name: str) -> None:
+    # One rule, one place: doctor refuses exactly what _job.validation refuses, in its words.
+    assert not is_dns_label(name)
+    with pytest.raises(ConfigurationError) as info:
+        probe.run_doctor(object(), name)
+    assert info.value.accepted == DNS_LABEL_RULE
+
+
+PURE_MODULES = ("gpus", "permissions", "report")
+
+
+@pytest.mark.parametrize("module", PURE_MODULES)
+def test_pure_modules_import_no_client(module: str) -> None:
+    source = (ROOT / "k8s_step_operator" / "_doctor" / f"{module}.py").read_text()
+    imported = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            imported.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            imported.add(node.module)
+    forbidden = (
+        "kubernetes",
+        "urllib3",
+        "k8s_step_operator._kube",
+        "k8s_step_operator._doctor.probe",
+    )
+    assert not [m for m in imported if m.startswith(forbidden)], imported

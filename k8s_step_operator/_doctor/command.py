@@ -22,11 +22,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "doctor",
-        help="check permissions, GPU inventory, Pod Security and GPU quota",
+        help="check permissions, GPU inventory, Pod Security, GPU quota and Kueue queues",
         description=(
             "Check, as the identity the pipeline uses, every permission the step operator "
-            "needs in a namespace, and show the GPU nodes, the namespace's Pod Security level "
-            "and its GPU quota."
+            "needs in a namespace, and show the GPU nodes, the namespace's Pod Security level, "
+            "its GPU quota and its Kueue LocalQueues with their ClusterQueues' GPU quota."
         ),
     )
     parser.add_argument(
@@ -49,7 +49,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--kueue",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="require the Kueue permissions (default: check them as optional when Kueue is served)",
+        help="require the Kueue permissions (default: check them as optional when Kueue is "
+        "served); --no-kueue skips Kueue altogether",
     )
     parser.add_argument(
         "-o",

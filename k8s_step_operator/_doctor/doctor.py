@@ -1,7 +1,7 @@
 """Doctor in one import: the command, the probe and the pure report.
 
 ``command`` has the subcommand (``add_parser``, ``main``), ``probe`` asks the API server
-(``run_doctor``), ``report``, ``gpus`` and ``permissions`` are pure. Code that wants one of them
+(``run_doctor``), ``report``, ``kueue`` and ``permissions`` are pure. Code that wants one of them
 imports it from here or from its own module.
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from k8s_step_operator._doctor.command import add_parser, main
 from k8s_step_operator._doctor.gpus import gpu_model_labels, is_gpu_resource
+from k8s_step_operator._doctor.kueue import KueueReport, build_kueue
 from k8s_step_operator._doctor.permissions import (
     KUEUE_PERMISSIONS,
     NODE_PERMISSIONS,
@@ -33,10 +34,12 @@ __all__ = [
     "AccessCheck",
     "DoctorReport",
     "GpuNode",
+    "KueueReport",
     "Permission",
     "PodSecurity",
     "QuotaEntry",
     "add_parser",
+    "build_kueue",
     "build_report",
     "format_report",
     "gpu_model_labels",

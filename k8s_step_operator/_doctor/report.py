@@ -2,7 +2,7 @@
 
 Pure: nothing here talks to the API server (``probe`` fetches the JSON). Every check of doctor is
 therefore unit-tested with objects shaped like the server's answers: access reviews, nodes, the
-namespace and its ResourceQuotas.
+namespace, its ResourceQuotas and Kueue's queues.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from k8s_step_operator._doctor.gpus import gpu_model_labels, is_gpu_resource
+from k8s_step_operator._doctor.kueue import KueueReport, format_kueue
 from k8s_step_operator._doctor.permissions import Permission
 
 __all__ = [
@@ -93,7 +94,8 @@ class DoctorReport:
         pod_security: The namespace's labels, or ``None`` when it could not be read.
         gpu_quotas: GPU entries of the namespace's ResourceQuotas (``None``: not readable).
         problems: Findings that make the namespace unusable (e.g. it does not exist).
-        notes: What could not be checked, and why.
+        notes: What could not be checked, and why; findings that are not failures.
+        kueue: The namespace's Kueue queues, or ``None`` when Kueue was not looked at.
     """
 
     namespace: str
@@ -104,6 +106,7 @@ class DoctorReport:
     gpu_quotas: tuple[QuotaEntry, ...] | None
     problems: tuple[str, ...] = ()
     notes: tuple[str, ...] = field(default=())
+    kueue: KueueReport | None = None
 
     @property
     def missing(self) -> tuple[Permission, ...]:
@@ -204,6 +207,7 @@ def build_report(
     quotas: Sequence[Mapping[str, Any]] | None,
     problems: Sequence[str] = (),
     notes: Sequence[str] = (),
+    kueue: KueueReport | None = None,
 ) -> DoctorReport:
     """Turn what the API server said into a report. Pure: no I/O.
 
@@ -215,6 +219,7 @@ def build_report(
         quotas: The namespace's ResourceQuotas as API JSON, or ``None`` when not readable.
         problems: Findings that make the namespace unusable.
         notes: What could not be checked.
+        kueue: The Kueue section (``kueue.build_kueue``), or ``None`` when not looked at.
 
     Returns:
         The report; ``report.ok`` says whether the pipeline can run steps there.
@@ -242,6 +247,8 @@ def build_report(
             f"namespace {namespace} enforces Pod Security {pod_security.enforce!r}; step pods "
             "pass 'restricted', which is the recommended level"
         )
+    if kueue is not None:
+        all_notes.extend(kueue.notes)
     return DoctorReport(
         namespace=namespace,
         checks=tuple(checks),
@@ -251,6 +258,7 @@ def build_report(
         gpu_quotas=_gpu_quotas(quotas) if quotas is not None else None,
         problems=tuple(problems),
         notes=tuple(all_notes),
+        kueue=kueue,
     )
 
 
@@ -308,6 +316,10 @@ def format_report(report: DoctorReport) -> str:
         lines.append("GPU quota:")
         for q in report.gpu_quotas:
             lines.append(f"  {q.quota}: {q.resource} used {q.used} of {q.hard}")
+
+    if report.kueue is not None:
+        lines.append("")
+        lines.extend(format_kueue(report.kueue, ns))
 
     if report.problems or report.notes:
         lines.append("")

@@ -32,6 +32,11 @@ def admin_gpu_nodes(api_client: Any) -> set[str]:
     }
 
 
+def kueue_served(api_client: Any) -> bool:
+    groups = k8s.ApisApi(api_client).get_api_versions().groups or ()
+    return any(g.name == "kueue.x-k8s.io" for g in groups)
+
+
 def make_account_without_pods_log(api_client: Any, namespace: str) -> str:
     """A ServiceAccount whose Role is the chart's minus ``get pods/log``."""
     name = "no-logs"
@@ -72,6 +77,15 @@ def test_doctor_as_chart_account_is_ok(operator_sa: OperatorIdentity, api_client
     assert report.pod_security is None and report.gpu_quotas is None
     assert any("Pod Security level unknown" in n for n in report.notes)
     assert any("GPU quota unknown" in n for n in report.notes)
+    # Kueue is looked at whenever its API is served; the section says what was found.
+    assert report.kueue is not None
+    if kueue_served(api_client):
+        assert report.kueue.status in ("ok", "not readable")
+    else:
+        assert report.kueue.status == "not installed"
+        assert "Kueue: not installed (the API server does not serve kueue.x-k8s.io)" in (
+            format_report(report)
+        )
 
 
 def test_doctor_names_exactly_the_missing_pods_log(namespace: str, api_client: Any) -> None:

@@ -398,7 +398,7 @@ def test_namespace_rule_is_the_job_builders(name: str) -> None:
     assert info.value.accepted == DNS_LABEL_RULE
 
 
-PURE_MODULES = ("gpus", "permissions", "report")
+PURE_MODULES = ("gpus", "kueue", "permissions", "report")
 
 
 @pytest.mark.parametrize("module", PURE_MODULES)

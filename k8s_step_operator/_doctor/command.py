@@ -1,15 +1,17 @@
-"""``k8s-step-operator doctor``: its arguments, and the run from parsed arguments to the report."""
+"""``k8s-step-operator doctor``: its arguments, and the run from parsed arguments to the report.
+
+Failures are raised, not printed: the command line turns every ``ConfigurationError`` and
+``ApiError`` into one line and an exit status, the same way for every subcommand.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from typing import Any
 
 from k8s_step_operator._doctor.probe import run_doctor
 from k8s_step_operator._doctor.report import format_report
-from k8s_step_operator._errors import StepOperatorError
 from k8s_step_operator._kube.client import load_client
 
 __all__ = ["add_parser", "main"]
@@ -28,6 +30,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
             "needs in a namespace, and show the GPU nodes, the namespace's Pod Security level, "
             "its GPU quota and its Kueue LocalQueues with their ClusterQueues' GPU quota."
         ),
+        epilog="exit status: 0 every required permission is granted; 1 one is missing, the "
+        "namespace is unusable, or the API server could not be asked; 2 bad input (a flag, the "
+        "kubeconfig or its context).",
     )
     parser.add_argument(
         "-n",
@@ -67,17 +72,21 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> int:
-    """Run doctor from parsed arguments; print the report; 0 when ok, 1 otherwise."""
-    try:
-        loaded = load_client(args.kubeconfig, args.context, True if args.in_cluster else None)
-        namespace = args.namespace or loaded.namespace
-        with loaded.api_client as api_client:
-            if args.as_user:
-                api_client.set_default_header("Impersonate-User", args.as_user)
-            report = run_doctor(api_client, namespace, kueue=args.kueue)
-    except StepOperatorError as e:
-        print(f"doctor: {e}", file=sys.stderr)
-        return 1
+    """Run doctor from parsed arguments and print the report.
+
+    Returns:
+        0 when every required permission is granted and the namespace is usable, else 1.
+
+    Raises:
+        ConfigurationError: No usable kubeconfig or context, or an invalid namespace.
+        ApiError: The API server could not be asked.
+    """
+    loaded = load_client(args.kubeconfig, args.context, True if args.in_cluster else None)
+    namespace = args.namespace or loaded.namespace
+    with loaded.api_client as api_client:
+        if args.as_user:
+            api_client.set_default_header("Impersonate-User", args.as_user)
+        report = run_doctor(api_client, namespace, kueue=args.kueue)
     if args.output == "json":
         print(json.dumps(report.to_dict(), indent=2, sort_keys=True))
     else:

@@ -30,6 +30,7 @@ from k8s_step_operator._doctor.report import (
     format_report,
 )
 from k8s_step_operator._job.validation import DNS_LABEL_RULE, is_dns_label
+from k8s_step_operator.cli import main as cli_main
 
 ROOT = Path(__file__).resolve().parents[2]
 NS = "ml"
@@ -324,6 +325,23 @@ def test_cli_parses_doctor_arguments() -> None:
     assert _parse(["doctor"]).kueue is None
 
 
+def doctor_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = cli_main(["doctor", *argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_missing_kubeconfig_is_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = doctor_cli(capsys, "-n", "ml", "--kubeconfig", str(tmp_path / "absent"))
+    assert code == 2
+    assert out == ""
+    assert err.count("\n") == 1
+    assert err.startswith("k8s-step-operator doctor: error: kubeconfig_path: ")
+    assert err.rstrip().endswith("(set --kubeconfig or KUBECONFIG)")
+
+
 def _kubeconfig(tmp_path: Path, namespace: str | None = None) -> Path:
     context: dict[str, str] = {"cluster": "c", "user": "u"}
     if namespace:
@@ -344,16 +362,11 @@ def _kubeconfig(tmp_path: Path, namespace: str | None = None) -> Path:
     return kubeconfig
 
 
-def test_cli_missing_kubeconfig_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    args = _parse(["doctor", "-n", "ml", "--kubeconfig", str(tmp_path / "absent")])
-    assert command.main(args) == 1
-    assert "doctor:" in capsys.readouterr().err
-
-
-def test_cli_bad_namespace_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    args = _parse(["doctor", "-n", "BAD", "--kubeconfig", str(_kubeconfig(tmp_path))])
-    assert command.main(args) == 1
-    assert "namespace: expected a DNS-1123 label" in capsys.readouterr().err
+def test_cli_bad_namespace_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = doctor_cli(capsys, "-n", "BAD", "--kubeconfig", str(_kubeconfig(tmp_path)))
+    assert code == 2
+    assert "namespace: expected a DNS-1123 label" in err
+    assert err.count("\n") == 1
 
 
 def test_cli_uses_the_context_namespace(
@@ -367,26 +380,28 @@ def test_cli_uses_the_context_namespace(
 
     monkeypatch.setattr(command, "run_doctor", fake_run_doctor)
     kubeconfig = str(_kubeconfig(tmp_path, namespace="team-a"))
-    assert command.main(_parse(["doctor", "--kubeconfig", kubeconfig])) == 0
-    assert capsys.readouterr().out.startswith("Namespace team-a\n")
-    argv = ["doctor", "--kubeconfig", kubeconfig, "-n", "other", "-o", "json"]
-    assert command.main(_parse(argv)) == 0
-    assert json.loads(capsys.readouterr().out)["namespace"] == "other"
-    assert command.main(_parse(["doctor", "--kubeconfig", kubeconfig, "--json", "--no-kueue"])) == 0
-    assert json.loads(capsys.readouterr().out)["ok"] is True
+    code, out, _ = doctor_cli(capsys, "--kubeconfig", kubeconfig)
+    assert code == 0 and out.startswith("Namespace team-a\n")
+    code, out, _ = doctor_cli(capsys, "--kubeconfig", kubeconfig, "-n", "other", "-o", "json")
+    assert code == 0 and json.loads(out)["namespace"] == "other"
+    code, out, _ = doctor_cli(capsys, "--kubeconfig", kubeconfig, "--json", "--no-kueue")
+    assert code == 0 and json.loads(out)["ok"] is True
     assert seen == [("team-a", None), ("other", None), ("team-a", False)]
 
 
-def test_cli_unreachable_server_exits_1_quickly(
+def test_cli_unreachable_server_is_one_line_quickly(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # Port 1 on loopback refuses at once; doctor gives up after its short retry budget.
     started = time.monotonic()
-    args = _parse(["doctor", "-n", "ml", "--kubeconfig", str(_kubeconfig(tmp_path))])
-    assert command.main(args) == 1
+    code, out, err = doctor_cli(capsys, "-n", "ml", "--kubeconfig", str(_kubeconfig(tmp_path)))
     assert time.monotonic() - started < 15
-    err = capsys.readouterr().err
-    assert "doctor: " in err and "ConnectionError" in err
+    assert code == 1
+    assert out == ""
+    assert err.count("\n") == 1, err
+    assert err.startswith(
+        "k8s-step-operator doctor: error: cannot reach the API server: Connection refused"
+    )
 
 
 @pytest.mark.parametrize("name", ["Not_A_Namespace", "-ml", "ml-", "a" * 64, "ml.steps", ""])

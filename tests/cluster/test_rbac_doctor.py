@@ -5,9 +5,11 @@ lacks one verb it names exactly that verb; as an admin it reads Pod Security and
 from __future__ import annotations
 
 import argparse
+import json
 from typing import TYPE_CHECKING, Any
 
 import pytest
+import yaml
 from kubernetes import client as k8s
 
 from k8s_step_operator._doctor import command
@@ -15,6 +17,7 @@ from k8s_step_operator._doctor.gpus import is_gpu_resource
 from k8s_step_operator._doctor.permissions import OPERATOR_PERMISSIONS
 from k8s_step_operator._doctor.probe import run_doctor
 from k8s_step_operator._doctor.report import PodSecurity, format_report
+from k8s_step_operator.cli import main as cli_main
 from tests.cluster.conftest import request_token, service_account_client
 
 if TYPE_CHECKING:
@@ -181,3 +184,22 @@ def test_doctor_cli_exit_codes_with_impersonation(
 
     assert _cli([*base, "--as", chart_user, "--json"]) == 0
     assert '"ok": true' in capsys.readouterr().out
+
+
+def test_doctor_cli_namespace_from_the_context_and_json(
+    kubeconfig_path: Any, namespace: str, tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A kubeconfig whose context names the test's namespace: doctor checks it without -n.
+    config = yaml.safe_load(kubeconfig_path.read_text())
+    current = config["current-context"]
+    for ctx in config["contexts"]:
+        if ctx["name"] == current:
+            ctx["context"]["namespace"] = namespace
+    scoped = tmp_path / "kubeconfig"
+    scoped.write_text(yaml.safe_dump(config))
+    code = cli_main(["doctor", "--kubeconfig", str(scoped), "-o", "json"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0, report
+    assert report["namespace"] == namespace and report["ok"] is True
+    assert cli_main(["doctor", "--kubeconfig", str(scoped), "-n", "default"]) == 0
+    assert capsys.readouterr().out.startswith("Namespace default\n")

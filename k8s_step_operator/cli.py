@@ -476,9 +476,11 @@ class Console:
         if self.width:
             return self.width
         try:
-            return os.get_terminal_size(self.stream.fileno()).columns
+            columns = os.get_terminal_size(self.stream.fileno()).columns
         except (AttributeError, OSError, ValueError):
-            return shutil.get_terminal_size((100, 24)).columns
+            columns = 0
+        # A terminal that does not know its size says 0 (a pseudo-terminal nobody sized).
+        return columns if columns > 0 else shutil.get_terminal_size((100, 24)).columns
 
     def _erase(self) -> None:
         if self._shown:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import io
 import logging
+import os
+import pty
 from collections.abc import Iterator
 from typing import Any
 
@@ -237,3 +239,20 @@ def test_the_steps_output_goes_to_stdout(capsys: pytest.CaptureFixture[str]) -> 
     assert capsys.readouterr().out == "epoch 1\n"
     assert "epoch" not in stream.getvalue()
     assert stream.getvalue().endswith(f"{CLEAR}")  # closed: nothing left on the line
+
+
+def test_a_terminal_of_unknown_size_gets_a_whole_status_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A pseudo-terminal nobody sized reports 0 columns: the status line is not cut to nothing.
+    monkeypatch.delenv("COLUMNS", raising=False)
+    master, slave = pty.openpty()
+    try:
+        with open(slave, "w", closefd=False) as stream:
+            assert stream.isatty() and os.get_terminal_size(slave).columns == 0
+            c = Console(stream, clock=Clock())
+            assert c.tty
+            assert c._columns() >= 80
+    finally:
+        os.close(master)
+        os.close(slave)

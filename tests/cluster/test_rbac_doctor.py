@@ -5,13 +5,19 @@ lacks one verb it names exactly that verb; as an admin it reads Pod Security and
 from __future__ import annotations
 
 import argparse
+import json
 from typing import TYPE_CHECKING, Any
 
 import pytest
+import yaml
 from kubernetes import client as k8s
 
-from k8s_step_operator._doctor import doctor
-from k8s_step_operator._doctor.doctor import OPERATOR_PERMISSIONS, is_gpu_resource, run_doctor
+from k8s_step_operator._doctor import command
+from k8s_step_operator._doctor.gpus import is_gpu_resource
+from k8s_step_operator._doctor.permissions import OPERATOR_PERMISSIONS
+from k8s_step_operator._doctor.probe import run_doctor
+from k8s_step_operator._doctor.report import PodSecurity, format_report
+from k8s_step_operator.cli import main as cli_main
 from tests.cluster.conftest import request_token, service_account_client
 
 if TYPE_CHECKING:
@@ -27,6 +33,11 @@ def admin_gpu_nodes(api_client: Any) -> set[str]:
         for n in nodes
         if any(is_gpu_resource(k) for k in (n.status.allocatable or {}))
     }
+
+
+def kueue_served(api_client: Any) -> bool:
+    groups = k8s.ApisApi(api_client).get_api_versions().groups or ()
+    return any(g.name == "kueue.x-k8s.io" for g in groups)
 
 
 def make_account_without_pods_log(api_client: Any, namespace: str) -> str:
@@ -58,7 +69,7 @@ def make_account_without_pods_log(api_client: Any, namespace: str) -> str:
 
 def test_doctor_as_chart_account_is_ok(operator_sa: OperatorIdentity, api_client: Any) -> None:
     report = run_doctor(operator_sa.api_client, operator_sa.namespace)
-    assert report.ok, doctor.format_report(report)
+    assert report.ok, format_report(report)
     assert report.missing == ()
     # Kueue's permissions may show as optional when some test installed its CRDs; nodes may not.
     assert not [p for p in report.missing_optional if p.resource == "nodes"]
@@ -69,6 +80,15 @@ def test_doctor_as_chart_account_is_ok(operator_sa: OperatorIdentity, api_client
     assert report.pod_security is None and report.gpu_quotas is None
     assert any("Pod Security level unknown" in n for n in report.notes)
     assert any("GPU quota unknown" in n for n in report.notes)
+    # Kueue is looked at whenever its API is served; the section says what was found.
+    assert report.kueue is not None
+    if kueue_served(api_client):
+        assert report.kueue.status in ("ok", "not readable")
+    else:
+        assert report.kueue.status == "not installed"
+        assert "Kueue: not installed (the API server does not serve kueue.x-k8s.io)" in (
+            format_report(report)
+        )
 
 
 def test_doctor_names_exactly_the_missing_pods_log(namespace: str, api_client: Any) -> None:
@@ -83,7 +103,7 @@ def test_doctor_names_exactly_the_missing_pods_log(namespace: str, api_client: A
     # No ClusterRoleBinding: nodes are a warning, and the inventory is skipped.
     assert {p.resource for p in report.missing_optional} == {"nodes"}
     assert report.node_count is None
-    text = doctor.format_report(report)
+    text = format_report(report)
     assert text.splitlines()[-1] == f"NOT OK: get pods/log in namespace {namespace}"
 
 
@@ -126,7 +146,7 @@ def test_doctor_as_admin_reads_pod_security_and_gpu_quota(
     k8s.CoreV1Api(api_client).patch_namespace(namespace, {"metadata": {"labels": labels}})
     report = run_doctor(api_client, namespace)
     assert report.ok
-    assert report.pod_security == doctor.PodSecurity("restricted", "latest", "", "baseline")
+    assert report.pod_security == PodSecurity("restricted", "latest", "", "baseline")
     assert report.gpu_quotas is not None
     assert [(q.resource, q.hard) for q in report.gpu_quotas] == [("requests.nvidia.com/gpu", "4")]
 
@@ -139,7 +159,7 @@ def test_doctor_reports_a_missing_namespace(api_client: Any) -> None:
 
 def _cli(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="k8s-step-operator")
-    doctor.add_parser(parser.add_subparsers(dest="command", required=True))
+    command.add_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["doctor", *argv])
     return int(args.func(args))
 
@@ -164,3 +184,22 @@ def test_doctor_cli_exit_codes_with_impersonation(
 
     assert _cli([*base, "--as", chart_user, "--json"]) == 0
     assert '"ok": true' in capsys.readouterr().out
+
+
+def test_doctor_cli_namespace_from_the_context_and_json(
+    kubeconfig_path: Any, namespace: str, tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A kubeconfig whose context names the test's namespace: doctor checks it without -n.
+    config = yaml.safe_load(kubeconfig_path.read_text())
+    current = config["current-context"]
+    for ctx in config["contexts"]:
+        if ctx["name"] == current:
+            ctx["context"]["namespace"] = namespace
+    scoped = tmp_path / "kubeconfig"
+    scoped.write_text(yaml.safe_dump(config))
+    code = cli_main(["doctor", "--kubeconfig", str(scoped), "-o", "json"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0, report
+    assert report["namespace"] == namespace and report["ok"] is True
+    assert cli_main(["doctor", "--kubeconfig", str(scoped), "-n", "default"]) == 0
+    assert capsys.readouterr().out.startswith("Namespace default\n")

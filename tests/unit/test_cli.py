@@ -1,9 +1,45 @@
+import argparse
+import json
+import signal
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
-from k8s_step_operator.cli import main
+import k8s_step_operator
+from k8s_step_operator import (
+    AdmissionRejectedError,
+    ApiError,
+    ConfigurationError,
+    ContainerConfigError,
+    DeadlineExceededError,
+    DeletedExternallyError,
+    ForbiddenError,
+    ImageError,
+    InvalidError,
+    KubernetesJobStepOperatorSettings,
+    NameCollisionError,
+    NotFoundError,
+    OOMKilledError,
+    ServerUnavailableError,
+    StepCancelledError,
+    StepError,
+    StepFailedError,
+    TooManyRequestsError,
+    UnschedulableError,
+)
+from k8s_step_operator.cli import (
+    EXIT_CODES,
+    _describe_api,
+    _Terminated,
+    build_parser,
+    exit_code,
+    main,
+    run_settings,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def render(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -96,3 +132,281 @@ def test_no_subcommand_is_usage_error(capsys: pytest.CaptureFixture[str]) -> Non
     assert main([]) == 2
     assert "usage" in capsys.readouterr().err
     assert main(["--help"]) == 0
+
+
+# -- kubectl's conventions ---------------------------------------------------------------------
+
+
+def write_kubeconfig(path: Path, namespace: str | None = None) -> Path:
+    context: dict[str, str] = {"cluster": "c", "user": "u"}
+    if namespace:
+        context["namespace"] = namespace
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:1"}}],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+                "contexts": [
+                    {"name": "c", "context": context},
+                    {"name": "other", "context": {"cluster": "c", "user": "u", "namespace": "o"}},
+                ],
+                "current-context": "c",
+            }
+        )
+    )
+    return path
+
+
+@pytest.fixture
+def no_cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """No KUBECONFIG, an empty home, not in a pod."""
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    return home
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out == f"k8s-step-operator {k8s_step_operator.__version__}\n"
+
+
+def test_render_json_is_the_same_job(capsys: pytest.CaptureFixture[str], no_cluster: Path) -> None:
+    argv = ("--image", "i:1", "--gpus", "1", "--", "python", "-m", "train")
+    code, as_yaml, _ = render(capsys, *argv)
+    assert code == 0
+    code, as_json, err = render(capsys, "-o", "json", *argv)
+    assert code == 0, err
+    assert json.loads(as_json) == yaml.safe_load(as_yaml)
+    code, _, err = render(capsys, "-o", "xml", *argv)
+    assert code == 2 and "invalid choice: 'xml'" in err
+
+
+def namespace_of(out: str) -> str:
+    return str(yaml.safe_load(out)["metadata"]["namespace"])
+
+
+def test_render_namespace_like_kubectl(
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    no_cluster: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    argv = ("--image", "i:1", "--", "true")
+    # No kubeconfig anywhere: default, offline.
+    assert namespace_of(render(capsys, *argv)[1]) == "default"
+    # ~/.kube/config's context, then $KUBECONFIG's, then --kubeconfig/--context, then -n.
+    (no_cluster / ".kube").mkdir()
+    write_kubeconfig(no_cluster / ".kube" / "config", "home-ns")
+    assert namespace_of(render(capsys, *argv)[1]) == "home-ns"
+    env_config = write_kubeconfig(tmp_path / "env-config", "env-ns")
+    monkeypatch.setenv("KUBECONFIG", str(env_config))
+    assert namespace_of(render(capsys, *argv)[1]) == "env-ns"
+    assert namespace_of(render(capsys, "--context", "other", *argv)[1]) == "o"
+    flag_config = write_kubeconfig(tmp_path / "flag-config", "flag-ns")
+    assert namespace_of(render(capsys, "--kubeconfig", str(flag_config), *argv)[1]) == "flag-ns"
+    settings = tmp_path / "s.yaml"
+    settings.write_text("namespace: from-file\n")
+    assert namespace_of(render(capsys, "--settings", str(settings), *argv)[1]) == "from-file"
+    assert namespace_of(render(capsys, "-n", "flag", "--settings", str(settings), *argv)[1]) == (
+        "flag"
+    )
+    # A context without a namespace means default.
+    write_kubeconfig(env_config)
+    assert namespace_of(render(capsys, *argv)[1]) == "default"
+
+
+def test_render_named_kubeconfig_or_context_must_exist(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, no_cluster: Path
+) -> None:
+    code, out, err = render(
+        capsys, "--kubeconfig", str(tmp_path / "absent"), "--image", "i", "--", "a"
+    )
+    assert (code, out) == (2, "")
+    assert err.startswith("k8s-step-operator render: error: kubeconfig_path: ")
+    assert err.rstrip().endswith("(set --kubeconfig or KUBECONFIG)")
+    config = write_kubeconfig(tmp_path / "config")
+    code, _, err = render(
+        capsys, "--kubeconfig", str(config), "--context", "nope", "--image", "i", "--", "a"
+    )
+    assert code == 2
+    assert "kubernetes_context: expected a context of" in err and "(c, other)" in err
+    assert err.rstrip().endswith("(set --context to one of them)")
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_run_without_kubeconfig_is_one_line_and_exit_2(
+    capsys: pytest.CaptureFixture[str], no_cluster: Path
+) -> None:
+    code = main(["run", "--image", "i:1", "--", "true"])
+    out, err = capsys.readouterr()
+    assert (code, out) == (2, "")
+    assert len(err.strip().splitlines()) == 1, err
+    assert err.startswith(
+        "k8s-step-operator run: error: kubeconfig_path: expected a kubeconfig file "
+        "($KUBECONFIG or ~/.kube/config)"
+    )
+    assert err.rstrip().endswith("(set --kubeconfig or KUBECONFIG)")
+
+
+def test_run_does_not_force_a_namespace(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With no -n and no namespace in the settings, the library takes the context's namespace.
+    from k8s_step_operator._operator import KubernetesJobStepOperator
+
+    seen: dict[str, Any] = {}
+
+    def launch(self: KubernetesJobStepOperator, info: Any, command: Any, env: Any) -> None:
+        seen["namespace"] = self.config.namespace
+        seen["kubeconfig"] = self.config.kubeconfig_path
+        seen["context"] = self.config.kubernetes_context
+        seen["incluster"] = self.config.incluster
+
+    monkeypatch.setattr(KubernetesJobStepOperator, "launch", launch)
+    config = write_kubeconfig(tmp_path / "config", "team-a")
+    argv = ["run", "--kubeconfig", str(config), "--context", "other", "--image", "i", "--", "a"]
+    assert main(argv) == 0
+    assert seen == {
+        "namespace": None,
+        "kubeconfig": str(config),
+        "context": "other",
+        "incluster": False,
+    }
+    assert main([*argv[:1], "-n", "ml", *argv[1:]]) == 0
+    assert seen["namespace"] == "ml"
+    capsys.readouterr()
+
+
+def parse_run(*argv: str) -> argparse.Namespace:
+    return build_parser().parse_args(["run", "--image", "i", *argv, "--", "a"])
+
+
+def test_run_flags_reach_the_settings_mapping() -> None:
+    args = parse_run("--on-sigterm", "detach", "--pending-timeout", "30", "--no-logs")
+    assert run_settings(args, {"image": "i"}) == {
+        "image": "i",
+        "on_sigterm": "detach",
+        "pending_timeout": 30.0,
+        "stream_logs": False,
+    }
+    assert run_settings(parse_run("--on-sigterm", "delete"), {})["on_sigterm"] == "delete"
+    # Not given: the setting's own default applies (the key is left out).
+    assert run_settings(parse_run(), {}) == {}
+    with pytest.raises(SystemExit):
+        parse_run("--on-sigterm", "ignore")
+    with pytest.raises(SystemExit):
+        parse_run("-v", "-q")
+
+
+@pytest.mark.skipif(
+    "on_sigterm" in KubernetesJobStepOperatorSettings.model_fields,
+    reason="the settings model knows on_sigterm",
+)
+def test_on_sigterm_before_the_setting_exists_is_one_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code = main(["run", "--on-sigterm", "detach", "--image", "i", "--", "a"])
+    err = capsys.readouterr().err
+    assert code == 2 and "settings.on_sigterm" in err and len(err.strip().splitlines()) == 1
+
+
+# -- exit status -------------------------------------------------------------------------------
+
+FACTS = {"job": "j", "namespace": "ml"}
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        (StepFailedError("boom", exit_code=3, **FACTS), 3),
+        (StepFailedError("boom", exit_code=1, **FACTS), 1),
+        (StepFailedError("boom", exit_code=255, **FACTS), 255),
+        (StepFailedError("no code", exit_code=None, **FACTS), 125),
+        (StepFailedError("odd", exit_code=-1, **FACTS), 125),
+        (OOMKilledError("oom", exit_code=137, **FACTS), 137),
+        (OOMKilledError("oom", exit_code=None, **FACTS), 137),
+        (DeadlineExceededError("deadline", exit_code=143, **FACTS), 124),
+        (DeadlineExceededError("still queued after 60s", **FACTS), 124),
+        (UnschedulableError("no node could ever fit this pod", **FACTS), 125),
+        (UnschedulableError("still unschedulable after 600s (pending timeout)", **FACTS), 125),
+        (ImageError("InvalidImageName", **FACTS), 125),
+        (ContainerConfigError('secret "hf" not found', **FACTS), 125),
+        (AdmissionRejectedError("exceeded quota", **FACTS), 125),
+        (DeletedExternallyError("deleted", **FACTS), 125),
+        (StepCancelledError("terminated by SIGTERM", **FACTS), 143),
+        (ServerUnavailableError("refused", operation="create Job ml/j"), 125),
+        (ForbiddenError("no", status=403, reason="Forbidden"), 125),
+        (NotFoundError('namespaces "x" not found', status=404, reason="NotFound"), 125),
+        (InvalidError("bad", status=422, reason="Invalid"), 125),
+        (NameCollisionError("taken", status=409, reason="AlreadyExists"), 125),
+        (TooManyRequestsError("slow down", status=429), 125),
+        (ConfigurationError("settings.image", "an image"), 2),
+        (KeyboardInterrupt(), 130),
+        (RuntimeError("a bug"), 125),
+    ],
+)
+def test_exit_code_mapping(error: BaseException, code: int) -> None:
+    assert exit_code(error) == code
+
+
+def test_every_step_error_class_has_a_documented_code() -> None:
+    documented = " ".join(meaning for _, meaning in EXIT_CODES)
+    classes = [StepError, ApiError, ConfigurationError]
+    subclasses = {c for base in classes for c in base.__subclasses__()}
+    for cls in subclasses | {OOMKilledError, NameCollisionError}:
+        if cls in (StepCancelledError, TooManyRequestsError, ServerUnavailableError):
+            continue  # never reaches the command line as such / covered by ApiError
+        if issubclass(cls, ApiError) and cls is not ApiError:
+            continue  # every ApiError exits 125, documented as one
+        assert f"`{cls.__name__}`" in documented, cls
+
+
+def test_exit_codes_are_in_run_help_and_readme(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--help"]) == 0
+    help_text = " ".join(capsys.readouterr().out.split())
+    readme = (ROOT / "README.md").read_text()
+    for code, meaning in EXIT_CODES:
+        assert f"| {code} | {meaning} |" in readme, code
+        assert f"{code} {' '.join(meaning.replace('`', '').split())}" in help_text, code
+
+
+def test_signals_exit_as_shells_do() -> None:
+    assert exit_code(_Terminated(signal.SIGHUP)) == 129
+    assert exit_code(_Terminated(signal.SIGTERM)) == 143
+
+
+# -- one-line errors ---------------------------------------------------------------------------
+
+
+def test_unreachable_server_is_one_line_with_what_to_do() -> None:
+    error = ServerUnavailableError(
+        "MaxRetryError: HTTPSConnectionPool(host='127.0.0.1', port=1): Max retries exceeded "
+        "with url: /apis/batch/v1/namespaces/ml/jobs (Caused by NewConnectionError('<urllib3."
+        "connection.HTTPSConnection object at 0x7f>: Failed to establish a new connection: "
+        "[Errno 111] Connection refused'))",
+        reason="ConnectionError",
+        operation="create Job ml/j",
+    )
+    text = _describe_api(error, "https://127.0.0.1:1")
+    assert text == (
+        "cannot reach the API server https://127.0.0.1:1: Connection refused (create Job ml/j); "
+        "check that the cluster is up and that --kubeconfig / --context point to it"
+    )
+    forbidden = ForbiddenError(
+        'jobs.batch is forbidden: User "x" cannot create resource "jobs"',
+        status=403,
+        reason="Forbidden",
+        operation="create Job ml/j",
+    )
+    assert _describe_api(forbidden).endswith(
+        "(`k8s-step-operator doctor` names the missing permission)"
+    )
+    missing = NotFoundError(
+        'namespaces "nope" not found', status=404, operation="create Job nope/j"
+    )
+    assert _describe_api(missing).endswith("(check -n/--namespace)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import time
 from pathlib import Path
@@ -12,17 +13,24 @@ import pytest
 import yaml
 
 from k8s_step_operator import ConfigurationError
-from k8s_step_operator._doctor import doctor
-from k8s_step_operator._doctor.doctor import (
+from k8s_step_operator._doctor import command, probe
+from k8s_step_operator._doctor.gpus import is_gpu_resource
+from k8s_step_operator._doctor.permissions import (
     KUEUE_PERMISSIONS,
     NODE_PERMISSIONS,
     OPERATOR_PERMISSIONS,
-    AccessCheck,
     Permission,
+)
+from k8s_step_operator._doctor.report import (
+    AccessCheck,
+    DoctorReport,
+    PodSecurity,
+    QuotaEntry,
     build_report,
     format_report,
-    is_gpu_resource,
 )
+from k8s_step_operator._job.validation import DNS_LABEL_RULE, is_dns_label
+from k8s_step_operator.cli import main as cli_main
 
 ROOT = Path(__file__).resolve().parents[2]
 NS = "ml"
@@ -57,7 +65,7 @@ def node(
     }
 
 
-def report(**kw: Any) -> doctor.DoctorReport:
+def report(**kw: Any) -> DoctorReport:
     args: dict[str, Any] = {"nodes": [], "namespace_obj": None, "quotas": None}
     args.update(kw)
     return build_report(NS, kw.pop("checks", None) or checks(), **args)
@@ -206,7 +214,7 @@ def test_pod_security_labels() -> None:
         }
     }
     r = report(namespace_obj=ns)
-    assert r.pod_security == doctor.PodSecurity("restricted", "latest", "", "restricted")
+    assert r.pod_security == PodSecurity("restricted", "latest", "", "restricted")
     assert "Pod Security: enforce=restricted (latest) audit=not set warn=restricted" in (
         format_report(r)
     )
@@ -221,7 +229,7 @@ def test_pod_security_weaker_than_restricted_is_noted() -> None:
 
 def test_pod_security_unset_is_noted() -> None:
     r = report(namespace_obj={"metadata": {"name": NS, "labels": {}}})
-    assert r.pod_security == doctor.PodSecurity("", "", "", "")
+    assert r.pod_security == PodSecurity("", "", "", "")
     assert any("no Pod Security enforce label" in n for n in r.notes)
     assert "Pod Security: enforce=not set audit=not set warn=not set" in format_report(r)
 
@@ -245,8 +253,8 @@ def test_gpu_quota_entries() -> None:
     ]
     r = report(quotas=quotas)
     assert r.gpu_quotas == (
-        doctor.QuotaEntry("gpus", "requests.nvidia.com/gpu", "8", "3"),
-        doctor.QuotaEntry("fresh", "requests.amd.com/gpu", "2", "0"),
+        QuotaEntry("gpus", "requests.nvidia.com/gpu", "8", "3"),
+        QuotaEntry("fresh", "requests.amd.com/gpu", "2", "0"),
     )
     text = format_report(r)
     assert "gpus: requests.nvidia.com/gpu used 3 of 8" in text
@@ -300,30 +308,44 @@ def test_chart_role_grants_exactly_what_doctor_checks() -> None:
 
 def test_run_doctor_rejects_bad_namespace_before_any_request() -> None:
     with pytest.raises(ConfigurationError) as info:
-        doctor.run_doctor(object(), "Not_A_Namespace")
+        probe.run_doctor(object(), "Not_A_Namespace")
     assert info.value.field == "namespace"
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="k8s-step-operator")
-    doctor.add_parser(parser.add_subparsers(dest="command", required=True))
+    command.add_parser(parser.add_subparsers(dest="command", required=True))
     return parser.parse_args(argv)
 
 
 def test_cli_parses_doctor_arguments() -> None:
     args = _parse(["doctor", "-n", "ml", "--kubeconfig", "/k", "--context", "c", "--no-kueue"])
     assert (args.namespace, args.kubeconfig, args.context, args.kueue) == ("ml", "/k", "c", False)
-    assert args.func is doctor.main
+    assert args.func is command.main
     assert _parse(["doctor"]).kueue is None
 
 
-def test_cli_missing_kubeconfig_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    args = _parse(["doctor", "-n", "ml", "--kubeconfig", str(tmp_path / "absent")])
-    assert doctor.main(args) == 1
-    assert "doctor:" in capsys.readouterr().err
+def doctor_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = cli_main(["doctor", *argv])
+    out, err = capsys.readouterr()
+    return code, out, err
 
 
-def _unreachable_kubeconfig(tmp_path: Path) -> Path:
+def test_cli_missing_kubeconfig_is_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = doctor_cli(capsys, "-n", "ml", "--kubeconfig", str(tmp_path / "absent"))
+    assert code == 2
+    assert out == ""
+    assert err.count("\n") == 1
+    assert err.startswith("k8s-step-operator doctor: error: kubeconfig_path: ")
+    assert err.rstrip().endswith("(set --kubeconfig or KUBECONFIG)")
+
+
+def _kubeconfig(tmp_path: Path, namespace: str | None = None) -> Path:
+    context: dict[str, str] = {"cluster": "c", "user": "u"}
+    if namespace:
+        context["namespace"] = namespace
     kubeconfig = tmp_path / "config"
     kubeconfig.write_text(
         yaml.safe_dump(
@@ -332,7 +354,7 @@ def _unreachable_kubeconfig(tmp_path: Path) -> Path:
                 "kind": "Config",
                 "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:1"}}],
                 "users": [{"name": "u", "user": {"token": "t"}}],
-                "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+                "contexts": [{"name": "c", "context": context}],
                 "current-context": "c",
             }
         )
@@ -340,20 +362,73 @@ def _unreachable_kubeconfig(tmp_path: Path) -> Path:
     return kubeconfig
 
 
-def test_cli_bad_namespace_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    kubeconfig = _unreachable_kubeconfig(tmp_path)
-    args = _parse(["doctor", "-n", "BAD", "--kubeconfig", str(kubeconfig)])
-    assert doctor.main(args) == 1
-    assert "namespace: expected a DNS-1123 label" in capsys.readouterr().err
+def test_cli_bad_namespace_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = doctor_cli(capsys, "-n", "BAD", "--kubeconfig", str(_kubeconfig(tmp_path)))
+    assert code == 2
+    assert "namespace: expected a DNS-1123 label" in err
+    assert err.count("\n") == 1
 
 
-def test_cli_unreachable_server_exits_1_quickly(
+def test_cli_uses_the_context_namespace(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[tuple[str, bool | None]] = []
+
+    def fake_run_doctor(api_client: Any, namespace: str, *, kueue: bool | None = None) -> Any:
+        seen.append((namespace, kueue))
+        return build_report(namespace, checks(), nodes=[], namespace_obj=None, quotas=None)
+
+    monkeypatch.setattr(command, "run_doctor", fake_run_doctor)
+    kubeconfig = str(_kubeconfig(tmp_path, namespace="team-a"))
+    code, out, _ = doctor_cli(capsys, "--kubeconfig", kubeconfig)
+    assert code == 0 and out.startswith("Namespace team-a\n")
+    code, out, _ = doctor_cli(capsys, "--kubeconfig", kubeconfig, "-n", "other", "-o", "json")
+    assert code == 0 and json.loads(out)["namespace"] == "other"
+    code, out, _ = doctor_cli(capsys, "--kubeconfig", kubeconfig, "--json", "--no-kueue")
+    assert code == 0 and json.loads(out)["ok"] is True
+    assert seen == [("team-a", None), ("other", None), ("team-a", False)]
+
+
+def test_cli_unreachable_server_is_one_line_quickly(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # Port 1 on loopback refuses at once; doctor gives up after its short retry budget.
-    kubeconfig = _unreachable_kubeconfig(tmp_path)
     started = time.monotonic()
-    assert doctor.main(_parse(["doctor", "-n", "ml", "--kubeconfig", str(kubeconfig)])) == 1
+    code, out, err = doctor_cli(capsys, "-n", "ml", "--kubeconfig", str(_kubeconfig(tmp_path)))
     assert time.monotonic() - started < 15
-    err = capsys.readouterr().err
-    assert "doctor: " in err and "ConnectionError" in err
+    assert code == 1
+    assert out == ""
+    assert err.count("\n") == 1, err
+    assert err.startswith(
+        "k8s-step-operator doctor: error: cannot reach the API server: Connection refused"
+    )
+
+
+@pytest.mark.parametrize("name", ["Not_A_Namespace", "-ml", "ml-", "a" * 64, "ml.steps", ""])
+def test_namespace_rule_is_the_job_builders(name: str) -> None:
+    # One rule, one place: doctor refuses exactly what _job.validation refuses, in its words.
+    assert not is_dns_label(name)
+    with pytest.raises(ConfigurationError) as info:
+        probe.run_doctor(object(), name)
+    assert info.value.accepted == DNS_LABEL_RULE
+
+
+PURE_MODULES = ("gpus", "kueue", "permissions", "report")
+
+
+@pytest.mark.parametrize("module", PURE_MODULES)
+def test_pure_modules_import_no_client(module: str) -> None:
+    source = (ROOT / "k8s_step_operator" / "_doctor" / f"{module}.py").read_text()
+    imported = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            imported.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            imported.add(node.module)
+    forbidden = (
+        "kubernetes",
+        "urllib3",
+        "k8s_step_operator._kube",
+        "k8s_step_operator._doctor.probe",
+    )
+    assert not [m for m in imported if m.startswith(forbidden)], imported

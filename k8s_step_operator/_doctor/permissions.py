@@ -1,0 +1,79 @@
+"""The permissions the step operator uses, as doctor asks for them and admins grant them.
+
+One table, kept equal to what the chart's Role and ClusterRole grant (a unit test compares them):
+the required verbs on Jobs, pods, pods/log and events in the steps' namespace; nodes cluster-wide
+(optional: the fit check and the GPU inventory are skipped without them); Kueue Workloads
+(optional, or required with ``--kueue``). Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "KUEUE_PERMISSIONS",
+    "NODE_PERMISSIONS",
+    "OPERATOR_PERMISSIONS",
+    "Permission",
+]
+
+
+@dataclass(frozen=True)
+class Permission:
+    """One verb on one resource that the step operator uses.
+
+    Attributes:
+        verb: The RBAC verb (``create``, ``get``...).
+        resource: The plural resource name (``jobs``).
+        group: The API group; ``""`` is the core group.
+        subresource: The subresource (``log`` for ``pods/log``), or ``""``.
+        cluster_scoped: Checked without a namespace (nodes).
+        required: ``False`` when the operator works without it, with less help.
+        purpose: What it is used for, shown next to a missing optional permission.
+    """
+
+    verb: str
+    resource: str
+    group: str = ""
+    subresource: str = ""
+    cluster_scoped: bool = False
+    required: bool = True
+    purpose: str = ""
+
+    @property
+    def resource_name(self) -> str:
+        """``pods/log``, ``jobs.batch``: the spelling of ``kubectl auth can-i`` and RBAC docs."""
+        name = self.resource + (f".{self.group}" if self.group else "")
+        return name + (f"/{self.subresource}" if self.subresource else "")
+
+    def describe(self, namespace: str) -> str:
+        """E.g. ``get pods/log in namespace ml`` or ``list nodes cluster-wide``."""
+        where = "cluster-wide" if self.cluster_scoped else f"in namespace {namespace}"
+        return f"{self.verb} {self.resource_name} {where}"
+
+
+def _perms(
+    verbs: Iterable[str], resource: str, group: str = "", subresource: str = "", **kw: Any
+) -> tuple[Permission, ...]:
+    return tuple(Permission(v, resource, group, subresource, **kw) for v in verbs)
+
+
+# What the chart's Role grants, and nothing more: keep both in step (a unit test compares them).
+OPERATOR_PERMISSIONS: tuple[Permission, ...] = (
+    *_perms(("create", "get", "list", "watch", "delete"), "jobs", "batch"),
+    *_perms(("get", "list", "watch"), "pods"),
+    Permission("get", "pods", subresource="log"),
+    *_perms(("get", "list", "watch"), "events"),
+)
+NODE_PERMISSIONS: tuple[Permission, ...] = _perms(
+    ("get", "list", "watch"),
+    "nodes",
+    cluster_scoped=True,
+    required=False,
+    purpose="pre-submit fit check and GPU inventory are skipped",
+)
+KUEUE_PERMISSIONS: tuple[Permission, ...] = _perms(
+    ("get", "list", "watch"), "workloads", "kueue.x-k8s.io", purpose="Kueue queue state is unknown"
+)

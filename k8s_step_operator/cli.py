@@ -758,7 +758,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = KubernetesJobStepOperatorConfig(
         kubeconfig_path=args.kubeconfig,
         kubernetes_context=args.context,
-        incluster=loaded.source.startswith("in-cluster"),
+        incluster=loaded.in_cluster,
         **data,
     )
     operator = KubernetesJobStepOperator("cli", config=config)

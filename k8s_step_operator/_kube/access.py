@@ -27,6 +27,8 @@ from k8s_step_operator._kube.client import (
 
 # Retrying before the server was ever reached: long enough for a blip, short for a wrong address.
 STARTUP_BUDGET_SECONDS = 10.0
+# (connect, read) seconds of one request: a server that drops packets fails it, and it is retried.
+_TIMEOUT = (10, 30)
 
 __all__ = ["KubeApi", "ResponseStream"]
 
@@ -118,6 +120,7 @@ class KubeApi:
             namespace,
             dict(job),
             _preload_content=False,
+            _request_timeout=_TIMEOUT,
         )
         created: dict[str, Any] = read_json(resp)
         return created
@@ -130,6 +133,7 @@ class KubeApi:
             name,
             namespace,
             _preload_content=False,
+            _request_timeout=_TIMEOUT,
         )
         job: dict[str, Any] = read_json(resp)
         return job
@@ -148,6 +152,7 @@ class KubeApi:
             namespace,
             body=body,
             _preload_content=False,
+            _request_timeout=_TIMEOUT,
             budget=self.budget if budget is None else budget,
         ).release_conn()
 
@@ -160,6 +165,7 @@ class KubeApi:
             namespace,
             dict(secret),
             _preload_content=False,
+            _request_timeout=_TIMEOUT,
         )
         created: dict[str, Any] = read_json(resp)
         return created

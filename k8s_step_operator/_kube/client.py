@@ -80,6 +80,7 @@ class LoadedClient:
     api_client: k8s.ApiClient
     namespace: str
     source: str
+    in_cluster: bool = False
 
 
 def _in_cluster_available() -> bool:
@@ -169,7 +170,7 @@ def load_client(
         namespace = str(((chosen or {}).get("context") or {}).get("namespace") or "default")
         source = f"kubeconfig {path}"
     disable_transport_retries(configuration)
-    return LoadedClient(k8s.ApiClient(configuration), namespace, source)
+    return LoadedClient(k8s.ApiClient(configuration), namespace, source, in_cluster)
 
 
 def load_api_client(
@@ -271,6 +272,16 @@ def _wait(state: RetryCallState) -> float:
     return random.uniform(ceiling / 2, ceiling)  # jitter: many waiters must not retry in step
 
 
+def _wait_within(budget: float) -> Callable[[RetryCallState], float]:
+    """``_wait``, cut to what is left of the budget, so that the budget is the whole wait."""
+
+    def wait(state: RetryCallState) -> float:
+        left = budget - (state.seconds_since_start or 0.0)
+        return max(0.0, min(_wait(state), left))
+
+    return wait
+
+
 def _before_sleep(state: RetryCallState) -> None:
     exc = state.outcome.exception() if state.outcome else None
     log.warning("retrying after %s (attempt %d)", exc, state.attempt_number)
@@ -314,7 +325,7 @@ def call(
         return attempt()
     retrying = Retrying(
         retry=retry_if_exception_type((TooManyRequestsError, ServerUnavailableError)),
-        wait=_wait,
+        wait=_wait_within(budget),
         stop=stop_after_delay(budget),
         before_sleep=_before_sleep,
         reraise=True,

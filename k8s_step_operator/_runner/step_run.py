@@ -339,7 +339,14 @@ class StepRun:
 
     def _log_phase(self, obs: Observation) -> None:
         level = logging.WARNING if obs.problem is not None else logging.INFO
-        log.log(level, "step %s: %s - %s", self.step_name, obs.phase.value, obs.summary)
+        log.log(
+            level,
+            "step %s: %s - %s",
+            self.step_name,
+            obs.phase.value,
+            obs.summary,
+            extra={"k8sso_phase": obs.phase.value},
+        )
 
     def _heartbeat(self, obs: Observation, elapsed: float) -> None:
         bound_name, bound = _bound_of(obs, self.settings)

@@ -170,7 +170,7 @@ class KubernetesJobStepOperator(BaseStepOperator):
 
     def get_status(self, info: StepRunInfo) -> ExecutionStatus:
         """The step's status, read from its Job and pods."""
-        return self.status_of(self._namespace(self.get_settings(info)), _identity(info))
+        return self.status_of(self.namespace_of(self.get_settings(info)), _identity(info))
 
     def wait(self, info: StepRunInfo) -> None:
         """Wait for a submitted step to end, as ``launch`` does.
@@ -179,12 +179,12 @@ class KubernetesJobStepOperator(BaseStepOperator):
             StepError: If the step did not succeed.
         """
         settings = self.get_settings(info)
-        self.follow(self._namespace(settings), _identity(info), settings)
+        self.follow(self.namespace_of(settings), _identity(info), settings)
 
     def cancel(self, info: StepRunInfo) -> None:
         """Delete the step's Job and wait until none of its pods is left."""
         settings = self.get_settings(info)
-        self.cancel_step(self._namespace(settings), _identity(info), settings)
+        self.cancel_step(self.namespace_of(settings), _identity(info), settings)
 
     # -- the same, by step identity (integrations know a step run, not its run info) ------------
 
@@ -218,8 +218,18 @@ class KubernetesJobStepOperator(BaseStepOperator):
         namespace: str,
         step: StepIdentity,
         settings: KubernetesJobStepOperatorSettings,
+        *,
+        interrupts: tuple[type[BaseException], ...] = (KeyboardInterrupt,),
     ) -> None:
         """Wait for the Job of a submitted step run, cleaning up if the caller is interrupted.
+
+        Args:
+            namespace: The Job's namespace.
+            step: The step run.
+            settings: The step's merged settings.
+            interrupts: The exceptions that mean "the caller is going away" (a framework may
+                turn Ctrl-C into its own): the Job is deleted (or left, per ``on_sigterm``) and
+                the exception re-raised.
 
         Raises:
             StepError: If the step did not succeed.
@@ -228,8 +238,8 @@ class KubernetesJobStepOperator(BaseStepOperator):
         run = self._runner(self._ref(namespace, step), step, settings)
         run.uid = str(run.get()["metadata"]["uid"])
         try:
-            run.follow()
-        except KeyboardInterrupt:
+            run.follow(interrupts=interrupts)
+        except interrupts:
             run.on_interrupt(terminated=False)
             raise
 
@@ -253,7 +263,7 @@ class KubernetesJobStepOperator(BaseStepOperator):
             job = run.get()
         except NotFoundError:
             return
-        if not same_step(job, step.run_id, step.step_name):
+        if not same_step(job, step.run_id, step.step_name, step.step_run_id):
             return  # the name holds another step run's Job: not ours to delete
         run.uid = str(job["metadata"]["uid"])
         run.cancel()
@@ -278,11 +288,17 @@ class KubernetesJobStepOperator(BaseStepOperator):
                 self._nodes = NodeView(self._access)
             return self._access
 
-    def _namespace(self, settings: KubernetesJobStepOperatorSettings) -> str:
+    def namespace_of(self, settings: KubernetesJobStepOperatorSettings) -> str:
+        """Where the step's Job goes: ``settings.namespace``, else kubectl's choice.
+
+        kubectl's choice is the kubeconfig context's namespace, or the pod's ServiceAccount's in
+        a cluster, else ``default``.
+        """
         if settings.namespace:
             return settings.namespace
         self.access()
         return self._context_namespace
+
 
     def _build(
         self,
@@ -295,7 +311,7 @@ class KubernetesJobStepOperator(BaseStepOperator):
         # no namespace set, the Job goes where kubectl would put it (the context's namespace).
         job = build_job(info, entrypoint_command, environment, settings)
         if settings.namespace is None:
-            job["metadata"]["namespace"] = self._namespace(settings)
+            job["metadata"]["namespace"] = self.namespace_of(settings)
         return job
 
     def _ref(self, namespace: str, step: StepIdentity) -> dict[str, Any]:
@@ -328,7 +344,7 @@ def _identity(info: StepRunInfo) -> StepIdentity:
 
 _STATUS = {
     Phase.SUBMITTED: ExecutionStatus.INITIALIZING,
-    Phase.QUEUED: ExecutionStatus.INITIALIZING,
+    Phase.QUEUED: ExecutionStatus.QUEUED,
     Phase.SCHEDULING: ExecutionStatus.PROVISIONING,
     Phase.STARTING: ExecutionStatus.PROVISIONING,
     Phase.RUNNING: ExecutionStatus.RUNNING,

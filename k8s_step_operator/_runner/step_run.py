@@ -497,8 +497,12 @@ class StepRun:
             ) from None
         raise interrupt
 
-    def follow(self) -> None:
+    def follow(self, *, interrupts: tuple[type[BaseException], ...] = (KeyboardInterrupt,)) -> None:
         """Wait for the submitted Job; delete it if following fails for another reason.
+
+        Args:
+            interrupts: Exceptions that mean the caller is going away; they pass through for the
+                caller's ``on_interrupt``.
 
         Raises:
             StepError: The step did not succeed.
@@ -507,6 +511,8 @@ class StepRun:
             self.wait()
         except StepError:
             raise  # the Job ended, or was deleted on the way out
+        except interrupts:
+            raise
         except Exception:
             # Nobody would follow the Job any more: do not leave it holding GPUs.
             log.exception("error while following Job %s; deleting it", self.where)

@@ -24,19 +24,16 @@ restart components and add nodes at runtime.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
+import functools
 import ipaddress
 import json
 import os
-import signal
-import socket
+import shutil
 import ssl
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,12 +41,16 @@ from typing import Any
 
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import clusterkit as kit
+from clusterkit import LOOPBACK, RestClient, port_is_free, wait_for
+
 REPO = Path(__file__).resolve().parent.parent
 E2E = REPO / "e2e"
 STATE_DIR = Path(os.environ.get("K8SSO_CLUSTER_DIR", str(REPO / ".cluster")))
 NODES_FILE = E2E / "nodes.yaml"
 KWOK_DIR = E2E / "kwok"
-LOOPBACK = "127.0.0.1"
 
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
 # The address range Services get; nothing routes or dials it (no kube-proxy runs here).
@@ -86,8 +87,7 @@ STOP_GRACE_S = 10.0
 STOP_GRACE_OVERRIDES = {"kube-apiserver": 3.0}
 
 
-def log(msg: str) -> None:
-    print(f"[cluster] {msg}", file=sys.stderr, flush=True)
+log = kit.logger("cluster")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -95,20 +95,13 @@ def log(msg: str) -> None:
 
 
 def _versions() -> dict[str, str]:
-    out: dict[str, str] = {}
-    for line in (E2E / "build" / "versions.env").read_text().splitlines():
-        line = line.strip()
-        if line and not line.startswith("#") and "=" in line:
-            k, v = line.split("=", 1)
-            out[k.strip()] = v.strip()
-    return out
+    return kit.versions()
 
 
 def binaries() -> dict[str, Path]:
     """Where build.sh caches each binary (``$K8SSO_CACHE/bin/<name>-<version>/``)."""
     v = _versions()
-    cache = Path(os.environ.get("K8SSO_CACHE", str(Path.home() / ".cache" / "k8s-step-operator")))
-    b = cache / "bin"
+    b = kit.cache_dir() / "bin"
     k8s = b / f"kubernetes-{v['KUBERNETES_VERSION']}"
     return {
         "etcd": b / f"etcd-{v['ETCD_VERSION']}" / "etcd",
@@ -124,113 +117,16 @@ def binaries() -> dict[str, Path]:
 # Certificates
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-
-
 def make_pki(pki: Path) -> None:
     """Create the CA, serving and client certificates once; later runs keep them."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec, rsa
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
     if (pki / "done").exists():
         return
     pki.mkdir(parents=True, exist_ok=True)
-    now = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
-    ten_years = now + dt.timedelta(days=3650)
-
-    def pem_key(key: Any) -> bytes:
-        return key.private_bytes(  # type: ignore[no-any-return]
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-
-    def name(cn: str, org: str | None = None) -> x509.Name:
-        attrs = [x509.NameAttribute(NameOID.COMMON_NAME, cn)]
-        if org:
-            attrs.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, org))
-        return x509.Name(attrs)
-
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = name("k8sso-local-ca")
-    ca_cert = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(ten_years)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                key_cert_sign=True,
-                crl_sign=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(
-            x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    _write_private(pki / "ca.key", pem_key(ca_key))
-    (pki / "ca.crt").write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-
-    def issue(
-        file: str,
-        cn: str,
-        org: str | None = None,
-        *,
-        server: bool = False,
-        client: bool = False,
-        dns: Sequence[str] = (),
-        ips: Sequence[str] = (),
-    ) -> None:
-        key = ec.generate_private_key(ec.SECP256R1())
-        usages = []
-        if server:
-            usages.append(ExtendedKeyUsageOID.SERVER_AUTH)
-        if client:
-            usages.append(ExtendedKeyUsageOID.CLIENT_AUTH)
-        b = (
-            x509.CertificateBuilder()
-            .subject_name(name(cn, org))
-            .issuer_name(ca_name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now)
-            .not_valid_after(ten_years)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-                critical=False,
-            )
-        )
-        sans: list[x509.GeneralName] = [x509.DNSName(d) for d in dns]
-        sans += [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
-        if sans:
-            b = b.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        cert = b.sign(ca_key, hashes.SHA256())
-        _write_private(pki / f"{file}.key", pem_key(key))
-        (pki / f"{file}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-
+    ca = kit.CertAuthority(pki)
+    ca.create("k8sso-local-ca")
     first_service_ip = str(next(ipaddress.ip_network(SERVICE_CIDR).hosts()))
-    issue(
+    ca.issue(
+        pki,
         "apiserver",
         "kube-apiserver",
         server=True,
@@ -243,20 +139,22 @@ def make_pki(pki: Path) -> None:
         ],
         ips=[LOOPBACK, first_service_ip],
     )
-    issue("admin", "k8sso-admin", "system:masters", client=True)
-    issue("controller-manager", "system:kube-controller-manager", client=True)
-    issue("scheduler", "system:kube-scheduler", client=True)
+    ca.issue(pki, "admin", "k8sso-admin", "system:masters", client=True)
+    ca.issue(pki, "controller-manager", "system:kube-controller-manager", client=True)
+    ca.issue(pki, "scheduler", "system:kube-scheduler", client=True)
     # KWOK patches the status of many nodes and pods; the Node authorizer only lets a kubelet
     # touch its own node, so KWOK runs with cluster-admin rights.
-    issue("kwok", "kwok-controller", "system:masters", client=True)
-    issue("kwok-serving", "kwok", server=True, dns=["localhost"], ips=[LOOPBACK])
-    issue(
+    ca.issue(pki, "kwok", "kwok-controller", "system:masters", client=True)
+    ca.issue(pki, "kwok-serving", "kwok", server=True, dns=["localhost"], ips=[LOOPBACK])
+    ca.issue(
+        pki,
         "apiserver-kubelet-client",
         "kube-apiserver-kubelet-client",
         "system:masters",
         client=True,
     )
-    issue(
+    ca.issue(
+        pki,
         "kubelet",
         f"system:node:{REAL_NODE_NAME}",
         "system:nodes",
@@ -265,61 +163,24 @@ def make_pki(pki: Path) -> None:
         dns=["localhost", REAL_NODE_NAME],
         ips=[LOOPBACK],
     )
-    sa = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    _write_private(pki / "sa.key", pem_key(sa))
-    (pki / "sa.pub").write_bytes(
-        sa.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    )
+    kit.make_rsa_key_pair(pki / "sa.key", pki / "sa.pub")
     (pki / "done").write_text("ok\n")
 
 
 def write_kubeconfig(path: Path, server: str, pki: Path, user: str) -> None:
-    cfg = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {
-                "name": CLUSTER_NAME,
-                "cluster": {"server": server, "certificate-authority": str(pki / "ca.crt")},
-            }
-        ],
-        "users": [
-            {
-                "name": user,
-                "user": {
-                    "client-certificate": str(pki / f"{user}.crt"),
-                    "client-key": str(pki / f"{user}.key"),
-                },
-            }
-        ],
-        "contexts": [{"name": CLUSTER_NAME, "context": {"cluster": CLUSTER_NAME, "user": user}}],
-        "current-context": CLUSTER_NAME,
-    }
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    tmp.replace(path)
+    kit.write_kubeconfig(
+        path,
+        server=server,
+        ca=pki / "ca.crt",
+        cert=pki / f"{user}.crt",
+        key=pki / f"{user}.key",
+        user=user,
+        cluster_name=CLUSTER_NAME,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # State
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((LOOPBACK, 0))
-        return int(s.getsockname()[1])
-
-
-def port_is_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((LOOPBACK, port))
-        except OSError:
-            return False
-        return True
 
 
 PORT_NAMES = (
@@ -365,14 +226,7 @@ class State:
             ports = {k: int(v) for k, v in json.loads(f.read_text())["ports"].items()}
         elif not create:
             raise SystemExit(f"no local cluster state in {root}; run `make cluster` first")
-        taken = set(ports.values())
-        for n in PORT_NAMES:
-            if n not in ports:
-                p = free_port()
-                while p in taken:
-                    p = free_port()
-                ports[n] = p
-                taken.add(p)
+        ports = kit.free_ports(PORT_NAMES, ports)
         st = cls(root=root, ports=ports)
         if create:
             for d in ("run", "logs", "kwok", "etcd"):
@@ -386,33 +240,12 @@ class State:
 # Processes
 
 
-def _proc_alive(pid: int) -> bool:
-    """True when ``pid`` runs and is not a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-
-
-def _proc_cmdline(pid: int) -> list[str]:
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return []
-    return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
-
-
 def running_pid(st: State, component: str) -> int | None:
     """The pid of ``component`` if it runs the binary we started (guards against pid reuse)."""
-    pf = st.pidfile(component)
-    try:
-        pid = int(pf.read_text().strip())
-    except (OSError, ValueError):
+    pid = kit.read_pidfile(st.pidfile(component))
+    if pid is None or not kit.proc_alive(pid):
         return None
-    if not _proc_alive(pid):
-        return None
-    cmd = _proc_cmdline(pid)
+    cmd = kit.proc_cmdline(pid)
     if cmd[:1] == ["setsid"]:  # the instant before the launcher execs the binary
         cmd = cmd[1:]
     if not cmd or Path(cmd[0]).name != Path(binaries()[component]).name:
@@ -533,24 +366,7 @@ def start_process(st: State, component: str) -> int:
     argv = argv_for(st, component)
     if not Path(argv[0]).exists():
         raise SystemExit(f"{argv[0]} is missing; run `make binaries` (bash e2e/build/build.sh)")
-    logf = st.logfile(component)
-    logf.parent.mkdir(parents=True, exist_ok=True)
-    with open(logf, "ab") as f:
-        f.write(f"\n==== {dt.datetime.now(dt.UTC).isoformat()} start\n".encode())
-    # Started through a shell that exits at once, so the component is nobody's child: it
-    # outlives the caller (a test session, or this script) and init reaps it.
-    launcher = 'log=$1; shift; setsid "$@" >>"$log" 2>&1 </dev/null & echo $!'
-    out = subprocess.run(
-        ["/bin/sh", "-c", launcher, "sh", str(logf), *argv],
-        cwd=st.root,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=30,
-    )
-    pid = int(out.stdout.strip())
-    st.pidfile(component).parent.mkdir(parents=True, exist_ok=True)
-    st.pidfile(component).write_text(f"{pid}\n")
+    pid = kit.spawn(argv, logfile=st.logfile(component), pidfile=st.pidfile(component), cwd=st.root)
     log(f"started {component} (pid {pid})")
     return pid
 
@@ -563,20 +379,7 @@ def stop_process(st: State, component: str, grace: float | None = None) -> bool:
     if pid is None:
         st.pidfile(component).unlink(missing_ok=True)
         return False
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and _proc_alive(pid):
-        time.sleep(0.05)
-    if _proc_alive(pid):
-        log(f"{component} (pid {pid}) ignored SIGTERM for {grace:.0f} s; sending SIGKILL")
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and _proc_alive(pid):
-            time.sleep(0.05)
-    if _proc_alive(pid):
-        raise SystemExit(f"{component} (pid {pid}) survived SIGKILL")
+    kit.terminate(pid, grace, name=component, log=log)
     st.pidfile(component).unlink(missing_ok=True)
     log(f"stopped {component} (pid {pid})")
     return True
@@ -587,24 +390,15 @@ def stop_process(st: State, component: str, grace: float | None = None) -> bool:
 
 
 def _ssl_ctx(st: State, *, client: str | None = "admin", verify: bool = True) -> ssl.SSLContext:
-    if verify:
-        ctx = ssl.create_default_context(cafile=str(st.pki / "ca.crt"))
-    else:
-        # The controller manager and scheduler serve /healthz with self-signed certificates.
-        ctx = ssl._create_unverified_context()
-    if client:
-        ctx.load_cert_chain(str(st.pki / f"{client}.crt"), str(st.pki / f"{client}.key"))
-    return ctx
+    # The controller manager and scheduler serve /healthz with self-signed certificates.
+    return kit.tls_context(
+        st.pki / "ca.crt" if verify else None,
+        st.pki / f"{client}.crt" if client else None,
+        st.pki / f"{client}.key" if client else None,
+    )
 
 
-def _get(url: str, ctx: ssl.SSLContext | None = None, timeout: float = 2.0) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(url, context=ctx, timeout=timeout) as r:
-            return int(r.status), r.read()
-    except urllib.error.HTTPError as e:
-        return int(e.code), e.read()
-    except (urllib.error.URLError, OSError, TimeoutError):
-        return 0, b""
+_get = kit.http_get
 
 
 def healthy(st: State, component: str) -> bool:
@@ -624,47 +418,11 @@ def healthy(st: State, component: str) -> bool:
     return code == 200
 
 
-def wait_for(what: str, check: Any, timeout: float, interval: float = 0.2) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        if check():
-            return
-        if time.monotonic() > deadline:
-            raise SystemExit(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
-
-
-class Api:
+class Api(RestClient):
     """The few REST calls this script needs, over the admin client certificate."""
 
     def __init__(self, st: State) -> None:
-        self.base = st.server
-        self.ctx = _ssl_ctx(st)
-
-    def request(
-        self,
-        method: str,
-        path: str,
-        body: Any = None,
-        content_type: str = "application/json",
-    ) -> tuple[int, Any]:
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.base + path, data=data, method=method)
-        req.add_header("Accept", "application/json")
-        if data is not None:
-            req.add_header("Content-Type", content_type)
-        try:
-            with urllib.request.urlopen(req, context=self.ctx, timeout=10) as r:
-                raw = r.read()
-                return int(r.status), json.loads(raw) if raw else None
-        except urllib.error.HTTPError as e:
-            raw = e.read()
-            try:
-                return int(e.code), json.loads(raw)
-            except ValueError:
-                return int(e.code), raw.decode(errors="replace")
-        except (urllib.error.URLError, OSError, TimeoutError) as e:
-            return 0, str(e)
+        super().__init__(st.server, _ssl_ctx(st))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -872,7 +630,7 @@ def prepare(st: State) -> None:
 def outdated(st: State, component: str) -> bool:
     """True when ``component`` runs with other flags than this script would give it now."""
     pid = running_pid(st, component)
-    return pid is not None and _proc_cmdline(pid) != argv_for(st, component)
+    return pid is not None and kit.proc_cmdline(pid) != argv_for(st, component)
 
 
 def ensure_component(st: State, component: str, timeout: float) -> bool:
@@ -925,7 +683,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             start_process(st, c)
             to_wait.append(c)
     for c in to_wait:
-        wait_for(f"{c} to become healthy", lambda c=c: healthy(st, c), 60)
+        wait_for(f"{c} to become healthy", functools.partial(healthy, st, c), 60)
     changed |= bool(to_wait)
     wait_for("the default ServiceAccount", lambda: default_sa_exists(st), 60)
     wait_for(f"nodes {', '.join(names)} to be Ready", lambda: nodes_ready(st, names), 60)
@@ -962,16 +720,12 @@ def cmd_down(args: argparse.Namespace) -> int:
         left = [c for c in COMPONENTS if running_pid(st, c) is not None]
     # Anything else still running from this state directory was started by us too.
     marker = str(STATE_DIR)
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == os.getpid():
-            continue
-        cmd = _proc_cmdline(int(proc.name))
-        if cmd and any(marker in a for a in cmd[1:]) and _proc_alive(int(proc.name)):
-            left.append(f"{Path(cmd[0]).name} (pid {proc.name})")
+    for pid in kit.all_pids():
+        cmd = kit.proc_cmdline(pid)
+        if cmd and any(marker in a for a in cmd[1:]) and kit.proc_alive(pid):
+            left.append(f"{Path(cmd[0]).name} (pid {pid})")
     if left:
         raise SystemExit(f"still running after down: {', '.join(left)}")
-    import shutil
-
     shutil.rmtree(STATE_DIR)
     log(f"stopped every component and removed {STATE_DIR}")
     return 0

@@ -769,6 +769,10 @@ def outdated(st: State, component: str) -> bool:
 
 def _check_port(st: State, component: str) -> None:
     port = st.ports[MAIN_PORT.get(component, component)]
+    # A process stopped a moment ago may take a little longer to let go of its port.
+    deadline = time.monotonic() + 5
+    while not port_is_free(port) and time.monotonic() < deadline:
+        time.sleep(0.1)
     if not port_is_free(port):
         raise SystemExit(
             f"port {port} for {component} is taken by another process; "
@@ -907,7 +911,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         log(f"cluster ready in {took:.1f} s")
     else:
         log(f"cluster already running and healthy (checked in {took:.1f} s)")
-    extras = ", ".join(enabled) or f"no Kueue, no Karpenter ({ADDON_HINT})"
+    extras = ", ".join(enabled) or "no Kueue, no Karpenter: `make binaries` builds them"
     print(
         f"Local cluster is up: API server {st.server} ({extras})\n"
         f"  export KUBECONFIG={st.kubeconfig}\n"

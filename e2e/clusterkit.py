@@ -122,13 +122,25 @@ def port_is_free(port: int) -> bool:
 # Processes
 
 
+def _task_state(stat_file: Path) -> str:
+    return stat_file.read_text().rsplit(")", 1)[1].split()[0]
+
+
 def proc_alive(pid: int) -> bool:
-    """True when ``pid`` runs and is not a zombie."""
+    """True when ``pid`` runs and is not a zombie.
+
+    A killed multi-threaded process shows its main thread as a zombie while its other threads
+    are still exiting; until the last one is gone its files (listening sockets) stay open, so
+    it counts as alive until then.
+    """
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        if _task_state(Path(f"/proc/{pid}/stat")) not in ("Z", "X"):
+            return True
+        return any(
+            _task_state(t / "stat") not in ("Z", "X") for t in Path(f"/proc/{pid}/task").iterdir()
+        )
     except OSError:
         return False
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
 
 def proc_cmdline(pid: int) -> list[str]:

@@ -186,10 +186,10 @@ def spawn(
     cwd: Path,
     env: Mapping[str, str] | None = None,
 ) -> int:
-    """Start ``argv`` in its own session, output appended to ``logfile``; return its pid.
+    """Start ``argv`` detached (setsid), output appended to ``logfile``; return its pid.
 
     The process is started through a shell that exits at once, so it is nobody's child: it
-    outlives the caller (a test session, or a script) and init reaps it. ``setsid`` execs the
+    outlives the caller (a test run, or a script) and init reaps it. ``setsid`` execs the
     command in place, so the pid written to ``pidfile`` is the command's own.
     """
     logfile.parent.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""Helpers for the tests of the local cluster's add-ons: Kueue, Karpenter and local volumes.
+"""Shared code of the tests of the local cluster's add-ons: Kueue, Karpenter and local volumes.
 
 These tests check the cluster itself, so they build plain dicts and talk to the API through the
 official client; they do not use the library. ``e2e/cluster.py`` (loaded as the module

@@ -10,8 +10,8 @@ REAL_NODE ?= $(if $(filter 0,$(shell id -u)),1,0)
 # `make test TEST_KUBECONFIG=path` runs the suite against another cluster (kind, a real one).
 TEST_KUBECONFIG ?=
 
-.PHONY: help venv binaries system-deps cluster realnode cluster-down cluster-status demo test \
-	test-unit bench lint manifests wheel fmt
+.PHONY: help venv binaries core-binaries system-deps cluster cluster-up realnode cluster-down \
+	cluster-status demo test test-unit bench lint manifests wheel fmt
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -24,13 +24,20 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
-binaries: ## Build (or reuse) the cluster's binaries from Go modules
-	bash e2e/build/build.sh
+binaries: ## Build (or reuse) every binary from Go modules: control plane, KWOK, Helm, Kueue, Karpenter
+	bash e2e/build/build.sh core addons
+
+core-binaries: ## Build (or reuse) the control plane, KWOK and Helm only (all `make demo` needs)
+	bash e2e/build/build.sh core
 
 system-deps: ## Install the Debian packages the real node and the step images need (root)
 	bash e2e/realnode/setup-system.sh
 
-cluster: venv binaries ## Start the local cluster (idempotent); kubeconfig in .cluster/kubeconfig
+cluster: venv binaries ## Start the local cluster with Kueue and Karpenter (idempotent); kubeconfig in .cluster/kubeconfig
+	@$(MAKE) --no-print-directory cluster-up
+
+# Starts whatever is built: the add-ons only when their binaries are (see e2e/README.md).
+cluster-up: venv
 	$(PY) e2e/cluster.py up
 ifeq ($(REAL_NODE),1)
 	$(MAKE) --no-print-directory realnode
@@ -47,7 +54,10 @@ cluster-down: ## Stop every process the local cluster started and remove its sta
 cluster-status: ## Show the local cluster's processes
 	$(PY) e2e/cluster.py status
 
-demo: cluster ## Run the sample two-step pipeline with a GPU training step on the local cluster
+# No add-on build on a fresh machine: the demo runs on the core cluster (Kueue and Karpenter
+# join it when they are built).
+demo: venv core-binaries ## Run the sample two-step pipeline with a GPU training step on the local cluster
+	@$(MAKE) --no-print-directory cluster-up
 	KUBECONFIG=$(LOCAL_KUBECONFIG) $(PY) -m examples.demo
 
 ifeq ($(TEST_KUBECONFIG),)
@@ -70,7 +80,7 @@ lint: venv ## ruff, ruff format --check, mypy --strict and the import-linter lay
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
-manifests: venv binaries ## Re-render manifests/ from the chart (CI fails when they drift)
+manifests: venv core-binaries ## Re-render manifests/ from the chart (CI fails when they drift)
 	bash e2e/check-manifests.sh --write
 
 fmt: venv ## Format the code

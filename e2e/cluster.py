@@ -24,19 +24,17 @@ restart components and add nodes at runtime.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
+import functools
+import hashlib
 import ipaddress
 import json
 import os
-import signal
-import socket
+import shutil
 import ssl
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,14 +42,22 @@ from typing import Any
 
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import clusteraddons as addons
+import clusterkit as kit
+from clusterkit import LOOPBACK, RestClient, port_is_free, wait_for
+
 REPO = Path(__file__).resolve().parent.parent
 E2E = REPO / "e2e"
 STATE_DIR = Path(os.environ.get("K8SSO_CLUSTER_DIR", str(REPO / ".cluster")))
 NODES_FILE = E2E / "nodes.yaml"
 KWOK_DIR = E2E / "kwok"
-LOOPBACK = "127.0.0.1"
 
-COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+CORE_COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+# Started when their binaries are built (`make binaries`); the cluster runs without them.
+ADDONS = ("kueue", "karpenter")
+ALL_COMPONENTS = CORE_COMPONENTS + ADDONS
 # The address range Services get; nothing routes or dials it (no kube-proxy runs here).
 SERVICE_CIDR = "10.96.0.0/16"
 # Pod IPs KWOK writes into pod status. Kept inside loopback so that nothing that reads a pod IP
@@ -79,6 +85,12 @@ CONTROLLERS = (
     "clusterrole-aggregation-controller",
     "deployment-controller",
     "replicaset-controller",
+    # PersistentVolumeClaims bind (and grow) only with these; the protection controllers keep
+    # a volume or claim in use from being deleted under a pod.
+    "persistentvolume-binder-controller",
+    "persistentvolume-expander-controller",
+    "persistentvolume-protection-controller",
+    "persistentvolumeclaim-protection-controller",
 )
 STOP_GRACE_S = 10.0
 # kube-apiserver stops listening at once on SIGTERM but then lingers for about ten seconds;
@@ -86,8 +98,7 @@ STOP_GRACE_S = 10.0
 STOP_GRACE_OVERRIDES = {"kube-apiserver": 3.0}
 
 
-def log(msg: str) -> None:
-    print(f"[cluster] {msg}", file=sys.stderr, flush=True)
+log = kit.logger("cluster")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -95,20 +106,13 @@ def log(msg: str) -> None:
 
 
 def _versions() -> dict[str, str]:
-    out: dict[str, str] = {}
-    for line in (E2E / "build" / "versions.env").read_text().splitlines():
-        line = line.strip()
-        if line and not line.startswith("#") and "=" in line:
-            k, v = line.split("=", 1)
-            out[k.strip()] = v.strip()
-    return out
+    return kit.versions()
 
 
 def binaries() -> dict[str, Path]:
     """Where build.sh caches each binary (``$K8SSO_CACHE/bin/<name>-<version>/``)."""
     v = _versions()
-    cache = Path(os.environ.get("K8SSO_CACHE", str(Path.home() / ".cache" / "k8s-step-operator")))
-    b = cache / "bin"
+    b = kit.cache_dir() / "bin"
     k8s = b / f"kubernetes-{v['KUBERNETES_VERSION']}"
     return {
         "etcd": b / f"etcd-{v['ETCD_VERSION']}" / "etcd",
@@ -117,120 +121,35 @@ def binaries() -> dict[str, Path]:
         "kube-scheduler": k8s / "kube-scheduler",
         "kubectl": k8s / "kubectl",
         "kwok": b / f"kwok-{v['KWOK_VERSION']}" / "kwok",
+        "kueue": b / f"kueue-{v['KUEUE_VERSION']}" / "kueue",
+        "karpenter": b / f"karpenter-{v['KARPENTER_VERSION']}" / "karpenter-kwok",
     }
+
+
+def available_addons() -> tuple[str, ...]:
+    """The add-ons whose binaries are built."""
+    b = binaries()
+    return tuple(a for a in ADDONS if b[a].exists())
+
+
+# What this cluster runs: the control plane, KWOK, and the add-ons that are built.
+COMPONENTS = CORE_COMPONENTS + available_addons()
 
 
 # ---------------------------------------------------------------------------------------------
 # Certificates
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-
-
 def make_pki(pki: Path) -> None:
     """Create the CA, serving and client certificates once; later runs keep them."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec, rsa
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
     if (pki / "done").exists():
         return
     pki.mkdir(parents=True, exist_ok=True)
-    now = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
-    ten_years = now + dt.timedelta(days=3650)
-
-    def pem_key(key: Any) -> bytes:
-        return key.private_bytes(  # type: ignore[no-any-return]
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-
-    def name(cn: str, org: str | None = None) -> x509.Name:
-        attrs = [x509.NameAttribute(NameOID.COMMON_NAME, cn)]
-        if org:
-            attrs.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, org))
-        return x509.Name(attrs)
-
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = name("k8sso-local-ca")
-    ca_cert = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(ten_years)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                key_cert_sign=True,
-                crl_sign=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(
-            x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    _write_private(pki / "ca.key", pem_key(ca_key))
-    (pki / "ca.crt").write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-
-    def issue(
-        file: str,
-        cn: str,
-        org: str | None = None,
-        *,
-        server: bool = False,
-        client: bool = False,
-        dns: Sequence[str] = (),
-        ips: Sequence[str] = (),
-    ) -> None:
-        key = ec.generate_private_key(ec.SECP256R1())
-        usages = []
-        if server:
-            usages.append(ExtendedKeyUsageOID.SERVER_AUTH)
-        if client:
-            usages.append(ExtendedKeyUsageOID.CLIENT_AUTH)
-        b = (
-            x509.CertificateBuilder()
-            .subject_name(name(cn, org))
-            .issuer_name(ca_name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now)
-            .not_valid_after(ten_years)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-                critical=False,
-            )
-        )
-        sans: list[x509.GeneralName] = [x509.DNSName(d) for d in dns]
-        sans += [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
-        if sans:
-            b = b.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        cert = b.sign(ca_key, hashes.SHA256())
-        _write_private(pki / f"{file}.key", pem_key(key))
-        (pki / f"{file}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-
+    ca = kit.CertAuthority(pki)
+    ca.create("k8sso-local-ca")
     first_service_ip = str(next(ipaddress.ip_network(SERVICE_CIDR).hosts()))
-    issue(
+    ca.issue(
+        pki,
         "apiserver",
         "kube-apiserver",
         server=True,
@@ -243,20 +162,22 @@ def make_pki(pki: Path) -> None:
         ],
         ips=[LOOPBACK, first_service_ip],
     )
-    issue("admin", "k8sso-admin", "system:masters", client=True)
-    issue("controller-manager", "system:kube-controller-manager", client=True)
-    issue("scheduler", "system:kube-scheduler", client=True)
+    ca.issue(pki, "admin", "k8sso-admin", "system:masters", client=True)
+    ca.issue(pki, "controller-manager", "system:kube-controller-manager", client=True)
+    ca.issue(pki, "scheduler", "system:kube-scheduler", client=True)
     # KWOK patches the status of many nodes and pods; the Node authorizer only lets a kubelet
     # touch its own node, so KWOK runs with cluster-admin rights.
-    issue("kwok", "kwok-controller", "system:masters", client=True)
-    issue("kwok-serving", "kwok", server=True, dns=["localhost"], ips=[LOOPBACK])
-    issue(
+    ca.issue(pki, "kwok", "kwok-controller", "system:masters", client=True)
+    ca.issue(pki, "kwok-serving", "kwok", server=True, dns=["localhost"], ips=[LOOPBACK])
+    ca.issue(
+        pki,
         "apiserver-kubelet-client",
         "kube-apiserver-kubelet-client",
         "system:masters",
         client=True,
     )
-    issue(
+    ca.issue(
+        pki,
         "kubelet",
         f"system:node:{REAL_NODE_NAME}",
         "system:nodes",
@@ -265,61 +186,43 @@ def make_pki(pki: Path) -> None:
         dns=["localhost", REAL_NODE_NAME],
         ips=[LOOPBACK],
     )
-    sa = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    _write_private(pki / "sa.key", pem_key(sa))
-    (pki / "sa.pub").write_bytes(
-        sa.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    )
+    kit.make_rsa_key_pair(pki / "sa.key", pki / "sa.pub")
     (pki / "done").write_text("ok\n")
 
 
+def make_addon_pki(pki: Path) -> None:
+    """Certificates of the add-ons, each issued once (also for a cluster made before them).
+
+    Kueue and Karpenter act on objects of every namespace (Workloads, Jobs, Nodes, NodeClaims,
+    pods' events); like KWOK they run as system:masters here rather than with their charts'
+    ClusterRoles. Kueue's webhooks, metrics and visibility server serve one certificate for
+    127.0.0.1, which the API server trusts through our CA.
+    """
+    ca = kit.CertAuthority(pki)
+    if not (pki / "kueue.crt").exists():
+        ca.issue(pki, "kueue", "kueue-controller-manager", "system:masters", client=True)
+    if not (pki / "kueue-serving.crt").exists():
+        ca.issue(
+            pki, "kueue-serving", "kueue-webhook", server=True, dns=["localhost"], ips=[LOOPBACK]
+        )
+    if not (pki / "karpenter.crt").exists():
+        ca.issue(pki, "karpenter", "karpenter", "system:masters", client=True)
+
+
 def write_kubeconfig(path: Path, server: str, pki: Path, user: str) -> None:
-    cfg = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {
-                "name": CLUSTER_NAME,
-                "cluster": {"server": server, "certificate-authority": str(pki / "ca.crt")},
-            }
-        ],
-        "users": [
-            {
-                "name": user,
-                "user": {
-                    "client-certificate": str(pki / f"{user}.crt"),
-                    "client-key": str(pki / f"{user}.key"),
-                },
-            }
-        ],
-        "contexts": [{"name": CLUSTER_NAME, "context": {"cluster": CLUSTER_NAME, "user": user}}],
-        "current-context": CLUSTER_NAME,
-    }
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    tmp.replace(path)
+    kit.write_kubeconfig(
+        path,
+        server=server,
+        ca=pki / "ca.crt",
+        cert=pki / f"{user}.crt",
+        key=pki / f"{user}.key",
+        user=user,
+        cluster_name=CLUSTER_NAME,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # State
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((LOOPBACK, 0))
-        return int(s.getsockname()[1])
-
-
-def port_is_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((LOOPBACK, port))
-        except OSError:
-            return False
-        return True
 
 
 PORT_NAMES = (
@@ -329,7 +232,15 @@ PORT_NAMES = (
     "kube-controller-manager",
     "kube-scheduler",
     "kwok",
+    "kueue-webhook",
+    "kueue-health",
+    "kueue-metrics",
+    "kueue-visibility",
+    "karpenter-health",
+    "karpenter-metrics",
 )
+# The port that tells whether a component's address is taken by someone else.
+MAIN_PORT = {"etcd": "etcd-client", "kueue": "kueue-webhook", "karpenter": "karpenter-health"}
 
 
 @dataclass
@@ -365,17 +276,10 @@ class State:
             ports = {k: int(v) for k, v in json.loads(f.read_text())["ports"].items()}
         elif not create:
             raise SystemExit(f"no local cluster state in {root}; run `make cluster` first")
-        taken = set(ports.values())
-        for n in PORT_NAMES:
-            if n not in ports:
-                p = free_port()
-                while p in taken:
-                    p = free_port()
-                ports[n] = p
-                taken.add(p)
+        ports = kit.free_ports(PORT_NAMES, ports)
         st = cls(root=root, ports=ports)
         if create:
-            for d in ("run", "logs", "kwok", "etcd"):
+            for d in ("run", "logs", "kwok", "etcd", "kueue", "karpenter"):
                 (root / d).mkdir(parents=True, exist_ok=True)
             (root / "etcd").chmod(0o700)
             f.write_text(json.dumps({"ports": ports}, indent=2) + "\n")
@@ -386,33 +290,12 @@ class State:
 # Processes
 
 
-def _proc_alive(pid: int) -> bool:
-    """True when ``pid`` runs and is not a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-
-
-def _proc_cmdline(pid: int) -> list[str]:
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return []
-    return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
-
-
 def running_pid(st: State, component: str) -> int | None:
     """The pid of ``component`` if it runs the binary we started (guards against pid reuse)."""
-    pf = st.pidfile(component)
-    try:
-        pid = int(pf.read_text().strip())
-    except (OSError, ValueError):
+    pid = kit.read_pidfile(st.pidfile(component))
+    if pid is None or not kit.proc_alive(pid):
         return None
-    if not _proc_alive(pid):
-        return None
-    cmd = _proc_cmdline(pid)
+    cmd = kit.proc_cmdline(pid)
     if cmd[:1] == ["setsid"]:  # the instant before the launcher execs the binary
         cmd = cmd[1:]
     if not cmd or Path(cmd[0]).name != Path(binaries()[component]).name:
@@ -523,7 +406,66 @@ def argv_for(st: State, component: str) -> list[str]:
             "--enable-crds=Logs",
             *(f"--config={c}" for c in configs),
         ]
-    raise SystemExit(f"unknown component {component!r}; accepted: {', '.join(COMPONENTS)}")
+    if component == "kueue":
+        return [
+            str(b["kueue"]),
+            f"--config={kueue_config(st)[0]}",
+            f"--kubeconfig={root / 'kueue.kubeconfig'}",
+            f"--visibility-server-port={p['kueue-visibility']}",
+        ]
+    if component == "karpenter":
+        return [
+            str(b["karpenter"]),
+            "--disable-leader-election=true",
+            f"--metrics-port={p['karpenter-metrics']}",
+            f"--health-probe-port={p['karpenter-health']}",
+            f"--instance-types-file-path={karpenter_instance_types(st)[0]}",
+            # Decide within about a second of a pod going Pending (default: 1 s idle, 10 s max).
+            "--batch-idle-duration=500ms",
+            "--batch-max-duration=3s",
+            "--kube-client-qps=50",
+            "--kube-client-burst=100",
+            "--log-level=info",
+        ]
+    raise SystemExit(f"unknown component {component!r}; accepted: {', '.join(ALL_COMPONENTS)}")
+
+
+def component_env(st: State, component: str) -> dict[str, str]:
+    """Environment variables a component needs besides its flags."""
+    if component == "kueue":
+        # Read by the two lines e2e/build/build.sh adds to Kueue (see there).
+        certs = str(st.root / "kueue" / "certs")
+        return {"KUEUE_METRICS_CERT_DIR": certs, "KUEUE_VISIBILITY_CERT_DIR": certs}
+    if component == "karpenter":
+        # Karpenter parses its own flags only; controller-runtime finds the kubeconfig here.
+        return {"KUBECONFIG": str(st.root / "karpenter.kubeconfig")}
+    return {}
+
+
+def _content_named(directory: Path, stem: str, suffix: str, text: str) -> tuple[Path, str]:
+    # The file name carries a digest of the content, so a changed file changes the command
+    # line and `up` restarts the component (which reads the file only at start).
+    digest = hashlib.sha256(text.encode()).hexdigest()[:12]
+    return directory / f"{stem}-{digest}{suffix}", text
+
+
+def kueue_config(st: State) -> tuple[Path, str]:
+    """Where Kueue's Configuration goes in the state directory, and its text."""
+    p = st.ports
+    cfg = addons.kueue_config(
+        webhook_port=p["kueue-webhook"],
+        health_port=p["kueue-health"],
+        metrics_port=p["kueue-metrics"],
+        visibility_port=p["kueue-visibility"],
+        cert_dir=st.root / "kueue" / "certs",
+    )
+    return _content_named(st.root / "kueue", "config", ".yaml", yaml.safe_dump(cfg))
+
+
+def karpenter_instance_types(st: State) -> tuple[Path, str]:
+    """A copy of ``e2e/karpenter/instance-types.json`` in the state directory, and its text."""
+    text = addons.INSTANCE_TYPES_FILE.read_text()
+    return _content_named(st.root / "karpenter", "instance-types", ".json", text)
 
 
 def start_process(st: State, component: str) -> int:
@@ -533,24 +475,13 @@ def start_process(st: State, component: str) -> int:
     argv = argv_for(st, component)
     if not Path(argv[0]).exists():
         raise SystemExit(f"{argv[0]} is missing; run `make binaries` (bash e2e/build/build.sh)")
-    logf = st.logfile(component)
-    logf.parent.mkdir(parents=True, exist_ok=True)
-    with open(logf, "ab") as f:
-        f.write(f"\n==== {dt.datetime.now(dt.UTC).isoformat()} start\n".encode())
-    # Started through a shell that exits at once, so the component is nobody's child: it
-    # outlives the caller (a test session, or this script) and init reaps it.
-    launcher = 'log=$1; shift; setsid "$@" >>"$log" 2>&1 </dev/null & echo $!'
-    out = subprocess.run(
-        ["/bin/sh", "-c", launcher, "sh", str(logf), *argv],
+    pid = kit.spawn(
+        argv,
+        logfile=st.logfile(component),
+        pidfile=st.pidfile(component),
         cwd=st.root,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=30,
+        env=component_env(st, component),
     )
-    pid = int(out.stdout.strip())
-    st.pidfile(component).parent.mkdir(parents=True, exist_ok=True)
-    st.pidfile(component).write_text(f"{pid}\n")
     log(f"started {component} (pid {pid})")
     return pid
 
@@ -563,20 +494,7 @@ def stop_process(st: State, component: str, grace: float | None = None) -> bool:
     if pid is None:
         st.pidfile(component).unlink(missing_ok=True)
         return False
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and _proc_alive(pid):
-        time.sleep(0.05)
-    if _proc_alive(pid):
-        log(f"{component} (pid {pid}) ignored SIGTERM for {grace:.0f} s; sending SIGKILL")
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and _proc_alive(pid):
-            time.sleep(0.05)
-    if _proc_alive(pid):
-        raise SystemExit(f"{component} (pid {pid}) survived SIGKILL")
+    kit.terminate(pid, grace, name=component, log=log)
     st.pidfile(component).unlink(missing_ok=True)
     log(f"stopped {component} (pid {pid})")
     return True
@@ -587,24 +505,15 @@ def stop_process(st: State, component: str, grace: float | None = None) -> bool:
 
 
 def _ssl_ctx(st: State, *, client: str | None = "admin", verify: bool = True) -> ssl.SSLContext:
-    if verify:
-        ctx = ssl.create_default_context(cafile=str(st.pki / "ca.crt"))
-    else:
-        # The controller manager and scheduler serve /healthz with self-signed certificates.
-        ctx = ssl._create_unverified_context()
-    if client:
-        ctx.load_cert_chain(str(st.pki / f"{client}.crt"), str(st.pki / f"{client}.key"))
-    return ctx
+    # The controller manager and scheduler serve /healthz with self-signed certificates.
+    return kit.tls_context(
+        st.pki / "ca.crt" if verify else None,
+        st.pki / f"{client}.crt" if client else None,
+        st.pki / f"{client}.key" if client else None,
+    )
 
 
-def _get(url: str, ctx: ssl.SSLContext | None = None, timeout: float = 2.0) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(url, context=ctx, timeout=timeout) as r:
-            return int(r.status), r.read()
-    except urllib.error.HTTPError as e:
-        return int(e.code), e.read()
-    except (urllib.error.URLError, OSError, TimeoutError):
-        return 0, b""
+_get = kit.http_get
 
 
 def healthy(st: State, component: str) -> bool:
@@ -619,52 +528,20 @@ def healthy(st: State, component: str) -> bool:
         )
     elif component == "kwok":
         code, _ = _get(f"http://{LOOPBACK}:{p['kwok']}/healthz")
+    elif component in ("kueue", "karpenter"):
+        # controller-runtime's probes; ready once the caches synced (and, for Kueue, the
+        # webhook server listens).
+        code, _ = _get(f"http://{LOOPBACK}:{p[component + '-health']}/readyz")
     else:
         raise SystemExit(f"unknown component {component!r}")
     return code == 200
 
 
-def wait_for(what: str, check: Any, timeout: float, interval: float = 0.2) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        if check():
-            return
-        if time.monotonic() > deadline:
-            raise SystemExit(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
-
-
-class Api:
+class Api(RestClient):
     """The few REST calls this script needs, over the admin client certificate."""
 
     def __init__(self, st: State) -> None:
-        self.base = st.server
-        self.ctx = _ssl_ctx(st)
-
-    def request(
-        self,
-        method: str,
-        path: str,
-        body: Any = None,
-        content_type: str = "application/json",
-    ) -> tuple[int, Any]:
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.base + path, data=data, method=method)
-        req.add_header("Accept", "application/json")
-        if data is not None:
-            req.add_header("Content-Type", content_type)
-        try:
-            with urllib.request.urlopen(req, context=self.ctx, timeout=10) as r:
-                raw = r.read()
-                return int(r.status), json.loads(raw) if raw else None
-        except urllib.error.HTTPError as e:
-            raw = e.read()
-            try:
-                return int(e.code), json.loads(raw)
-            except ValueError:
-                return int(e.code), raw.decode(errors="replace")
-        except (urllib.error.URLError, OSError, TimeoutError) as e:
-            return 0, str(e)
+        super().__init__(st.server, _ssl_ctx(st))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -860,19 +737,47 @@ def write_kwok_logs_config(st: State) -> None:
 
 def prepare(st: State) -> None:
     make_pki(st.pki)
+    make_addon_pki(st.pki)
     write_kubeconfig(st.kubeconfig, st.server, st.pki, "admin")
     write_kubeconfig(
         st.root / "controller-manager.kubeconfig", st.server, st.pki, "controller-manager"
     )
     write_kubeconfig(st.root / "scheduler.kubeconfig", st.server, st.pki, "scheduler")
     write_kubeconfig(st.root / "kwok.kubeconfig", st.server, st.pki, "kwok")
+    write_kubeconfig(st.root / "kueue.kubeconfig", st.server, st.pki, "kueue")
+    write_kubeconfig(st.root / "karpenter.kubeconfig", st.server, st.pki, "karpenter")
     write_kwok_logs_config(st)
+    # Kueue: its configuration, and the serving certificate under the names controller-runtime
+    # and the visibility server look for.
+    certs = st.root / "kueue" / "certs"
+    certs.mkdir(parents=True, exist_ok=True)
+    kit.write_private(certs / "tls.key", (st.pki / "kueue-serving.key").read_bytes())
+    (certs / "tls.crt").write_bytes((st.pki / "kueue-serving.crt").read_bytes())
+    for path, text in (kueue_config(st), karpenter_instance_types(st)):
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            for old in path.parent.glob(path.name.rsplit("-", 1)[0] + "-*"):
+                old.unlink()
+            kit.write_atomic(path, text)
 
 
 def outdated(st: State, component: str) -> bool:
     """True when ``component`` runs with other flags than this script would give it now."""
     pid = running_pid(st, component)
-    return pid is not None and _proc_cmdline(pid) != argv_for(st, component)
+    return pid is not None and kit.proc_cmdline(pid) != argv_for(st, component)
+
+
+def _check_port(st: State, component: str) -> None:
+    port = st.ports[MAIN_PORT.get(component, component)]
+    # A process stopped a moment ago may take a little longer to let go of its port.
+    deadline = time.monotonic() + 5
+    while not port_is_free(port) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if not port_is_free(port):
+        raise SystemExit(
+            f"port {port} for {component} is taken by another process; "
+            f"run `python e2e/cluster.py down` and `up` again to pick new ports"
+        )
 
 
 def ensure_component(st: State, component: str, timeout: float) -> bool:
@@ -890,30 +795,96 @@ def ensure_component(st: State, component: str, timeout: float) -> bool:
             stop_process(st, component)
     elif st.pidfile(component).exists():
         log(f"{component} is not running; starting it again")
-    port_key = "etcd-client" if component == "etcd" else component
-    if not port_is_free(st.ports[port_key]):
-        raise SystemExit(
-            f"port {st.ports[port_key]} for {component} is taken by another process; "
-            f"run `python e2e/cluster.py down` and `up` again to pick new ports"
-        )
+    _check_port(st, component)
     start_process(st, component)
     wait_for(f"{component} to become healthy", lambda: healthy(st, component), timeout)
     return True
 
 
+def _addon_dir(component: str) -> Path:
+    return binaries()[component].parent
+
+
+def install_kueue_crds(st: State) -> None:
+    """Kueue's CRDs, their v1beta1 <-> v1beta2 conversion served by the manager on loopback."""
+    crds = addons.kueue_crds(
+        _addon_dir("kueue") / "crd",
+        webhook_base=f"https://{LOOPBACK}:{st.ports['kueue-webhook']}",
+        ca_crt=st.pki / "ca.crt",
+    )
+    api = Api(st)
+    addons.apply_crds(api, crds)
+    addons.apply(api, addons.namespace(addons.KUEUE_NAMESPACE))
+
+
+def kueue_webhooks(st: State) -> list[dict[str, Any]]:
+    return addons.kueue_webhooks(
+        _addon_dir("kueue") / "webhook" / "manifests.yaml",
+        webhook_base=f"https://{LOOPBACK}:{st.ports['kueue-webhook']}",
+        ca_crt=st.pki / "ca.crt",
+    )
+
+
+def register_kueue_webhooks(st: State) -> None:
+    """Register the admission webhooks once Kueue serves them (they fail closed)."""
+    api = Api(st)
+    for cfg in kueue_webhooks(st):
+        addons.apply(api, cfg)
+
+
+def unregister_kueue_webhooks(st: State) -> None:
+    """Remove Kueue's admission webhooks from a cluster that runs without Kueue now."""
+    api = Api(st)
+    for kind in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"):
+        for name in (
+            "kueue-mutating-webhook-configuration",
+            "kueue-validating-webhook-configuration",
+        ):
+            obj = {
+                "apiVersion": "admissionregistration.k8s.io/v1",
+                "kind": kind,
+                "metadata": {"name": name},
+            }
+            if addons.delete(api, obj):
+                log(f"removed {kind} {name}: Kueue is not built")
+
+
+def install_karpenter_crds(st: State) -> None:
+    addons.apply_crds(Api(st), addons.karpenter_crds(_addon_dir("karpenter") / "crds"))
+
+
+def install_nodepools(st: State) -> None:
+    api = Api(st)
+    for obj in addons.nodepools():
+        addons.apply(api, obj)
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
-    for name, path in binaries().items():
-        if not path.exists():
-            raise SystemExit(f"{name} binary missing at {path}; run `make binaries`")
+    b = binaries()
+    for name in (*CORE_COMPONENTS, "kubectl"):
+        if not b[name].exists():
+            raise SystemExit(f"{name} binary missing at {b[name]}; run `make binaries`")
+    enabled = available_addons()
+    for a in ADDONS:
+        if a not in enabled:
+            log(f"{a} is not built ({b[a]} missing): the cluster runs without it ({ADDON_HINT})")
     st = State.load(create=True)
     prepare(st)
     changed = ensure_component(st, "etcd", 30)
     changed |= ensure_component(st, "kube-apiserver", 90)
     names = ensure_nodes(st, load_node_file()["nodes"])
     ensure_crds(st)
-    # These three only need the API server; start them together, then wait for each.
-    rest = ("kube-controller-manager", "kube-scheduler", "kwok")
+    api = Api(st)
+    addons.apply(api, addons.local_storage_class())
+    if "kueue" in enabled:
+        install_kueue_crds(st)
+    else:
+        unregister_kueue_webhooks(st)
+    if "karpenter" in enabled:
+        install_karpenter_crds(st)
+    # The rest only needs the API server; start them together, then wait for each.
+    rest = ("kube-controller-manager", "kube-scheduler", "kwok", *enabled)
     to_wait = []
     for c in rest:
         if outdated(st, c):
@@ -922,11 +893,17 @@ def cmd_up(args: argparse.Namespace) -> int:
         if running_pid(st, c) is None or not healthy(st, c):
             if running_pid(st, c) is not None:
                 stop_process(st, c)
+            _check_port(st, c)
             start_process(st, c)
             to_wait.append(c)
     for c in to_wait:
-        wait_for(f"{c} to become healthy", lambda c=c: healthy(st, c), 60)
+        timeout = 120 if c in ADDONS else 60
+        wait_for(f"{c} to become healthy", functools.partial(healthy, st, c), timeout)
     changed |= bool(to_wait)
+    if "kueue" in enabled:
+        register_kueue_webhooks(st)
+    if "karpenter" in enabled:
+        install_nodepools(st)
     wait_for("the default ServiceAccount", lambda: default_sa_exists(st), 60)
     wait_for(f"nodes {', '.join(names)} to be Ready", lambda: nodes_ready(st, names), 60)
     took = time.monotonic() - t0
@@ -934,12 +911,16 @@ def cmd_up(args: argparse.Namespace) -> int:
         log(f"cluster ready in {took:.1f} s")
     else:
         log(f"cluster already running and healthy (checked in {took:.1f} s)")
+    extras = ", ".join(enabled) or "no Kueue, no Karpenter: `make binaries` builds them"
     print(
-        f"Local cluster is up: API server {st.server}\n"
+        f"Local cluster is up: API server {st.server} ({extras})\n"
         f"  export KUBECONFIG={st.kubeconfig}\n"
-        f"  {binaries()['kubectl']} get nodes -L nvidia.com/gpu.product"
+        f"  {b['kubectl']} get nodes -L nvidia.com/gpu.product"
     )
     return 0
+
+
+ADDON_HINT = "`make binaries` builds it"
 
 
 def cmd_down(args: argparse.Namespace) -> int:
@@ -957,21 +938,18 @@ def cmd_down(args: argparse.Namespace) -> int:
     st = State.load(STATE_DIR, create=False) if (STATE_DIR / "state.json").exists() else None
     left: list[str] = []
     if st is not None:
-        for c in reversed(COMPONENTS):
+        # Every component, built or not: a binary removed since `up` leaves its process running.
+        for c in reversed(ALL_COMPONENTS):
             stop_process(st, c)
-        left = [c for c in COMPONENTS if running_pid(st, c) is not None]
+        left = [c for c in ALL_COMPONENTS if running_pid(st, c) is not None]
     # Anything else still running from this state directory was started by us too.
     marker = str(STATE_DIR)
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == os.getpid():
-            continue
-        cmd = _proc_cmdline(int(proc.name))
-        if cmd and any(marker in a for a in cmd[1:]) and _proc_alive(int(proc.name)):
-            left.append(f"{Path(cmd[0]).name} (pid {proc.name})")
+    for pid in kit.all_pids():
+        cmd = kit.proc_cmdline(pid)
+        if cmd and any(marker in a for a in cmd[1:]) and kit.proc_alive(pid):
+            left.append(f"{Path(cmd[0]).name} (pid {pid})")
     if left:
         raise SystemExit(f"still running after down: {', '.join(left)}")
-    import shutil
-
     shutil.rmtree(STATE_DIR)
     log(f"stopped every component and removed {STATE_DIR}")
     return 0
@@ -983,9 +961,13 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 1
     st = State.load()
     ok = True
-    for c in COMPONENTS:
+    built = available_addons()
+    for c in ALL_COMPONENTS:
         pid = running_pid(st, c)
-        port = st.ports["etcd-client" if c == "etcd" else c]
+        port = st.ports[MAIN_PORT.get(c, c)]
+        if c in ADDONS and c not in built and pid is None:
+            print(f"{c:25} {'not built':10} ({ADDON_HINT})")
+            continue
         h = pid is not None and healthy(st, c)
         ok &= h
         state = "healthy" if h else ("unhealthy" if pid else "stopped")
@@ -1012,6 +994,153 @@ def cmd_add_nodes(args: argparse.Namespace) -> int:
     return 0
 
 
+def pools() -> dict[str, dict[str, Any]]:
+    """The pools of ``e2e/nodes.yaml``: static ones and those an autoscaler grows from zero."""
+    return dict(load_node_file().get("pools") or {})
+
+
+def autoscaled_pools() -> dict[str, dict[str, Any]]:
+    """The pools Karpenter grows from zero (their ``autoscaler`` entry names the NodePool)."""
+    return {name: p for name, p in pools().items() if p.get("autoscaler")}
+
+
+def pool_nodes(st: State, pool: Mapping[str, Any]) -> list[str]:
+    """Names of the Ready nodes a pool's selector matches right now."""
+    selector = ",".join(f"{k}={v}" for k, v in pool["node_selector"].items())
+    code, body = Api(st).request("GET", f"/api/v1/nodes?labelSelector={selector}")
+    if code != 200:
+        raise SystemExit(f"listing nodes failed: HTTP {code}: {body}")
+    return sorted(
+        n["metadata"]["name"]
+        for n in body["items"]
+        if any(
+            c["type"] == "Ready" and c["status"] == "True"
+            for c in n.get("status", {}).get("conditions") or []
+        )
+    )
+
+
+def cmd_pools(args: argparse.Namespace) -> int:
+    st = State.load()
+    out = {name: {**p, "nodes": pool_nodes(st, p)} for name, p in pools().items()}
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+def create_local_pv(
+    st: State,
+    name: str,
+    path: str,
+    node: str,
+    *,
+    size: str = "1Gi",
+    storage_class: str = addons.STORAGE_CLASS,
+    create_dir: bool = True,
+) -> dict[str, Any]:
+    """A ``local`` PersistentVolume at the host directory ``path``, pinned to ``node``."""
+    return addons.create_local_pv(
+        Api(st), name, path, node, size=size, storage_class=storage_class, create_dir=create_dir
+    )
+
+
+def cmd_local_pv(args: argparse.Namespace) -> int:
+    st = State.load()
+    path = str(Path(args.path).resolve())
+    pv = create_local_pv(
+        st,
+        args.name,
+        path,
+        args.node,
+        size=args.size,
+        storage_class=args.storage_class,
+        create_dir=not args.no_mkdir,
+    )
+    print(
+        f"PersistentVolume {pv['metadata']['name']}: {path} on node {args.node}, {args.size}, "
+        f"StorageClass {args.storage_class} (claims bind when a pod using them is scheduled)"
+    )
+    return 0
+
+
+def kueue_queues(
+    namespace: str,
+    *,
+    pool: str = "h100",
+    local_queue: str = "gpu",
+    cluster_queue: str | None = None,
+    quota: Mapping[str, str | int] | None = None,
+    preemption: Mapping[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """A ResourceFlavor for a pool of ``e2e/nodes.yaml``, a ClusterQueue and a LocalQueue.
+
+    The flavor is named after the pool and carries its node selector and tolerations, which
+    Kueue adds to the pods of the Jobs it admits. Quota defaults to one node's worth of the
+    pool's resource.
+    """
+    d = pools()[pool]
+    return addons.kueue_queues(
+        namespace,
+        local_queue=local_queue,
+        cluster_queue=cluster_queue,
+        flavor=pool,
+        node_labels=d["node_selector"],
+        tolerations=d.get("tolerations") or [],
+        quota=quota or {d["resource"]: int(d["per_node"])},
+        preemption=preemption,
+    )
+
+
+def kueue_pending_workloads(
+    st: State,
+    *,
+    cluster_queue: str | None = None,
+    namespace: str | None = None,
+    local_queue: str | None = None,
+) -> dict[str, Any]:
+    """Kueue's visibility API: the pending Workloads of a queue, in admission order.
+
+    In a production cluster the API server serves it through an APIService backed by Kueue's
+    Service. Here there is no Service to route to, so this asks Kueue's visibility server on
+    its loopback port directly (with the admin certificate; it authenticates and authorizes
+    through the API server). Give ``cluster_queue``, or ``namespace`` and ``local_queue``.
+    """
+    base = (
+        f"https://{LOOPBACK}:{st.ports['kueue-visibility']}/apis/visibility.kueue.x-k8s.io/v1beta2"
+    )
+    if cluster_queue:
+        path = f"/clusterqueues/{cluster_queue}/pendingworkloads"
+    elif namespace and local_queue:
+        path = f"/namespaces/{namespace}/localqueues/{local_queue}/pendingworkloads"
+    else:
+        raise ValueError("give cluster_queue, or namespace and local_queue")
+    # Kueue's visibility server signs its own certificate only when none is given; it serves
+    # ours (kueue-serving, for 127.0.0.1), so the cluster's CA verifies it.
+    code, body = RestClient(base, _ssl_ctx(st)).request("GET", path)
+    if code != 200:
+        raise RuntimeError(f"GET {path} on Kueue's visibility server: HTTP {code}: {body}")
+    result: dict[str, Any] = body
+    return result
+
+
+def cmd_kueue_queues(args: argparse.Namespace) -> int:
+    st = State.load()
+    quota = dict(q.split("=", 1) for q in args.quota) if args.quota else None
+    api = Api(st)
+    for obj in kueue_queues(
+        args.namespace,
+        pool=args.pool,
+        local_queue=args.queue,
+        cluster_queue=args.cluster_queue,
+        quota=quota,
+    ):
+        addons.apply(api, obj)
+        m = obj["metadata"]
+        print(
+            f"{obj['kind']} {m.get('namespace', '') + '/' if m.get('namespace') else ''}{m['name']}"
+        )
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -1025,6 +1154,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = sub.add_parser("add-nodes", help="create the simulated nodes listed in a YAML file")
     p.add_argument("file")
     p.set_defaults(fn=cmd_add_nodes)
+    p = sub.add_parser("pools", help="print the pools of e2e/nodes.yaml with their Ready nodes")
+    p.set_defaults(fn=cmd_pools)
+    p = sub.add_parser("local-pv", help="create a local PersistentVolume pinned to one node")
+    p.add_argument("name")
+    p.add_argument("path", help="host directory (created, mode 1777, unless --no-mkdir)")
+    p.add_argument("--node", default=REAL_NODE_NAME)
+    p.add_argument("--size", default="1Gi")
+    p.add_argument("--storage-class", default=addons.STORAGE_CLASS)
+    p.add_argument("--no-mkdir", action="store_true")
+    p.set_defaults(fn=cmd_local_pv)
+    p = sub.add_parser(
+        "kueue-queues", help="create a ResourceFlavor, ClusterQueue and LocalQueue for a pool"
+    )
+    p.add_argument("namespace")
+    p.add_argument("--pool", default="h100", help="a pool of e2e/nodes.yaml (default: h100)")
+    p.add_argument("--queue", default="gpu", help="the LocalQueue's name (default: gpu)")
+    p.add_argument("--cluster-queue", help="default: <namespace>-<queue>")
+    p.add_argument(
+        "--quota", action="append", metavar="RESOURCE=N", help="default: one node of the pool"
+    )
+    p.set_defaults(fn=cmd_kueue_queues)
     args = ap.parse_args(argv)
     return int(args.fn(args))
 

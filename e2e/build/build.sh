@@ -5,6 +5,12 @@
 # Kubernetes cannot be built with `go install k8s.io/kubernetes/cmd/...@vX`: its go.mod replaces
 # every staging module with a local path, and replaces are ignored in a dependency. A wrapper
 # module that replaces each staging module with its published v0.X.Y release builds it.
+#
+# Usage: build.sh [NAME...]   NAME: kubernetes etcd kwok helm kueue karpenter
+#        (default: all of them; `core` stands for the first four, `addons` for the last two)
+# Kueue and Karpenter are built from a copy of their module with a small, checked patch each
+# (see build_kueue / build_karpenter): nothing else in this cluster may listen beyond 127.0.0.1
+# or read certificates from fixed host paths.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -19,8 +25,15 @@ export CGO_ENABLED=0
 
 log() { printf '[build] %s\n' "$*" >&2; }
 
-want=("$@")
-[ ${#want[@]} -gt 0 ] || want=(kubernetes etcd kwok helm)
+[ $# -gt 0 ] || set -- core addons
+want=()
+for w in "$@"; do
+  case $w in
+    core) want+=(kubernetes etcd kwok helm) ;;
+    addons) want+=(kueue karpenter) ;;
+    *) want+=("$w") ;;
+  esac
+done
 
 build_kubernetes() {
   local v=$KUBERNETES_VERSION out=$bin/kubernetes-$KUBERNETES_VERSION
@@ -124,6 +137,89 @@ build_helm() {
   GOBIN=$out.tmp go install -trimpath -ldflags "$ld" "helm.sh/helm/v3/cmd/helm@$v"
   rm -rf "$out" && mv "$out.tmp" "$out"
   log "helm $v: built in $((SECONDS - start)) s"
+}
+
+# The module's source, copied where it may be patched; prints the copy's path.
+module_copy() {
+  local mod=$1 v=$2 name=$3 dir work=$cache/src/$3-$2
+  dir=$(go mod download -json "$mod@$v" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
+  [ -n "$dir" ] || { log "$mod@$v: download failed"; return 1; }
+  rm -rf "$work" && mkdir -p "$(dirname "$work")" && cp -r "$dir" "$work" && chmod -R u+w "$work"
+  echo "$work"
+}
+
+# Fails the build when a patch no longer applies to the pinned source.
+expect_count() {
+  local want=$1 pattern=$2 file=$3 got
+  got=$(grep -c -- "$pattern" "$file" || true)
+  [ "$got" = "$want" ] || { log "patch check failed: $file has $got lines matching $pattern, want $want"; return 1; }
+}
+
+build_kueue() {
+  local v=$KUEUE_VERSION out=$bin/kueue-$KUEUE_VERSION
+  if [ -x "$out/kueue" ] && [ -d "$out/crd" ] && [ -f "$out/webhook/manifests.yaml" ]; then
+    log "kueue $v: cached in $out"; return
+  fi
+  log "kueue $v: building (minutes on 2 cores)"
+  local start=$SECONDS work
+  work=$(module_copy sigs.k8s.io/kueue "$v" kueue)
+  cd "$work"
+  # Without internal certificate management, the manager reads its metrics serving certificate
+  # from /etc/kueue/metrics/certs and the visibility server's from /visibility: let an
+  # environment variable name a directory of our own instead (unset: the paths as before).
+  sed -i '/metricsCertPath := "\/etc\/kueue\/metrics\/certs"/a\
+		if d := os.Getenv("KUEUE_METRICS_CERT_DIR"); d != "" { metricsCertPath = d }' cmd/kueue/main.go
+  expect_count 1 'os.Getenv("KUEUE_METRICS_CERT_DIR")' cmd/kueue/main.go
+  expect_count 1 'certDir = "/visibility"' pkg/visibility/server.go
+  cat > pkg/visibility/zz_certdir_env.go <<'GO'
+package visibility
+
+import "os"
+
+func init() {
+	if d := os.Getenv("KUEUE_VISIBILITY_CERT_DIR"); d != "" {
+		certDir = d
+	}
+}
+GO
+  mkdir -p "$out.tmp"
+  go build -trimpath -ldflags "-s -w -X sigs.k8s.io/kueue/pkg/version.GitVersion=$v" \
+    -o "$out.tmp/kueue" ./cmd/kueue
+  # What the cluster installs: the CRDs (with the kustomization that names the ones converted
+  # by the manager's webhook) and the webhook configurations the manager serves.
+  cp -r config/components/crd "$out.tmp/crd"
+  mkdir -p "$out.tmp/webhook" && cp config/components/webhook/manifests.yaml "$out.tmp/webhook/"
+  rm -rf "$out" && mv "$out.tmp" "$out"
+  rm -rf "$work"
+  log "kueue $v: built in $((SECONDS - start)) s"
+}
+
+build_karpenter() {
+  local v=$KARPENTER_VERSION out=$bin/karpenter-$KARPENTER_VERSION
+  if [ -x "$out/karpenter-kwok" ] && [ -d "$out/crds" ]; then
+    log "karpenter $v: cached in $out"; return
+  fi
+  log "karpenter $v: building its KWOK provider with $KARPENTER_GO (minutes on 2 cores)"
+  local start=$SECONDS work
+  # Its go.mod asks for a newer Go than the machine's: the go command fetches that toolchain
+  # from the module proxy once and keeps it in the module cache.
+  export GOTOOLCHAIN=$KARPENTER_GO
+  work=$(module_copy sigs.k8s.io/karpenter "$v" karpenter)
+  cd "$work"
+  # The metrics and health endpoints take a port only and bind every interface (":%d"):
+  # bind them to loopback.
+  expect_count 2 'fmt.Sprintf(":%d", options.FromContext(ctx)' pkg/operator/operator.go
+  sed -i 's/fmt.Sprintf(":%d", options.FromContext(ctx)/fmt.Sprintf("127.0.0.1:%d", options.FromContext(ctx)/' \
+    pkg/operator/operator.go
+  mkdir -p "$out.tmp"
+  go build -trimpath -ldflags "-s -w -X sigs.k8s.io/karpenter/pkg/operator.Version=$v" \
+    -o "$out.tmp/karpenter-kwok" ./kwok
+  mkdir -p "$out.tmp/crds"
+  cp pkg/apis/crds/*.yaml kwok/apis/crds/*.yaml "$out.tmp/crds/"
+  rm -rf "$out" && mv "$out.tmp" "$out"
+  rm -rf "$work"
+  unset GOTOOLCHAIN
+  log "karpenter $v: built in $((SECONDS - start)) s"
 }
 
 for w in "${want[@]}"; do "build_$w"; done

@@ -34,13 +34,9 @@ import ipaddress
 import json
 import os
 import shutil
-import signal
-import ssl
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -51,8 +47,9 @@ sys.path.insert(0, str(E2E / "images"))
 
 import build as images  # noqa: E402
 import cluster  # noqa: E402
+import clusterkit as kit  # noqa: E402
+from clusterkit import LOOPBACK, RestClient, wait_for  # noqa: E402
 
-LOOPBACK = "127.0.0.1"
 NODE_NAME = os.environ.get("K8SSO_REAL_NODE_NAME", cluster.REAL_NODE_NAME)
 ROOT = cluster.STATE_DIR / "realnode"
 GPUS = int(os.environ.get("K8SSO_REAL_NODE_GPUS", "8"))
@@ -79,8 +76,7 @@ KEEPER_ORPHAN_S = 60.0
 PROCS = ("containerd", "kubelet", "status-keeper")
 
 
-def log(msg: str) -> None:
-    print(f"[realnode] {msg}", file=sys.stderr, flush=True)
+log = kit.logger("realnode")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -122,12 +118,7 @@ def kubelet_bin() -> Path:
 def ports() -> dict[str, int]:
     if Paths.state.exists():
         return {k: int(v) for k, v in json.loads(Paths.state.read_text())["ports"].items()}
-    p: dict[str, int] = {}
-    for name in ("kubelet", "kubelet-healthz"):
-        n = cluster.free_port()
-        while n in p.values():
-            n = cluster.free_port()
-        p[name] = n
+    p = kit.free_ports(("kubelet", "kubelet-healthz"))
     Paths.state.write_text(json.dumps({"ports": p}, indent=2) + "\n")
     return p
 
@@ -138,93 +129,35 @@ def ports() -> dict[str, int]:
 
 def make_kubelet_cert(ca_dir: Path) -> None:
     """A client+serving certificate for system:node:<name>, signed by the cluster's CA."""
-    from cryptography import x509
-    from cryptography.exceptions import InvalidSignature
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-    crt, key_path = Paths.pki / "kubelet.crt", Paths.pki / "kubelet.key"
-    ca_crt_b = (ca_dir / "ca.crt").read_bytes()
-    if crt.exists() and key_path.exists():
-        old = x509.load_pem_x509_certificate(crt.read_bytes())
-        # A new cluster has a new CA; a certificate from the old one must be replaced.
-        with contextlib.suppress(ValueError, TypeError, InvalidSignature):
-            old.verify_directly_issued_by(x509.load_pem_x509_certificate(ca_crt_b))
-            return
-    ca_cert = x509.load_pem_x509_certificate(ca_crt_b)
-    ca_key = serialization.load_pem_private_key((ca_dir / "ca.key").read_bytes(), None)
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(
-            x509.Name(
-                [
-                    x509.NameAttribute(NameOID.COMMON_NAME, f"system:node:{NODE_NAME}"),
-                    x509.NameAttribute(NameOID.ORGANIZATION_NAME, "system:nodes"),
-                ]
-            )
-        )
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + dt.timedelta(days=3650))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.ExtendedKeyUsage(
-                [ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH]
-            ),
-            critical=False,
-        )
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [
-                    x509.DNSName("localhost"),
-                    x509.DNSName(NODE_NAME),
-                    x509.IPAddress(ipaddress.ip_address(LOOPBACK)),
-                ]
-            ),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
-    )
+    ca = kit.CertAuthority(ca_dir)
+    crt, key = Paths.pki / "kubelet.crt", Paths.pki / "kubelet.key"
+    # A new cluster has a new CA; a certificate from the old one must be replaced.
+    if key.exists() and ca.signed(crt):
+        return
     Paths.pki.mkdir(parents=True, exist_ok=True)
-    cluster._write_private(
-        key_path,
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ),
+    ca.issue(
+        Paths.pki,
+        "kubelet",
+        f"system:node:{NODE_NAME}",
+        "system:nodes",
+        client=True,
+        server=True,
+        dns=["localhost", NODE_NAME],
+        ips=[LOOPBACK],
     )
-    crt.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     log(f"issued a certificate for system:node:{NODE_NAME}")
 
 
 def write_kubeconfig(server: str, ca: Path) -> None:
-    import yaml
-
-    cfg = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {"name": "local", "cluster": {"server": server, "certificate-authority": str(ca)}}
-        ],
-        "users": [
-            {
-                "name": NODE_NAME,
-                "user": {
-                    "client-certificate": str(Paths.pki / "kubelet.crt"),
-                    "client-key": str(Paths.pki / "kubelet.key"),
-                },
-            }
-        ],
-        "contexts": [{"name": "local", "context": {"cluster": "local", "user": NODE_NAME}}],
-        "current-context": "local",
-    }
-    Paths.kubelet_kubeconfig.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    kit.write_kubeconfig(
+        Paths.kubelet_kubeconfig,
+        server=server,
+        ca=ca,
+        cert=Paths.pki / "kubelet.crt",
+        key=Paths.pki / "kubelet.key",
+        user=NODE_NAME,
+        cluster_name="local",
+    )
 
 
 def containerd_config(sandbox_image: str) -> str:
@@ -286,90 +219,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 
 # The pod network plugin: one interface holding a loopback-range address inside the pod's own
 # network namespace. No link to the host, no bridge, no route: nothing leaves the namespace.
-CNI_PLUGIN = r"""
-import fcntl, ipaddress, json, os, subprocess, sys
-
-SUPPORTED = ["0.3.0", "0.3.1", "0.4.0", "1.0.0"]
-
-
-def fail(code, msg):
-    json.dump({"cniVersion": "1.0.0", "code": code, "msg": msg}, sys.stdout)
-    sys.exit(1)
-
-
-def main():
-    cmd = os.environ.get("CNI_COMMAND", "")
-    if cmd == "VERSION":
-        json.dump({"cniVersion": "1.0.0", "supportedVersions": SUPPORTED}, sys.stdout)
-        return
-    conf = json.load(sys.stdin)
-    version = conf.get("cniVersion", "1.0.0")
-    data = conf["dataDir"]
-    net = ipaddress.ip_network(conf["subnet"])
-    cid = os.environ["CNI_CONTAINERID"]
-    ifname = os.environ.get("CNI_IFNAME", "eth0")
-    netns = os.environ.get("CNI_NETNS", "")
-    os.makedirs(data, exist_ok=True)
-    with open(os.path.join(data, ".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        taken = {}
-        for name in os.listdir(data):
-            if name.startswith("."):
-                continue
-            with open(os.path.join(data, name)) as f:
-                taken[name] = f.read().strip()
-        mine = [ip for ip, owner in taken.items() if owner == cid]
-        if cmd == "DEL":
-            for ip in mine:
-                os.unlink(os.path.join(data, ip))
-            if netns and os.path.exists(netns):
-                subprocess.run(["nsenter", "--net=" + netns, "ip", "link", "del", ifname],
-                               capture_output=True)
-            json.dump({"cniVersion": version}, sys.stdout) if version >= "1" else None
-            return
-        if cmd == "CHECK":
-            if not mine:
-                fail(11, "no address recorded for " + cid)
-            return
-        if cmd != "ADD":
-            fail(4, "unsupported command " + cmd)
-        if mine:
-            ip = mine[0]
-        else:
-            ip = next((str(a) for a in net.hosts() if str(a) not in taken
-                       and not str(a).endswith(".0") and not str(a).endswith(".1")), None)
-            if ip is None:
-                fail(11, "no free address in " + str(net))
-            with open(os.path.join(data, ip), "w") as f:
-                f.write(cid)
-    def ns(*argv):
-        return subprocess.run(["nsenter", "--net=" + netns, *argv], capture_output=True,
-                              text=True)
-
-    # A dummy link where the kernel has the module; otherwise a veth pair whose two ends both
-    # stay inside the pod's namespace.
-    r = ns("ip", "link", "add", ifname, "type", "dummy")
-    if r.returncode != 0 and "File exists" not in r.stderr:
-        r = ns("ip", "link", "add", ifname, "type", "veth", "peer", "name", "podnet0")
-        if r.returncode == 0:
-            ns("ip", "link", "set", "podnet0", "up")
-    if r.returncode != 0 and "File exists" not in r.stderr:
-        fail(11, "creating " + ifname + ": " + r.stderr.strip())
-    for argv in (["ip", "addr", "add", ip + "/32", "dev", ifname],
-                 ["ip", "link", "set", ifname, "up"]):
-        r = ns(*argv)
-        if r.returncode != 0 and "File exists" not in r.stderr:
-            fail(11, " ".join(argv) + ": " + r.stderr.strip())
-    ipcfg = {"address": ip + "/32", "interface": 0}
-    if version < "1":
-        ipcfg["version"] = "4"
-    json.dump({"cniVersion": version,
-               "interfaces": [{"name": ifname, "sandbox": netns}],
-               "ips": [ipcfg], "dns": {}}, sys.stdout)
-
-
-main()
-"""
+CNI_PLUGIN = HERE / "cni" / "k8sso_podnet.py"
 
 
 def write_cni() -> None:
@@ -383,8 +233,9 @@ def write_cni() -> None:
         link.unlink(missing_ok=True)
         link.symlink_to(lo)
     plugin = Paths.cni_bin / "k8sso-podnet"
-    # The system interpreter: the plugin runs under containerd, outside any virtualenv.
-    plugin.write_text("#!/usr/bin/python3\n" + CNI_PLUGIN)
+    # Its first line names the system interpreter: the plugin runs under containerd, outside
+    # any virtualenv.
+    plugin.write_text(CNI_PLUGIN.read_text())
     plugin.chmod(0o755)
     conf = {
         "cniVersion": "1.0.0",
@@ -487,18 +338,15 @@ def pid_of(name: str) -> int | None:
     The /proc scan finds a process that runs with this node's files but whose pid file is
     gone or stale (started by hand, or by an ``up`` that was interrupted).
     """
-    with contextlib.suppress(OSError, ValueError):
-        pid = int(Paths.pidfile(name).read_text().strip())
-        if cluster._proc_alive(pid) and _ours(name, cluster._proc_cmdline(pid)):
+    pid = kit.read_pidfile(Paths.pidfile(name))
+    if pid is not None and kit.proc_alive(pid) and _ours(name, kit.proc_cmdline(pid)):
+        return pid
+    for pid in kit.all_pids():
+        if _ours(name, kit.proc_cmdline(pid)) and kit.proc_alive(pid):
+            with contextlib.suppress(OSError):
+                Paths.run.mkdir(parents=True, exist_ok=True)
+                Paths.pidfile(name).write_text(f"{pid}\n")
             return pid
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit() and int(proc.name) != os.getpid():
-            pid = int(proc.name)
-            if _ours(name, cluster._proc_cmdline(pid)) and cluster._proc_alive(pid):
-                with contextlib.suppress(OSError):
-                    Paths.run.mkdir(parents=True, exist_ok=True)
-                    Paths.pidfile(name).write_text(f"{pid}\n")
-                return pid
     return None
 
 
@@ -517,23 +365,11 @@ CONTAINERD_ENV = {
 
 
 def spawn(name: str, argv: list[str], env: dict[str, str] | None = None) -> int:
-    Paths.logs.mkdir(parents=True, exist_ok=True)
-    Paths.run.mkdir(parents=True, exist_ok=True)
-    with open(Paths.logfile(name), "ab") as out:
-        out.write(f"\n==== {dt.datetime.now(dt.UTC).isoformat()} start\n".encode())
-        out.flush()
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-            start_new_session=True,
-            env={**os.environ, **(env or {})},
-        )
-    Paths.pidfile(name).write_text(f"{proc.pid}\n")
-    log(f"started {name} (pid {proc.pid})")
-    return proc.pid
+    pid = kit.spawn(
+        argv, logfile=Paths.logfile(name), pidfile=Paths.pidfile(name), cwd=ROOT, env=env
+    )
+    log(f"started {name} (pid {pid})")
+    return pid
 
 
 def stop(name: str, grace: float = 15.0) -> None:
@@ -541,35 +377,9 @@ def stop(name: str, grace: float = 15.0) -> None:
     if pid is None:
         Paths.pidfile(name).unlink(missing_ok=True)
         return
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and cluster._proc_alive(pid):
-        time.sleep(0.05)
-    if cluster._proc_alive(pid):
-        log(f"{name} (pid {pid}) ignored SIGTERM; sending SIGKILL")
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-        time.sleep(0.5)
+    kit.terminate(pid, grace, name=name, log=log)
     Paths.pidfile(name).unlink(missing_ok=True)
     log(f"stopped {name} (pid {pid})")
-
-
-def _has_env(pid: int, want: dict[str, str]) -> bool:
-    try:
-        raw = Path(f"/proc/{pid}/environ").read_bytes()
-    except OSError:
-        return False
-    env = dict(e.decode(errors="replace").split("=", 1) for e in raw.split(b"\0") if b"=" in e)
-    return all(env.get(k) == v for k, v in want.items())
-
-
-def wait_for(what: str, check: Any, timeout: float, interval: float = 0.2) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise SystemExit(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
 
 
 def ctr(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -594,7 +404,7 @@ def containerd_ok() -> bool:
 
 
 def kubelet_healthy(p: dict[str, int]) -> bool:
-    code, _ = cluster._get(f"http://{LOOPBACK}:{p['kubelet-healthz']}/healthz")
+    code, _ = kit.http_get(f"http://{LOOPBACK}:{p['kubelet-healthz']}/healthz")
     return code == 200
 
 
@@ -602,35 +412,15 @@ def kubelet_healthy(p: dict[str, int]) -> bool:
 # The Node object
 
 
-def node_api() -> tuple[str, ssl.SSLContext]:
-    """The apiserver URL and a TLS context with this node's own identity."""
+def node_api() -> RestClient:
+    """A client of the API server with this node's own identity."""
     st = cluster.State.load()
-    ctx = ssl.create_default_context(cafile=str(st.pki / "ca.crt"))
-    ctx.load_cert_chain(str(Paths.pki / "kubelet.crt"), str(Paths.pki / "kubelet.key"))
-    return st.server, ctx
-
-
-def _request(
-    method: str, url: str, ctx: ssl.SSLContext, body: Any = None, ctype: str = ""
-) -> tuple[int, Any]:
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method)
-    req.add_header("Accept", "application/json")
-    if data is not None:
-        req.add_header("Content-Type", ctype or "application/json")
-    try:
-        with urllib.request.urlopen(req, context=ctx, timeout=10) as r:
-            raw = r.read()
-            return int(r.status), json.loads(raw) if raw else None
-    except urllib.error.HTTPError as e:
-        return int(e.code), e.read().decode(errors="replace")
-    except (urllib.error.URLError, OSError, TimeoutError) as e:
-        return 0, str(e)
+    ctx = kit.tls_context(st.pki / "ca.crt", Paths.pki / "kubelet.crt", Paths.pki / "kubelet.key")
+    return RestClient(st.server, ctx)
 
 
 def get_node() -> dict[str, Any] | None:
-    server, ctx = node_api()
-    code, body = _request("GET", f"{server}/api/v1/nodes/{NODE_NAME}", ctx)
+    code, body = node_api().request("GET", f"/api/v1/nodes/{NODE_NAME}")
     return body if code == 200 and isinstance(body, dict) else None
 
 
@@ -697,13 +487,8 @@ def ensure_status(node: dict[str, Any]) -> bool:
     ops = status_patch(node)
     if not ops:
         return False
-    server, ctx = node_api()
-    code, body = _request(
-        "PATCH",
-        f"{server}/api/v1/nodes/{NODE_NAME}/status",
-        ctx,
-        ops,
-        "application/json-patch+json",
+    code, body = node_api().request(
+        "PATCH", f"/api/v1/nodes/{NODE_NAME}/status", ops, "application/json-patch+json"
     )
     if code != 200:
         log(f"patching the status of node {NODE_NAME} failed: HTTP {code}: {body}")
@@ -770,7 +555,7 @@ def cmd_up(_: argparse.Namespace) -> int:
     )
     Paths.containerd_config.write_text(config)
     pid = pid_of("containerd")
-    if pid is not None and not _has_env(pid, CONTAINERD_ENV):
+    if pid is not None and not kit.proc_has_env(pid, CONTAINERD_ENV):
         restart_containerd = True
     if pid is not None and (restart_containerd or not containerd_ok()):
         log("containerd config changed or containerd unhealthy; restarting it")
@@ -885,22 +670,18 @@ def cmd_down(_: argparse.Namespace) -> int:
     stop("containerd")
     # Shims outlive containerd by design; ours are the ones bound to our socket.
     sock = str(Paths.sock)
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        cmd = cluster._proc_cmdline(int(proc.name))
+    for pid in kit.all_pids():
+        cmd = kit.proc_cmdline(pid)
         if cmd and Path(cmd[0]).name.startswith("containerd-shim") and sock in cmd:
-            log(f"killing leftover shim pid {proc.name}")
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(proc.name), signal.SIGKILL)
+            log(f"killing leftover shim pid {pid}")
+            kit.kill_now(pid)
     # Container processes left without a shim still sit in the kubelet's pod cgroups.
     for base in _kubepods_cgroups():
         for procs in base.rglob("cgroup.procs"):
             with contextlib.suppress(OSError):
-                for pid in procs.read_text().split():
-                    log(f"killing leftover container process {pid}")
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(int(pid), signal.SIGKILL)
+                for word in procs.read_text().split():
+                    log(f"killing leftover container process {word}")
+                    kit.kill_now(int(word))
     time.sleep(0.2)
     for base in _kubepods_cgroups():
         for d in sorted((p for p in base.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):

@@ -294,7 +294,8 @@ def test_kubectl_apply_k_manifests(kubectl_bin: str, kubeconfig_path: Any, api_c
         with service_account_client(api_client, token) as pipeline:
             report = run_doctor(pipeline, ns)
             assert report.ok, report.missing
-            assert not report.missing_optional
+            # The manifests leave Kueue out: its permissions are optional when it is served.
+            assert not [p for p in report.missing_optional if p.group != "kueue.x-k8s.io"]
             with pytest.raises(ApiException) as info:
                 k8s.CoreV1Api(pipeline).list_namespaced_secret(ns)
             assert info.value.status == 403

@@ -299,7 +299,6 @@ class KubernetesJobStepOperator(BaseStepOperator):
         self.access()
         return self._context_namespace
 
-
     def _build(
         self,
         info: StepRunInfo,

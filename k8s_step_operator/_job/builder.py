@@ -38,20 +38,21 @@ from k8s_step_operator._job.gpu import (
     mig_resource,
     resolve_gpu_vendor,
 )
-from k8s_step_operator._job.naming import (
+from k8s_step_operator._job.keys import (
     ANNOTATION_PIPELINE_NAME,
     ANNOTATION_PREFIX,
     ANNOTATION_RUN_ID,
     ANNOTATION_RUN_NAME,
     ANNOTATION_STEP_NAME,
     ANNOTATION_STEP_RUN_ID,
+    KUEUE_QUEUE_LABEL,
     LABEL_MANAGED_BY,
     LABEL_RUN_ID,
     LABEL_STEP_NAME,
     MANAGED_BY,
-    job_name,
-    label_value,
+    is_reserved_key,
 )
+from k8s_step_operator._job.naming import job_name, label_value
 from k8s_step_operator._job.settings import (
     ALLOWED_CONTAINER_OVERRIDE_KEYS,
     ALLOWED_POD_SPEC_OVERRIDE_KEYS,
@@ -82,7 +83,6 @@ CONTAINER_NAME = "step"
 DEFAULT_NAMESPACE = "default"
 DEFAULT_RUN_AS_USER = 1000
 IMAGE_KEY = "kubernetes_job_step_operator"
-KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 SHM_VOLUME = "dshm"
 # Set by the device plugin for the GPUs actually allocated; a user value could expose every GPU
 # of the node without requesting any.
@@ -93,8 +93,6 @@ _SECRET_WORDS = frozenset(
     {"PASSWORD", "PASSWD", "SECRET", "TOKEN", "APIKEY", "CREDENTIAL", "CREDENTIALS", "PRIVATEKEY"}
 )
 _SECRET_PAIRS = frozenset({("API", "KEY"), ("ACCESS", "KEY"), ("PRIVATE", "KEY"), ("AUTH", "KEY")})
-_RESERVED_KEY_PREFIXES = ("kubernetes.io/", "k8s.io/", "batch.kubernetes.io/", ANNOTATION_PREFIX)
-_RESERVED_KEYS = frozenset({LABEL_MANAGED_BY, KUEUE_QUEUE_LABEL, "controller-uid", "job-name"})
 _SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
 _MAX_INT64 = 2**63 - 1
 _MAX_ID = 2**31 - 1  # Kubernetes' bound on UIDs and GIDs
@@ -526,7 +524,7 @@ def _require_node_expression(affinity: dict[str, Any], expression: dict[str, Any
 
 def _check_key(field: str, key: str) -> None:
     check_qualified_name(f"{field}[{key!r}]", key)
-    if key in _RESERVED_KEYS or key.startswith(_RESERVED_KEY_PREFIXES):
+    if is_reserved_key(key):
         raise ConfigurationError(
             f"{field}[{key!r}]",
             "a key outside those this library or Kubernetes set (kubernetes.io/, k8s.io/, "

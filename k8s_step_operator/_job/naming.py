@@ -16,6 +16,18 @@ import unicodedata
 from collections.abc import Mapping
 from typing import Any
 
+from k8s_step_operator._job.keys import (
+    ANNOTATION_PIPELINE_NAME,
+    ANNOTATION_PREFIX,
+    ANNOTATION_RUN_ID,
+    ANNOTATION_RUN_NAME,
+    ANNOTATION_STEP_NAME,
+    ANNOTATION_STEP_RUN_ID,
+    LABEL_MANAGED_BY,
+    LABEL_RUN_ID,
+    LABEL_STEP_NAME,
+    MANAGED_BY,
+)
 from k8s_step_operator._job.validation import is_label_value
 
 __all__ = [
@@ -33,17 +45,6 @@ __all__ = [
     "label_value",
     "same_step",
 ]
-
-ANNOTATION_PREFIX = "k8s-step-operator.io/"
-ANNOTATION_RUN_ID = ANNOTATION_PREFIX + "run-id"
-ANNOTATION_STEP_RUN_ID = ANNOTATION_PREFIX + "step-run-id"
-ANNOTATION_STEP_NAME = ANNOTATION_PREFIX + "step-name"
-ANNOTATION_RUN_NAME = ANNOTATION_PREFIX + "run-name"
-ANNOTATION_PIPELINE_NAME = ANNOTATION_PREFIX + "pipeline-name"
-LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
-MANAGED_BY = "k8s-step-operator"
-LABEL_RUN_ID = ANNOTATION_PREFIX + "run-id"
-LABEL_STEP_NAME = ANNOTATION_PREFIX + "step-name"
 
 _HASH_CHARS = 16  # 64 bits: collisions are out of reach for any realistic number of steps
 _MAX_NAME = 63  # the Job controller copies the name into a pod label value

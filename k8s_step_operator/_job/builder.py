@@ -53,6 +53,7 @@ from k8s_step_operator._job.keys import (
     is_reserved_key,
 )
 from k8s_step_operator._job.naming import job_name, label_value
+from k8s_step_operator._job.quantity import check_quantity
 from k8s_step_operator._job.settings import (
     ALLOWED_CONTAINER_OVERRIDE_KEYS,
     ALLOWED_POD_SPEC_OVERRIDE_KEYS,
@@ -65,7 +66,6 @@ from k8s_step_operator._job.validation import (
     check_env_name,
     check_label_value,
     check_qualified_name,
-    parse_quantity,
 )
 
 __all__ = [
@@ -265,7 +265,7 @@ def build_job(
         pod_spec["tolerations"] = tolerations
     _apply_security(pod_spec, container, s)
     if s.shm_size is not None:
-        size = parse_quantity("settings.shm_size", s.shm_size, allow_milli=False)
+        size = check_quantity("settings.shm_size", s.shm_size, allow_milli=False)
         if size <= 0 or size > _MAX_INT64:
             raise ConfigurationError(
                 "settings.shm_size", "a positive size below 8Ei, such as '1Gi'", s.shm_size

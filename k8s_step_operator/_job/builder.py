@@ -49,6 +49,7 @@ from k8s_step_operator._job.keys import (
     LABEL_MANAGED_BY,
     LABEL_RUN_ID,
     LABEL_STEP_NAME,
+    LABEL_STEP_RUN_ID,
     MANAGED_BY,
     is_reserved_key,
 )
@@ -169,11 +170,15 @@ def build_job(
     )
     # str(): ZenML's own StepRunInfo carries UUIDs; any object with these attributes works.
     run_id, step_name = str(info.run_id), str(info.pipeline_step_name)
-    if not run_id or not step_name:
-        raise ConfigurationError(
-            "info.run_id" if not run_id else "info.pipeline_step_name", "a non-empty string", ""
-        )
-    name = job_name(run_id, step_name)
+    step_run_id = str(info.step_run_id)
+    for field, text in (
+        ("info.run_id", run_id),
+        ("info.pipeline_step_name", step_name),
+        ("info.step_run_id", step_run_id),
+    ):
+        if not text:
+            raise ConfigurationError(field, "a non-empty string", "")
+    name = job_name(run_id, step_name, step_run_id)
     image = _image(info, s)
     command = _command(entrypoint_command)
 
@@ -201,10 +206,11 @@ def build_job(
         LABEL_MANAGED_BY: MANAGED_BY,
         LABEL_RUN_ID: label_value(run_id),
         LABEL_STEP_NAME: label_value(step_name),
+        LABEL_STEP_RUN_ID: label_value(step_run_id),
     }
     raw_names = {
         ANNOTATION_RUN_ID: run_id,
-        ANNOTATION_STEP_RUN_ID: str(info.step_run_id),
+        ANNOTATION_STEP_RUN_ID: step_run_id,
         ANNOTATION_STEP_NAME: step_name,
         ANNOTATION_RUN_NAME: str(info.run_name or ""),
         ANNOTATION_PIPELINE_NAME: str(getattr(info.pipeline, "name", "") or ""),

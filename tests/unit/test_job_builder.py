@@ -79,7 +79,7 @@ def test_frame() -> None:
     job = build()
     assert job["apiVersion"] == "batch/v1"
     assert job["kind"] == "Job"
-    assert job["metadata"]["name"] == job_name("run-1", "train")
+    assert job["metadata"]["name"] == job_name("run-1", "train", "step-run-1")
     assert job["metadata"]["namespace"] == "default"
     assert job["spec"]["backoffLimit"] == 0
     assert job["spec"]["ttlSecondsAfterFinished"] == 600
@@ -118,6 +118,7 @@ def test_metadata_labels_and_annotations() -> None:
     assert meta["annotations"]["k8s-step-operator.io/step-run-id"] == "step-run-1"
     assert meta["annotations"]["k8s-step-operator.io/run-name"] == "nightly"
     assert meta["annotations"]["k8s-step-operator.io/pipeline-name"] == "pipe"
+    assert meta["labels"]["k8s-step-operator.io/step-run-id"] == "step-run-1"
     template = job["spec"]["template"]["metadata"]
     assert template["labels"]["tier"] == "gpu"
     assert "team" not in template["labels"]
@@ -710,7 +711,8 @@ def test_duck_typed_step_run_info_with_uuids() -> None:
     assert annotations["k8s-step-operator.io/run-id"] == str(run_id)
     assert annotations["k8s-step-operator.io/step-run-id"] == str(step_run_id)
     assert job["metadata"]["labels"]["k8s-step-operator.io/run-id"] == str(run_id)
-    assert job["metadata"]["name"] == job_name(str(run_id), "trainer")
+    assert job["metadata"]["labels"]["k8s-step-operator.io/step-run-id"] == str(step_run_id)
+    assert job["metadata"]["name"] == job_name(str(run_id), "trainer", str(step_run_id))
 
 
 def test_node_selector_may_select_on_labels_others_set() -> None:
@@ -721,3 +723,15 @@ def test_node_selector_may_select_on_labels_others_set() -> None:
     }
     assert pod(build(S(node_selector=selector)))["nodeSelector"] == selector
     refused("settings.node_selector['bad key']", settings=S(node_selector={"bad key": "x"}))
+
+
+def test_each_attempt_of_a_step_gets_its_own_job() -> None:
+    first = build(info={"step_run_id": "attempt-1"})
+    again = build(info={"step_run_id": "attempt-1"})
+    retry = build(info={"step_run_id": "attempt-2"})
+    assert first["metadata"]["name"] == again["metadata"]["name"]
+    assert first["metadata"]["name"] != retry["metadata"]["name"]
+    assert first["metadata"]["name"] == job_name("run-1", "train", "attempt-1")
+    for job, attempt in ((first, "attempt-1"), (retry, "attempt-2")):
+        for labels in (job["metadata"]["labels"], job["spec"]["template"]["metadata"]["labels"]):
+            assert labels["k8s-step-operator.io/step-run-id"] == attempt

@@ -16,7 +16,7 @@ Both happen before anything is sent to the cluster.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
@@ -26,11 +26,10 @@ from pydantic import (
     NonNegativeInt,
     PositiveFloat,
     PositiveInt,
-    ValidationError,
     field_validator,
 )
 
-from k8s_step_operator._api.base_settings import BaseSettings
+from k8s_step_operator._api.base_settings import BaseSettings, SettingsValidationError
 from k8s_step_operator._api.base_step_operator import BaseStepOperatorConfig
 from k8s_step_operator._errors import configuration_error
 
@@ -118,6 +117,8 @@ class SecretKeyRef(_Part):
 
 class KubernetesJobStepOperatorSettings(BaseSettings):
     """How one step runs as a Kubernetes Job. Every field may be set per step."""
+
+    secret_fields: ClassVar[tuple[str, ...]] = ("secret_env",)
 
     # --- where and what -----------------------------------------------------------------
     namespace: str | None = Field(
@@ -343,6 +344,8 @@ class KubernetesJobStepOperatorSettings(BaseSettings):
 class KubernetesJobStepOperatorConfig(BaseStepOperatorConfig, KubernetesJobStepOperatorSettings):
     """Cluster-wide defaults of the step operator, plus how to reach the cluster."""
 
+    error_prefix: ClassVar[str] = "config"
+
     kubeconfig_path: str | None = Field(
         default=None, description="Kubeconfig file; None uses KUBECONFIG or ~/.kube/config."
     )
@@ -367,5 +370,8 @@ def parse_settings(data: Any, prefix: str = "settings") -> KubernetesJobStepOper
     """
     try:
         return KubernetesJobStepOperatorSettings.model_validate(data)
-    except ValidationError as exc:
-        raise configuration_error(exc, prefix, secret_fields=("secret_env",)) from exc
+    except SettingsValidationError as exc:
+        if prefix == KubernetesJobStepOperatorSettings.error_prefix:
+            raise
+        secret = KubernetesJobStepOperatorSettings.secret_fields
+        raise configuration_error(exc, prefix, secret_fields=secret) from exc.__cause__

@@ -17,16 +17,22 @@ __all__ = [
     "check_env_name",
     "check_label_value",
     "check_qualified_name",
+    "check_secret_key",
     "is_dns_label",
+    "is_dns_subdomain",
     "is_label_value",
     "is_qualified_name",
+    "is_secret_key",
 ]
 
-_QUALIFIED_NAME_PART = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+# Matched with fullmatch: "$" would accept a trailing newline, which the API server refuses.
+_QUALIFIED_NAME_PART = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 # The classic C-identifier-like rule; accepted by every server version (newer ones allow more).
-_ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
+_ENV_NAME = re.compile(r"[-._a-zA-Z][-._a-zA-Z0-9]*")
+# Keys of Secrets and ConfigMaps (IsConfigMapKey): also not ".", "..", nor starting with "..".
+_SECRET_KEY = re.compile(r"[-._a-zA-Z0-9]+")
 
 QUALIFIED_NAME_RULE = (
     "a key of at most 63 characters [A-Za-z0-9._-] starting and ending alphanumeric, "
@@ -44,12 +50,12 @@ DNS_SUBDOMAIN_RULE = (
 
 def is_dns_label(value: str) -> bool:
     """True when ``value`` is a DNS-1123 label (names of Jobs, namespaces...)."""
-    return len(value) <= 63 and _DNS_LABEL.match(value) is not None
+    return len(value) <= 63 and _DNS_LABEL.fullmatch(value) is not None
 
 
 def is_dns_subdomain(value: str) -> bool:
     """True when ``value`` is a DNS-1123 subdomain."""
-    return len(value) <= 253 and _DNS_SUBDOMAIN.match(value) is not None
+    return len(value) <= 253 and _DNS_SUBDOMAIN.fullmatch(value) is not None
 
 
 def is_qualified_name(value: str) -> bool:
@@ -57,12 +63,12 @@ def is_qualified_name(value: str) -> bool:
     prefix, slash, name = value.rpartition("/")
     if slash and not is_dns_subdomain(prefix):
         return False
-    return len(name) <= 63 and _QUALIFIED_NAME_PART.match(name) is not None
+    return len(name) <= 63 and _QUALIFIED_NAME_PART.fullmatch(name) is not None
 
 
 def is_label_value(value: str) -> bool:
     """True when ``value`` is a valid label value."""
-    return value == "" or (len(value) <= 63 and _QUALIFIED_NAME_PART.match(value) is not None)
+    return value == "" or (len(value) <= 63 and _QUALIFIED_NAME_PART.fullmatch(value) is not None)
 
 
 def check_dns_label(field: str, value: str) -> str:
@@ -95,10 +101,32 @@ def check_label_value(field: str, value: str) -> str:
 
 def check_env_name(field: str, value: str) -> str:
     """Return ``value`` or raise ``ConfigurationError`` naming ``field``."""
-    if not isinstance(value, str) or not _ENV_NAME.match(value):
+    if not isinstance(value, str) or not _ENV_NAME.fullmatch(value):
         raise ConfigurationError(
             field,
             "an environment variable name: [-._a-zA-Z] then [-._a-zA-Z0-9]*",
+            value,
+        )
+    return value
+
+
+def is_secret_key(value: str) -> bool:
+    """True when ``value`` is a key of a Secret or ConfigMap."""
+    return (
+        len(value) <= 253
+        and _SECRET_KEY.fullmatch(value) is not None
+        and value not in {".", ".."}
+        and not value.startswith("..")
+    )
+
+
+def check_secret_key(field: str, value: str) -> str:
+    """Return ``value`` or raise ``ConfigurationError`` naming ``field``."""
+    if not isinstance(value, str) or not is_secret_key(value):
+        raise ConfigurationError(
+            field,
+            "a Secret key: at most 253 characters [-._a-zA-Z0-9], not '.', '..' nor starting "
+            "with '..'",
             value,
         )
     return value

@@ -60,7 +60,7 @@ def test_runner_knob_defaults() -> None:
         ({"image_pull_policy": "Sometimes"}, "settings.image_pull_policy"),
         ({"gpu_cnt": 1}, "settings.gpu_cnt"),
         ({"tolerations": [{"key": "a", "operator": "Maybe"}]}, "settings.tolerations[0].operator"),
-        ({"secret_env": {"A": {"name": "s"}}}, "settings.secret_env.A.key"),
+        ({"secret_env": {"A": {"name": "s"}}}, "settings.secret_env['A'].key"),
     ],
 )
 def test_validation_errors_name_the_field(data: dict[str, object], field: str) -> None:

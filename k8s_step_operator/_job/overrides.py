@@ -670,7 +670,7 @@ def _probe(kind: str) -> Check:
     return _fields(fields, one_of=_PROBE_HANDLERS, what="with one handler")
 
 
-_SLEEP = _fields({"seconds": _int(1, _MAX_INT64)}, required=("seconds",))
+_SLEEP = _fields({"seconds": _int(0, _MAX_INT64)}, required=("seconds",))
 _LIFECYCLE_HANDLER = _fields(
     {"exec": _EXEC, "httpGet": _HTTP_GET, "sleep": _SLEEP},
     one_of=("exec", "httpGet", "sleep"),
@@ -758,19 +758,11 @@ _SECURITY_CONTEXT = _fields(
 
 def _security_context(path: str, value: Any) -> dict[str, Any]:
     ctx: dict[str, Any] = _SECURITY_CONTEXT(path, value)
-    if ctx.get("allowPrivilegeEscalation") is False:
-        # The API server's own rules: these imply privilege escalation.
-        if ctx.get("privileged") is True:
-            raise _fail(
-                f"{path}.privileged", "not privileged when allowPrivilegeEscalation is false", True
-            )
-        added = ctx.get("capabilities", {}).get("add", [])
-        if "SYS_ADMIN" in added or "CAP_SYS_ADMIN" in added:
-            raise _fail(
-                f"{path}.capabilities.add",
-                "no SYS_ADMIN when allowPrivilegeEscalation is false",
-                "SYS_ADMIN",
-            )
+    if ctx.get("allowPrivilegeEscalation") is False and ctx.get("privileged") is True:
+        # The API server's own rule: a privileged container escalates by definition.
+        raise _fail(
+            f"{path}.privileged", "not privileged when allowPrivilegeEscalation is false", True
+        )
     if ctx.get("runAsNonRoot") is True and ctx.get("runAsUser") == 0:
         raise _fail(f"{path}.runAsUser", "a non-zero UID when runAsNonRoot is true", 0)
     return ctx
@@ -956,7 +948,7 @@ _POD_FIELDS: dict[str, Check] = {
     "dnsPolicy": _enum("ClusterFirstWithHostNet", "ClusterFirst", "Default", "None"),
     "dnsConfig": _dns_config,
     "topologySpreadConstraints": _spreads,
-    "schedulerName": _dns_subdomain,
+    "schedulerName": _nonempty,
     "runtimeClassName": _dns_subdomain,
     "enableServiceLinks": _bool,
     "terminationGracePeriodSeconds": _int(0, _MAX_INT64),

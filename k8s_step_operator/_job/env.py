@@ -3,7 +3,14 @@
 Anyone who may read Jobs in the namespace reads every plain environment variable of the pod
 spec, so a plain variable that looks like a credential is refused unless the user says so
 (``allow_secret_like_env``); secrets go by reference (``secret_env``, ``secret_env_from``) or as
-values in the Job's own Secret (``build_job(secret_environment=...)``). The GPU visibility
+values in the Job's own Secret (``build_job(secret_environment=...)``).
+
+A name looks like a credential when one of its words is a secret word (TOKEN, PASSWORD,
+CREDENTIALS, API KEY...). Two things make a variable a switch rather than a credential, whatever
+its name says: its value is a flag or a small number (``true``, ``off``, ``0``, ``3600``: too
+little to be worth stealing), or its name ends in a flag word (``..._CACHING``, ``..._ENABLED``,
+``..._DISABLED``). ZenML sets ``DISABLE_CREDENTIALS_DISK_CACHING=true`` for every step; it is a
+switch about credentials, not one. The GPU visibility
 variables are the device plugin's to set: a user value could expose every GPU of the node
 without requesting any.
 """
@@ -32,6 +39,11 @@ _SECRET_WORDS = frozenset(
     {"PASSWORD", "PASSWD", "SECRET", "TOKEN", "APIKEY", "CREDENTIAL", "CREDENTIALS", "PRIVATEKEY"}
 )
 _SECRET_PAIRS = frozenset({("API", "KEY"), ("ACCESS", "KEY"), ("PRIVATE", "KEY"), ("AUTH", "KEY")})
+# Values that carry no secret: booleans as people write them, and short whole numbers.
+_FLAG_VALUES = frozenset({"", "true", "false", "yes", "no", "on", "off", "y", "n"})
+_SMALL_NUMBER = re.compile(r"[+-]?[0-9]{1,10}")
+# A last word that makes the name a switch.
+_FLAG_WORDS = frozenset({"CACHING", "ENABLED", "DISABLED"})
 SECRET_LIKE_ACCEPTED = (
     "a non-secret variable: pass secrets by reference with settings.secret_env "
     "(NAME: {name, key}) or settings.secret_env_from, or set allow_secret_like_env"
@@ -39,8 +51,17 @@ SECRET_LIKE_ACCEPTED = (
 
 
 def is_secret_like(name: str, value: str | None = None) -> bool:
-    """Whether a plain variable ``name`` (set to ``value``) looks like it carries a secret."""
+    """Whether a plain variable ``name`` (set to ``value``) looks like it carries a secret.
+
+    Without ``value``, only the name is judged.
+    """
+    if value is not None and (
+        value.strip().lower() in _FLAG_VALUES or _SMALL_NUMBER.fullmatch(value.strip())
+    ):
+        return False
     parts = [p for p in re.split(r"[^A-Za-z0-9]+", name.upper()) if p]
+    if parts and parts[-1] in _FLAG_WORDS:
+        return False
     if any(p in _SECRET_WORDS for p in parts):
         return True
     return any(pair in _SECRET_PAIRS for pair in itertools.pairwise(parts))

@@ -30,6 +30,7 @@ from k8s_step_operator import (
     StepRunInfo,
     build_job,
 )
+from k8s_step_operator._job.builder import build_env_secret
 from k8s_step_operator._job.settings import parse_settings
 
 pytestmark = pytest.mark.cluster
@@ -707,6 +708,50 @@ def test_overrides_are_refused_or_accepted(
         k8s.BatchV1Api(api_client).create_namespaced_job(namespace, job, dry_run="All")
     except ApiException as exc:
         pytest.fail(f"the API server rejected a Job we built: {exc.status} {exc.body}")
+    if profile == "restricted":
+        _check_pod_passes_restricted(api_client, namespace, job)
+
+
+@settings(
+    max_examples=100,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    # Marked, so that finding one in the Job is a leak and not a coincidence.
+    values=st.dictionaries(
+        env_name_ok, st.builds(lambda t: f"s3cr3t-{t}", weird_text), min_size=1, max_size=4
+    ),
+    who=identity,
+    profile=st.sampled_from(["restricted", "none"]),
+)
+def test_secret_environment_jobs_and_their_secrets_are_accepted(
+    api_client: Any, namespace: str, values: dict[str, str], who: dict[str, str], profile: str
+) -> None:
+    """A Job with secret environment values, and the Secret that holds them, owned by the Job."""
+    info = StepRunInfo(
+        run_id=who["run_id"],
+        step_run_id=who["step_run_id"],
+        pipeline_step_name=who["pipeline_step_name"],
+        images={"default": "python:3.11-slim"},
+    )
+    step_settings = parse_settings({"pod_security_profile": profile})
+    try:
+        job = build_job(
+            info, ["python"], {}, step_settings, namespace=namespace, secret_environment=values
+        )
+    except ConfigurationError as exc:
+        assert exc.field.startswith("secret_environment[")
+        event(f"refused: {exc.field.split('[')[0]}")
+        return
+    assert "s3cr3t-" not in str(job)
+    event("sent to the API server")
+    try:
+        created = k8s.BatchV1Api(api_client).create_namespaced_job(namespace, job, dry_run="All")
+        secret = build_env_secret(job, values, job_uid=created.metadata.uid)
+        k8s.CoreV1Api(api_client).create_namespaced_secret(namespace, secret, dry_run="All")
+    except ApiException as exc:
+        pytest.fail(f"the API server rejected what we built: {exc.status} {exc.body}")
     if profile == "restricted":
         _check_pod_passes_restricted(api_client, namespace, job)
 

@@ -401,13 +401,13 @@ class KubernetesJobStepOperatorSettings(BaseSettings):
     )
     queue_name: str | None = Field(
         default=None,
-        description="Kueue LocalQueue; labels the Job kueue.x-k8s.io/queue-name and creates it "
+        description=f"Kueue LocalQueue; labels the Job {KUEUE_QUEUE_LABEL} and creates it "
         "suspended for Kueue to admit.",
     )
     workload_priority_class: str | None = Field(
         default=None,
         description="Kueue WorkloadPriorityClass of the Job (a DNS subdomain of at most 63 "
-        "characters); labels the Job kueue.x-k8s.io/priority-class. Kueue orders and preempts "
+        f"characters); labels the Job {KUEUE_PRIORITY_CLASS_LABEL}. Kueue orders and preempts "
         "workloads by it; priority_class_name is the pod's, for the scheduler.",
     )
 

@@ -107,6 +107,13 @@ def test_invalid_step_settings_name_the_key_and_field() -> None:
     with pytest.raises(ConfigurationError) as exc:
         op.get_settings(info(42))
     assert exc.value.field == f"settings[{KEY!r}]"
+    # A part of a field is named the same way through the component.
+    with pytest.raises(ConfigurationError) as exc:
+        op.get_settings(info({"labels": {"bad key!": "x"}}))
+    assert exc.value.field == f"settings[{KEY!r}].labels['bad key!']"
+    with pytest.raises(ConfigurationError) as exc:
+        op.get_settings(info({"tolerations": [{"key": "k", "value": "bad value"}]}))
+    assert exc.value.field == f"settings[{KEY!r}].tolerations[0].value"
 
 
 def test_operator_build_job_uses_merged_settings() -> None:

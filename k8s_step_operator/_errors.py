@@ -81,7 +81,8 @@ class ConfigurationError(StepOperatorError, ValueError):
         self.detail = detail
         shown = "" if value is None else f" (got {value!r})"
         extra = f": {detail}" if detail else ""
-        super().__init__(f"{field}: expected {accepted}{shown}{extra}")
+        head = f"{field}: " if field else ""
+        super().__init__(f"{head}expected {accepted}{shown}{extra}")
 
 
 @dataclass(frozen=True)
@@ -291,11 +292,25 @@ def configuration_error(
     """Translate a pydantic ``ValidationError`` into a ``ConfigurationError``.
 
     The first error decides the field; the others are listed in ``detail``. Values under
-    ``secret_fields`` are never echoed.
+    ``secret_fields`` are never echoed. When a validator raised a ``ConfigurationError``, its
+    field (relative to the validated field), accepted text and value are kept.
     """
     errors = exc.errors(include_url=False)
     first = errors[0]
     loc = _loc(tuple(first["loc"]))
+    others = "; ".join(f"{_loc(tuple(e['loc']))}: {e['msg']}" for e in errors[1:])
+    cause = (first.get("ctx") or {}).get("error")
+    if isinstance(cause, ConfigurationError):
+        # A validator that raised ConfigurationError named the part below ``loc`` (``['KEY']``,
+        # ``[0].name``...), what is accepted and a value safe to show.
+        sub = cause.field
+        path = loc + sub if not sub or not loc or sub.startswith("[") else f"{loc}.{sub}"
+        return ConfigurationError(
+            f"{prefix}.{path}" if path else prefix,
+            cause.accepted,
+            cause.value,
+            detail="; ".join(p for p in (cause.detail, f"also {others}" if others else "") if p),
+        )
     field = f"{prefix}.{loc}" if loc else prefix
     value: Any = first.get("input")
     if (
@@ -315,5 +330,4 @@ def configuration_error(
     if first["type"] == "extra_forbidden":
         accepted = "one of the known settings (this key is not one)"
         value = None
-    others = "; ".join(f"{_loc(tuple(e['loc']))}: {e['msg']}" for e in errors[1:])
     return ConfigurationError(field, accepted, value, detail=f"also {others}" if others else "")

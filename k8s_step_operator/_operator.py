@@ -27,6 +27,7 @@ from k8s_step_operator._job.settings import (
 )
 from k8s_step_operator._kube.access import KubeApi
 from k8s_step_operator._kube.client import load_client
+from k8s_step_operator._runner.autoscaler import AutoscalerView
 from k8s_step_operator._runner.diagnosis import Phase
 from k8s_step_operator._runner.ports import KubeAccess
 from k8s_step_operator._runner.step_run import NodeView, StepIdentity, StepRun, job_status
@@ -80,6 +81,7 @@ class KubernetesJobStepOperator(BaseStepOperator):
         self._access: KubeApi | None = None
         self._context_namespace = "default"
         self._nodes: NodeView | None = None
+        self._autoscalers: AutoscalerView | None = None
         self._lock = threading.Lock()
 
     @property
@@ -107,7 +109,8 @@ class KubernetesJobStepOperator(BaseStepOperator):
     def close(self) -> None:
         """Stop this operator's watches and close its API client; it reconnects on next use."""
         with self._lock:
-            access, self._access, self._nodes = self._access, None, None
+            access, self._access = self._access, None
+            self._nodes = self._autoscalers = None
         if access is not None:
             WATCHERS.close(access)
             access.close()
@@ -286,6 +289,7 @@ class KubernetesJobStepOperator(BaseStepOperator):
                 self._context_namespace = loaded.namespace
                 self._access = KubeApi(loaded.api_client)
                 self._nodes = NodeView(self._access)
+                self._autoscalers = AutoscalerView(self._access)
             return self._access
 
     def namespace_of(self, settings: KubernetesJobStepOperatorSettings) -> str:
@@ -333,6 +337,7 @@ class KubernetesJobStepOperator(BaseStepOperator):
             settings=settings,
             watchers=WATCHERS,
             nodes=self._nodes,
+            autoscalers=self._autoscalers,
             companion=companion,
         )
 
@@ -345,6 +350,7 @@ _STATUS = {
     Phase.SUBMITTED: ExecutionStatus.INITIALIZING,
     Phase.QUEUED: ExecutionStatus.QUEUED,
     Phase.SCHEDULING: ExecutionStatus.PROVISIONING,
+    Phase.SCALING_UP: ExecutionStatus.PROVISIONING,
     Phase.STARTING: ExecutionStatus.PROVISIONING,
     Phase.RUNNING: ExecutionStatus.RUNNING,
     Phase.SUCCEEDED: ExecutionStatus.COMPLETED,

@@ -1,23 +1,31 @@
 """Hardware resources for a step, with ZenML's field names, memory syntax and units.
 
 ZenML users write ``ResourceSettings(cpu_count=4, gpu_count=1, memory="16GB")``; the same object
-is accepted here and translated to Kubernetes requests and limits by the Job builder.
+is accepted here and translated to Kubernetes requests and limits by the Job builder. The units
+are ZenML's, bytes (``B``) included; a bad value is a ``ConfigurationError`` naming
+``resource_settings.<field>``. The bounds a cluster imposes (how many GPUs, how much memory) are
+the Job builder's to check: ZenML passes its own ``ResourceSettings``, which knows none of them.
 """
 
 from __future__ import annotations
 
+import math
+import re
 from enum import Enum
+from typing import ClassVar
 
 from pydantic import Field, NonNegativeInt, PositiveFloat, field_validator
 
 from k8s_step_operator._api.base_settings import BaseSettings
+from k8s_step_operator._errors import ConfigurationError
 
 __all__ = ["MEMORY_REGEX", "ByteUnit", "ResourceSettings"]
 
 
 class ByteUnit(Enum):
-    """Units accepted in ``ResourceSettings.memory`` (decimal and binary)."""
+    """Units accepted in ``ResourceSettings.memory`` (bytes, decimal and binary multiples)."""
 
+    B = "B"
     KB = "KB"
     KIB = "KiB"
     MB = "MB"
@@ -36,12 +44,16 @@ class ByteUnit(Enum):
 
     @property
     def kubernetes_suffix(self) -> str:
-        """The Kubernetes quantity suffix of this magnitude (``GB`` -> ``G``, ``KB`` -> ``k``)."""
+        """The Kubernetes quantity suffix of this magnitude (``GB`` -> ``G``, ``KB`` -> ``k``).
+
+        Bytes have none: a plain integer quantity is a number of bytes.
+        """
         # Kubernetes writes decimal kilo in lower case; "1K" is not a quantity.
         return "k" if self is ByteUnit.KB else self.value[:-1]
 
 
 _BYTE_VALUES: dict[str, int] = {
+    "B": 1,
     "KB": 10**3,
     "KiB": 1 << 10,
     "MB": 10**6,
@@ -55,6 +67,29 @@ _BYTE_VALUES: dict[str, int] = {
 }
 
 MEMORY_REGEX = r"^[0-9]+(" + "|".join(unit.value for unit in ByteUnit) + r")$"
+_UNITS = ", ".join(unit.value for unit in ByteUnit)
+
+
+def _whole_number(value: object) -> int | None:
+    """``value`` as an int if it is one (not a bool: True GPUs is a mistake, not 1)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().lstrip("+-").isdecimal() and value.isascii():
+        return int(value)
+    return None
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    try:
+        return float(value)
+    except (ValueError, OverflowError):
+        return None
 
 
 class ResourceSettings(BaseSettings):
@@ -66,6 +101,8 @@ class ResourceSettings(BaseSettings):
         memory: Memory with a unit, e.g. ``"16GB"`` or ``"512MiB"``; request and limit.
     """
 
+    error_prefix: ClassVar[str] = "resource_settings"
+
     cpu_count: PositiveFloat | None = Field(
         default=None, description="CPU cores to request (a positive number, fractions allowed)."
     )
@@ -75,16 +112,38 @@ class ResourceSettings(BaseSettings):
     memory: str | None = Field(
         default=None,
         pattern=MEMORY_REGEX,
-        description="Memory to request and limit to, e.g. '16GB' or '512MiB' "
-        "(units KB, KiB, MB, MiB, GB, GiB, TB, TiB, PB, PiB).",
+        description=f"Memory to request and limit to, e.g. '16GB' or '512MiB' (units {_UNITS}).",
     )
 
     @field_validator("gpu_count", mode="before")
     @classmethod
     def _whole_gpus(cls, value: object) -> object:
-        # A bool is an int to Python; True GPUs is a mistake, not 1.
-        if isinstance(value, bool):
-            raise ValueError("a whole number of GPUs, not a boolean")
+        if value is None:
+            return None
+        count = _whole_number(value)
+        if count is None or count < 0:
+            raise ConfigurationError("", "a whole number of GPUs (0 or more)", value)
+        return count
+
+    @field_validator("cpu_count", mode="before")
+    @classmethod
+    def _cores(cls, value: object) -> object:
+        if value is None:
+            return None
+        cores = _number(value)
+        if cores is None or not math.isfinite(cores) or cores <= 0:
+            raise ConfigurationError(
+                "", "a positive number of CPU cores (fractions allowed, e.g. 0.5)", value
+            )
+        return cores
+
+    @field_validator("memory", mode="before")
+    @classmethod
+    def _memory(cls, value: object) -> object:
+        if value is not None and (not isinstance(value, str) or not re.match(MEMORY_REGEX, value)):
+            raise ConfigurationError(
+                "", f"a size such as '16GB' or '512MiB' (digits, then one of {_UNITS})", value
+            )
         return value
 
     @property

@@ -14,6 +14,7 @@ from typing import Any
 from k8s_step_operator._doctor.gpus import gpu_model_labels, is_gpu_resource
 from k8s_step_operator._doctor.kueue import KueueReport, format_kueue
 from k8s_step_operator._doctor.permissions import Permission
+from k8s_step_operator._job.keys import POD_SECURITY_LABEL_PREFIX
 
 __all__ = [
     "AccessCheck",
@@ -25,7 +26,7 @@ __all__ = [
     "format_report",
 ]
 
-_PSS_LABEL = "pod-security.kubernetes.io/"
+_PSS_LABEL = POD_SECURITY_LABEL_PREFIX
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,11 @@
 """Settings and a step in, a batch/v1 Job (a plain dict) out: pure, no I/O, no API client.
 
-Everything the project knows about the *shape* of Kubernetes objects lives here: label and
-annotation keys, names, quantities, GPU vendors and label schemes, and the Job builder. It may
-import ``k8s_step_operator._api``, ``k8s_step_operator._job.settings`` and
-``k8s_step_operator._errors``; never the Kubernetes client, the runner or the Kubernetes layer.
+Everything the project knows about the *shape* of Kubernetes objects lives here, one module per
+concept: label and annotation keys (``keys``), names (``naming``), quantities (``quantity``),
+syntax rules (``validation``), environment rules (``env``), GPU vendors and label schemes
+(``gpu``), the settings with every default and bound (``settings``), the checked overrides
+(``overrides``), the one validation stage (``validate``, producing a ``spec.StepSpec``), the
+assembly of the Job (``assemble``) and of its Secret (``env_secret``), and ``builder``, which
+chains them. It may import ``k8s_step_operator._api`` and ``k8s_step_operator._errors``; never
+the Kubernetes client, the runner or the Kubernetes layer.
 """

@@ -22,6 +22,7 @@ __all__ = [
     "GPUVendor",
     "get_gpu_label_scheme",
     "gpu_label_schemes",
+    "is_mig_profile",
     "mig_resource",
     "register_gpu_label_scheme",
     "resolve_gpu_vendor",
@@ -90,7 +91,12 @@ def resolve_gpu_vendor(field: str, value: str) -> GPUVendor:
 
 
 # NVIDIA's profile names: <compute slices>g.<memory>gb, e.g. 1g.5gb, 3g.40gb, 1g.10gb.
-_MIG_PROFILE = re.compile(r"^[1-7]g\.[1-9][0-9]{0,2}gb$")
+_MIG_PROFILE = re.compile(r"[1-7]g\.[1-9][0-9]{0,2}gb")
+
+
+def is_mig_profile(profile: str) -> bool:
+    """Whether ``profile`` is written as NVIDIA names MIG profiles (``1g.5gb``)."""
+    return isinstance(profile, str) and _MIG_PROFILE.fullmatch(profile) is not None
 
 
 def mig_resource(field: str, vendor: GPUVendor, profile: str) -> str:
@@ -103,7 +109,7 @@ def mig_resource(field: str, vendor: GPUVendor, profile: str) -> str:
         raise ConfigurationError(
             field, "no MIG profile: MIG exists only for gpu_vendor 'nvidia'", profile
         )
-    if not _MIG_PROFILE.match(profile):
+    if not is_mig_profile(profile):
         raise ConfigurationError(
             field, "a MIG profile '<slices>g.<memory>gb' such as '1g.5gb' or '3g.40gb'", profile
         )

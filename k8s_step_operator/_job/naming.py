@@ -1,10 +1,15 @@
-"""Deterministic, collision-free Kubernetes names for a step's Job.
+"""Deterministic, collision-free Kubernetes names for a step's Job, one per attempt.
 
-The Job's name is a pure function of (run id, step name): a caller that restarts computes the
-same name and finds its Job again (a 409 on create means "adopt", not "retry with another
-name"). Different (run id, step name) pairs get different names because a 64-bit hash of both
-is part of the name; the readable slug in front is only for humans. The raw strings live in
-annotations, which accept anything; ``same_step`` reads them to tell our Job from another run's.
+The Job's name is a pure function of (run id, step name, step run id). A caller restarted in the
+middle of a step has the same three and computes the same name, so it finds its Job again (a 409
+on create means "adopt", not "retry with another name"). A retried step is a new step run (ZenML
+gives each attempt its own step run id) and gets a new Job, instead of adopting the failed one.
+Different triples get different names because a 64-bit hash of all three is part of the name;
+the readable slug in front is only for humans. The raw strings live in annotations, which accept
+anything; ``same_step`` reads them to tell our Job from another run's or another attempt's.
+
+``job_name(run_id, step_name)`` without a step run id is the name of releases that had one Job
+per (run, step); it is kept for code that computes it.
 """
 
 from __future__ import annotations
@@ -16,6 +21,19 @@ import unicodedata
 from collections.abc import Mapping
 from typing import Any
 
+from k8s_step_operator._job.keys import (
+    ANNOTATION_PIPELINE_NAME,
+    ANNOTATION_PREFIX,
+    ANNOTATION_RUN_ID,
+    ANNOTATION_RUN_NAME,
+    ANNOTATION_STEP_NAME,
+    ANNOTATION_STEP_RUN_ID,
+    LABEL_MANAGED_BY,
+    LABEL_RUN_ID,
+    LABEL_STEP_NAME,
+    LABEL_STEP_RUN_ID,
+    MANAGED_BY,
+)
 from k8s_step_operator._job.validation import is_label_value
 
 __all__ = [
@@ -28,22 +46,12 @@ __all__ = [
     "LABEL_MANAGED_BY",
     "LABEL_RUN_ID",
     "LABEL_STEP_NAME",
+    "LABEL_STEP_RUN_ID",
     "MANAGED_BY",
     "job_name",
     "label_value",
     "same_step",
 ]
-
-ANNOTATION_PREFIX = "k8s-step-operator.io/"
-ANNOTATION_RUN_ID = ANNOTATION_PREFIX + "run-id"
-ANNOTATION_STEP_RUN_ID = ANNOTATION_PREFIX + "step-run-id"
-ANNOTATION_STEP_NAME = ANNOTATION_PREFIX + "step-name"
-ANNOTATION_RUN_NAME = ANNOTATION_PREFIX + "run-name"
-ANNOTATION_PIPELINE_NAME = ANNOTATION_PREFIX + "pipeline-name"
-LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
-MANAGED_BY = "k8s-step-operator"
-LABEL_RUN_ID = ANNOTATION_PREFIX + "run-id"
-LABEL_STEP_NAME = ANNOTATION_PREFIX + "step-name"
 
 _HASH_CHARS = 16  # 64 bits: collisions are out of reach for any realistic number of steps
 _MAX_NAME = 63  # the Job controller copies the name into a pod label value
@@ -63,15 +71,17 @@ def _slug(text: str, max_len: int) -> str:
 
 
 def job_name(run_id: str, step_name: str, step_run_id: str | None = None) -> str:
-    """The Job name of ``step_name`` in run ``run_id``: ``<step slug>-<hash>``.
+    """The Job name of one attempt of ``step_name`` in run ``run_id``: ``<step slug>-<hash>``.
 
     Always a DNS-1123 label of at most 63 characters; equal inputs give equal names. A UUID
-    (as ZenML passes ids) names the same Job as its string form.
+    (as ZenML passes ids) names the same Job as its string form. Without ``step_run_id``, the
+    name that releases with one Job per (run, step) used.
     """
-    run_id, step_name = str(run_id), str(step_name)
-    parts = (run_id, step_name) if step_run_id is None else (run_id, step_name, str(step_run_id))
+    parts = [str(run_id), str(step_name)]
+    if step_run_id is not None:
+        parts.append(str(step_run_id))
     suffix = _digest(*parts)
-    slug = _slug(step_name, _MAX_NAME - _HASH_CHARS - 1) or "step"
+    slug = _slug(parts[1], _MAX_NAME - _HASH_CHARS - 1) or "step"
     return f"{slug}-{suffix}"
 
 
@@ -107,7 +117,9 @@ def same_step(
 ) -> bool:
     """True when ``job`` (a Job as a dict, or a client ``V1Job``) runs ``step_name`` of ``run_id``.
 
-    Reads the raw run id and step name from the Job's annotations; a Job without them is not ours.
+    Reads the raw ids and step name from the Job's annotations; a Job without them is not ours.
+    With ``step_run_id``, the Job must also be that attempt's: a Job of an earlier attempt of the
+    same step is not the same step run.
     """
     annotations = _annotations(job)
     if step_run_id is not None and annotations.get(ANNOTATION_STEP_RUN_ID) != str(step_run_id):

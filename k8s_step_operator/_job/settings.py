@@ -4,39 +4,78 @@ ZenML's pattern: the component config (cluster-wide defaults, set once when the 
 registered) inherits the settings class, and a step overrides any field under
 ``settings={"step_operator.kubernetes_job": {...}}``.
 
-Validation happens in two places, deliberately:
+This module is the one place for every default and every bound. Each field checks its own value
+when the model is built: its type, its range (the API's int32 and int64 fields, exit codes,
+GPU counts...) and its Kubernetes syntax (DNS names, label keys and values, quantities,
+environment names, the override fields). A bad value raises ``ConfigurationError`` naming
+``settings.<field>`` (``settings.labels['bad key']``, ``settings.tolerations[0].value``) before
+anything else happens. What depends on several fields or on the step (the GPU label scheme and
+model, MIG against the vendor, root under the restricted profile, names that would collide,
+annotation sizes with the run's names, secret-looking variables) is checked once, by
+``validate.validate_step``.
 
-* the models check types and ranges (pydantic ``ValidationError`` at construction; the operator
-  and the CLI translate it into ``ConfigurationError`` naming ``settings.<field>``);
-* ``build_job`` checks Kubernetes' syntax and the rules between fields (label keys, quantities,
-  vendors, MIG, reserved environment variables...) and raises ``ConfigurationError``.
-
-Both happen before anything is sent to the cluster.
+The runner reads its own fields (``pending_timeout``, ``queue_timeout``, ...,
+``scale_up_timeout``, ``on_sigterm``) straight from these settings.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import json
+from collections.abc import Mapping
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
+    BeforeValidator,
     Field,
     NonNegativeFloat,
-    NonNegativeInt,
     PositiveFloat,
-    PositiveInt,
-    ValidationError,
     field_validator,
+    model_validator,
 )
 
-from k8s_step_operator._api.base_settings import BaseSettings
+from k8s_step_operator._api.base_settings import (
+    BaseSettings,
+    SettingsModel,
+    SettingsValidationError,
+)
 from k8s_step_operator._api.base_step_operator import BaseStepOperatorConfig
-from k8s_step_operator._errors import configuration_error
+from k8s_step_operator._errors import ConfigurationError, configuration_error
+from k8s_step_operator._job.env import check_env_map, check_env_name_allowed
+from k8s_step_operator._job.gpu import is_mig_profile, resolve_gpu_vendor
+from k8s_step_operator._job.keys import (
+    ANNOTATION_PREFIX,
+    KUEUE_PRIORITY_CLASS_LABEL,
+    KUEUE_QUEUE_LABEL,
+    LABEL_MANAGED_BY,
+    is_reserved_key,
+)
+from k8s_step_operator._job.overrides import (
+    ALLOWED_CONTAINER_OVERRIDE_KEYS,
+    ALLOWED_POD_SPEC_OVERRIDE_KEYS,
+    check_container_overrides,
+    check_pod_spec_overrides,
+)
+from k8s_step_operator._job.quantity import check_quantity
+from k8s_step_operator._job.validation import (
+    check_dns_label,
+    check_dns_subdomain,
+    check_label_value,
+    check_qualified_name,
+    check_secret_key,
+    is_label_value,
+)
 
 __all__ = [
     "ALLOWED_CONTAINER_OVERRIDE_KEYS",
     "ALLOWED_POD_SPEC_OVERRIDE_KEYS",
+    "DEFAULT_NAMESPACE",
+    "DEFAULT_RUN_AS_USER",
+    "EXIT_CODE_RANGE",
+    "MAX_ANNOTATION_BYTES",
+    "MAX_CPU_CORES",
+    "MAX_GPUS",
+    "MAX_INT32",
+    "MAX_INT64",
     "KubernetesJobStepOperatorConfig",
     "KubernetesJobStepOperatorSettings",
     "SecretKeyRef",
@@ -44,56 +83,171 @@ __all__ = [
     "parse_settings",
 ]
 
-# Pod-spec fields the settings do not model. Fields the builder sets (containers, restartPolicy,
-# securityContext, nodeSelector, tolerations, ...) are refused so the settings stay the single
-# source for them; `privileged` lives in container securityContext and is never reachable.
-ALLOWED_POD_SPEC_OVERRIDE_KEYS: frozenset[str] = frozenset(
-    {
-        "volumes",
-        "initContainers",
-        "hostAliases",
-        "dnsPolicy",
-        "dnsConfig",
-        "topologySpreadConstraints",
-        "schedulerName",
-        "runtimeClassName",
-        "enableServiceLinks",
-        "terminationGracePeriodSeconds",
-        "hostNetwork",
-        "hostname",
-        "subdomain",
-        "shareProcessNamespace",
-        "readinessGates",
-        "resourceClaims",
-        "preemptionPolicy",
-        "os",
-    }
-)
-ALLOWED_CONTAINER_OVERRIDE_KEYS: frozenset[str] = frozenset(
-    {
-        "volumeMounts",
-        "volumeDevices",
-        "workingDir",
-        "ports",
-        "lifecycle",
-        "startupProbe",
-        "livenessProbe",
-        "readinessProbe",
-        "terminationMessagePath",
-        "terminationMessagePolicy",
-        "resizePolicy",
-        "stdin",
-        "tty",
-    }
-)
+# --- defaults the fields below do not carry ---------------------------------------------------
+DEFAULT_NAMESPACE = "default"
+# Under the restricted profile a step runs as this UID unless run_as_user says otherwise, so that
+# images built to run as root still start.
+DEFAULT_RUN_AS_USER = 1000
+
+# --- bounds ----------------------------------------------------------------------------------
+# The API's int32 fields: UIDs and GIDs, backoffLimit, ttlSecondsAfterFinished.
+MAX_INT32 = 2**31 - 1
+# The API's int64 fields: activeDeadlineSeconds, tolerationSeconds; quantities in bytes.
+MAX_INT64 = 2**63 - 1
+# Far above any node; a typo (a memory size in GPUs) fails here instead of pending forever.
+MAX_GPUS = 1_000_000
+MAX_CPU_CORES = 1_000_000
+# The API server's limit on all annotations of one object, keys and values together.
+MAX_ANNOTATION_BYTES = 256 * 1024
+# A container's exit status; 0 is success, and podFailurePolicy refuses it in onExitCodes.
+EXIT_CODE_RANGE = (1, 255)
+
+_AFFINITY_KEYS = frozenset({"nodeAffinity", "podAffinity", "podAntiAffinity"})
 
 
-class _Part(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+# --- field types: each refuses a bad value with a ConfigurationError saying what is accepted ---
+
+
+def _whole_number(value: object) -> int | None:
+    """``value`` as an int if it is a whole number; a bool is not (True GPUs is a mistake)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.isascii() and value.strip().lstrip("+-").isdecimal():
+        return int(value)
+    return None
+
+
+def _int_in(low: int, high: int, what: str) -> Any:
+    def check(value: object) -> int:
+        number = _whole_number(value)
+        if number is None or not low <= number <= high:
+            raise ConfigurationError("", f"{what} from {low} to {high}", value)
+        return number
+
+    return BeforeValidator(check)
+
+
+def _syntax(checker: Any) -> Any:
+    return BeforeValidator(lambda value: checker("", value))
+
+
+GPUCount = Annotated[int, Field(ge=0, le=MAX_GPUS), _int_in(0, MAX_GPUS, "a whole number of GPUs")]
+ExitCode = Annotated[
+    int,
+    Field(ge=EXIT_CODE_RANGE[0], le=EXIT_CODE_RANGE[1]),
+    _int_in(*EXIT_CODE_RANGE, "an exit code"),
+]
+UserId = Annotated[int, Field(ge=0, le=MAX_INT32), _int_in(0, MAX_INT32, "an id")]
+DNSLabel = Annotated[str, _syntax(check_dns_label)]
+DNSSubdomain = Annotated[str, _syntax(check_dns_subdomain)]
+QualifiedName = Annotated[str, _syntax(check_qualified_name)]
+
+
+def _image(value: object) -> object:
+    if value is not None and (
+        not isinstance(value, str)
+        or not value
+        or any(c.isspace() or not c.isprintable() for c in value)
+    ):
+        raise ConfigurationError("", "a non-empty image reference without whitespace", value)
+    return value
+
+
+def _mapping(value: object, what: str) -> Mapping[Any, Any]:
+    if not isinstance(value, Mapping):
+        raise ConfigurationError("", what, None)
+    return value
+
+
+def _user_key(field: str, key: object) -> None:
+    check_qualified_name(field, key)  # type: ignore[arg-type]
+    assert isinstance(key, str)
+    if is_reserved_key(key):
+        raise ConfigurationError(
+            field,
+            "a key outside those this library, Kubernetes and Kueue set (kubernetes.io/, "
+            f"k8s.io/, {ANNOTATION_PREFIX}, {LABEL_MANAGED_BY}, {KUEUE_QUEUE_LABEL} - use "
+            f"queue_name, {KUEUE_PRIORITY_CLASS_LABEL} - use workload_priority_class, and the "
+            "AppArmor and seccomp annotations - the security profile sets those)",
+            key,
+        )
+
+
+def _user_labels(value: object) -> object:
+    for key, text in _mapping(value, "a mapping of label keys to label values").items():
+        _user_key(f"[{key!r}]", key)
+        check_label_value(f"[{key!r}]", text)
+    return value
+
+
+def _user_annotations(value: object) -> object:
+    total = 0
+    for key, text in _mapping(value, "a mapping of annotation keys to strings").items():
+        _user_key(f"[{key!r}]", key)
+        if not isinstance(text, str):
+            raise ConfigurationError(f"[{key!r}]", "a string", type(text).__name__)
+        total += len(key.encode()) + len(text.encode("utf-8", "surrogatepass"))
+    if total > MAX_ANNOTATION_BYTES:
+        raise ConfigurationError(
+            "", "annotations of at most 256 KiB in total, keys and values", f"{total} bytes"
+        )
+    return value
+
+
+def _selector(value: object) -> object:
+    # Selecting on labels others set is fine; only setting them is not.
+    for key, text in _mapping(value, "a mapping of node label keys to values").items():
+        check_qualified_name(f"[{key!r}]", key)
+        check_label_value(f"[{key!r}]", text)
+    return value
+
+
+def _json_copy(value: Any) -> Any:
+    try:
+        return json.loads(json.dumps(value, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(
+            "", "JSON-compatible data (mappings, lists, strings, numbers)", None, detail=str(exc)
+        ) from exc
+
+
+def _affinity(value: object) -> object:
+    if value is None:
+        return None
+    data = _mapping(value, "a mapping with nodeAffinity, podAffinity or podAntiAffinity")
+    for key, part in data.items():
+        if key not in _AFFINITY_KEYS:
+            raise ConfigurationError(
+                f"[{key!r}]", "one of " + ", ".join(sorted(_AFFINITY_KEYS)), key
+            )
+        if not isinstance(part, Mapping):
+            raise ConfigurationError(f"[{key!r}]", "a mapping", None)
+    return _json_copy(dict(data))
+
+
+def _positive_size(value: object) -> object:
+    if value is not None:
+        size = check_quantity("", value, allow_milli=False)
+        if size <= 0 or size > MAX_INT64:
+            raise ConfigurationError("", "a positive size below 8Ei, such as '1Gi'", value)
+    return value
+
+
+# --- parts --------------------------------------------------------------------------------------
+
+
+class _Part(SettingsModel):
+    """A value inside the settings; checks itself like the settings do."""
 
 
 class Toleration(_Part):
     """A pod toleration (Kubernetes' ``Toleration`` with snake_case names)."""
+
+    error_prefix: ClassVar[str] = "toleration"
 
     key: str = Field(default="", description="Taint key; empty with operator Exists matches all.")
     operator: Literal["Exists", "Equal"] = Field(
@@ -103,27 +257,67 @@ class Toleration(_Part):
     effect: Literal["", "NoSchedule", "PreferNoSchedule", "NoExecute"] = Field(
         default="", description="Taint effect to match; empty matches all effects."
     )
-    toleration_seconds: int | None = Field(
+    toleration_seconds: (
+        Annotated[
+            int,
+            Field(ge=-MAX_INT64 - 1, le=MAX_INT64),
+            _int_in(-MAX_INT64 - 1, MAX_INT64, "a number of seconds"),
+        ]
+        | None
+    ) = Field(
         default=None, description="For NoExecute only: how long the pod stays after the taint."
     )
+
+    @field_validator("key", mode="before")
+    @classmethod
+    def _key(cls, value: object) -> object:
+        if value != "":
+            check_qualified_name("", value)  # type: ignore[arg-type]
+        return value
+
+    @field_validator("value", mode="before")
+    @classmethod
+    def _value(cls, value: object) -> object:
+        return check_label_value("", value)  # type: ignore[arg-type]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Toleration:
+        if not self.key and self.operator != "Exists":
+            raise ConfigurationError("operator", "'Exists' when key is empty", self.operator)
+        if self.operator == "Exists" and self.value:
+            raise ConfigurationError("value", "no value with operator 'Exists'", self.value)
+        if self.toleration_seconds is not None and self.effect != "NoExecute":
+            raise ConfigurationError(
+                "toleration_seconds", "only with effect 'NoExecute'", self.toleration_seconds
+            )
+        return self
 
 
 class SecretKeyRef(_Part):
     """A reference to one key of a Secret in the Job's namespace."""
 
-    name: str = Field(description="The Secret's name.")
-    key: str = Field(description="The key within the Secret.")
+    error_prefix: ClassVar[str] = "secret_key_ref"
+
+    name: DNSSubdomain = Field(description="The Secret's name (a DNS subdomain).")
+    key: Annotated[str, _syntax(check_secret_key)] = Field(
+        description="The key within the Secret ([-._a-zA-Z0-9], at most 253 characters)."
+    )
     optional: bool = Field(default=False, description="Start the pod even if the key is missing.")
+
+
+# --- the settings -------------------------------------------------------------------------------
 
 
 class KubernetesJobStepOperatorSettings(BaseSettings):
     """How one step runs as a Kubernetes Job. Every field may be set per step."""
 
+    secret_fields: ClassVar[tuple[str, ...]] = ("secret_env",)
+
     # --- where and what -----------------------------------------------------------------
-    namespace: str | None = Field(
-        default=None, description="Namespace of the Job; None means 'default'."
+    namespace: DNSLabel | None = Field(
+        default=None, description="Namespace of the Job (a DNS label); None means 'default'."
     )
-    image: str | None = Field(
+    image: Annotated[str, BeforeValidator(_image)] | None = Field(
         default=None,
         description="Container image of the step; None uses the image built for the step "
         "(StepRunInfo.get_image).",
@@ -131,10 +325,10 @@ class KubernetesJobStepOperatorSettings(BaseSettings):
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = Field(
         default=None, description="Image pull policy; None lets Kubernetes decide."
     )
-    image_pull_secrets: list[str] = Field(
+    image_pull_secrets: list[DNSSubdomain] = Field(
         default_factory=list, description="Names of docker-registry Secrets used to pull."
     )
-    service_account_name: str | None = Field(
+    service_account_name: DNSSubdomain | None = Field(
         default=None, description="ServiceAccount of the step's pod; None uses 'default'."
     )
     automount_service_account_token: bool = Field(
@@ -143,7 +337,7 @@ class KubernetesJobStepOperatorSettings(BaseSettings):
     )
 
     # --- GPUs ---------------------------------------------------------------------------
-    gpu_count: NonNegativeInt | None = Field(
+    gpu_count: GPUCount | None = Field(
         default=None,
         description="Whole GPUs (or MIG slices); None uses ResourceSettings.gpu_count.",
     )
@@ -164,7 +358,7 @@ class KubernetesJobStepOperatorSettings(BaseSettings):
         "or a registered scheme; None picks the vendor's (nvidia: gpu-feature-discovery, amd: "
         "amd-node-labeller).",
     )
-    gpu_label_key: str | None = Field(
+    gpu_label_key: QualifiedName | None = Field(
         default=None, description="A custom node label key for gpu_type; overrides the scheme."
     )
     mig_profile: str | None = Field(
@@ -179,7 +373,7 @@ class KubernetesJobStepOperatorSettings(BaseSettings):
     )
 
     # --- CPU, memory, shared memory -----------------------------------------------------------
-    shm_size: str | None = Field(
+    shm_size: Annotated[str, BeforeValidator(_positive_size)] | None = Field(
         default=None,
         description="Size of /dev/shm (an in-memory emptyDir), e.g. 1Gi; None keeps the "
         "container runtime's default (64 MiB).",
@@ -191,10 +385,10 @@ class KubernetesJobStepOperatorSettings(BaseSettings):
     )
 
     # --- placement -------------------------------------------------------------------------
-    node_selector: dict[str, str] = Field(
+    node_selector: Annotated[dict[str, str], BeforeValidator(_selector)] = Field(
         default_factory=dict, description="Node labels the step's node must carry."
     )
-    affinity: dict[str, Any] | None = Field(
+    affinity: Annotated[dict[str, Any] | None, BeforeValidator(_affinity)] = Field(
         default=None,
         description="Kubernetes affinity (camelCase keys nodeAffinity, podAffinity, "
         "podAntiAffinity), passed through.",
@@ -202,32 +396,42 @@ class KubernetesJobStepOperatorSettings(BaseSettings):
     tolerations: list[Toleration] = Field(
         default_factory=list, description="Extra tolerations (the GPU taint is added for you)."
     )
-    priority_class_name: str | None = Field(
+    priority_class_name: DNSSubdomain | None = Field(
         default=None, description="PriorityClass of the step's pod."
     )
     queue_name: str | None = Field(
         default=None,
-        description="Kueue LocalQueue; labels the Job kueue.x-k8s.io/queue-name and creates it "
+        description=f"Kueue LocalQueue; labels the Job {KUEUE_QUEUE_LABEL} and creates it "
         "suspended for Kueue to admit.",
+    )
+    workload_priority_class: str | None = Field(
+        default=None,
+        description="Kueue WorkloadPriorityClass of the Job (a DNS subdomain of at most 63 "
+        f"characters); labels the Job {KUEUE_PRIORITY_CLASS_LABEL}. Kueue orders and preempts "
+        "workloads by it; priority_class_name is the pod's, for the scheduler.",
     )
 
     # --- metadata --------------------------------------------------------------------------
-    labels: dict[str, str] = Field(default_factory=dict, description="Extra labels of the Job.")
-    annotations: dict[str, str] = Field(
-        default_factory=dict, description="Extra annotations of the Job."
+    labels: Annotated[dict[str, str], BeforeValidator(_user_labels)] = Field(
+        default_factory=dict, description="Extra labels of the Job."
     )
-    pod_labels: dict[str, str] = Field(
+    annotations: Annotated[dict[str, str], BeforeValidator(_user_annotations)] = Field(
+        default_factory=dict, description="Extra annotations of the Job (at most 256 KiB)."
+    )
+    pod_labels: Annotated[dict[str, str], BeforeValidator(_user_labels)] = Field(
         default_factory=dict, description="Extra labels of the step's pod."
     )
-    pod_annotations: dict[str, str] = Field(
-        default_factory=dict, description="Extra annotations of the step's pod."
+    pod_annotations: Annotated[dict[str, str], BeforeValidator(_user_annotations)] = Field(
+        default_factory=dict, description="Extra annotations of the step's pod (at most 256 KiB)."
     )
 
     # --- failure handling and lifetime ----------------------------------------------------------
-    backoff_limit: NonNegativeInt = Field(
+    backoff_limit: Annotated[
+        int, Field(ge=0, le=MAX_INT32), _int_in(0, MAX_INT32, "a number of retries")
+    ] = Field(
         default=0, description="Pod retries after a failure (0: a failed step fails the Job)."
     )
-    fail_on_exit_codes: list[int] = Field(
+    fail_on_exit_codes: list[ExitCode] = Field(
         default_factory=list,
         description="Exit codes (1-255) that fail the Job at once, without retries.",
     )
@@ -235,15 +439,17 @@ class KubernetesJobStepOperatorSettings(BaseSettings):
         default=True,
         description="Do not count evictions and preemptions (DisruptionTarget) as failures.",
     )
-    active_deadline_seconds: PositiveInt | None = Field(
-        default=None, description="Fail the Job when it runs longer than this (seconds)."
-    )
-    ttl_seconds_after_finished: NonNegativeInt | None = Field(
-        default=600, description="Delete the finished Job and its pods after this (seconds)."
-    )
+    active_deadline_seconds: (
+        Annotated[int, Field(ge=1, le=MAX_INT64), _int_in(1, MAX_INT64, "a number of seconds")]
+        | None
+    ) = Field(default=None, description="Fail the Job when it runs longer than this (seconds).")
+    ttl_seconds_after_finished: (
+        Annotated[int, Field(ge=0, le=MAX_INT32), _int_in(0, MAX_INT32, "a number of seconds")]
+        | None
+    ) = Field(default=600, description="Delete the finished Job and its pods after this (seconds).")
 
     # --- environment and secrets ---------------------------------------------------------------
-    env: dict[str, str] = Field(
+    env: Annotated[dict[str, str], BeforeValidator(check_env_map)] = Field(
         default_factory=dict, description="Extra plain environment variables (no secrets)."
     )
     secret_env: dict[str, SecretKeyRef] = Field(
@@ -251,7 +457,7 @@ class KubernetesJobStepOperatorSettings(BaseSettings):
         description="Environment variables read from Secrets: NAME -> {name, key} (references "
         "only; values are never accepted).",
     )
-    secret_env_from: list[str] = Field(
+    secret_env_from: list[DNSSubdomain] = Field(
         default_factory=list, description="Secrets whose every key becomes a variable (envFrom)."
     )
     allow_secret_like_env: bool = Field(
@@ -264,28 +470,35 @@ class KubernetesJobStepOperatorSettings(BaseSettings):
     pod_security_profile: Literal["restricted", "none"] = Field(
         default="restricted",
         description="restricted: the Pod Security 'restricted' profile (non-root, no privilege "
-        "escalation, all capabilities dropped, RuntimeDefault seccomp); none: set nothing.",
+        "escalation, all capabilities dropped, RuntimeDefault seccomp), and overrides that "
+        "contradict it are refused; none: set nothing.",
     )
-    run_as_user: NonNegativeInt | None = Field(
+    run_as_user: UserId | None = Field(
         default=None,
-        description="UID of the step; None means 1000 under the restricted profile, so images "
-        "built to run as root still start.",
+        description=f"UID of the step; None means {DEFAULT_RUN_AS_USER} under the restricted "
+        "profile, so images built to run as root still start.",
     )
-    run_as_group: NonNegativeInt | None = Field(default=None, description="GID of the step.")
-    fs_group: NonNegativeInt | None = Field(
-        default=None, description="Group owning mounted volumes."
-    )
+    run_as_group: UserId | None = Field(default=None, description="GID of the step.")
+    fs_group: UserId | None = Field(default=None, description="Group owning mounted volumes.")
 
     # --- escape hatch --------------------------------------------------------------------------
-    pod_spec_overrides: dict[str, Any] = Field(
-        default_factory=dict,
-        description="Pod-spec fields not modelled here (camelCase), merged last; lists are "
-        "appended. Allowed keys: " + ", ".join(sorted(ALLOWED_POD_SPEC_OVERRIDE_KEYS)) + ".",
+    pod_spec_overrides: Annotated[dict[str, Any], BeforeValidator(check_pod_spec_overrides)] = (
+        Field(
+            default_factory=dict,
+            description="Pod-spec fields not modelled here (camelCase), checked, merged last; "
+            "lists are appended. Allowed keys: "
+            + ", ".join(sorted(ALLOWED_POD_SPEC_OVERRIDE_KEYS))
+            + ".",
+        )
     )
-    container_overrides: dict[str, Any] = Field(
-        default_factory=dict,
-        description="Container fields not modelled here (camelCase), merged last; lists are "
-        "appended. Allowed keys: " + ", ".join(sorted(ALLOWED_CONTAINER_OVERRIDE_KEYS)) + ".",
+    container_overrides: Annotated[dict[str, Any], BeforeValidator(check_container_overrides)] = (
+        Field(
+            default_factory=dict,
+            description="Container fields not modelled here (camelCase), checked, merged last; "
+            "lists are appended. Allowed keys: "
+            + ", ".join(sorted(ALLOWED_CONTAINER_OVERRIDE_KEYS))
+            + ".",
+        )
     )
 
     # --- how the runner waits (read by the submit/watch code) -------------------------------------
@@ -297,6 +510,11 @@ class KubernetesJobStepOperatorSettings(BaseSettings):
     pending_timeout: PositiveFloat | None = Field(
         default=600,
         description="Seconds a pod may stay unschedulable before the step fails; None waits.",
+    )
+    scale_up_timeout: PositiveFloat | None = Field(
+        default=900,
+        description="Seconds a pod may wait for a cluster autoscaler to add a node for it "
+        "(while the autoscaler says it is scaling up) before the step fails; None waits.",
     )
     image_pull_backoff_timeout: PositiveFloat | None = Field(
         default=300, description="Seconds to keep retrying a failing image pull; None waits."
@@ -319,29 +537,95 @@ class KubernetesJobStepOperatorSettings(BaseSettings):
     delete_on_cancel: bool = Field(
         default=True, description="Delete the Job (and free its GPUs) when the step is cancelled."
     )
+    on_sigterm: Literal["delete", "detach"] = Field(
+        default="delete",
+        description="What a SIGTERM of the calling process does to the running Job: delete it "
+        "(and free its GPUs), or detach and leave it running, so that a restarted caller "
+        "reattaches to it.",
+    )
+
+    @field_validator("gpu_vendor", mode="before")
+    @classmethod
+    def _vendor(cls, value: object) -> object:
+        if not isinstance(value, str):
+            raise ConfigurationError("", "a GPU vendor name or an extended resource key", None)
+        resolve_gpu_vendor("", value)
+        return value
+
+    @field_validator("gpu_type", mode="before")
+    @classmethod
+    def _gpu_type(cls, value: object) -> object:
+        # The label value it becomes depends on the label scheme: checked with the scheme.
+        if value is not None and (not isinstance(value, str) or not value):
+            raise ConfigurationError("", "a non-empty GPU model name", value)
+        return value
+
+    @field_validator("gpu_label_scheme", mode="before")
+    @classmethod
+    def _scheme_name(cls, value: object) -> object:
+        # Whether it names a scheme is checked when the Job is built: schemes may be registered
+        # after the settings are made.
+        if value is not None and (not isinstance(value, str) or not value):
+            raise ConfigurationError("", "the name of a GPU label scheme", value)
+        return value
+
+    @field_validator("mig_profile", mode="before")
+    @classmethod
+    def _mig(cls, value: object) -> object:
+        if value is not None and not is_mig_profile(value):  # type: ignore[arg-type]
+            raise ConfigurationError(
+                "", "a MIG profile '<slices>g.<memory>gb' such as '1g.5gb' or '3g.40gb'", value
+            )
+        return value
+
+    @field_validator("queue_name", mode="before")
+    @classmethod
+    def _queue(cls, value: object) -> object:
+        if value is not None and (not isinstance(value, str) or not value):
+            raise ConfigurationError("", "a non-empty LocalQueue name", value)
+        return value if value is None else check_label_value("", value)
+
+    @field_validator("workload_priority_class", mode="before")
+    @classmethod
+    def _workload_priority(cls, value: object) -> object:
+        if value is not None:
+            check_dns_subdomain("", value)  # type: ignore[arg-type]
+            if not is_label_value(value):  # type: ignore[arg-type]
+                raise ConfigurationError(
+                    "",
+                    "a WorkloadPriorityClass name of at most 63 characters (a label value)",
+                    value,
+                )
+        return value
 
     @field_validator("secret_env", mode="before")
     @classmethod
     def _references_only(cls, value: object) -> object:
-        if isinstance(value, dict):
-            for name, ref in value.items():
-                if isinstance(ref, str | bytes | int | float):
-                    raise ValueError(
-                        f"secret_env[{name!r}] must be a reference {{'name': <secret>, "
-                        "'key': <key>}, not a value"
-                    )
-        return value
-
-    @field_validator("gpu_count", "backoff_limit", mode="before")
-    @classmethod
-    def _no_bools(cls, value: object) -> object:
-        if isinstance(value, bool):
-            raise ValueError("a whole number, not a boolean")
-        return value
+        refs: dict[str, SecretKeyRef] = {}
+        for name, ref in _mapping(value, "a mapping of variable names to references").items():
+            if isinstance(ref, str | bytes | int | float):
+                # Never echo it: it is probably the secret.
+                raise ConfigurationError(
+                    "", f"{name!r} as a reference {{'name': <secret>, 'key': <key>}}, not a value"
+                )
+            field = f"[{name!r}]"
+            check_env_name_allowed(field, name)
+            if isinstance(ref, SecretKeyRef):
+                refs[name] = ref
+                continue
+            try:
+                refs[name] = SecretKeyRef.model_validate(ref)
+            except SettingsValidationError as exc:
+                # Named like the other mappings: secret_env['NAME'].key.
+                part = exc.field.removeprefix(SecretKeyRef.error_prefix)
+                raise ConfigurationError(field + part, exc.accepted, exc.value) from None
+        return refs
 
 
 class KubernetesJobStepOperatorConfig(BaseStepOperatorConfig, KubernetesJobStepOperatorSettings):
     """Cluster-wide defaults of the step operator, plus how to reach the cluster."""
+
+    error_prefix: ClassVar[str] = "config"
 
     kubeconfig_path: str | None = Field(
         default=None, description="Kubeconfig file; None uses KUBECONFIG or ~/.kube/config."
@@ -367,5 +651,8 @@ def parse_settings(data: Any, prefix: str = "settings") -> KubernetesJobStepOper
     """
     try:
         return KubernetesJobStepOperatorSettings.model_validate(data)
-    except ValidationError as exc:
-        raise configuration_error(exc, prefix, secret_fields=("secret_env",)) from exc
+    except SettingsValidationError as exc:
+        if prefix == KubernetesJobStepOperatorSettings.error_prefix:
+            raise
+        secret = KubernetesJobStepOperatorSettings.secret_fields
+        raise configuration_error(exc, prefix, secret_fields=secret) from exc.__cause__

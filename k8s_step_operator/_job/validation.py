@@ -2,13 +2,12 @@
 
 The API server would reject these with a 422 naming its own field path; checking here lets the
 error name *our* setting and say what is accepted. The rules follow
-k8s.io/apimachinery/pkg/util/validation and k8s.io/apimachinery/pkg/api/resource.
+k8s.io/apimachinery/pkg/util/validation (quantities are in ``quantity``).
 """
 
 from __future__ import annotations
 
 import re
-from decimal import Decimal, InvalidOperation
 
 from k8s_step_operator._errors import ConfigurationError
 
@@ -18,36 +17,22 @@ __all__ = [
     "check_env_name",
     "check_label_value",
     "check_qualified_name",
+    "check_secret_key",
     "is_dns_label",
+    "is_dns_subdomain",
     "is_label_value",
     "is_qualified_name",
-    "parse_quantity",
+    "is_secret_key",
 ]
 
-_QUALIFIED_NAME_PART = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+# Matched with fullmatch: "$" would accept a trailing newline, which the API server refuses.
+_QUALIFIED_NAME_PART = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 # The classic C-identifier-like rule; accepted by every server version (newer ones allow more).
-_ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
-# A plain decimal number with an optional SI or binary suffix: the subset of Kubernetes
-# quantities that people write; exponent forms are refused to keep errors obvious.
-_QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E)?$")
-_SUFFIX = {
-    "": Decimal(1),
-    "m": Decimal("0.001"),
-    "k": Decimal(10) ** 3,
-    "M": Decimal(10) ** 6,
-    "G": Decimal(10) ** 9,
-    "T": Decimal(10) ** 12,
-    "P": Decimal(10) ** 15,
-    "E": Decimal(10) ** 18,
-    "Ki": Decimal(2) ** 10,
-    "Mi": Decimal(2) ** 20,
-    "Gi": Decimal(2) ** 30,
-    "Ti": Decimal(2) ** 40,
-    "Pi": Decimal(2) ** 50,
-    "Ei": Decimal(2) ** 60,
-}
+_ENV_NAME = re.compile(r"[-._a-zA-Z][-._a-zA-Z0-9]*")
+# Keys of Secrets and ConfigMaps (IsConfigMapKey): also not ".", "..", nor starting with "..".
+_SECRET_KEY = re.compile(r"[-._a-zA-Z0-9]+")
 
 QUALIFIED_NAME_RULE = (
     "a key of at most 63 characters [A-Za-z0-9._-] starting and ending alphanumeric, "
@@ -65,12 +50,12 @@ DNS_SUBDOMAIN_RULE = (
 
 def is_dns_label(value: str) -> bool:
     """True when ``value`` is a DNS-1123 label (names of Jobs, namespaces...)."""
-    return len(value) <= 63 and _DNS_LABEL.match(value) is not None
+    return len(value) <= 63 and _DNS_LABEL.fullmatch(value) is not None
 
 
 def is_dns_subdomain(value: str) -> bool:
     """True when ``value`` is a DNS-1123 subdomain."""
-    return len(value) <= 253 and _DNS_SUBDOMAIN.match(value) is not None
+    return len(value) <= 253 and _DNS_SUBDOMAIN.fullmatch(value) is not None
 
 
 def is_qualified_name(value: str) -> bool:
@@ -78,12 +63,12 @@ def is_qualified_name(value: str) -> bool:
     prefix, slash, name = value.rpartition("/")
     if slash and not is_dns_subdomain(prefix):
         return False
-    return len(name) <= 63 and _QUALIFIED_NAME_PART.match(name) is not None
+    return len(name) <= 63 and _QUALIFIED_NAME_PART.fullmatch(name) is not None
 
 
 def is_label_value(value: str) -> bool:
     """True when ``value`` is a valid label value."""
-    return value == "" or (len(value) <= 63 and _QUALIFIED_NAME_PART.match(value) is not None)
+    return value == "" or (len(value) <= 63 and _QUALIFIED_NAME_PART.fullmatch(value) is not None)
 
 
 def check_dns_label(field: str, value: str) -> str:
@@ -116,7 +101,7 @@ def check_label_value(field: str, value: str) -> str:
 
 def check_env_name(field: str, value: str) -> str:
     """Return ``value`` or raise ``ConfigurationError`` naming ``field``."""
-    if not isinstance(value, str) or not _ENV_NAME.match(value):
+    if not isinstance(value, str) or not _ENV_NAME.fullmatch(value):
         raise ConfigurationError(
             field,
             "an environment variable name: [-._a-zA-Z] then [-._a-zA-Z0-9]*",
@@ -125,21 +110,23 @@ def check_env_name(field: str, value: str) -> str:
     return value
 
 
-def parse_quantity(field: str, value: str, *, allow_milli: bool = True) -> Decimal:
-    """Parse a Kubernetes quantity such as ``"1Gi"`` or ``"500m"``; return it as a Decimal.
-
-    Raises:
-        ConfigurationError: If ``value`` is not a quantity of the accepted form.
-    """
-    accepted = "a quantity such as '512Mi', '1Gi' or '2G' (digits, optional suffix " + (
-        "m, k, M, G, T, P, E, Ki, Mi, Gi, Ti, Pi, Ei)"
-        if allow_milli
-        else "k, M, G, ... Ki, Mi, Gi...)"
+def is_secret_key(value: str) -> bool:
+    """True when ``value`` is a key of a Secret or ConfigMap."""
+    return (
+        len(value) <= 253
+        and _SECRET_KEY.fullmatch(value) is not None
+        and value not in {".", ".."}
+        and not value.startswith("..")
     )
-    match = _QUANTITY.match(value) if isinstance(value, str) else None
-    if match is None or (match.group(2) == "m" and not allow_milli):
-        raise ConfigurationError(field, accepted, value)
-    try:
-        return Decimal(match.group(1)) * _SUFFIX[match.group(2) or ""]
-    except InvalidOperation as exc:  # pragma: no cover - the regex admits only decimals
-        raise ConfigurationError(field, accepted, value) from exc
+
+
+def check_secret_key(field: str, value: str) -> str:
+    """Return ``value`` or raise ``ConfigurationError`` naming ``field``."""
+    if not isinstance(value, str) or not is_secret_key(value):
+        raise ConfigurationError(
+            field,
+            "a Secret key: at most 253 characters [-._a-zA-Z0-9], not '.', '..' nor starting "
+            "with '..'",
+            value,
+        )
+    return value

@@ -34,7 +34,10 @@ __all__ = ["KubeApi", "ResponseStream"]
 
 # Kueue's Workload; only read, to say why a queued step waits.
 KUEUE_GROUP = "kueue.x-k8s.io"
-KUEUE_VERSION = "v1beta1"
+KUEUE_VERSION = "v1beta2"
+# Karpenter's NodePools; only read, to know whether a node may be added for a pending pod.
+KARPENTER_GROUP = "karpenter.sh"
+KARPENTER_VERSION = "v1"
 
 
 class ResponseStream:
@@ -275,3 +278,32 @@ class KubeApi:
         )
         items: list[dict[str, Any]] = list(read_json(resp).get("items") or [])
         return items
+
+    def list_nodepools(self) -> list[dict[str, Any]]:
+        """Karpenter's NodePools (cluster-scoped)."""
+        resp = self._call(
+            "list nodepools.karpenter.sh",
+            self._custom.list_cluster_custom_object,
+            KARPENTER_GROUP,
+            KARPENTER_VERSION,
+            "nodepools",
+            _preload_content=False,
+            _request_timeout=(10, 30),
+            budget=min(self.budget, 10.0),
+        )
+        items: list[dict[str, Any]] = list(read_json(resp).get("items") or [])
+        return items
+
+    def get_configmap(self, namespace: str, name: str) -> dict[str, Any]:
+        """Read a ConfigMap."""
+        resp = self._call(
+            f"get ConfigMap {namespace}/{name}",
+            self._core.read_namespaced_config_map,
+            name,
+            namespace,
+            _preload_content=False,
+            _request_timeout=(10, 30),
+            budget=min(self.budget, 10.0),
+        )
+        cm: dict[str, Any] = read_json(resp)
+        return cm

@@ -27,7 +27,12 @@ from k8s_step_operator._errors import (
     StepFailedError,
     UnschedulableError,
 )
-from k8s_step_operator._job.keys import LABEL_QUEUE_NAME
+from k8s_step_operator._job.keys import KUEUE_QUEUE_LABEL
+from k8s_step_operator._runner.autoscaler import (
+    AutoscalerSignal,
+    is_autoscaler_event,
+    latest_signal,
+)
 from k8s_step_operator._runner.pods import container_statuses
 
 __all__ = [
@@ -49,6 +54,7 @@ class Phase(enum.StrEnum):
     SUBMITTED = "submitted"
     QUEUED = "queued"
     SCHEDULING = "scheduling"
+    SCALING_UP = "scaling up"
     STARTING = "starting"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
@@ -59,6 +65,7 @@ class Problem(enum.StrEnum):
     """Something that keeps a step from progressing; each has its own bound."""
 
     UNSCHEDULABLE = "unschedulable"
+    SCALING_UP = "scaling-up"  # an autoscaler is adding a node: bounded by scale_up_timeout
     IMAGE_INVALID = "image-invalid"  # fails at once: retrying cannot help
     IMAGE_PULL = "image-pull"  # a registry hiccup may pass: bounded wait
     MISSING_CONFIG = "missing-config"  # a Secret/ConfigMap may appear shortly: short grace
@@ -92,6 +99,7 @@ class Observation:
     message: str = ""
     outcome: Outcome | None = None
     queue: str = ""
+    autoscaler: AutoscalerSignal | None = None
 
 
 class Bounds(Protocol):
@@ -112,6 +120,9 @@ class Bounds(Protocol):
 
     @property
     def queue_timeout(self) -> float | None: ...
+
+    @property
+    def scale_up_timeout(self) -> float | None: ...
 
 
 @dataclass
@@ -237,7 +248,7 @@ def observe(job: Obj, pods: Sequence[Obj], events: Sequence[Obj] = ()) -> Observ
         )
 
     labels = (job.get("metadata") or {}).get("labels") or {}
-    queue = str(labels.get(LABEL_QUEUE_NAME, ""))
+    queue = str(labels.get(KUEUE_QUEUE_LABEL, ""))
     suspended = _true(conds, "Suspended") or (job.get("spec") or {}).get("suspend") is True
     if suspended:
         where = f" in LocalQueue {queue}" if queue else ""
@@ -278,13 +289,26 @@ def observe(job: Obj, pods: Sequence[Obj], events: Sequence[Obj] = ()) -> Observ
             message = str(scheduled.get("message") or "")
             if not message:
                 message = _latest_message(events, pod_name, "FailedScheduling")
+            signal = latest_signal(events, pod_name)
+            if signal is not None and signal.scaling_up:
+                return Observation(
+                    Phase.SCALING_UP,
+                    f"a node is being added: {signal.words}",
+                    pod=pod_name,
+                    problem=Problem.SCALING_UP,
+                    reason="ScalingUp",
+                    message=message,
+                    autoscaler=signal,
+                )
+            said = f"; {signal.words}" if signal is not None else ""
             return Observation(
                 Phase.SCHEDULING,
-                f"unschedulable: {message}",
+                f"unschedulable: {message}{said}",
                 pod=pod_name,
                 problem=Problem.UNSCHEDULABLE,
                 reason="Unschedulable",
                 message=message,
+                autoscaler=signal,
             )
         return Observation(Phase.SCHEDULING, "waiting for the scheduler", pod=pod_name)
 
@@ -322,8 +346,13 @@ def observe(job: Obj, pods: Sequence[Obj], events: Sequence[Obj] = ()) -> Observ
 
 
 def _latest_message(events: Sequence[Obj], name: str, reason: str) -> str:
+    """The latest message of the scheduler's (not an autoscaler's) event of that reason."""
     for e in reversed(events):
-        if e.get("reason") == reason and (e.get("involvedObject") or {}).get("name") == name:
+        if (
+            e.get("reason") == reason
+            and (e.get("involvedObject") or {}).get("name") == name
+            and not is_autoscaler_event(e)
+        ):
             return str(e.get("message") or "")
     return ""
 
@@ -354,6 +383,7 @@ def decide(
     *,
     never_fits: bool = False,
     advice: str = "",
+    autoscaler_may_act: bool = False,
     **facts: Any,
 ) -> StepError | None:
     """Whether the step must fail now, given how long its current problem has lasted.
@@ -363,8 +393,10 @@ def decide(
         seen_for: Seconds the current problem (or, for queued and scheduling, the phase) has
             lasted.
         limits: The phase bounds.
-        never_fits: A look at the nodes showed that no node could ever fit the pod.
+        never_fits: A look at the nodes showed that no current node could ever fit the pod.
         advice: What to change when no node could ever fit it.
+        autoscaler_may_act: An autoscaler exists that may still add a node that fits (it has
+            not said so yet): a pod no current node fits waits for it, up to scale_up_timeout.
         **facts: Job and namespace names for the error.
 
     Returns:
@@ -381,15 +413,42 @@ def decide(
         )
     if obs.problem is Problem.MISSING_CONFIG and _over(seen_for, limits.missing_config_grace):
         return ContainerConfigError(obs.message or obs.reason, **facts)
+    if obs.problem is Problem.SCALING_UP and _over(seen_for, limits.scale_up_timeout):
+        signal = obs.autoscaler
+        return UnschedulableError(
+            f"no node after {seen_for:.0f}s of scale-up (scale_up_timeout)"
+            + (f": {signal.words}" if signal is not None else ""),
+            breakdown=obs.message,
+            **facts,
+        )
     if obs.problem is Problem.UNSCHEDULABLE:
-        if never_fits:
-            why = f"{advice} (scheduler: {obs.message})" if advice else obs.message
+        signal = obs.autoscaler
+        if never_fits and signal is not None and not signal.limited:
+            # No current node fits and the autoscaler will add none: waiting cannot help.
             return UnschedulableError(
-                f"no node could ever fit this pod: {why}", breakdown=obs.message, **facts
+                f"no node fits and {signal.who} will not add one: {signal.message}"
+                + (f" ({advice})" if advice else ""),
+                breakdown=obs.message,
+                **facts,
             )
+        if never_fits and signal is None:
+            if not autoscaler_may_act:
+                why = f"{advice} (scheduler: {obs.message})" if advice else obs.message
+                return UnschedulableError(
+                    f"no node could ever fit this pod: {why}", breakdown=obs.message, **facts
+                )
+            if _over(seen_for, limits.scale_up_timeout):
+                return UnschedulableError(
+                    f"no node fits, and no autoscaler added one within {seen_for:.0f}s "
+                    f"(scale_up_timeout): {advice or obs.message}",
+                    breakdown=obs.message,
+                    **facts,
+                )
         if _over(seen_for, limits.pending_timeout):
+            limited = f" ({signal.words})" if signal is not None else ""
             return UnschedulableError(
-                f"still unschedulable after {seen_for:.0f}s (pending timeout): {obs.message}",
+                f"still unschedulable after {seen_for:.0f}s (pending timeout): "
+                f"{obs.message}{limited}",
                 breakdown=obs.message,
                 **facts,
             )

@@ -11,56 +11,24 @@ labels.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["FitVerdict", "NodeMiss", "check_fit", "fits_somewhere", "parse_quantity"]
+from k8s_step_operator._job.quantity import parse_quantity
+
+__all__ = ["FitVerdict", "NodeMiss", "check_fit", "fits_somewhere"]
 
 Obj = Mapping[str, Any]
 
 # The filters, in the scheduler's order; a node that fails one is not judged by the next.
 SELECTOR, AFFINITY, TAINT, CAPACITY = range(4)
 
-_QUANTITY = re.compile(r"^([+-]?[0-9.]+)([eE][+-]?[0-9]+)?([a-zA-Z]*)$")
-_SUFFIX = {
-    "": 1,
-    "n": 1e-9,
-    "u": 1e-6,
-    "m": 1e-3,
-    "k": 1e3,
-    "M": 1e6,
-    "G": 1e9,
-    "T": 1e12,
-    "P": 1e15,
-    "E": 1e18,
-    "Ki": 1024,
-    "Mi": 1024**2,
-    "Gi": 1024**3,
-    "Ti": 1024**4,
-    "Pi": 1024**5,
-    "Ei": 1024**6,
-}
-
-
-def parse_quantity(value: Any) -> float:
-    """A Kubernetes quantity (``500m``, ``16Gi``, ``8``, ``100u``, ``1e3``) as a number.
-
-    Raises:
-        ValueError: If ``value`` is not a quantity.
-    """
-    m = _QUANTITY.match(str(value).strip())
-    if not m or m.group(3) not in _SUFFIX:
-        raise ValueError(f"not a Kubernetes quantity: {value!r}")
-    number = float(m.group(1) + (m.group(2) or ""))
-    return number * _SUFFIX[m.group(3)]
-
 
 def _quantity(value: Any) -> float:
     """A quantity read from a node; a value we cannot read never rules a node out."""
     try:
-        return parse_quantity(value)
+        return float(parse_quantity(value))
     except ValueError:
         return float("inf")
 
@@ -171,7 +139,7 @@ def _requests(pod_spec: Obj) -> dict[str, float]:
         res = c.get("resources") or {}
         merged = {**(res.get("limits") or {}), **(res.get("requests") or {})}
         for key, value in merged.items():
-            requests[key] = requests.get(key, 0.0) + parse_quantity(value)
+            requests[key] = requests.get(key, 0.0) + float(parse_quantity(value))
     return requests
 
 

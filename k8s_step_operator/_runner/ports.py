@@ -99,6 +99,14 @@ class KubeAccess(Protocol):
         """Every node; without the permission raises ``ForbiddenError``."""
         ...
 
+    def list_nodepools(self) -> list[dict[str, Any]]:
+        """Karpenter's NodePools; ``NotFoundError`` when Karpenter's API is not served."""
+        ...
+
+    def get_configmap(self, namespace: str, name: str) -> dict[str, Any]:
+        """Read a ConfigMap; a missing one raises ``NotFoundError``."""
+        ...
+
 
 class Clock(Protocol):
     """Time as the runner sees it."""

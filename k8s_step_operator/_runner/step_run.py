@@ -33,9 +33,10 @@ from k8s_step_operator._errors import (
     StepCancelledError,
     StepError,
 )
-from k8s_step_operator._job.keys import LABEL_CONTROLLER_UID
+from k8s_step_operator._job.keys import JOB_CONTROLLER_UID_LABEL
 from k8s_step_operator._job.naming import same_step
 from k8s_step_operator._job.settings import KubernetesJobStepOperatorSettings
+from k8s_step_operator._runner.autoscaler import AutoscalerView, nodepools_admitting
 from k8s_step_operator._runner.diagnosis import (
     Observation,
     Phase,
@@ -127,6 +128,7 @@ class StepRun:
         clock: The clock.
         watchers: Where shared namespace watchers come from.
         nodes: The node view for the fit check (``None``: a private one).
+        autoscalers: Which autoscalers the cluster runs (``None``: a private view).
         companion: Builds, from the created Job, an object to create right after it (a Secret
             owned by the Job), or ``None``.
         cancel_wait_timeout: Seconds to wait for the pods to go after a delete.
@@ -143,6 +145,7 @@ class StepRun:
         clock: Clock = SYSTEM_CLOCK,
         watchers: WatcherRegistry = WATCHERS,
         nodes: NodeView | None = None,
+        autoscalers: AutoscalerView | None = None,
         companion: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None,
         cancel_wait_timeout: float = 120.0,
         log_drain_timeout: float = 10.0,
@@ -156,6 +159,7 @@ class StepRun:
         self.clock = clock
         self.watchers = watchers
         self.nodes = nodes or NodeView(api, clock)
+        self.autoscalers = autoscalers or AutoscalerView(api, clock)
         self.companion = companion
         self.cancel_wait_timeout = cancel_wait_timeout
         self.log_drain_timeout = log_drain_timeout
@@ -323,12 +327,19 @@ class StepRun:
             if obs.problem is None and obs.phase in (Phase.SCHEDULING, Phase.QUEUED):
                 seen = now - phase_since
             verdict = self._fit(job) if obs.problem is Problem.UNSCHEDULABLE else None
+            never_fits = verdict is not None and not verdict.fits
+            advice = verdict.advice() if verdict is not None else ""
+            may_scale = False
+            if never_fits and obs.autoscaler is None:
+                may_scale, refusals = self._may_scale(job)
+                advice = f"{advice}; {refusals}" if refusals else advice
             error = decide(
                 obs,
                 seen,
                 self.settings,
-                never_fits=verdict is not None and not verdict.fits,
-                advice=verdict.advice() if verdict is not None else "",
+                never_fits=never_fits,
+                advice=advice,
+                autoscaler_may_act=may_scale,
                 job=self.name,
                 namespace=self.namespace,
             )
@@ -423,6 +434,20 @@ class StepRun:
         if not verdict.fits:
             log.debug("no node fits Job %s: %s", self.where, "; ".join(verdict.reasons))
         return verdict
+
+    def _may_scale(self, job: Mapping[str, Any]) -> tuple[bool, str]:
+        """Whether an autoscaler may still add a node for the pod, and else the NodePools' no."""
+        presence = self.autoscalers.presence()
+        refusals = ""
+        if presence.karpenter:
+            pod_spec = ((job.get("spec") or {}).get("template") or {}).get("spec") or {}
+            admitting, refused = nodepools_admitting(pod_spec, presence.nodepools)
+            if admitting:
+                return True, ""
+            refusals = "; ".join(refused) if refused else "Karpenter has no NodePool"
+        if presence.cluster_autoscaler:
+            return True, ""
+        return False, refusals
 
     # -- cancel --------------------------------------------------------------------------
 
@@ -660,5 +685,7 @@ def job_status(api: KubeAccess, namespace: str, name: str) -> Observation | None
     except NotFoundError:
         return None
     uid = job["metadata"]["uid"]
-    pods = api.list_objects("pods", namespace, f"{LABEL_CONTROLLER_UID}={uid}").get("items") or []
+    pods = (
+        api.list_objects("pods", namespace, f"{JOB_CONTROLLER_UID_LABEL}={uid}").get("items") or []
+    )
     return observe(job, pods)

@@ -35,11 +35,10 @@ from typing import Any
 
 from k8s_step_operator._errors import ApiError
 from k8s_step_operator._job.keys import (
-    LABEL_CONTROLLER_UID,
-    LABEL_JOB_NAME,
-    LABEL_JOB_NAME_LEGACY,
-    LABEL_MANAGED_BY,
-    MANAGED_BY,
+    JOB_CONTROLLER_UID_LABEL,
+    JOB_NAME_LABEL,
+    LEGACY_JOB_NAME_LABEL,
+    MANAGED_BY_SELECTOR,
 )
 from k8s_step_operator._runner.ports import SYSTEM_CLOCK, Clock, Kind, KubeAccess, Stream
 
@@ -48,8 +47,8 @@ __all__ = ["NamespaceWatcher", "Subscription", "WatcherRegistry", "job_name_of_p
 log = logging.getLogger(__name__)
 
 # Pods created by any Job carry the controller-uid label; selecting on it keeps other pods out.
-POD_SELECTOR = LABEL_CONTROLLER_UID
-JOB_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
+POD_SELECTOR = JOB_CONTROLLER_UID_LABEL
+JOB_SELECTOR = MANAGED_BY_SELECTOR
 
 _EVENTS_PER_OBJECT = 20
 # How long a watch that worked may be refused (401/403) before the steps are told: an API server
@@ -77,7 +76,7 @@ def _newer_or_equal(a: str, b: str) -> bool:
 def job_name_of_pod(pod: dict[str, Any]) -> str:
     """The name of the Job that owns a pod, from its labels or, failing that, its owner."""
     labels = (pod.get("metadata") or {}).get("labels") or {}
-    name = labels.get(LABEL_JOB_NAME) or labels.get(LABEL_JOB_NAME_LEGACY)
+    name = labels.get(JOB_NAME_LABEL) or labels.get(LEGACY_JOB_NAME_LABEL)
     if name:
         return str(name)
     for ref in (pod.get("metadata") or {}).get("ownerReferences") or []:

@@ -165,6 +165,8 @@ class FakeKube:
         self.nodes: list[Obj] = []
         self.nodes_forbidden = False
         self.refuse: dict[str, ApiError] = {}  # kind -> error of every list and watch
+        self.nodepools: list[Obj] | None = None  # None: Karpenter's API is not served
+        self.configmaps: dict[tuple[str, str], Obj] = {}
         self.logs: dict[tuple[str, str, str], list[str]] = defaultdict(list)
         self.on_create: Callable[[Obj], None] | None = None
         self.delete_removes_pods = True
@@ -434,6 +436,19 @@ class FakeKube:
         if self.nodes_forbidden:
             raise ForbiddenError("nodes is forbidden", status=403, reason="Forbidden")
         return copy.deepcopy(self.nodes)
+
+    def list_nodepools(self) -> list[Obj]:
+        self._record("list_nodepools")
+        if self.nodepools is None:
+            raise NotFoundError("the server could not find the requested resource", status=404)
+        return copy.deepcopy(self.nodepools)
+
+    def get_configmap(self, namespace: str, name: str) -> Obj:
+        self._record("get_configmap", namespace, name)
+        cm = self.configmaps.get((namespace, name))
+        if cm is None:
+            raise NotFoundError(f'configmaps "{name}" not found', status=404, reason="NotFound")
+        return copy.deepcopy(cm)
 
 
 class SyncWatchers(WatcherRegistry):

@@ -17,8 +17,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from k8s_step_operator import KubernetesJobStepOperatorSettings
-
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -88,10 +86,6 @@ def test_signal_deletes_the_job_and_exits_like_a_shell(
     assert "Traceback" not in err
 
 
-@pytest.mark.skipif(
-    "on_sigterm" not in KubernetesJobStepOperatorSettings.model_fields,
-    reason="the on_sigterm setting is not in the settings model yet",
-)
 def test_detach_leaves_the_job_running(tmp_path: Path) -> None:
     returncode, out, err = interrupted(tmp_path, signal.SIGHUP, "--on-sigterm", "detach")
     assert returncode == 129, err

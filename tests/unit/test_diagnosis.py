@@ -16,6 +16,7 @@ from k8s_step_operator import (
     StepFailedError,
     UnschedulableError,
 )
+from k8s_step_operator._job.quantity import parse_quantity
 from k8s_step_operator._runner.diagnosis import (
     Phase,
     Problem,
@@ -24,7 +25,7 @@ from k8s_step_operator._runner.diagnosis import (
     observe,
     outcome_error,
 )
-from k8s_step_operator._runner.fit import fits_somewhere, parse_quantity
+from k8s_step_operator._runner.fit import fits_somewhere
 
 
 def job(*conditions: tuple[str, str, str], suspend: bool = False, **labels: str) -> dict[str, Any]:

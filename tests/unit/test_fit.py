@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
-import pytest
-
-from k8s_step_operator._runner.fit import check_fit, parse_quantity
+from k8s_step_operator._job.quantity import parse_quantity
+from k8s_step_operator._runner.fit import check_fit
 
 
 def node(name: str, labels: dict[str, str], gpus: int, taint: str | None = None) -> dict[str, Any]:
@@ -72,10 +72,10 @@ def test_fitting_pod_has_no_advice() -> None:
 
 
 def test_quantities_the_server_writes() -> None:
-    assert parse_quantity("100u") == pytest.approx(100e-6)
-    assert parse_quantity("1500m") == 1.5
+    assert parse_quantity("100u") == Decimal("0.0001")
+    assert parse_quantity("1500m") == Decimal("1.5")
     assert parse_quantity("16Gi") == 16 * 1024**3
-    assert parse_quantity("12e6") == 12e6
+    assert parse_quantity("12e6") == 12_000_000
 
 
 def test_an_unreadable_node_quantity_never_rules_a_node_out() -> None:

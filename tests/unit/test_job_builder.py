@@ -38,7 +38,7 @@ def info(resources: ResourceSettings | None = None, **kw: Any) -> StepRunInfo:
 
 
 def build(
-    settings: S | None = None,
+    settings: S | dict[str, Any] | None = None,
     resources: ResourceSettings | None = None,
     env: dict[str, str] | None = None,
     **kw: Any,
@@ -47,7 +47,7 @@ def build(
         info(resources, **kw.pop("info", {})),
         kw.pop("command", ["python", "-m", "step"]),
         env or {},
-        settings or S(),
+        settings if isinstance(settings, S) else S(**(settings or {})),
         **kw,
     )
     json.dumps(job)  # JSON-ready
@@ -65,6 +65,7 @@ def container(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def refused(field: str, **kw: Any) -> ConfigurationError:
+    # Settings given as a mapping are built inside: a bad field is refused at construction.
     with pytest.raises(ConfigurationError) as exc:
         build(**kw)
     assert exc.value.field == field, exc.value
@@ -95,7 +96,7 @@ def test_frame() -> None:
 def test_namespace_precedence() -> None:
     assert build(S(namespace="a"))["metadata"]["namespace"] == "a"
     assert build(S(namespace="a"), namespace="b")["metadata"]["namespace"] == "b"
-    refused("settings.namespace", settings=S(namespace="Not_Valid"))
+    refused("settings.namespace", settings=dict(namespace="Not_Valid"))
     refused("namespace", namespace="x" * 64)
 
 
@@ -118,6 +119,7 @@ def test_metadata_labels_and_annotations() -> None:
     assert meta["annotations"]["k8s-step-operator.io/step-run-id"] == "step-run-1"
     assert meta["annotations"]["k8s-step-operator.io/run-name"] == "nightly"
     assert meta["annotations"]["k8s-step-operator.io/pipeline-name"] == "pipe"
+    assert meta["labels"]["k8s-step-operator.io/step-run-id"] == "step-run-1"
     template = job["spec"]["template"]["metadata"]
     assert template["labels"]["tier"] == "gpu"
     assert "team" not in template["labels"]
@@ -130,35 +132,35 @@ def test_metadata_labels_and_annotations() -> None:
 @pytest.mark.parametrize(
     ("settings", "field"),
     [
-        (S(labels={"bad key!": "x"}), "settings.labels['bad key!']"),
-        (S(labels={"ok": "bad value!"}), "settings.labels['ok']"),
-        (S(labels={"ok": "x" * 64}), "settings.labels['ok']"),
-        (S(pod_labels={"a/b/c": "x"}), "settings.pod_labels['a/b/c']"),
-        (S(annotations={"Bad_Prefix.com/x": "v"}), "settings.annotations['Bad_Prefix.com/x']"),
+        (dict(labels={"bad key!": "x"}), "settings.labels['bad key!']"),
+        (dict(labels={"ok": "bad value!"}), "settings.labels['ok']"),
+        (dict(labels={"ok": "x" * 64}), "settings.labels['ok']"),
+        (dict(pod_labels={"a/b/c": "x"}), "settings.pod_labels['a/b/c']"),
+        (dict(annotations={"Bad_Prefix.com/x": "v"}), "settings.annotations['Bad_Prefix.com/x']"),
         (
-            S(labels={"app.kubernetes.io/managed-by": "me"}),
+            dict(labels={"app.kubernetes.io/managed-by": "me"}),
             "settings.labels['app.kubernetes.io/managed-by']",
         ),
         (
-            S(annotations={"k8s-step-operator.io/run-id": "x"}),
+            dict(annotations={"k8s-step-operator.io/run-id": "x"}),
             "settings.annotations['k8s-step-operator.io/run-id']",
         ),
         (
-            S(labels={"kueue.x-k8s.io/queue-name": "q"}),
+            dict(labels={"kueue.x-k8s.io/queue-name": "q"}),
             "settings.labels['kueue.x-k8s.io/queue-name']",
         ),
         (
-            S(pod_labels={"batch.kubernetes.io/job-name": "x"}),
+            dict(pod_labels={"batch.kubernetes.io/job-name": "x"}),
             "settings.pod_labels['batch.kubernetes.io/job-name']",
         ),
     ],
 )
-def test_bad_or_reserved_metadata_is_refused(settings: S, field: str) -> None:
+def test_bad_or_reserved_metadata_is_refused(settings: dict[str, Any], field: str) -> None:
     refused(field, settings=settings)
 
 
 def test_huge_annotations_are_refused() -> None:
-    refused("settings.annotations", settings=S(annotations={"big": "x" * 300_000}))
+    refused("settings.annotations", settings=dict(annotations={"big": "x" * 300_000}))
 
 
 # --- GPUs ------------------------------------------------------------------------------------
@@ -210,7 +212,7 @@ def test_unknown_vendor(vendor: str) -> None:
     if vendor == "nvidia":
         build(S(gpu_vendor=vendor))
         return
-    refused("settings.gpu_vendor", settings=S(gpu_vendor=vendor))
+    refused("settings.gpu_vendor", settings=dict(gpu_vendor=vendor))
 
 
 def test_mig_profile_maps_to_mig_resource() -> None:
@@ -224,17 +226,17 @@ def test_mig_profile_maps_to_mig_resource() -> None:
 @pytest.mark.parametrize(
     ("settings", "field"),
     [
-        (S(mig_profile="1g.5gb", gpu_vendor="amd", gpu_count=1), "settings.mig_profile"),
+        (dict(mig_profile="1g.5gb", gpu_vendor="amd", gpu_count=1), "settings.mig_profile"),
         (
-            S(mig_profile="1g.5gb", gpu_vendor="example.com/fpga", gpu_count=1),
+            dict(mig_profile="1g.5gb", gpu_vendor="example.com/fpga", gpu_count=1),
             "settings.mig_profile",
         ),
-        (S(mig_profile="huge", gpu_count=1), "settings.mig_profile"),
-        (S(mig_profile="1g.10gb+me", gpu_count=1), "settings.mig_profile"),
-        (S(mig_profile="1g.5gb"), "settings.gpu_count"),
+        (dict(mig_profile="huge", gpu_count=1), "settings.mig_profile"),
+        (dict(mig_profile="1g.10gb+me", gpu_count=1), "settings.mig_profile"),
+        (dict(mig_profile="1g.5gb"), "settings.gpu_count"),
     ],
 )
-def test_bad_mig(settings: S, field: str) -> None:
+def test_bad_mig(settings: dict[str, Any], field: str) -> None:
     refused(field, settings=settings)
 
 
@@ -270,7 +272,9 @@ def test_default_label_scheme_follows_the_vendor(vendor: str, gpu_type: str, key
 
 @pytest.mark.parametrize("vendor", ["intel", "example.com/fpga"])
 def test_vendor_without_a_model_label_needs_a_scheme(vendor: str) -> None:
-    refused("settings.gpu_label_scheme", settings=S(gpu_vendor=vendor, gpu_type="x", gpu_count=1))
+    refused(
+        "settings.gpu_label_scheme", settings=dict(gpu_vendor=vendor, gpu_type="x", gpu_count=1)
+    )
     job = build(S(gpu_vendor=vendor, gpu_type="x", gpu_count=1, gpu_label_key="example.com/m"))
     assert pod(job)["nodeSelector"] == {"example.com/m": "x"}
 
@@ -286,17 +290,17 @@ def test_custom_label_key_and_registered_scheme() -> None:
 @pytest.mark.parametrize(
     ("settings", "field"),
     [
-        (S(gpu_type="x", gpu_label_scheme="nope", gpu_count=1), "settings.gpu_label_scheme"),
-        (S(gpu_type="x", gpu_label_key="bad key", gpu_count=1), "settings.gpu_label_key"),
-        (S(gpu_type="A100 80GB", gpu_count=1), "settings.gpu_type"),
-        (S(gpu_type="a100"), "settings.gpu_type"),
+        (dict(gpu_type="x", gpu_label_scheme="nope", gpu_count=1), "settings.gpu_label_scheme"),
+        (dict(gpu_type="x", gpu_label_key="bad key", gpu_count=1), "settings.gpu_label_key"),
+        (dict(gpu_type="A100 80GB", gpu_count=1), "settings.gpu_type"),
+        (dict(gpu_type="a100"), "settings.gpu_type"),
         (
-            S(gpu_type="a100", gpu_count=1, node_selector={"nvidia.com/gpu.product": "t4"}),
+            dict(gpu_type="a100", gpu_count=1, node_selector={"nvidia.com/gpu.product": "t4"}),
             "settings.node_selector",
         ),
     ],
 )
-def test_bad_gpu_selection(settings: S, field: str) -> None:
+def test_bad_gpu_selection(settings: dict[str, Any], field: str) -> None:
     refused(field, settings=settings)
 
 
@@ -320,7 +324,7 @@ def test_cpu_request(cpu: float, quantity: str) -> None:
 def test_cpu_limit_opt_in() -> None:
     res = container(build(S(cpu_limit=True), ResourceSettings(cpu_count=2)))["resources"]
     assert res["limits"]["cpu"] == "2"
-    refused("settings.cpu_limit", settings=S(cpu_limit=True))
+    refused("settings.cpu_limit", settings=dict(cpu_limit=True))
 
 
 @pytest.mark.parametrize(
@@ -349,7 +353,7 @@ def test_shm_volume() -> None:
 
 @pytest.mark.parametrize("size", ["0", "0Gi", "1 Gi", "-1Gi", "1gb", "500m", "1e3", "99999Ei"])
 def test_bad_shm(size: str) -> None:
-    refused("settings.shm_size", settings=S(shm_size=size))
+    refused("settings.shm_size", settings=dict(shm_size=size))
 
 
 # --- placement ---
@@ -406,33 +410,33 @@ def test_tolerations_affinity_priority_service_account() -> None:
 @pytest.mark.parametrize(
     ("toleration", "field"),
     [
-        (Toleration(operator="Equal", value="x"), "settings.tolerations[0].operator"),
-        (Toleration(key="k", operator="Exists", value="x"), "settings.tolerations[0].value"),
-        (Toleration(key="k", value="bad value"), "settings.tolerations[0].value"),
-        (Toleration(key="bad key", operator="Exists"), "settings.tolerations[0].key"),
+        (dict(operator="Equal", value="x"), "settings.tolerations[0].operator"),
+        (dict(key="k", operator="Exists", value="x"), "settings.tolerations[0].value"),
+        (dict(key="k", value="bad value"), "settings.tolerations[0].value"),
+        (dict(key="bad key", operator="Exists"), "settings.tolerations[0].key"),
         (
-            Toleration(key="k", operator="Exists", effect="NoSchedule", toleration_seconds=5),
+            dict(key="k", operator="Exists", effect="NoSchedule", toleration_seconds=5),
             "settings.tolerations[0].toleration_seconds",
         ),
     ],
 )
-def test_bad_tolerations(toleration: Toleration, field: str) -> None:
-    refused(field, settings=S(tolerations=[toleration]))
+def test_bad_tolerations(toleration: dict[str, Any], field: str) -> None:
+    refused(field, settings=dict(tolerations=[toleration]))
 
 
 @pytest.mark.parametrize(
     ("settings", "field"),
     [
-        (S(affinity={"nodeAffinityy": {}}), "settings.affinity['nodeAffinityy']"),
-        (S(priority_class_name="High"), "settings.priority_class_name"),
-        (S(service_account_name="a b"), "settings.service_account_name"),
-        (S(image_pull_secrets=["UPPER"]), "settings.image_pull_secrets[0]"),
-        (S(node_selector={"k": "v v"}), "settings.node_selector['k']"),
-        (S(image="has space:1"), "settings.image"),
-        (S(image=""), "settings.image"),
+        (dict(affinity={"nodeAffinityy": {}}), "settings.affinity['nodeAffinityy']"),
+        (dict(priority_class_name="High"), "settings.priority_class_name"),
+        (dict(service_account_name="a b"), "settings.service_account_name"),
+        (dict(image_pull_secrets=["UPPER"]), "settings.image_pull_secrets[0]"),
+        (dict(node_selector={"k": "v v"}), "settings.node_selector['k']"),
+        (dict(image="has space:1"), "settings.image"),
+        (dict(image=""), "settings.image"),
     ],
 )
-def test_bad_placement_and_names(settings: S, field: str) -> None:
+def test_bad_placement_and_names(settings: dict[str, Any], field: str) -> None:
     refused(field, settings=settings)
 
 
@@ -450,8 +454,8 @@ def test_kueue_queue_suspends_the_job() -> None:
     job = build(S(queue_name="team-a"))
     assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-a"
     assert job["spec"]["suspend"] is True
-    refused("settings.queue_name", settings=S(queue_name="bad queue"))
-    refused("settings.queue_name", settings=S(queue_name=""))
+    refused("settings.queue_name", settings=dict(queue_name="bad queue"))
+    refused("settings.queue_name", settings=dict(queue_name=""))
 
 
 def test_failure_policy() -> None:
@@ -471,7 +475,7 @@ def test_failure_policy() -> None:
 
 @pytest.mark.parametrize("code", [0, 256, -1])
 def test_bad_exit_codes(code: int) -> None:
-    refused("settings.fail_on_exit_codes[0]", settings=S(fail_on_exit_codes=[code]))
+    refused("settings.fail_on_exit_codes[0]", settings=dict(fail_on_exit_codes=[code]))
 
 
 def test_deadlines_and_ttl() -> None:
@@ -510,10 +514,10 @@ def test_env_and_secret_references() -> None:
 )
 def test_gpu_visibility_variables_refused(name: str) -> None:
     refused(f"environment[{name!r}]", env={name: "all"})
-    refused(f"settings.env[{name!r}]", settings=S(env={name: "all"}))
+    refused(f"settings.env[{name!r}]", settings=dict(env={name: "all"}))
     refused(
         f"settings.secret_env[{name!r}]",
-        settings=S(secret_env={name: SecretKeyRef(name="s", key="k")}),
+        settings=dict(secret_env={name: SecretKeyRef(name="s", key="k")}),
     )
 
 
@@ -531,27 +535,27 @@ def test_secret_like_plain_env_refused_without_echoing(name: str) -> None:
 @pytest.mark.parametrize(
     ("settings", "env", "field"),
     [
-        (S(), {"1BAD": "x"}, "environment['1BAD']"),
-        (S(), {"A=B": "x"}, "environment['A=B']"),
+        (dict(), {"1BAD": "x"}, "environment['1BAD']"),
+        (dict(), {"A=B": "x"}, "environment['A=B']"),
         (
-            S(secret_env={"A": SecretKeyRef(name="s", key="k")}),
+            dict(secret_env={"A": dict(name="s", key="k")}),
             {"A": "x"},
             "settings.secret_env['A']",
         ),
         (
-            S(secret_env={"A": SecretKeyRef(name="Bad Name", key="k")}),
+            dict(secret_env={"A": dict(name="Bad Name", key="k")}),
             {},
             "settings.secret_env['A'].name",
         ),
         (
-            S(secret_env={"A": SecretKeyRef(name="s", key="k/k")}),
+            dict(secret_env={"A": dict(name="s", key="k/k")}),
             {},
             "settings.secret_env['A'].key",
         ),
-        (S(secret_env_from=["Bad"]), {}, "settings.secret_env_from[0]"),
+        (dict(secret_env_from=["Bad"]), {}, "settings.secret_env_from[0]"),
     ],
 )
-def test_bad_env(settings: S, env: dict[str, str], field: str) -> None:
+def test_bad_env(settings: dict[str, Any], env: dict[str, str], field: str) -> None:
     refused(field, settings=settings, env=env)
 
 
@@ -595,8 +599,8 @@ def test_custom_ids_and_opt_out() -> None:
 
 
 def test_root_with_restricted_refused() -> None:
-    refused("settings.run_as_user", settings=S(run_as_user=0))
-    refused("settings.run_as_user", settings=S(run_as_user=2**31))
+    refused("settings.run_as_user", settings=dict(run_as_user=0))
+    refused("settings.run_as_user", settings=dict(run_as_user=2**31))
 
 
 # --- escape hatch ---
@@ -628,43 +632,50 @@ def test_overrides_merge_last_and_append_lists() -> None:
 @pytest.mark.parametrize(
     ("settings", "field"),
     [
-        (S(pod_spec_overrides={"containers": []}), "settings.pod_spec_overrides['containers']"),
+        (dict(pod_spec_overrides={"containers": []}), "settings.pod_spec_overrides['containers']"),
         (
-            S(pod_spec_overrides={"securityContext": {}}),
+            dict(pod_spec_overrides={"securityContext": {}}),
             "settings.pod_spec_overrides['securityContext']",
         ),
         (
-            S(pod_spec_overrides={"volumes": {"name": "x"}}),
+            dict(pod_spec_overrides={"volumes": {"name": "x"}}),
             "settings.pod_spec_overrides['volumes']",
         ),
-        (S(pod_spec_overrides={"hostNetwork": True}), "settings.pod_spec_overrides['hostNetwork']"),
         (
-            S(container_overrides={"securityContext": {"privileged": True}}),
+            dict(pod_spec_overrides={"hostNetwork": True}),
+            "settings.pod_spec_overrides['hostNetwork']",
+        ),
+        (
+            dict(container_overrides={"securityContext": {"privileged": True}}),
             "settings.container_overrides['securityContext']",
         ),
-        (S(container_overrides={"resources": {}}), "settings.container_overrides['resources']"),
+        (dict(container_overrides={"resources": {}}), "settings.container_overrides['resources']"),
         (
-            S(shm_size="1Gi", pod_spec_overrides={"volumes": [{"name": "dshm", "emptyDir": {}}]}),
+            dict(
+                shm_size="1Gi", pod_spec_overrides={"volumes": [{"name": "dshm", "emptyDir": {}}]}
+            ),
             "settings.pod_spec_overrides['volumes'][0].name",
         ),
         (
-            S(
+            dict(
                 shm_size="1Gi",
                 container_overrides={"volumeMounts": [{"name": "x", "mountPath": "/dev/shm"}]},
             ),
             "settings.container_overrides['volumeMounts']",
         ),
         (
-            S(pod_spec_overrides={"terminationGracePeriodSeconds": True}),
+            dict(pod_spec_overrides={"terminationGracePeriodSeconds": True}),
             "settings.pod_spec_overrides['terminationGracePeriodSeconds']",
         ),
         (
-            S(pod_spec_overrides={"volumes": [{"name": "x", "hostPath": {"path": float("nan")}}]}),
+            dict(
+                pod_spec_overrides={"volumes": [{"name": "x", "hostPath": {"path": float("nan")}}]}
+            ),
             "settings.pod_spec_overrides['volumes']",
         ),
     ],
 )
-def test_overrides_refused(settings: S, field: str) -> None:
+def test_overrides_refused(settings: dict[str, Any], field: str) -> None:
     refused(field, settings=settings)
 
 
@@ -710,6 +721,7 @@ def test_duck_typed_step_run_info_with_uuids() -> None:
     assert annotations["k8s-step-operator.io/run-id"] == str(run_id)
     assert annotations["k8s-step-operator.io/step-run-id"] == str(step_run_id)
     assert job["metadata"]["labels"]["k8s-step-operator.io/run-id"] == str(run_id)
+    assert job["metadata"]["labels"]["k8s-step-operator.io/step-run-id"] == str(step_run_id)
     assert job["metadata"]["name"] == job_name(str(run_id), "trainer", str(step_run_id))
 
 
@@ -720,4 +732,16 @@ def test_node_selector_may_select_on_labels_others_set() -> None:
         "node.kubernetes.io/instance-type": "p5.48xlarge",
     }
     assert pod(build(S(node_selector=selector)))["nodeSelector"] == selector
-    refused("settings.node_selector['bad key']", settings=S(node_selector={"bad key": "x"}))
+    refused("settings.node_selector['bad key']", settings=dict(node_selector={"bad key": "x"}))
+
+
+def test_each_attempt_of_a_step_gets_its_own_job() -> None:
+    first = build(info={"step_run_id": "attempt-1"})
+    again = build(info={"step_run_id": "attempt-1"})
+    retry = build(info={"step_run_id": "attempt-2"})
+    assert first["metadata"]["name"] == again["metadata"]["name"]
+    assert first["metadata"]["name"] != retry["metadata"]["name"]
+    assert first["metadata"]["name"] == job_name("run-1", "train", "attempt-1")
+    for job, attempt in ((first, "attempt-1"), (retry, "attempt-2")):
+        for labels in (job["metadata"]["labels"], job["spec"]["template"]["metadata"]["labels"]):
+            assert labels["k8s-step-operator.io/step-run-id"] == attempt

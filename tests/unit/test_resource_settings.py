@@ -1,8 +1,8 @@
 import pytest
 from pydantic import ValidationError
 
-from k8s_step_operator import ByteUnit, ResourceSettings
-from k8s_step_operator._api.resource_settings import MEMORY_REGEX
+from k8s_step_operator import ByteUnit, ConfigurationError, ResourceSettings, StepConfiguration
+from k8s_step_operator._api.resource_settings import MEMORY_REGEX, split_memory
 
 
 @pytest.mark.parametrize(
@@ -14,6 +14,8 @@ from k8s_step_operator._api.resource_settings import MEMORY_REGEX
         ("512MiB", ByteUnit.GIB, 0.5),
         ("3PB", "TB", 3000.0),
         ("1TiB", "GiB", 1024.0),
+        ("2048B", "KiB", 2.0),
+        ("1KB", "B", 1000.0),
     ],
 )
 def test_get_memory_converts(memory: str, unit: str | ByteUnit, expected: float) -> None:
@@ -28,32 +30,82 @@ def test_get_memory_defaults_to_gb_and_none() -> None:
 
 
 def test_memory_regex_is_zenmls() -> None:
-    assert MEMORY_REGEX == r"^[0-9]+(KB|KiB|MB|MiB|GB|GiB|TB|TiB|PB|PiB)$"
+    # ZenML 0.98 accepts bytes ("100B") too.
+    assert MEMORY_REGEX == r"^[0-9]+(B|KB|KiB|MB|MiB|GB|GiB|TB|TiB|PB|PiB)$"
 
 
-@pytest.mark.parametrize("memory", ["1", "1G", "1Gi", "1.5GB", "-1GB", "GB", "1 GB", "1gb"])
-def test_bad_memory_is_refused(memory: str) -> None:
-    with pytest.raises(ValidationError) as info:
-        ResourceSettings(memory=memory)
-    assert info.value.errors()[0]["loc"] == ("memory",)
+def test_bytes_are_a_plain_kubernetes_quantity() -> None:
+    assert split_memory("100B") == (100, ByteUnit.B)
+    assert split_memory("100KB") == (100, ByteUnit.KB)
+    assert split_memory("100KiB") == (100, ByteUnit.KIB)
+    assert ByteUnit.B.kubernetes_suffix == ""
+    assert ByteUnit.B.byte_value == 1
 
 
-@pytest.mark.parametrize("cpu", [0, -1, -0.5])
-def test_cpu_must_be_positive(cpu: float) -> None:
-    with pytest.raises(ValidationError):
-        ResourceSettings(cpu_count=cpu)
+def refused(field: str, **kw: object) -> ConfigurationError:
+    with pytest.raises(ConfigurationError) as info:
+        ResourceSettings(**kw)  # type: ignore[arg-type]
+    assert info.value.field == field, info.value
+    assert info.value.accepted
+    assert isinstance(info.value.__cause__, ValidationError)
+    return info.value
 
 
-@pytest.mark.parametrize("gpus", [-1, 1.5, True, "two"])
+@pytest.mark.parametrize(
+    "memory", ["1", "1G", "1Gi", "1.5GB", "-1GB", "GB", "1 GB", "1gb", "1b", 16, [1]]
+)
+def test_bad_memory_is_refused(memory: object) -> None:
+    error = refused("resource_settings.memory", memory=memory)
+    assert "GiB" in error.accepted
+
+
+@pytest.mark.parametrize("cpu", [0, -1, -0.5, float("nan"), float("inf"), "x", True, [1]])
+def test_cpu_must_be_positive(cpu: object) -> None:
+    refused("resource_settings.cpu_count", cpu_count=cpu)
+
+
+@pytest.mark.parametrize("gpus", [-1, 1.5, True, "two", [1], "1.0"])
 def test_gpu_count_must_be_a_non_negative_integer(gpus: object) -> None:
+    error = refused("resource_settings.gpu_count", gpu_count=gpus)
+    assert error.accepted == "a whole number of GPUs (0 or more)"
+    assert "expected a whole number of GPUs" in str(error)
+
+
+@pytest.mark.parametrize(("gpus", "expected"), [(2, 2), ("3", 3), (4.0, 4), (0, 0)])
+def test_gpu_count_accepts_whole_numbers(gpus: object, expected: int) -> None:
+    assert ResourceSettings(gpu_count=gpus).gpu_count == expected  # type: ignore[arg-type]
+
+
+def test_the_error_is_also_pydantics_validation_error() -> None:
+    # Code written against a plain pydantic model keeps catching what it caught.
     with pytest.raises(ValidationError) as info:
-        ResourceSettings(gpu_count=gpus)
+        ResourceSettings(gpu_count="two")  # type: ignore[arg-type]
+    assert isinstance(info.value, ConfigurationError)
+    assert isinstance(info.value, ValueError)
     assert info.value.errors()[0]["loc"] == ("gpu_count",)
+    assert str(info.value).startswith("resource_settings.gpu_count: expected")
+
+
+def test_model_validate_raises_configuration_error_too() -> None:
+    with pytest.raises(ConfigurationError) as info:
+        ResourceSettings.model_validate({"gpu_count": "two"})
+    assert info.value.field == "resource_settings.gpu_count"
+    with pytest.raises(ConfigurationError) as info:
+        ResourceSettings.model_validate_json('{"memory": "lots"}')
+    assert info.value.field == "resource_settings.memory"
+
+
+def test_nested_models_still_validate() -> None:
+    assert StepConfiguration(resource_settings={"gpu_count": 2}).resource_settings.gpu_count == 2  # type: ignore[arg-type]
+    with pytest.raises(ValidationError) as info:
+        StepConfiguration(resource_settings={"gpu_count": "two"})  # type: ignore[arg-type]
+    assert info.value.errors()[0]["loc"] == ("resource_settings", "gpu_count")
+    rs = ResourceSettings(gpu_count=1)
+    assert StepConfiguration(resource_settings=rs).resource_settings is rs
 
 
 def test_frozen_and_strict() -> None:
     rs = ResourceSettings(cpu_count=2, gpu_count=1, memory="1GB")
     with pytest.raises(ValidationError):
         rs.cpu_count = 3  # type: ignore[misc]
-    with pytest.raises(ValidationError):
-        ResourceSettings(gpus=1)  # type: ignore[call-arg]
+    refused("resource_settings.gpus", gpus=1)

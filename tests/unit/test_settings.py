@@ -60,7 +60,7 @@ def test_runner_knob_defaults() -> None:
         ({"image_pull_policy": "Sometimes"}, "settings.image_pull_policy"),
         ({"gpu_cnt": 1}, "settings.gpu_cnt"),
         ({"tolerations": [{"key": "a", "operator": "Maybe"}]}, "settings.tolerations[0].operator"),
-        ({"secret_env": {"A": {"name": "s"}}}, "settings.secret_env.A.key"),
+        ({"secret_env": {"A": {"name": "s"}}}, "settings.secret_env['A'].key"),
     ],
 )
 def test_validation_errors_name_the_field(data: dict[str, object], field: str) -> None:
@@ -107,6 +107,13 @@ def test_invalid_step_settings_name_the_key_and_field() -> None:
     with pytest.raises(ConfigurationError) as exc:
         op.get_settings(info(42))
     assert exc.value.field == f"settings[{KEY!r}]"
+    # A part of a field is named the same way through the component.
+    with pytest.raises(ConfigurationError) as exc:
+        op.get_settings(info({"labels": {"bad key!": "x"}}))
+    assert exc.value.field == f"settings[{KEY!r}].labels['bad key!']"
+    with pytest.raises(ConfigurationError) as exc:
+        op.get_settings(info({"tolerations": [{"key": "k", "value": "bad value"}]}))
+    assert exc.value.field == f"settings[{KEY!r}].tolerations[0].value"
 
 
 def test_operator_build_job_uses_merged_settings() -> None:
@@ -131,3 +138,48 @@ def test_step_run_info_accepts_uuids_and_requires_ids() -> None:
     with pytest.raises(ConfigurationError):
         i.get_image("anything")
     assert info().get_image("anything") == "img:1"
+
+
+# --- bad input is a ConfigurationError naming the field, from every way of building settings ---
+
+
+@pytest.mark.parametrize(
+    ("build", "field"),
+    [
+        (lambda: KubernetesJobStepOperatorSettings(gpu_count="two"), "settings.gpu_count"),
+        (lambda: KubernetesJobStepOperatorSettings(gpu_cnt=1), "settings.gpu_cnt"),
+        (
+            lambda: KubernetesJobStepOperatorSettings.model_validate({"gpu_count": -1}),
+            "settings.gpu_count",
+        ),
+        (
+            lambda: KubernetesJobStepOperatorSettings.model_validate_json('{"gpu_count": "x"}'),
+            "settings.gpu_count",
+        ),
+        (lambda: KubernetesJobStepOperatorConfig(gpu_count="two"), "config.gpu_count"),
+        (lambda: KubernetesJobStepOperatorConfig(incluster="maybe"), "config.incluster"),
+        (lambda: ResourceSettings(gpu_count="two"), "resource_settings.gpu_count"),
+        (lambda: parse_settings({"gpu_count": "two"}, "step.settings"), "step.settings.gpu_count"),
+    ],
+)
+def test_construction_raises_configuration_error(build: object, field: str) -> None:
+    with pytest.raises(ConfigurationError) as exc:
+        build()  # type: ignore[operator]
+    assert exc.value.field == field
+    assert exc.value.accepted
+    assert isinstance(exc.value.__cause__, ValidationError)
+
+
+def test_secret_values_never_reach_the_error_nor_its_cause() -> None:
+    import traceback
+
+    value = "hf_" + "topsecret"  # built, so that the traceback's source lines do not show it
+    with pytest.raises(ConfigurationError) as exc:
+        KubernetesJobStepOperatorSettings(secret_env={"HF_TOKEN": value})
+    printed = "".join(traceback.format_exception(exc.value))
+    assert value not in printed
+    assert "settings.secret_env" in printed
+    assert value not in repr(exc.value)
+    cause = exc.value.__cause__
+    assert isinstance(cause, ValidationError)
+    assert all(e["input"] is None for e in cause.errors())

@@ -20,6 +20,7 @@ from k8s_step_operator._api.enums import ExecutionStatus, StackComponentType
 from k8s_step_operator._api.step_run_info import StepConfiguration, StepRunInfo
 from k8s_step_operator._errors import NotFoundError
 from k8s_step_operator._job.builder import build_job
+from k8s_step_operator._job.env_secret import build_env_secret
 from k8s_step_operator._job.naming import job_name, same_step
 from k8s_step_operator._job.settings import (
     KubernetesJobStepOperatorConfig,
@@ -198,22 +199,31 @@ class KubernetesJobStepOperator(BaseStepOperator):
         environment: Mapping[str, str],
         *,
         settings: KubernetesJobStepOperatorSettings | None = None,
-        companion: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None,
+        secret_environment: Mapping[str, str] | None = None,
     ) -> StepRun:
         """The runner of one step, with its Job built (nothing is sent yet).
 
         Args:
             info: The step run.
             entrypoint_command: The container's command.
-            environment: Plain environment variables.
+            environment: Plain environment variables (they appear in the Job).
             settings: The merged settings, when the caller has them already.
-            companion: Builds an object (a Secret owned by the Job) to create right after it.
+            secret_environment: Variables whose values must not appear in the Job (an API
+                token): they go into a Secret created right after the Job and owned by it
+                (removed with it); the container reads them from there.
 
         Raises:
             ConfigurationError: If the settings or inputs are invalid; nothing is sent.
         """
         settings = settings or self.get_settings(info)
-        job = self._build(info, entrypoint_command, environment, settings)
+        secrets = dict(secret_environment or {})
+        job = self._build(info, entrypoint_command, environment, settings, secrets)
+        companion: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None
+        if secrets:
+
+            def companion(created: Mapping[str, Any]) -> Mapping[str, Any]:
+                return build_env_secret(job, secrets, job_uid=str(created["metadata"]["uid"]))
+
         return self._runner(job, _identity(info), settings, companion=companion)
 
     def follow(
@@ -309,10 +319,17 @@ class KubernetesJobStepOperator(BaseStepOperator):
         entrypoint_command: Sequence[str],
         environment: Mapping[str, str],
         settings: KubernetesJobStepOperatorSettings,
+        secret_environment: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
         # Validated first: bad input is reported before any cluster configuration is read. With
         # no namespace set, the Job goes where kubectl would put it (the context's namespace).
-        job = build_job(info, entrypoint_command, environment, settings)
+        job = build_job(
+            info,
+            entrypoint_command,
+            environment,
+            settings,
+            secret_environment=secret_environment or {},
+        )
         if settings.namespace is None:
             job["metadata"]["namespace"] = self.namespace_of(settings)
         return job

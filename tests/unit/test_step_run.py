@@ -6,6 +6,7 @@ same scenario always takes the same path.
 
 from __future__ import annotations
 
+import base64
 import logging
 from typing import Any
 
@@ -378,3 +379,33 @@ def test_heartbeat_names_phase_elapsed_and_bound(caplog: pytest.LogCaptureFixtur
     assert beats and "pending_timeout 600s" in beats[0]
     assert "1m00s" in beats[0] or "1m01s" in beats[0]
     assert len(beats) == 3
+
+
+def test_secret_values_go_into_a_secret_owned_by_the_job() -> None:
+    from k8s_step_operator import KubernetesJobStepOperator, KubernetesJobStepOperatorConfig
+
+    kube = FakeKube(FakeClock())
+    operator = KubernetesJobStepOperator(
+        config=KubernetesJobStepOperatorConfig(namespace=NS, image="img:1", stream_logs=False)
+    )
+    operator._access = kube  # type: ignore[assignment]
+    info = StepRunInfo(step_run_id="sr-9", run_id="run-9", pipeline_step_name="train")
+    run = operator.step_run(
+        info, ["python"], {"PLAIN": "1"}, secret_environment={"ZENML_STORE_API_TOKEN": "s3cr3t"}
+    )
+    run.watchers = SyncWatchers(kube)
+    run.submit()
+    job = kube.job(NS, run.name)
+    assert job is not None and "s3cr3t" not in str(job)
+    (secret,) = kube.store["secrets"].values()
+    assert secret["metadata"]["ownerReferences"][0]["uid"] == job["metadata"]["uid"]
+    assert base64.b64decode(secret["data"]["ZENML_STORE_API_TOKEN"]) == b"s3cr3t"
+    env = job["spec"]["template"]["spec"]["containers"][0]["env"]
+    ref = next(e for e in env if e["name"] == "ZENML_STORE_API_TOKEN")
+    assert ref["valueFrom"]["secretKeyRef"]["name"] == secret["metadata"]["name"]
+    # A restarted caller reattaching does not fail on the Secret it made before.
+    again = operator.step_run(
+        info, ["python"], {"PLAIN": "1"}, secret_environment={"ZENML_STORE_API_TOKEN": "s3cr3t"}
+    )
+    again.watchers = SyncWatchers(kube)
+    assert again.submit()["metadata"]["uid"] == job["metadata"]["uid"]

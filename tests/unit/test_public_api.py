@@ -112,14 +112,57 @@ def test_base_step_operator_is_abstract() -> None:
 PUBLIC_MODULES = {"k8s_step_operator", "k8s_step_operator.cli", "k8s_step_operator.entrypoint"}
 
 
-def test_every_other_module_is_private_by_name() -> None:
+def _modules(path: list[str], prefix: str) -> list[str]:
+    """Every module under ``path``, found on disk; integrations are named but never imported.
+
+    An integration imports its framework (``integrations.zenml`` imports ZenML, which may not be
+    installed), and importing it would import that framework; ``pkgutil.walk_packages`` imports
+    every package it descends into.
+    """
     import pkgutil
 
+    names: list[str] = []
+    for info in pkgutil.iter_modules(path, prefix):
+        names.append(info.name)
+        if info.ispkg and info.name != "k8s_step_operator.integrations":
+            finder = info.module_finder
+            sub = Path(getattr(finder, "path", "")) / info.name.rsplit(".", 1)[1]
+            names += _modules([str(sub)], info.name + ".")
+    return names
+
+
+def test_every_other_module_is_private_by_name() -> None:
     public: list[str] = []
-    for info in pkgutil.walk_packages(k8s_step_operator.__path__, "k8s_step_operator."):
-        parts = info.name.split(".")[1:]
-        if info.name in PUBLIC_MODULES or parts[0] == "integrations":
+    for name in _modules(list(k8s_step_operator.__path__), "k8s_step_operator."):
+        parts = name.split(".")[1:]
+        if name in PUBLIC_MODULES or parts[0] == "integrations":
             continue
         if not any(part.startswith("_") for part in parts):
-            public.append(info.name)
+            public.append(name)
     assert public == []
+
+
+def test_the_walk_sees_every_layer() -> None:
+    names = _modules(list(k8s_step_operator.__path__), "k8s_step_operator.")
+    for expected in ("k8s_step_operator._job.builder", "k8s_step_operator._runner.step_run"):
+        assert expected in names
+
+
+def test_the_core_imports_without_zenml() -> None:
+    import subprocess
+    import sys
+
+    # A fresh interpreter where `import zenml` fails, whatever is installed here.
+    code = (
+        "import sys; sys.modules['zenml'] = None\n"
+        "import k8s_step_operator, k8s_step_operator.cli, k8s_step_operator.entrypoint\n"
+        "import k8s_step_operator.integrations\n"
+        "try:\n"
+        "    import k8s_step_operator.integrations.zenml\n"
+        "except ImportError as e:\n"
+        "    print('refused:', e)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert "refused: k8s_step_operator.integrations.zenml needs ZenML" in out.stdout

@@ -1,0 +1,97 @@
+"""ZenML's settings and config classes, carrying the core's fields (none is declared twice).
+
+``KubernetesJobStepOperatorSettings`` is ZenML's ``BaseSettings`` and the core's settings model at
+once: a step sets any core field under ``settings={"step_operator:<component name>": {...}}`` (or
+the flavor key ``"step_operator.kubernetes_job"``), with the core's checks and messages. Unknown
+keys stay an error, as in the core: a typo in a step's settings stops the pipeline's compilation
+instead of being dropped with a warning.
+
+``KubernetesJobStepOperatorConfig`` is what ``zenml step-operator register NAME
+--flavor=kubernetes_job --namespace=ml --gpu_type=H100 ...`` stores: every settings field as the
+component's default for its steps, plus how to reach the cluster and the local mode.
+
+pydantic takes ``model_config`` from the last base that sets it, and ZenML reads ``is_remote`` and
+``is_local`` from the first class of the MRO that defines them: both are set here explicitly.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, ClassVar
+
+from pydantic import BeforeValidator, ConfigDict, Field
+from zenml.config.base_settings import BaseSettings as ZenMLBaseSettings
+from zenml.step_operators import BaseStepOperatorConfig
+
+from k8s_step_operator import KubernetesJobStepOperatorConfig as CoreConfig
+from k8s_step_operator import KubernetesJobStepOperatorSettings as CoreSettings
+from k8s_step_operator._job.validation import check_dns_subdomain
+
+__all__ = [
+    "CLUSTER_ACCESS_FIELDS",
+    "KubernetesJobStepOperatorConfig",
+    "KubernetesJobStepOperatorSettings",
+]
+
+# The core config's own fields (how to reach the cluster), besides the settings.
+CLUSTER_ACCESS_FIELDS = ("kubeconfig_path", "kubernetes_context", "incluster")
+
+
+def _core_description(name: str) -> str | None:
+    return CoreConfig.model_fields[name].description
+
+
+class KubernetesJobStepOperatorSettings(ZenMLBaseSettings, CoreSettings):
+    """How one step runs as a Kubernetes Job: every field of the core's settings, per step.
+
+    Set them under ``"step_operator:<component name>"`` or ``"step_operator.kubernetes_job"`` in
+    a step's (or the pipeline's) settings; they override the component's config field by field.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+
+
+class KubernetesJobStepOperatorConfig(BaseStepOperatorConfig, KubernetesJobStepOperatorSettings):
+    """The step operator component: defaults of every step's settings, cluster access, local mode.
+
+    Local mode is for a ZenML without a server (a SQLite store and a local artifact store): the
+    step pods mount the directory holding ZenML's local stores, through ``local_stores_claim``,
+    at the path it has on this machine, and run as this process's user so that they can write
+    there. With a ZenML server the pods reach the server instead, and no volume is involved.
+    """
+
+    # ZenML refuses unknown keys at registration; a stored key a later version dropped must
+    # still load.
+    model_config = ConfigDict(frozen=True, extra="ignore", validate_default=True)
+
+    error_prefix: ClassVar[str] = "config"
+
+    kubeconfig_path: str | None = Field(
+        default=None, description=_core_description("kubeconfig_path")
+    )
+    kubernetes_context: str | None = Field(
+        default=None, description=_core_description("kubernetes_context")
+    )
+    incluster: bool = Field(default=False, description=_core_description("incluster"))
+    local: bool = Field(
+        default=False,
+        description="Local mode: the step pods see this machine's ZenML local stores (SQLite "
+        "store, local artifact store) through local_stores_claim, at the same path, and run as "
+        "this process's UID and GID unless run_as_user / run_as_group say otherwise.",
+    )
+    local_stores_claim: (
+        Annotated[str, BeforeValidator(lambda value: check_dns_subdomain("", value))] | None
+    ) = Field(
+        default=None,
+        description="Local mode: the PersistentVolumeClaim, in the steps' namespace, whose "
+        "volume is the directory of ZenML's local stores on this machine.",
+    )
+
+    @property
+    def is_remote(self) -> bool:
+        """Steps run in pods that need a ZenML server, unless they share the local stores."""
+        return not self.local
+
+    @property
+    def is_local(self) -> bool:
+        """In local mode the component relies on this machine's files."""
+        return self.local

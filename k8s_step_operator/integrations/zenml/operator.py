@@ -1,0 +1,271 @@
+"""ZenML's step operator, delegating every action to the one core implementation.
+
+ZenML 0.98 calls, for a step of a static pipeline, ``submit_with_allocation`` (its base calls
+``submit``), then ``wait(step_run)`` and always ``cleanup_step_submission(step_run)``; the
+dynamic-pipeline runner polls ``get_status(step_run)`` and calls ``cancel(step_run)``; an
+operator whose ``submit`` is missing gets the legacy ``launch``. Each maps onto the core: one
+Job per step run (a retry is a new step run, so a new Job; a restarted caller reattaches to its
+own), followed by the core's watch, diagnosed and cancelled by the core.
+
+Two things are ZenML's own:
+
+* ZenML turns Ctrl-C and SIGTERM into its ``RunInterruptedException`` (or
+  ``RunStoppedException``) and calls ``cancel`` only for dynamic pipelines; ``wait`` passes those
+  exceptions to the core as interrupts, so the Job and its pods are deleted before they reach
+  ZenML.
+* A failed step makes ``wait`` raise the core's ``StepError`` (exit code, reason, log tail)
+  after handing it to ZenML as the step's exception information, so that ZenML shows and
+  stores the diagnosis; a step that raised keeps its own traceback, which its pod stored first.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import TYPE_CHECKING, Any, cast
+
+from zenml.config.build_configuration import BuildConfiguration
+from zenml.enums import ExecutionStatus
+from zenml.exceptions import RunInterruptedException, RunStoppedException
+from zenml.step_operators import BaseStepOperator
+from zenml.utils import settings_utils
+
+from k8s_step_operator import KubernetesJobStepOperator as CoreOperator
+from k8s_step_operator import KubernetesJobStepOperatorConfig as CoreConfig
+from k8s_step_operator import KubernetesJobStepOperatorSettings as CoreSettings
+from k8s_step_operator import StepError
+from k8s_step_operator._runner.step_run import StepIdentity, StepRun
+from k8s_step_operator.integrations.zenml import _convert
+from k8s_step_operator.integrations.zenml.config import (
+    KubernetesJobStepOperatorConfig,
+    KubernetesJobStepOperatorSettings,
+)
+from k8s_step_operator.integrations.zenml.validation import StackFacts, check_stack
+
+if TYPE_CHECKING:
+    from zenml.config.step_run_info import StepRunInfo
+    from zenml.models import PipelineSnapshotBase, StepRunResponse
+    from zenml.stack import Stack, StackValidator
+
+__all__ = ["INTERRUPTS", "KubernetesJobStepOperator"]
+
+# What "the caller is going away" looks like under ZenML: its signal handler raises its own
+# exceptions on SIGINT and SIGTERM.
+INTERRUPTS: tuple[type[BaseException], ...] = (
+    KeyboardInterrupt,
+    RunInterruptedException,
+    RunStoppedException,
+)
+
+
+def _publish_diagnosis(error: BaseException) -> None:
+    """Make ``error`` the step's exception information, should ZenML record the failure.
+
+    ZenML records it only when the step's own process did not (an OOM kill, a step that never
+    started); a step that raised has stored its traceback already and keeps it.
+    """
+    from zenml.orchestrators import publish_utils
+    from zenml.utils import exception_utils
+
+    publish_utils.step_exception_info.set(exception_utils.collect_exception_information(error))
+
+
+class KubernetesJobStepOperator(BaseStepOperator):
+    """Runs each ZenML step run as a Kubernetes Job, through the core step operator."""
+
+    _core_lock = threading.Lock()
+
+    @property
+    def config(self) -> KubernetesJobStepOperatorConfig:
+        """The component's configuration."""
+        return cast(KubernetesJobStepOperatorConfig, self._config)
+
+    @property
+    def settings_class(self) -> type[KubernetesJobStepOperatorSettings]:
+        """Steps override ``KubernetesJobStepOperatorSettings`` fields."""
+        return KubernetesJobStepOperatorSettings
+
+    @property
+    def core(self) -> CoreOperator:
+        """The core step operator doing the work (one per component, made on first use).
+
+        The dynamic-pipeline runner calls from several threads: they share it.
+        """
+        core: CoreOperator | None = self.__dict__.get("_core")
+        if core is None:
+            with self._core_lock:
+                core = self.__dict__.get("_core")
+                if core is None:
+                    fields = set(CoreConfig.model_fields)
+                    config = CoreConfig.model_validate(
+                        self.config.model_dump(include=fields, exclude_unset=True)
+                    )
+                    core = CoreOperator(self.name, config=config)
+                    self.__dict__["_core"] = core
+        return core
+
+    # -- settings -------------------------------------------------------------------------
+
+    def get_settings(self, container: Any) -> KubernetesJobStepOperatorSettings:
+        """The component's config overridden by the step's settings, plus local mode.
+
+        ``container`` is what ZenML passes (``StepRunInfo``, ``StepRunResponse``, ``Step``...).
+        The step's settings are read under ``step_operator:<component name>``, else
+        ``step_operator.kubernetes_job`` (ZenML's order). Unlike ZenML's own ``get_settings``,
+        only settings fields of the config are merged: the cluster access and local-mode fields
+        are the component's alone.
+
+        Raises:
+            ConfigurationError: If the merged settings are invalid.
+        """
+        fields = set(KubernetesJobStepOperatorSettings.model_fields)
+        data = self.config.model_dump(include=fields, exclude_unset=True)
+        all_settings = container.config.settings
+        for key in (
+            settings_utils.get_stack_component_name_setting_key(self),
+            settings_utils.get_stack_component_setting_key(self),
+        ):
+            if key in all_settings:
+                data.update(dict(all_settings[key]))
+                break
+        settings = KubernetesJobStepOperatorSettings.model_validate(data)
+        if self.config.local and self.config.local_stores_claim:
+            settings = _convert.local_mode_settings(
+                settings,
+                claim=self.config.local_stores_claim,
+                stores_path=_local_stores_path(),
+                uid=os.getuid(),
+                gid=os.getgid(),
+            )
+        return settings
+
+    def _core_settings(self, container: Any) -> CoreSettings:
+        return _convert.core_settings(self.get_settings(container))
+
+    # -- images and the stack ----------------------------------------------------------------
+
+    def get_docker_builds(self, snapshot: PipelineSnapshotBase) -> list[BuildConfiguration]:
+        """One image for every step this component runs (``StepRunInfo.get_image`` reads it)."""
+        return [
+            BuildConfiguration(
+                key=_convert.IMAGE_KEY, settings=step.config.docker_settings, step_name=name
+            )
+            for name, step in snapshot.step_configurations.items()
+            if step.config.uses_step_operator(self.name)
+        ]
+
+    @property
+    def validator(self) -> StackValidator | None:
+        """Refuses a stack whose step pods could not reach ZenML's stores, saying what works."""
+        from zenml.stack import StackValidator
+
+        return StackValidator(custom_validation_function=self._validate_stack)
+
+    def _validate_stack(self, stack: Stack) -> tuple[bool, str]:
+        from zenml.client import Client
+
+        store = Client().zen_store
+        artifact_store = stack.artifact_store
+        return check_stack(
+            StackFacts(
+                component=self.name,
+                local=self.config.local,
+                claim=self.config.local_stores_claim,
+                restricted=self.config.pod_security_profile == "restricted",
+                run_as_user=self.config.run_as_user,
+                uid=os.getuid(),
+                store_is_local=store.is_local_store(),
+                store_url=str(store.config.url),
+                artifact_store=artifact_store.name,
+                artifact_store_is_local=artifact_store.config.is_local,
+                stores_path=_local_stores_path(),
+            )
+        )
+
+    # -- the calls ZenML makes ----------------------------------------------------------------
+
+    def submit(
+        self,
+        info: StepRunInfo,
+        entrypoint_command: list[str],
+        environment: dict[str, str],
+    ) -> None:
+        """Create the step run's Job (or find it there) and return."""
+        self._step_run(info, entrypoint_command, environment).submit()
+
+    def launch(
+        self,
+        info: StepRunInfo,
+        entrypoint_command: list[str],
+        environment: dict[str, str],
+    ) -> None:
+        """Run the step and wait for its end (ZenML's legacy, synchronous form).
+
+        Raises:
+            StepError: If the step did not succeed; ZenML records the diagnosis.
+        """
+        run = self._step_run(info, entrypoint_command, environment)
+        run.submit()
+        self._follow(run.step, run.settings)
+
+    def wait(self, step_run: StepRunResponse) -> ExecutionStatus:
+        """Follow the step run's Job to its end; ``COMPLETED``, or raise why it failed.
+
+        On Ctrl-C or SIGTERM (ZenML's interrupt exceptions) the Job and its pods are deleted
+        first, and the exception goes on to ZenML.
+
+        Raises:
+            StepError: If the step did not succeed (the subclass says why; ZenML shows it and
+                stores it as the step's exception when the step stored none).
+        """
+        self._follow(_convert.identity(step_run), self._core_settings(step_run))
+        return ExecutionStatus.COMPLETED
+
+    def get_status(self, step_run: StepRunResponse) -> ExecutionStatus:
+        """The step run's status, read from its Job and pods (``stopped`` when it has none)."""
+        settings = self._core_settings(step_run)
+        status = self.core.status_of(self.core.namespace_of(settings), _convert.identity(step_run))
+        return ExecutionStatus(status.value)
+
+    def cancel(self, step_run: StepRunResponse) -> None:
+        """Delete the step run's Job and wait until none of its pods is left."""
+        settings = self._core_settings(step_run)
+        self.core.cancel_step(
+            self.core.namespace_of(settings), _convert.identity(step_run), settings
+        )
+
+    def cleanup_step_submission(self, step_run: StepRunResponse) -> None:
+        """Nothing to do: the Job's TTL removes it with its pods and its Secret."""
+
+    # -- plumbing -----------------------------------------------------------------------------
+
+    def _step_run(
+        self, info: StepRunInfo, entrypoint_command: list[str], environment: dict[str, str]
+    ) -> StepRun:
+        settings = self._core_settings(info)
+        plain, secret = _convert.split_environment(environment)
+        return self.core.step_run(
+            _convert.from_step_run_info(info, settings),
+            entrypoint_command,
+            plain,
+            settings=settings,
+            secret_environment=secret,
+        )
+
+    def _follow(self, step: StepIdentity, settings: CoreSettings) -> None:
+        try:
+            self.core.follow(
+                self.core.namespace_of(settings),
+                step,
+                settings,
+                interrupts=INTERRUPTS,
+            )
+        except StepError as e:
+            _publish_diagnosis(e)
+            raise
+
+
+def _local_stores_path() -> str:
+    from zenml.config.global_config import GlobalConfiguration
+
+    return str(GlobalConfiguration().local_stores_path)

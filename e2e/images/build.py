@@ -12,6 +12,10 @@ tarball (layer, config, manifest, ``index.json``, ``oci-layout``) and imported w
   dependencies from PyPI (Debian's python3 is 3.11, the wheels match) in one layer, and the
   project's wheel plus the pipeline code of ``examples/`` (under ``/app``, on ``PYTHONPATH``) in
   a small second one.
+* ``zenml`` - the same rootfs with ZenML (``zenml[local]``, the project's ``zenml`` extra) and
+  the project's dependencies resolved together, byte-compiled, in one layer; the project's wheel
+  and an ``/app`` any UID may write (ZenML's step entrypoint works there) in a second one. Built
+  on request only (``make demo-zenml``, ``make test``), never by ``make demo``.
 
 Every image is named by a hash of what goes into it (``k8s-step-operator/python:<hash>``), so a
 change to the project's sources gives a new tag and an unchanged tree reuses the cached tarball
@@ -21,7 +25,7 @@ python:dev``) points at the newest build for tests. Pods use ``imagePullPolicy: 
 
 Usage::
 
-    python e2e/images/build.py build [pause|shell|python ...]     # tarballs only, prints names
+    python e2e/images/build.py build [pause|shell|python|zenml ...]  # tarballs only, prints names
     python e2e/images/build.py import --address SOCK [names ...]   # build if needed, then import
     python e2e/images/build.py names                               # JSON: image -> references
 """
@@ -474,10 +478,21 @@ def python_base_layer() -> Path:
     out = CACHE / f"python-base-{key}.layer.tar"
     if out.exists():
         return out
+    _site_layer(rootfs, deps, out, "python-base-")
+    _prune_cache("python-base", out, suffix=".layer.tar")
+    return out
+
+
+def _site_layer(
+    rootfs: Path, requirements: Sequence[str], out: Path, prefix: str, *, compile_pyc: bool = False
+) -> None:
+    """Write ``out``: the rootfs with ``requirements`` installed, the step user, ``python``."""
     t0 = time.monotonic()
-    with _workdir("python-base-") as d:
+    with _workdir(prefix) as d:
         site = d / "stage" / PY_SITE
-        _pip_target(site, *deps)
+        _pip_target(site, *requirements)
+        if compile_pyc:
+            _compile_unchecked(site)
         layer = d / "layer.tar"
         shutil.copyfile(rootfs, layer)
         with tarfile.open(rootfs) as base:
@@ -492,9 +507,23 @@ def python_base_layer() -> Path:
             # Entrypoints say `python -m ...` (as ZenML's do); Debian only has python3.
             _add_symlink(tar, "./usr/local/bin/python", "/usr/bin/python3")
         layer.replace(out)
-    _prune_cache("python-base", out, suffix=".layer.tar")
     log(f"base layer {out.name} ({out.stat().st_size >> 20} MiB) in {time.monotonic() - t0:.1f} s")
-    return out
+
+
+def _compile_unchecked(site: Path) -> None:
+    """Byte-compile ``site`` into .pyc files Python uses without checking the sources.
+
+    The layers are packed with every mtime at 0, which makes the timestamped .pyc files pip
+    writes stale; a step would compile ZenML's ~1000 modules on every start (seconds), and
+    could not keep them (the image is read-only to it). Host and image both run CPython 3.11.
+    """
+    argv = [sys.executable, "-m", "compileall", "-q", "-f", "-j", "0"]
+    argv += ["--invalidation-mode", "unchecked-hash", str(site)]
+    log("$ " + " ".join(argv))
+    # A few packages ship files that are not Python 3 (templates, tests): those stay sources.
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        log(f"compileall: some files were left uncompiled ({done.stdout.count(chr(10))} lines)")
 
 
 def build_python() -> Image:
@@ -544,7 +573,103 @@ def build_python() -> Image:
     return img
 
 
-BUILDERS = {"pause": build_pause, "shell": build_shell, "python": build_python}
+# The ZenML image: this project with its `zenml` extra (ZenML and its local store), resolved
+# together as `pip install 'k8s-step-operator[zenml]'` resolves them. Bump when zenml_base_layer()
+# changes what goes into its base layer.
+ZENML_BASE_VERSION = "1"
+# Where ZenML's step entrypoint creates its working directory (`/app`, code in `/app/code`), as
+# whatever UID the step runs as.
+ZENML_APP_DIR = "app"
+
+
+def zenml_requirements() -> list[str]:
+    """The project's dependencies and its `zenml` extra, as pyproject.toml states them."""
+    with open(REPO / "pyproject.toml", "rb") as f:
+        project = tomllib.load(f)["project"]
+    return [*project["dependencies"], *project["optional-dependencies"]["zenml"]]
+
+
+def zenml_base_layer() -> Path:
+    """The rootfs with ZenML and the project's dependencies, byte-compiled for fast starts."""
+    rootfs = rootfs_tarball()
+    requirements = zenml_requirements()
+    key = _hash_parts(FORMAT_VERSION, ZENML_BASE_VERSION, rootfs.name, *requirements)
+    out = CACHE / f"zenml-base-{key}.layer.tar"
+    if out.exists():
+        return out
+    _site_layer(rootfs, requirements, out, "zenml-base-", compile_pyc=True)
+    _prune_cache("zenml-base", out, suffix=".layer.tar")
+    return out
+
+
+def package_hash() -> str:
+    """Hash of what the wheel is made of: pyproject.toml and the package's files."""
+    files = [REPO / "pyproject.toml"]
+    files += sorted(
+        p
+        for p in (REPO / "k8s_step_operator").rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts
+    )
+    parts: list[str | bytes] = []
+    for f in files:
+        parts += [str(f.relative_to(REPO)), f.read_bytes()]
+    return _hash_parts(*parts)
+
+
+def build_zenml() -> Image:
+    """Two layers: :func:`zenml_base_layer` and this project's wheel; ``/app`` open to any UID.
+
+    Pipeline code is not in the image: ZenML uploads the pipeline's source root to the artifact
+    store, and the step downloads it into ``/app/code``.
+    """
+    base = zenml_base_layer()
+    h = _hash_parts(FORMAT_VERSION, _script_hash(), base.name, package_hash())
+    img = Image("zenml", h, CACHE / f"zenml-{h}.oci.tar")
+    if img.tarball.exists():
+        return img
+    t0 = time.monotonic()
+    with _workdir("zenml-") as d:
+        wheel = _build_wheel(d / "wheels")
+        site = d / "stage" / PY_SITE
+        _pip_target(site, str(wheel), deps=False)
+        _compile_unchecked(site)
+        layer = d / "layer.tar"
+        with tarfile.open(layer, "w", format=tarfile.PAX_FORMAT) as tar:
+            parts = Path(PY_SITE).parts
+            for i in range(1, len(parts) + 1):
+                _add_dir(tar, "./" + "/".join(parts[:i]))
+            for entry in sorted(site.iterdir()):
+                tar.add(str(entry), f"./{PY_SITE}/{entry.name}", filter=_tarinfo_root)
+            _add_dir(tar, f"./{ZENML_APP_DIR}", 0o1777)
+        pack_oci(
+            [base, layer],
+            img.tarball,
+            ref=img.ref,
+            entrypoint=None,
+            cmd=["python3"],
+            env=[
+                ENV_PATH,
+                "HOME=/tmp",
+                "PYTHONUNBUFFERED=1",
+                "PYTHONDONTWRITEBYTECODE=1",
+                "LANG=C.UTF-8",
+            ],
+        )
+    _prune_cache("zenml", img.tarball)
+    size = img.tarball.stat().st_size >> 20
+    log(f"built {img.ref} ({size} MiB) in {time.monotonic() - t0:.1f} s")
+    return img
+
+
+BUILDERS = {
+    "pause": build_pause,
+    "shell": build_shell,
+    "python": build_python,
+    "zenml": build_zenml,
+}
+# What `build`, `import` and `names` do without names: the ZenML image is built on request only
+# (`make demo-zenml`, `make test`, CI), so that `make demo` never waits for it.
+DEFAULT_KINDS = ("pause", "shell", "python")
 
 
 def build(kinds: Sequence[str]) -> list[Image]:
@@ -599,13 +724,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build", help="build (or reuse) image tarballs")
-    b.add_argument("kinds", nargs="*", help=f"any of {', '.join(BUILDERS)} (default: all)")
+    kinds_help = f"any of {', '.join(BUILDERS)} (default: {' '.join(DEFAULT_KINDS)})"
+    b.add_argument("kinds", nargs="*", help=kinds_help)
     i = sub.add_parser("import", help="build if needed and import into containerd")
     i.add_argument("--address", required=True, help="containerd socket")
-    i.add_argument("kinds", nargs="*", help=f"any of {', '.join(BUILDERS)} (default: all)")
+    i.add_argument("kinds", nargs="*", help=kinds_help)
     sub.add_parser("names", help="print the references of every image as JSON")
     args = ap.parse_args(argv)
-    kinds = list(getattr(args, "kinds", None) or BUILDERS)
+    kinds = list(getattr(args, "kinds", None) or DEFAULT_KINDS)
     unknown = [k for k in kinds if k not in BUILDERS]
     if unknown:
         ap.error(f"unknown image {unknown[0]!r}; accepted: {', '.join(BUILDERS)}")
@@ -615,7 +741,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.cmd == "import":
         import_images(args.address, build(kinds))
     else:
-        imgs = build(list(BUILDERS))
+        imgs = build(list(DEFAULT_KINDS))
         print(json.dumps({m.kind: {"ref": m.ref, "alias": m.alias} for m in imgs}, indent=2))
     return 0
 

@@ -21,6 +21,8 @@ nothing but itself.
 Usage (as root, after ``bash e2e/realnode/setup-system.sh`` and ``make cluster``)::
 
     python e2e/realnode/node.py up       # idempotent; imports the step images too
+    python e2e/realnode/node.py up --images zenml   # ... and the ZenML step image
+    python e2e/realnode/node.py images zenml        # import into the running node only
     python e2e/realnode/node.py status
     python e2e/realnode/node.py down     # stops everything it started, unmounts, cleans up
 """
@@ -523,7 +525,7 @@ def keep_status() -> int:
 # Commands
 
 
-def cmd_up(_: argparse.Namespace) -> int:
+def cmd_up(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     if os.geteuid() != 0:
         raise SystemExit("the real node needs root (containerd, runc, mounts)")
@@ -569,7 +571,8 @@ def cmd_up(_: argparse.Namespace) -> int:
         )
         wait_for("containerd", containerd_ok, 30)
     t_ctrd = time.monotonic() - t_img
-    step_images = [images.build_shell(), images.build_python()]
+    extra = [k for k in args.images if k not in ("pause", "shell", "python")]
+    step_images = [images.build_shell(), images.build_python(), *images.build(extra)]
     images.import_images(str(Paths.sock), [pause, *step_images])
     t_images = time.monotonic() - t_img - t_ctrd
 
@@ -624,6 +627,19 @@ def cmd_up(_: argparse.Namespace) -> int:
     )
     print(f"Real node {NODE_NAME} is Ready; images:")
     for img in step_images:
+        print(f"  {img.alias}  ({img.ref})")
+    return 0
+
+
+def cmd_images(args: argparse.Namespace) -> int:
+    """Build (or reuse) step images and import them into the running node; nothing restarts."""
+    if os.geteuid() != 0:
+        raise SystemExit("importing into the real node's containerd needs root")
+    if pid_of("containerd") is None or not containerd_ok():
+        raise SystemExit("the real node's containerd is not running; run `node.py up` first")
+    built = images.build(args.kinds)
+    images.import_images(str(Paths.sock), built)
+    for img in built:
         print(f"  {img.alias}  ({img.ref})")
     return 0
 
@@ -747,9 +763,21 @@ def cmd_status(_: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("up", help="start containerd and the kubelet (idempotent)").set_defaults(
-        fn=cmd_up
+    up = sub.add_parser("up", help="start containerd and the kubelet (idempotent)")
+    up.add_argument(
+        "--images",
+        nargs="*",
+        default=[],
+        choices=sorted(images.BUILDERS),
+        metavar="KIND",
+        help="step images to import besides shell and python (e.g. zenml)",
     )
+    up.set_defaults(fn=cmd_up)
+    imp = sub.add_parser(
+        "images", help="build and import step images into the running node (restarts nothing)"
+    )
+    imp.add_argument("kinds", nargs="+", choices=sorted(images.BUILDERS), metavar="KIND")
+    imp.set_defaults(fn=cmd_images)
     sub.add_parser("down", help="stop everything and unmount").set_defaults(fn=cmd_down)
     sub.add_parser("status", help="processes, node readiness, GPUs").set_defaults(fn=cmd_status)
     sub.add_parser("keep-status", help=argparse.SUPPRESS).set_defaults(fn=lambda _: keep_status())

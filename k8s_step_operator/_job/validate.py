@@ -316,11 +316,8 @@ def _resources(
 
     vendor = resolve_gpu_vendor("settings.gpu_vendor", s.gpu_vendor)
     if s.mig_profile is not None:
+        # Checked against the vendor even when this step requests no slice (see _gpu_selector).
         resource = mig_resource("settings.mig_profile", vendor, s.mig_profile)
-        if gpu_count == 0:
-            raise ConfigurationError(
-                "settings.gpu_count", "at least 1 MIG slice when mig_profile is set", gpu_count
-            )
     else:
         resource = vendor.resource
     if gpu_count > 0:
@@ -355,7 +352,9 @@ def _gpu_selector(
         key, normalize = scheme.label_key, scheme.normalize
     else:
         key = None
-    if s.gpu_type is None:
+    if s.gpu_type is None or gpu_count == 0:
+        # A component's settings may name the model its GPU steps need (ZenML merges them into
+        # every step): a step that requests no GPU is not tied to GPU nodes by them.
         return None
     if key is None:
         raise ConfigurationError(
@@ -363,10 +362,6 @@ def _gpu_selector(
             f"a label scheme or gpu_label_key: gpu_vendor {vendor.name!r} has no default label "
             "for the GPU model",
             None,
-        )
-    if gpu_count == 0:
-        raise ConfigurationError(
-            "settings.gpu_type", "a GPU count of at least 1 when a GPU type is set", s.gpu_type
         )
     aliased = scheme.expand(s.gpu_type) if scheme is not None else None
     if aliased is not None:

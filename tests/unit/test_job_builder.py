@@ -233,11 +233,31 @@ def test_mig_profile_maps_to_mig_resource() -> None:
         ),
         (dict(mig_profile="huge", gpu_count=1), "settings.mig_profile"),
         (dict(mig_profile="1g.10gb+me", gpu_count=1), "settings.mig_profile"),
-        (dict(mig_profile="1g.5gb"), "settings.gpu_count"),
+        (dict(mig_profile="1g.5gb", gpu_vendor="amd"), "settings.mig_profile"),
     ],
 )
 def test_bad_mig(settings: dict[str, Any], field: str) -> None:
     refused(field, settings=settings)
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        dict(gpu_type="NVIDIA-H100-80GB-HBM3"),
+        dict(gpu_type="h100", gpu_label_scheme="karpenter", gpu_count=0),
+        dict(gpu_type="x", gpu_vendor="intel"),
+        dict(mig_profile="1g.5gb"),
+    ],
+)
+def test_gpu_model_and_mig_are_ignored_by_a_step_without_gpus(settings: dict[str, Any]) -> None:
+    # A component's settings name the model its GPU steps need; its CPU steps run anywhere.
+    job = build(S(**settings))
+    spec = pod(job)
+    assert spec.get("nodeSelector", {}) == {}
+    assert "affinity" not in spec
+    assert not [t for t in spec.get("tolerations", []) if t.get("key") == "nvidia.com/gpu"]
+    resources = container(job).get("resources", {})
+    assert not [r for r in resources.get("requests", {}) if "nvidia.com" in r]
 
 
 @pytest.mark.parametrize(
@@ -293,7 +313,6 @@ def test_custom_label_key_and_registered_scheme() -> None:
         (dict(gpu_type="x", gpu_label_scheme="nope", gpu_count=1), "settings.gpu_label_scheme"),
         (dict(gpu_type="x", gpu_label_key="bad key", gpu_count=1), "settings.gpu_label_key"),
         (dict(gpu_type="A100 80GB", gpu_count=1), "settings.gpu_type"),
-        (dict(gpu_type="a100"), "settings.gpu_type"),
         (
             dict(gpu_type="a100", gpu_count=1, node_selector={"nvidia.com/gpu.product": "t4"}),
             "settings.node_selector",

@@ -1,9 +1,11 @@
 """The permissions the step operator uses, as doctor asks for them and admins grant them.
 
 One table, kept equal to what the chart's Role and ClusterRole grant (a unit test compares them):
-the required verbs on Jobs, pods, pods/log and events in the steps' namespace; nodes cluster-wide
-(optional: the fit check and the GPU inventory are skipped without them); Kueue Workloads
-(optional, or required with ``--kueue``). Pure: no I/O.
+the required verbs on Jobs, pods, pods/log and events in the steps' namespace; creating Secrets
+there (optional: only steps with secret environment values, such as ZenML's store API token, need
+it; each such Secret is owned by its Job); nodes cluster-wide (optional: the fit check and the GPU
+inventory are skipped without them); Kueue Workloads (optional, or required with ``--kueue``).
+Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -66,6 +68,12 @@ OPERATOR_PERMISSIONS: tuple[Permission, ...] = (
     *_perms(("get", "list", "watch"), "pods"),
     Permission("get", "pods", subresource="log"),
     *_perms(("get", "list", "watch"), "events"),
+    Permission(
+        "create",
+        "secrets",
+        required=False,
+        purpose="steps with secret environment values (ZenML's store API token) cannot start",
+    ),
 )
 NODE_PERMISSIONS: tuple[Permission, ...] = _perms(
     ("get", "list", "watch"),

@@ -113,7 +113,9 @@ def test_defaults_render_least_privilege_only(helm_bin: str) -> None:
     for d in docs:
         for rule in d.get("rules", []):
             assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"]
-            assert "secrets" not in rule["resources"]
+            # Secrets: create only (a step's secret environment values, owned by its Job).
+            if "secrets" in rule["resources"]:
+                assert rule["resources"] == ["secrets"] and rule["verbs"] == ["create"]
             assert "pods/exec" not in rule["resources"]
 
 
@@ -205,8 +207,9 @@ def test_chart_test_pod_checks_each_permission(helm_bin: str) -> None:
     checks = {tuple(c["args"][3:]) for c in pod["spec"]["containers"]}
     assert ("get", "pods", "--subresource=log") in checks
     assert ("create", "jobs.batch") in checks
+    assert ("create", "secrets") in checks
     assert not any("nodes" in c for c in checks)
-    assert len(checks) == 12
+    assert len(checks) == 13
 
 
 # ---------------------------------------------------------------------------------------------

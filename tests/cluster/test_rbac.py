@@ -1,6 +1,7 @@
 """Least privilege, proven on the cluster: the chart's pipeline ServiceAccount can do exactly what
-the step operator needs (Jobs, pods, logs, events, read-only nodes) and is refused everything
-else that matters (secrets, pods/exec, pod creation, other namespaces, nodes when switched off).
+the step operator needs (Jobs, pods, logs, events, creating the Secret of a step's secret
+environment values, read-only nodes) and is refused everything else that matters (reading or
+changing secrets, pods/exec, pod creation, other namespaces, nodes when switched off).
 
 Every request below is a real request as the ServiceAccount; a 404 or 400 (not 403) proves the
 request got past authorization when no object of that name exists.
@@ -32,6 +33,7 @@ OPERATOR_RULES = {("batch", "jobs", v) for v in ("create", "get", "list", "watch
     ("", "events", "get"),
     ("", "events", "list"),
     ("", "events", "watch"),
+    ("", "secrets", "create"),
 }
 NODE_RULES = {("", "nodes", v) for v in ("get", "list", "watch")}
 # Granted to every authenticated user by the default system:basic-user role.
@@ -147,6 +149,31 @@ def test_pipeline_reads_nodes_when_node_reader_is_on(operator_sa: OperatorIdenti
     assert core.read_node(nodes[0].metadata.name).metadata.name == nodes[0].metadata.name
     stream = watch.Watch().stream(core.list_node, timeout_seconds=1)
     assert any(e["type"] == "ADDED" for e in stream)
+
+
+def test_pipeline_creates_secrets_but_never_reads_or_changes_them(
+    operator_sa: OperatorIdentity, api_client: k8s.ApiClient
+) -> None:
+    """The one Secret verb: create (a step's secret environment values); nothing else."""
+    ns = operator_sa.namespace
+    core = k8s.CoreV1Api(operator_sa.api_client)
+    secret = k8s.V1Secret(
+        metadata=k8s.V1ObjectMeta(name="step-env"), string_data={"ZENML_STORE_API_TOKEN": "t"}
+    )
+    assert core.create_namespaced_secret(ns, secret).metadata.name == "step-env"
+    assert status_of(core.read_namespaced_secret, "step-env", ns) == 403
+    assert status_of(core.list_namespaced_secret, ns) == 403
+    assert status_of(lambda: list(watch.Watch().stream(core.list_namespaced_secret, ns))) == 403
+    patch = {"metadata": {"labels": {"x": "y"}}}
+    assert status_of(core.patch_namespaced_secret, "step-env", ns, patch) == 403
+    assert status_of(core.replace_namespaced_secret, "step-env", ns, secret) == 403
+    assert status_of(core.delete_namespaced_secret, "step-env", ns) == 403
+    assert status_of(core.delete_collection_namespaced_secret, ns) == 403
+    # The admin sees it unchanged.
+    kept = k8s.CoreV1Api(api_client).read_namespaced_secret("step-env", ns)
+    assert kept.metadata.labels is None
+    # Only in the steps' namespace.
+    assert status_of(core.create_namespaced_secret, "default", secret) == 403
 
 
 def test_pipeline_is_refused_secrets_exec_and_pod_writes(operator_sa: OperatorIdentity) -> None:

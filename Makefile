@@ -3,15 +3,30 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+# The ZenML environment: the project with its `zenml` extra. CI keeps it in the cache, keyed by
+# pyproject.toml (VENV_ZENML=...); it is re-synced whenever pyproject.toml is newer.
+VENV_ZENML ?= .venv-zenml
+PYZ := $(VENV_ZENML)/bin/python
 export K8SSO_CACHE ?= $(HOME)/.cache/k8s-step-operator
 LOCAL_KUBECONFIG := $(CURDIR)/.cluster/kubeconfig
 # The real node (kubelet + containerd) needs root; `make cluster REAL_NODE=0` leaves it out.
 REAL_NODE ?= $(if $(filter 0,$(shell id -u)),1,0)
 # `make test TEST_KUBECONFIG=path` runs the suite against another cluster (kind, a real one).
 TEST_KUBECONFIG ?=
+# What the ZenML environment runs: the core's unit tests, the ZenML tests, and the core's launch,
+# logs and cancel tests, all with the kubernetes client a ZenML install resolves to.
+ZENML_TESTS := tests/unit tests/zenml_integration tests/cluster/test_launch.py
+# Where `make demo-zenml` keeps its ZenML (store, artifact store, source root).
+ZENML_DEMO_DIR ?= $(CURDIR)/.cluster/zenml-demo
+# The unit tests at both ends of the core's dependency bounds, in environments cached by
+# pyproject.toml's hash (~/.cache is kept between CI runs; a fresh machine creates them).
+VENV_CACHE := $(K8SSO_CACHE)/venvs
+PYPROJECT_KEY = $(shell sha256sum pyproject.toml | cut -c1-12)
+LOWEST_PINS := kubernetes==30.1.0 pydantic==2.10.0 tenacity==8.2.0 pyyaml==6.0
 
-.PHONY: help venv binaries core-binaries system-deps cluster cluster-up realnode cluster-down \
-	cluster-status demo test test-unit bench lint manifests wheel fmt
+.PHONY: help venv venv-zenml binaries core-binaries system-deps cluster cluster-up realnode \
+	cluster-down cluster-status demo demo-zenml zenml-image test test-unit test-zenml test-bounds \
+	bench lint manifests wheel fmt
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -22,6 +37,16 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+venv-zenml: $(VENV_ZENML)/.installed ## Create the ZenML environment (.venv-zenml): the project with its zenml extra
+
+$(VENV_ZENML)/.installed: pyproject.toml
+	test -x $(PYZ) || $(PYTHON) -m venv $(VENV_ZENML)
+	$(PYZ) -m pip install -q --upgrade pip
+	$(PYZ) -m pip install -q -e '.[zenml,dev]'
+	$(PYZ) -m pip check
+	@$(PYZ) -m pip list 2>/dev/null | grep -iE '^(zenml|kubernetes|pydantic) ' | sed 's/^/resolved: /'
 	touch $@
 
 binaries: ## Build (or reuse) every binary from Go modules: control plane, KWOK, Helm, Kueue, Karpenter
@@ -54,30 +79,63 @@ cluster-down: ## Stop every process the local cluster started and remove its sta
 cluster-status: ## Show the local cluster's processes
 	$(PY) e2e/cluster.py status
 
+# Built on request only: `make demo` never waits for it.
+zenml-image: venv ## Build (or reuse) the ZenML step image and import it into the real node
+ifeq ($(REAL_NODE),1)
+	$(PY) e2e/realnode/node.py images zenml
+else
+	@echo "zenml-image: no real node (needs root; REAL_NODE=$(REAL_NODE)): nothing to import into"
+endif
+
 # No add-on build on a fresh machine: the demo runs on the core cluster (Kueue and Karpenter
 # join it when they are built).
 demo: venv core-binaries ## Run the sample two-step pipeline with a GPU training step on the local cluster
 	@$(MAKE) --no-print-directory cluster-up
 	KUBECONFIG=$(LOCAL_KUBECONFIG) $(PY) -m examples.demo
 
+demo-zenml: venv venv-zenml core-binaries ## Run a three-step ZenML pipeline (training on a GPU) on the real node; list its runs
+	@$(MAKE) --no-print-directory cluster-up
+	@$(MAKE) --no-print-directory zenml-image
+	KUBECONFIG=$(LOCAL_KUBECONFIG) $(PYZ) examples/zenml/demo.py --dir $(ZENML_DEMO_DIR)
+
 ifeq ($(TEST_KUBECONFIG),)
-test: cluster ## Run the whole test suite against the local cluster (or TEST_KUBECONFIG's)
+test: cluster venv-zenml ## Run the whole test suite against the local cluster (or TEST_KUBECONFIG's), ZenML's part in the ZenML environment
+	@$(MAKE) --no-print-directory zenml-image
 	KUBECONFIG=$(LOCAL_KUBECONFIG) $(PY) -m pytest
+	KUBECONFIG=$(LOCAL_KUBECONFIG) $(PYZ) -m pytest $(ZENML_TESTS)
 else
-test: venv
+test: venv venv-zenml
 	KUBECONFIG=$(TEST_KUBECONFIG) $(PY) -m pytest
+	KUBECONFIG=$(TEST_KUBECONFIG) $(PYZ) -m pytest $(ZENML_TESTS)
 endif
 
 test-unit: venv ## Run the tests that need no cluster
 	$(PY) -m pytest -m 'not cluster and not realnode'
 
-bench: cluster ## Run the benchmarks against the local cluster; figures printed as JSON
-	KUBECONFIG=$(LOCAL_KUBECONFIG) $(PY) bench/run.py
+test-zenml: venv-zenml ## Run the ZenML tests and the core's launch/logs/cancel tests in the ZenML environment
+	KUBECONFIG=$(or $(TEST_KUBECONFIG),$(LOCAL_KUBECONFIG)) $(PYZ) -m pytest $(ZENML_TESTS)
 
-lint: venv ## ruff, ruff format --check, mypy --strict and the import-linter layer contracts
+test-bounds: ## Run the unit tests at the lowest and at the highest versions the core's bounds allow
+	@set -e; low=$(VENV_CACHE)/unit-lowest-$(PYPROJECT_KEY); high=$(VENV_CACHE)/unit-highest-$(PYPROJECT_KEY); \
+	mkdir -p $(VENV_CACHE); find $(VENV_CACHE) -maxdepth 1 -name 'unit-*' ! -name '*-$(PYPROJECT_KEY)' -exec rm -rf {} +; \
+	for v in $$low $$high; do test -x $$v/bin/python || $(PYTHON) -m venv $$v; done; \
+	$$low/bin/python -m pip install -q -e '.[dev]' $(LOWEST_PINS); \
+	$$high/bin/python -m pip install -q -U --upgrade-strategy eager -e '.[dev]'; \
+	for v in $$low $$high; do \
+	  echo "unit tests with: $$($$v/bin/python -m pip list 2>/dev/null | grep -iE '^(kubernetes|pydantic|tenacity|pyyaml) ' | tr -s ' ' | paste -sd, -)"; \
+	  $$v/bin/python -m pytest -q -p no:cacheprovider -m 'not cluster and not realnode'; \
+	done
+
+bench: cluster venv-zenml ## Run the benchmarks against the local cluster (ZenML's too); figures printed as JSON
+	KUBECONFIG=$(LOCAL_KUBECONFIG) $(PY) bench/run.py
+	@$(MAKE) --no-print-directory zenml-image
+	KUBECONFIG=$(LOCAL_KUBECONFIG) $(PYZ) bench/zenml_bench.py
+
+lint: venv venv-zenml ## ruff, ruff format --check, mypy --strict (the ZenML integration in the ZenML environment), import-linter
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV_ZENML)/bin/mypy k8s_step_operator/integrations/zenml/*.py
 	$(VENV)/bin/lint-imports
 
 manifests: venv core-binaries ## Re-render manifests/ from the chart (CI fails when they drift)

@@ -2,7 +2,8 @@
 
 Each command of every ``sh`` block runs here, with only the tools' paths filled in (``helm``,
 ``kubectl``, ``k8s-step-operator``) and the placeholder ``IMAGE`` replaced; ``make`` targets,
-``pip install .`` and ``export`` run in CI (``.ci/run``), and the kind commands need Docker.
+``pip install .`` and ``export`` run in CI (``.ci/run``), the kind commands need Docker, and
+the ``zenml`` commands run in the ZenML environment (``tests/zenml_integration``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ pytestmark = pytest.mark.cluster
 
 ROOT = Path(__file__).resolve().parents[2]
 # Run by .ci/run (make targets, the package install) or impossible here (kind needs Docker).
-ELSEWHERE = ("make ", "pip install", "export ", "kind ", "e2e/kind/fake-gpus.sh")
+ELSEWHERE = ("make ", "pip install", "export ", "kind ", "e2e/kind/fake-gpus.sh", "zenml ")
 
 
 def readme_commands() -> list[str]:

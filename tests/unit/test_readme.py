@@ -33,9 +33,12 @@ def _blocks(language: str) -> list[str]:
 
 def test_python_snippets_run() -> None:
     # Every Python snippet runs as written, except that nothing is sent to a cluster: launch is
-    # swapped for build_job, which validates everything launch would submit.
+    # swapped for build_job, which validates everything launch would submit. ZenML's snippets
+    # run in the ZenML environment (tests/zenml_integration/test_zenml_readme.py).
     namespace: dict[str, object] = {}
     for block in _blocks("python"):
+        if "from zenml" in block:
+            continue
         code = block.replace("operator.launch(", "operator.build_job(")
         exec(compile(code, "README.md", "exec"), namespace)
     assert "command" in namespace

@@ -71,6 +71,11 @@ def test_three_steps_complete_and_the_gpu_step_ran_as_a_gpu_job(
     resources = train.spec.template.spec.containers[0].resources
     assert resources.requests["nvidia.com/gpu"] == "1"
     assert resources.limits["nvidia.com/gpu"] == "1"
+    # Step settings under the flavor's key and under the component's.
+    dshm = [v for v in train.spec.template.spec.volumes or [] if v.name == "dshm"]
+    assert dshm and dshm[0].empty_dir.size_limit == "128Mi"
+    (evaluate,) = [j for j in jobs if j.metadata.labels[LABEL_STEP_NAME] == "evaluate"]
+    assert evaluate.spec.template.metadata.labels["zenml-key"] == "component"
     (load,) = [j for j in jobs if j.metadata.labels[LABEL_STEP_NAME] == "load_data"]
     assert "nvidia.com/gpu" not in (load.spec.template.spec.containers[0].resources.requests or {})
     pods = pods_of_run(api_client, zenml_stack.namespace, run["id"])

@@ -36,14 +36,24 @@ def load_data() -> list[int]:
     return list(range(1, 11))
 
 
-@step(step_operator=True, settings={"resources": ResourceSettings(gpu_count=1, memory="1GiB")})
+@step(
+    step_operator=True,
+    settings={
+        "resources": ResourceSettings(gpu_count=1, memory="1GiB"),
+        # The flavor's key (ZenML turns it into the component's own).
+        "step_operator.kubernetes_job": {"shm_size": "128Mi"},
+    },
+)
 def train(data: list[int]) -> float:
     print(f"train: {len(data)} samples", flush=True)
     _sleep()
     return sum(data) / len(data)
 
 
-@step(step_operator=True)
+# The component's key: "step_operator:<component name>".
+@step(
+    step_operator=True, settings={"step_operator:k8s": {"pod_labels": {"zenml-key": "component"}}}
+)
 def evaluate(model: float) -> str:
     _sleep()
     print(f"evaluate: model={model}", flush=True)

@@ -13,6 +13,7 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from types import SimpleNamespace
@@ -66,7 +67,7 @@ def chart(
 
 
 @pytest.fixture
-def operator(chart: ChartInstall) -> KubernetesJobStepOperator:
+def operator(chart: ChartInstall) -> Iterator[KubernetesJobStepOperator]:
     now = datetime.now()
     config = KubernetesJobStepOperatorConfig(
         kubeconfig_path=str(chart.kubeconfig),
@@ -76,7 +77,7 @@ def operator(chart: ChartInstall) -> KubernetesJobStepOperator:
         pending_timeout=120,
         **REAL_NODE_PLACEMENT,
     )
-    return KubernetesJobStepOperator(
+    operator = KubernetesJobStepOperator(
         name="k8s",
         id=uuid.uuid4(),
         config=config,
@@ -86,6 +87,9 @@ def operator(chart: ChartInstall) -> KubernetesJobStepOperator:
         created=now,
         updated=now,
     )
+    yield operator
+    # Its watches end before the chart (and the account's token) goes.
+    operator.core.close()
 
 
 def info_and_step_run(run_id: uuid.UUID, step_run_id: uuid.UUID) -> tuple[Any, Any]:

@@ -186,16 +186,36 @@ def test_sigint_deletes_the_running_steps_job_and_pods(
     assert run["status"] == "failed"
 
 
-def test_a_restarted_caller_sees_and_cancels_the_step_runs_own_job(
+def test_a_restarted_caller_follows_the_step_runs_own_job(
     zenml_stack: ZenMLStack, api_client: Any
 ) -> None:
-    """get_status and cancel from another process, by the step run ZenML stored."""
+    """get_status and wait from another process, by the step run ZenML stored."""
+    project = zenml_stack.project
+    proc = project.start_pipeline("long_running", env={"LONG_STEP_SECONDS": "20"})
+    try:
+        _running_run(zenml_stack, api_client, "long_running")
+        (step,) = project.last_run("long_running")["steps"]
+        assert project.tool("status", step["id"]) == "running"
+        # A second caller (a restarted one) follows the same Job to its end.
+        assert project.tool("wait", step["id"], timeout=180) == "completed"
+        assert project.tool("status", step["id"]) == "completed"
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, out
+    assert project.last_run("long_running")["status"] == "completed"
+
+
+def test_cancel_from_another_process_deletes_the_step_runs_job(
+    zenml_stack: ZenMLStack, api_client: Any
+) -> None:
     project = zenml_stack.project
     proc = project.start_pipeline("long_running", env={"LONG_STEP_SECONDS": "300"})
     try:
         run_id = _running_run(zenml_stack, api_client, "long_running")
         (step,) = project.last_run("long_running")["steps"]
-        assert project.tool("status", step["id"]) == "running"
         assert project.tool("cancel", step["id"]) == "None"
         assert jobs_of(api_client, zenml_stack.namespace, run_id) == []
         assert pods_of_run(api_client, zenml_stack.namespace, run_id) == []
@@ -211,13 +231,23 @@ def test_a_restarted_caller_sees_and_cancels_the_step_runs_own_job(
 
 
 def _running_run(zenml_stack: ZenMLStack, api_client: Any, pipeline: str) -> str:
-    """The id of the pipeline's run once its step's pod runs."""
+    """The id of the pipeline's new run once its step's pod runs."""
     core = k8s.CoreV1Api(api_client)
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        pods = core.list_namespaced_pod(
+    earlier = {
+        p.metadata.labels[LABEL_RUN_ID]
+        for p in core.list_namespaced_pod(
             zenml_stack.namespace, label_selector=f"{LABEL_STEP_NAME}=long_step"
         ).items
+    }
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        pods = [
+            p
+            for p in core.list_namespaced_pod(
+                zenml_stack.namespace, label_selector=f"{LABEL_STEP_NAME}=long_step"
+            ).items
+            if p.metadata.labels[LABEL_RUN_ID] not in earlier
+        ]
         running = [
             p for p in pods if p.status.phase == "Running" and p.metadata.deletion_timestamp is None
         ]

@@ -67,12 +67,24 @@ OPERATOR_PERMISSIONS: tuple[Permission, ...] = (
     Permission("get", "pods", subresource="log"),
     *_perms(("get", "list", "watch"), "events"),
 )
-NODE_PERMISSIONS: tuple[Permission, ...] = _perms(
-    ("get", "list", "watch"),
-    "nodes",
-    cluster_scoped=True,
-    required=False,
-    purpose="pre-submit fit check and GPU inventory are skipped",
+NODE_PERMISSIONS: tuple[Permission, ...] = (
+    *_perms(
+        ("get", "list", "watch"),
+        "nodes",
+        cluster_scoped=True,
+        required=False,
+        purpose="pre-submit fit check and GPU inventory are skipped",
+    ),
+    # Karpenter's NodePools: whether a node may still be added for a step no node fits now.
+    *_perms(
+        ("get", "list", "watch"),
+        "nodepools",
+        "karpenter.sh",
+        cluster_scoped=True,
+        required=False,
+        purpose="a step no current node fits is failed at once, even where Karpenter could "
+        "add a node",
+    ),
 )
 KUEUE_PERMISSIONS: tuple[Permission, ...] = _perms(
     ("get", "list", "watch"), "workloads", "kueue.x-k8s.io", purpose="Kueue queue state is unknown"

@@ -33,7 +33,9 @@ OPERATOR_RULES = {("batch", "jobs", v) for v in ("create", "get", "list", "watch
     ("", "events", "list"),
     ("", "events", "watch"),
 }
-NODE_RULES = {("", "nodes", v) for v in ("get", "list", "watch")}
+NODE_RULES = {("", "nodes", v) for v in ("get", "list", "watch")} | {
+    ("karpenter.sh", "nodepools", v) for v in ("get", "list", "watch")
+}
 # Granted to every authenticated user by the default system:basic-user role.
 SELF_REVIEWS = {
     ("authorization.k8s.io", "selfsubjectaccessreviews", "create"),

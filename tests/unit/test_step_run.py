@@ -229,6 +229,7 @@ def test_without_node_access_the_pending_timeout_decides() -> None:
 
 def test_queued_job_is_bounded_by_queue_timeout() -> None:
     kube, run = make(queue_name="gpus", queue_timeout=300)
+    kube.put("localqueues", NS, {"metadata": {"name": "gpus"}, "spec": {"clusterQueue": "team"}})
     with pytest.raises(DeadlineExceededError) as info:
         run.run()
     assert "still queued" in str(info.value)

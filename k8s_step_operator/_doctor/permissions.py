@@ -86,6 +86,33 @@ NODE_PERMISSIONS: tuple[Permission, ...] = (
         "add a node",
     ),
 )
-KUEUE_PERMISSIONS: tuple[Permission, ...] = _perms(
-    ("get", "list", "watch"), "workloads", "kueue.x-k8s.io", purpose="Kueue queue state is unknown"
+KUEUE_PERMISSIONS: tuple[Permission, ...] = (
+    *_perms(
+        ("get", "list", "watch"),
+        "workloads",
+        "kueue.x-k8s.io",
+        purpose="Kueue queue state is unknown",
+    ),
+    *_perms(
+        ("get", "list"),
+        "localqueues",
+        "kueue.x-k8s.io",
+        purpose="a queued step's ClusterQueue is not named, a missing LocalQueue is found later",
+    ),
+    Permission(
+        "get",
+        "localqueues",
+        "visibility.kueue.x-k8s.io",
+        subresource="pendingworkloads",
+        required=False,
+        purpose="a queued step's position is not known",
+    ),
+    Permission(
+        "get",
+        "clusterqueues",
+        "kueue.x-k8s.io",
+        cluster_scoped=True,
+        required=False,
+        purpose="doctor cannot show the queue's GPU quota and usage",
+    ),
 )

@@ -409,9 +409,11 @@ def _queued(name: str, ctx: QueueContext | None) -> Observation:
                 f"no Workload after {ctx.waited_without_workload:.0f}s: is Kueue's controller "
                 "running?"
             )
+    elif wl.admitted:
+        why = f"admitted by Kueue to ClusterQueue {wl.cluster_queue}; the Job is resuming"
     else:
         why = wl.message or "waiting for Kueue to admit it"
-    if wl is not None and wl.evicted:
+    if wl is not None and wl.evicted and not wl.admitted:
         why = f"preempted ({wl.evicted}); queued again: {why}"
     return Observation(Phase.QUEUED, f"{where}: {why}", queue=name, message=why, workload=wl)
 

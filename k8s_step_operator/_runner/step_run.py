@@ -309,7 +309,7 @@ class StepRun:
             events = watcher.events_for(self.name, *(p["metadata"]["name"] for p in pods))
             workload = self._workload(watcher) if self.queue_name else None
             queue = None
-            if self.queue_name and (job.get("spec") or {}).get("suspend") is True:
+            if self.queue_name and not pods:
                 queued_for = now - phase_since if self.phase is Phase.QUEUED else 0.0
                 queue = self._queue_context(watcher, workload, queued_for)
             obs = observe(job, pods, events, queue)

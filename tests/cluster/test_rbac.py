@@ -222,7 +222,15 @@ def test_node_reader_off_refuses_nodes(install_chart: InstallChart, namespace: s
 def test_kueue_rule_only_when_enabled(install_chart: InstallChart, namespace: str) -> None:
     sa = install_chart(namespace, {"kueue": {"enabled": True}})
     rules = _rules(sa.api_client, namespace) - SELF_REVIEWS
-    kueue = {("kueue.x-k8s.io", "workloads", v) for v in ("get", "list", "watch")}
+    kueue = (
+        {("kueue.x-k8s.io", "workloads", v) for v in ("get", "list", "watch")}
+        | {
+            ("kueue.x-k8s.io", "localqueues", "get"),
+            ("kueue.x-k8s.io", "localqueues", "list"),
+            ("visibility.kueue.x-k8s.io", "localqueues/pendingworkloads", "get"),
+        }
+        | {("kueue.x-k8s.io", "clusterqueues", v) for v in ("get", "list", "watch")}
+    )
     assert rules == OPERATOR_RULES | NODE_RULES | kueue
 
 

@@ -315,7 +315,9 @@ class KubernetesJobStepOperatorSettings(BaseSettings):
 
     # --- where and what -----------------------------------------------------------------
     namespace: DNSLabel | None = Field(
-        default=None, description="Namespace of the Job (a DNS label); None means 'default'."
+        default=None,
+        description="Namespace of the Job (a DNS label); None means kubectl's: the kubeconfig "
+        "context's namespace, or the pod's ServiceAccount's in a cluster, else 'default'.",
     )
     image: Annotated[str, BeforeValidator(_image)] | None = Field(
         default=None,

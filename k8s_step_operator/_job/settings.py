@@ -635,8 +635,10 @@ class KubernetesJobStepOperatorConfig(BaseStepOperatorConfig, KubernetesJobStepO
     kubernetes_context: str | None = Field(
         default=None, description="Kubeconfig context; None uses the current context."
     )
-    incluster: bool = Field(
-        default=False, description="Use the pod's ServiceAccount instead of a kubeconfig."
+    incluster: bool | None = Field(
+        default=None,
+        description="True: the pod's ServiceAccount; False: a kubeconfig; None: found as kubectl "
+        "and the usual clients find it ($KUBECONFIG, ~/.kube/config, then in-cluster).",
     )
 
     @property

@@ -62,6 +62,7 @@ from k8s_step_operator._job.validation import (
     check_label_value,
     check_qualified_name,
     check_secret_key,
+    is_dns_subdomain,
     is_label_value,
 )
 
@@ -583,9 +584,18 @@ class KubernetesJobStepOperatorSettings(BaseSettings):
     @field_validator("queue_name", mode="before")
     @classmethod
     def _queue(cls, value: object) -> object:
-        if value is not None and (not isinstance(value, str) or not value):
-            raise ConfigurationError("", "a non-empty LocalQueue name", value)
-        return value if value is None else check_label_value("", value)
+        # Kueue's webhook refuses a queue name that is not a lowercase DNS-1123 subdomain; it is
+        # also a label value (at most 63 characters).
+        if value is None:
+            return value
+        if not isinstance(value, str) or not is_dns_subdomain(value) or len(value) > 63:
+            raise ConfigurationError(
+                "",
+                "a LocalQueue name: lowercase [a-z0-9.-], alphanumeric at both ends, at most 63 "
+                "characters",
+                value,
+            )
+        return value
 
     @field_validator("workload_priority_class", mode="before")
     @classmethod

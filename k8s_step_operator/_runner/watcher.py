@@ -323,9 +323,14 @@ class NamespaceWatcher:
             except _Gone:
                 log.info("watch of %s in %s expired (410); re-listing", kind.name, self.namespace)
                 kind.resource_version = None
-            except ApiError as e:
+            except Exception as e:  # a watch thread never dies while the watcher runs
                 if self._stopped.is_set():
                     return
+                if not isinstance(e, ApiError):
+                    log.exception(
+                        "watch of %s in %s failed unexpectedly", kind.name, self.namespace
+                    )
+                    e = ApiError(f"{type(e).__name__}: {e}", operation=f"watch {kind.name}")
                 self._refused(kind, e)
                 failures += 1
                 delay = min(5.0, 0.2 * 2 ** min(failures, 5)) * random.uniform(0.5, 1.0)

@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 from kubernetes import client as k8s
 
-from k8s_step_operator import KubernetesJobStepOperator, UnschedulableError
+from k8s_step_operator import KubernetesJobStepOperator, UnschedulableError, job_name
 from tests.cluster import test_launch
 from tests.cluster.addon_support import cluster_module, custom, served, unavailable, wait_until
-from tests.cluster.test_launch import Launch, step_info
+from tests.cluster.test_launch import Launch, pod_running, step_info
 
 # The launch tests' fixtures: the chart's pipeline account and an operator acting as it.
 pipeline_kubeconfig = test_launch.pipeline_kubeconfig
@@ -125,6 +125,14 @@ def test_a_step_beyond_the_nodepools_gpu_limit_says_so(
     holders = [Launch(lambda info=info: operator.launch(info, ["true"], {})) for info in holds]
     ns = operator.config.namespace
     try:
+        for info in holds:
+            name = job_name(info.run_id, info.pipeline_step_name, info.step_run_id)
+            wait_until(
+                f"{info.pipeline_step_name} to run",
+                lambda name=name: pod_running(api_client, ns, name),
+                120,
+                0.5,
+            )
         third = on_pool(pool, "third", 8, pending_timeout=45)
         with (
             caplog.at_level(logging.INFO, "k8s_step_operator"),

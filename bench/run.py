@@ -32,6 +32,7 @@ from typing import Any
 
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
+from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,6 +52,9 @@ OUR_VERBS = {
     "pods": ("LIST", "WATCH"),
     "events": ("LIST", "WATCH"),
     "nodes": ("LIST",),
+    "nodepools": ("LIST",),
+    "workloads": ("LIST", "WATCH"),
+    "localqueues": ("GET",),
 }
 
 
@@ -408,6 +412,207 @@ def fanout_child(ns: str, count: int, duration: str) -> None:
     )
 
 
+class QueueTimes:
+    """An independent watch on a namespace's Jobs and pods: when each Job was first seen
+    un-suspended (Kueue admitted it) and when its pod was first seen Running."""
+
+    def __init__(self, api: k8s.ApiClient, namespace: str) -> None:
+        self.batch, self.core = k8s.BatchV1Api(api), k8s.CoreV1Api(api)
+        self.namespace = namespace
+        self.admitted: dict[str, float] = {}
+        self.running: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._resps: list[Any] = []
+        self.threads = [
+            threading.Thread(target=self._watch, args=(kind,), daemon=True)
+            for kind in ("jobs", "pods")
+        ]
+        for th in self.threads:
+            th.start()
+
+    def _watch(self, kind: str) -> None:
+        fn = self.batch.list_namespaced_job if kind == "jobs" else self.core.list_namespaced_pod
+        rv = json.loads(fn(self.namespace, _preload_content=False).data)["metadata"][
+            "resourceVersion"
+        ]
+        while not self._stop.is_set():
+            resp = fn(
+                self.namespace,
+                watch=True,
+                resource_version=rv,
+                timeout_seconds=300,
+                _preload_content=False,
+            )
+            self._resps.append(resp)
+            try:
+                for line in iter_resp_lines(resp):
+                    now = time.monotonic()
+                    obj = json.loads(line)["object"]
+                    rv = obj["metadata"].get("resourceVersion", rv)
+                    if kind == "jobs":
+                        if (obj.get("spec") or {}).get("suspend") is False:
+                            self.admitted.setdefault(obj["metadata"]["name"], now)
+                    elif (obj.get("status") or {}).get("phase") == "Running":
+                        job = (obj["metadata"].get("labels") or {}).get(
+                            "batch.kubernetes.io/job-name", ""
+                        )
+                        self.running.setdefault(job, now)
+            except Exception:
+                if self._stop.is_set():
+                    return
+
+    def stop(self) -> None:
+        self._stop.set()
+        for resp in self._resps:
+            resp.close()
+
+
+class _RunningSeen(logging.Handler):
+    """When the operator said each step was running (monotonic), from its own log line."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.at: dict[str, float] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if getattr(record, "k8sso_phase", None) == "running":
+            step = str(record.args[0]) if isinstance(record.args, tuple) and record.args else ""
+            self.at.setdefault(step, time.monotonic())
+
+
+def bench_kueue(admin: k8s.ApiClient, steps: int, gpus: int, duration: str) -> dict[str, Any]:
+    """``steps`` 1-GPU steps at once through Kueue, against a ClusterQueue of ``gpus`` GPUs."""
+    custom = k8s.CustomObjectsApi(admin)
+    try:
+        custom.get_api_resources("kueue.x-k8s.io", "v1beta2")
+    except ApiException:
+        return {"skipped": "Kueue is not installed in this cluster"}
+    ns = namespace(admin, "bench-kueue")
+    tag = ns.removeprefix("bench-kueue-")
+    flavor, cq = f"bench-h100-{tag}", f"bench-{tag}"
+    group, version = "kueue.x-k8s.io", "v1beta2"
+    custom.create_cluster_custom_object(
+        group,
+        version,
+        "resourceflavors",
+        {
+            "apiVersion": f"{group}/{version}",
+            "kind": "ResourceFlavor",
+            "metadata": {"name": flavor},
+            "spec": {"nodeLabels": {"k8s-step-operator.io/pool": "h100"}},
+        },
+    )
+    custom.create_cluster_custom_object(
+        group,
+        version,
+        "clusterqueues",
+        {
+            "apiVersion": f"{group}/{version}",
+            "kind": "ClusterQueue",
+            "metadata": {"name": cq},
+            "spec": {
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}},
+                "resourceGroups": [
+                    {
+                        "coveredResources": ["nvidia.com/gpu"],
+                        "flavors": [
+                            {
+                                "name": flavor,
+                                "resources": [{"name": "nvidia.com/gpu", "nominalQuota": gpus}],
+                            }
+                        ],
+                    }
+                ],
+            },
+        },
+    )
+    custom.create_namespaced_custom_object(
+        group,
+        version,
+        ns,
+        "localqueues",
+        {
+            "apiVersion": f"{group}/{version}",
+            "kind": "LocalQueue",
+            "metadata": {"name": "gpu"},
+            "spec": {"clusterQueue": cq},
+        },
+    )
+    seen = _RunningSeen()
+    operator_log = logging.getLogger("k8s_step_operator")
+    level, propagate = operator_log.level, operator_log.propagate
+    operator_log.addHandler(seen)
+    operator_log.setLevel(logging.INFO)  # the phase lines, for their times; not printed
+    operator_log.propagate = False
+    times = QueueTimes(admin, ns)
+    try:
+        stop_watchers()
+        time.sleep(2)
+        op = make_operator(ns, queue_name="gpu", stream_logs=False)
+        run = f"queue-{uuid.uuid4().hex[:6]}"
+        names: dict[str, str] = {}
+
+        def one(i: int) -> None:
+            info = step_info(run, f"q{i}", duration)
+            info = info.model_copy(
+                update={
+                    "config": info.config.model_copy(
+                        update={"resource_settings": ResourceSettings(gpu_count=1)}
+                    )
+                }
+            )
+            names[f"q{i}"] = op.build_job(info, ["true"], {})["metadata"]["name"]
+            op.launch(info, ["true"], {})
+
+        start = request_breakdown(metrics_text(admin))
+        t0 = time.monotonic()
+        errors = run_parallel(one, steps, steps)
+        wall = time.monotonic() - t0
+        stop_watchers()
+        end = request_breakdown(metrics_text(admin))
+        breakdown = {k: v - start.get(k, 0.0) for k, v in end.items() if v - start.get(k, 0.0)}
+        to_running = [
+            times.running[job] - times.admitted[job]
+            for job in names.values()
+            if job in times.running and job in times.admitted
+        ]
+        our_lag = [
+            (seen.at[step] - times.running[job]) * 1000
+            for step, job in names.items()
+            if step in seen.at and job in times.running
+        ]
+        ours = [
+            seen.at[step] - times.admitted[job]
+            for step, job in names.items()
+            if step in seen.at and job in times.admitted
+        ]
+        return {
+            "what": f"{steps} steps of 1 GPU at once, ClusterQueue quota {gpus} GPUs, one process",
+            "steps": steps,
+            "completed": steps - len(errors),
+            "errors": [str(e)[:300] for e in errors[:3]],
+            "wall_s": round(wall, 1),
+            "requests_per_step": round(sum(breakdown.values()) / steps, 2),
+            "breakdown": breakdown,
+            "admission_to_pod_running_s": {
+                "job_controller": stats(to_running) if to_running else {},
+                "operator_reports_running": stats(ours) if ours else {},
+            },
+            "operator_lag_behind_pod_running_ms": stats(our_lag) if our_lag else {},
+        }
+    finally:
+        times.stop()
+        operator_log.removeHandler(seen)
+        operator_log.setLevel(level)
+        operator_log.propagate = propagate
+        for kind, name in (("clusterqueues", cq), ("resourceflavors", flavor)):
+            try:
+                custom.delete_cluster_custom_object(group, version, kind, name)
+            except ApiException as e:
+                logging.warning("could not delete %s %s: %s", kind, name, e)
+        drop_namespace(admin, ns)
+
+
 def bench_fanout(admin: k8s.ApiClient, count: int, duration: str) -> dict[str, Any]:
     subprocess.run(
         [
@@ -474,7 +679,12 @@ def main(argv: Iterable[str] | None = None) -> int:
     p.add_argument("--fanout", type=int, default=500, help="steps launched at once")
     p.add_argument("--fanout-duration", default="5s", help="how long each fan-out step runs")
     p.add_argument("--long", type=int, default=60, help="seconds of the long step")
-    p.add_argument("--only", nargs="*", default=["latency", "unschedulable", "requests", "fanout"])
+    p.add_argument("--queued", type=int, default=100, help="steps for the Kueue figure")
+    p.add_argument(
+        "--only",
+        nargs="*",
+        default=["latency", "unschedulable", "requests", "kueue", "fanout"],
+    )
     opts = p.parse_args(args)
     logging.basicConfig(level=logging.WARNING)
     admin = k8s_config.new_client_from_config(config_file=kubeconfig())
@@ -493,6 +703,8 @@ def main(argv: Iterable[str] | None = None) -> int:
         results["requests_long_alone"] = bench_requests(admin, opts.long, 1)
         results["requests_1s_x5"] = bench_requests(admin, 1, 5)
         results["requests_long_x5"] = bench_requests(admin, opts.long, 5)
+    if "kueue" in opts.only:
+        results["kueue"] = bench_kueue(admin, opts.queued, 8, "2s")
     if "fanout" in opts.only:
         results["fanout"] = bench_fanout(admin, opts.fanout, opts.fanout_duration)
     drop_namespaces(admin)

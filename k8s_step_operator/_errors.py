@@ -23,6 +23,7 @@ client library's ``ApiException``; every API failure is translated in one place 
         ├── ContainerConfigError      a referenced Secret or ConfigMap is missing
         ├── DeadlineExceededError     the active deadline or a phase bound ran out
         ├── AdmissionRejectedError    quota, Pod Security or a webhook refused the pod
+        ├── QueueError                Kueue cannot admit the step (no LocalQueue, no Kueue)
         ├── DeletedExternallyError    the Job disappeared before it finished
         └── StepCancelledError        the caller cancelled the step
 """
@@ -50,6 +51,7 @@ __all__ = [
     "NameCollisionError",
     "NotFoundError",
     "OOMKilledError",
+    "QueueError",
     "ServerUnavailableError",
     "StepCancelledError",
     "StepError",
@@ -265,6 +267,12 @@ class AdmissionRejectedError(StepError):
     """The Job exists but its pod was refused: ResourceQuota, Pod Security or a webhook."""
 
     summary = "step pod was rejected at admission"
+
+
+class QueueError(StepError):
+    """The step's queue cannot admit it: its LocalQueue does not exist, or Kueue is absent."""
+
+    summary = "step cannot be queued"
 
 
 class DeletedExternallyError(StepError):

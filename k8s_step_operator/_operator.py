@@ -30,6 +30,7 @@ from k8s_step_operator._kube.access import KubeApi
 from k8s_step_operator._kube.client import load_client
 from k8s_step_operator._runner.autoscaler import AutoscalerView
 from k8s_step_operator._runner.diagnosis import Phase
+from k8s_step_operator._runner.kueue import QueueView
 from k8s_step_operator._runner.ports import KubeAccess
 from k8s_step_operator._runner.step_run import NodeView, StepIdentity, StepRun, job_status
 from k8s_step_operator._runner.watcher import WATCHERS
@@ -83,6 +84,7 @@ class KubernetesJobStepOperator(BaseStepOperator):
         self._context_namespace = "default"
         self._nodes: NodeView | None = None
         self._autoscalers: AutoscalerView | None = None
+        self._queues: QueueView | None = None
         self._lock = threading.Lock()
 
     @property
@@ -111,7 +113,7 @@ class KubernetesJobStepOperator(BaseStepOperator):
         """Stop this operator's watches and close its API client; it reconnects on next use."""
         with self._lock:
             access, self._access = self._access, None
-            self._nodes = self._autoscalers = None
+            self._nodes = self._autoscalers = self._queues = None
         if access is not None:
             WATCHERS.close(access)
             access.close()
@@ -300,6 +302,7 @@ class KubernetesJobStepOperator(BaseStepOperator):
                 self._access = KubeApi(loaded.api_client)
                 self._nodes = NodeView(self._access)
                 self._autoscalers = AutoscalerView(self._access)
+                self._queues = QueueView(self._access)
             return self._access
 
     def namespace_of(self, settings: KubernetesJobStepOperatorSettings) -> str:
@@ -355,6 +358,7 @@ class KubernetesJobStepOperator(BaseStepOperator):
             watchers=WATCHERS,
             nodes=self._nodes,
             autoscalers=self._autoscalers,
+            queues=self._queues,
             companion=companion,
         )
 

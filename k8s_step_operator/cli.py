@@ -109,8 +109,8 @@ EXIT_CODES: tuple[tuple[str, str], ...] = (
         "the step could not be run, or ended without an exit code: the API server unreachable "
         "or refusing (`ApiError`), no node can take it, also after `pending_timeout` "
         "(`UnschedulableError`), its image (`ImageError`), a missing Secret or ConfigMap "
-        "(`ContainerConfigError`), admission (`AdmissionRejectedError`), its Job deleted by "
-        "someone else (`DeletedExternallyError`)",
+        "(`ContainerConfigError`), admission (`AdmissionRejectedError`), a queue that cannot "
+        "admit it (`QueueError`), its Job deleted by someone else (`DeletedExternallyError`)",
     ),
     (
         "129, 130, 143",

@@ -75,13 +75,52 @@ OPERATOR_PERMISSIONS: tuple[Permission, ...] = (
         purpose="steps with secret environment values (ZenML's store API token) cannot start",
     ),
 )
-NODE_PERMISSIONS: tuple[Permission, ...] = _perms(
-    ("get", "list", "watch"),
-    "nodes",
-    cluster_scoped=True,
-    required=False,
-    purpose="pre-submit fit check and GPU inventory are skipped",
+NODE_PERMISSIONS: tuple[Permission, ...] = (
+    *_perms(
+        ("get", "list", "watch"),
+        "nodes",
+        cluster_scoped=True,
+        required=False,
+        purpose="pre-submit fit check and GPU inventory are skipped",
+    ),
+    # Karpenter's NodePools: whether a node may still be added for a step no node fits now.
+    *_perms(
+        ("get", "list", "watch"),
+        "nodepools",
+        "karpenter.sh",
+        cluster_scoped=True,
+        required=False,
+        purpose="a step no current node fits is failed at once, even where Karpenter could "
+        "add a node",
+    ),
 )
-KUEUE_PERMISSIONS: tuple[Permission, ...] = _perms(
-    ("get", "list", "watch"), "workloads", "kueue.x-k8s.io", purpose="Kueue queue state is unknown"
+KUEUE_PERMISSIONS: tuple[Permission, ...] = (
+    *_perms(
+        ("get", "list", "watch"),
+        "workloads",
+        "kueue.x-k8s.io",
+        purpose="Kueue queue state is unknown",
+    ),
+    *_perms(
+        ("get", "list"),
+        "localqueues",
+        "kueue.x-k8s.io",
+        purpose="a queued step's ClusterQueue is not named, a missing LocalQueue is found later",
+    ),
+    Permission(
+        "get",
+        "localqueues",
+        "visibility.kueue.x-k8s.io",
+        subresource="pendingworkloads",
+        required=False,
+        purpose="a queued step's position is not known",
+    ),
+    Permission(
+        "get",
+        "clusterqueues",
+        "kueue.x-k8s.io",
+        cluster_scoped=True,
+        required=False,
+        purpose="doctor cannot show the queue's GPU quota and usage",
+    ),
 )

@@ -13,6 +13,7 @@ builders of ``report`` and ``kueue``:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -164,10 +165,7 @@ def run_doctor(api_client: Any, namespace: str, *, kueue: bool | None = None) ->
     if kueue:
         permissions += KUEUE_PERMISSIONS
     elif kueue is None and served is not None:
-        permissions += [
-            Permission(p.verb, p.resource, p.group, required=False, purpose=p.purpose)
-            for p in KUEUE_PERMISSIONS
-        ]
+        permissions += [dataclasses.replace(p, required=False) for p in KUEUE_PERMISSIONS]
 
     authz = k8s.AuthorizationV1Api(api_client)
     checks = [_check(authz, perm, namespace) for perm in permissions]

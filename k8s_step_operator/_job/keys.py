@@ -30,6 +30,7 @@ __all__ = [
     "APPARMOR_ANNOTATION_PREFIX",
     "JOB_CONTROLLER_UID_LABEL",
     "JOB_NAME_LABEL",
+    "KUEUE_JOB_UID_LABEL",
     "KUEUE_PRIORITY_CLASS_LABEL",
     "KUEUE_QUEUE_LABEL",
     "LABEL_MANAGED_BY",
@@ -87,6 +88,8 @@ SECCOMP_ANNOTATION_PREFIXES = (
 # --- Kueue (on the Job) --------------------------------------------------------------------------
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 KUEUE_PRIORITY_CLASS_LABEL = "kueue.x-k8s.io/priority-class"
+# Set by Kueue on the Workload it makes for a Job: the Job's uid.
+KUEUE_JOB_UID_LABEL = "kueue.x-k8s.io/job-uid"
 
 # --- what users may not set -------------------------------------------------------------------
 RESERVED_KEY_PREFIXES: tuple[str, ...] = (

@@ -62,6 +62,7 @@ from k8s_step_operator._job.validation import (
     check_label_value,
     check_qualified_name,
     check_secret_key,
+    is_dns_subdomain,
     is_label_value,
 )
 
@@ -315,7 +316,9 @@ class KubernetesJobStepOperatorSettings(BaseSettings):
 
     # --- where and what -----------------------------------------------------------------
     namespace: DNSLabel | None = Field(
-        default=None, description="Namespace of the Job (a DNS label); None means 'default'."
+        default=None,
+        description="Namespace of the Job (a DNS label); None means kubectl's: the kubeconfig "
+        "context's namespace, or the pod's ServiceAccount's in a cluster, else 'default'.",
     )
     image: Annotated[str, BeforeValidator(_image)] | None = Field(
         default=None,
@@ -581,9 +584,18 @@ class KubernetesJobStepOperatorSettings(BaseSettings):
     @field_validator("queue_name", mode="before")
     @classmethod
     def _queue(cls, value: object) -> object:
-        if value is not None and (not isinstance(value, str) or not value):
-            raise ConfigurationError("", "a non-empty LocalQueue name", value)
-        return value if value is None else check_label_value("", value)
+        # Kueue's webhook refuses a queue name that is not a lowercase DNS-1123 subdomain; it is
+        # also a label value (at most 63 characters).
+        if value is None:
+            return value
+        if not isinstance(value, str) or not is_dns_subdomain(value) or len(value) > 63:
+            raise ConfigurationError(
+                "",
+                "a LocalQueue name: lowercase [a-z0-9.-], alphanumeric at both ends, at most 63 "
+                "characters",
+                value,
+            )
+        return value
 
     @field_validator("workload_priority_class", mode="before")
     @classmethod
@@ -633,8 +645,10 @@ class KubernetesJobStepOperatorConfig(BaseStepOperatorConfig, KubernetesJobStepO
     kubernetes_context: str | None = Field(
         default=None, description="Kubeconfig context; None uses the current context."
     )
-    incluster: bool = Field(
-        default=False, description="Use the pod's ServiceAccount instead of a kubeconfig."
+    incluster: bool | None = Field(
+        default=None,
+        description="True: the pod's ServiceAccount; False: a kubeconfig; None: found as kubectl "
+        "and the usual clients find it ($KUBECONFIG, ~/.kube/config, then in-cluster).",
     )
 
     @property

@@ -35,6 +35,7 @@ __all__ = ["KubeApi", "ResponseStream"]
 # Kueue's Workload; only read, to say why a queued step waits.
 KUEUE_GROUP = "kueue.x-k8s.io"
 KUEUE_VERSION = "v1beta2"
+KUEUE_VISIBILITY_GROUP = "visibility.kueue.x-k8s.io"
 # Karpenter's NodePools; only read, to know whether a node may be added for a pending pod.
 KARPENTER_GROUP = "karpenter.sh"
 KARPENTER_VERSION = "v1"
@@ -307,3 +308,37 @@ class KubeApi:
         )
         cm: dict[str, Any] = read_json(resp)
         return cm
+
+    def get_local_queue(self, namespace: str, name: str) -> dict[str, Any]:
+        """Read a Kueue LocalQueue."""
+        resp = self._call(
+            f"get LocalQueue {namespace}/{name}",
+            self._custom.get_namespaced_custom_object,
+            KUEUE_GROUP,
+            KUEUE_VERSION,
+            namespace,
+            "localqueues",
+            name,
+            _preload_content=False,
+            _request_timeout=(10, 30),
+            budget=min(self.budget, 10.0),
+        )
+        lq: dict[str, Any] = read_json(resp)
+        return lq
+
+    def pending_workloads(self, namespace: str, local_queue: str) -> list[dict[str, Any]]:
+        """A LocalQueue's pending Workloads from Kueue's visibility API (where it is served)."""
+        resp = self._call(
+            f"get pending workloads of LocalQueue {namespace}/{local_queue}",
+            self._custom.get_namespaced_custom_object,
+            KUEUE_VISIBILITY_GROUP,
+            KUEUE_VERSION,
+            namespace,
+            "localqueues",
+            f"{local_queue}/pendingworkloads",
+            _preload_content=False,
+            _request_timeout=(10, 30),
+            retry=False,
+        )
+        items: list[dict[str, Any]] = list(read_json(resp).get("items") or [])
+        return items

@@ -23,6 +23,7 @@ from k8s_step_operator._errors import (
     DeadlineExceededError,
     ImageError,
     OOMKilledError,
+    QueueError,
     StepError,
     StepFailedError,
     UnschedulableError,
@@ -33,6 +34,7 @@ from k8s_step_operator._runner.autoscaler import (
     is_autoscaler_event,
     latest_signal,
 )
+from k8s_step_operator._runner.kueue import WorkloadState
 from k8s_step_operator._runner.pods import container_statuses
 
 __all__ = [
@@ -70,6 +72,31 @@ class Problem(enum.StrEnum):
     IMAGE_PULL = "image-pull"  # a registry hiccup may pass: bounded wait
     MISSING_CONFIG = "missing-config"  # a Secret/ConfigMap may appear shortly: short grace
     ADMISSION = "admission"  # quota, Pod Security, webhook: the Job cannot create its pod
+    QUEUE_REFUSED = "queue-refused"  # Kueue cannot admit it (no LocalQueue, no Kueue): at once
+
+
+@dataclass(frozen=True)
+class QueueContext:
+    """What is known of a queued step's queue, besides the Job.
+
+    Attributes:
+        workload: The Job's Kueue Workload, once Kueue made it.
+        cluster_queue: The LocalQueue's ClusterQueue; ``""`` when the LocalQueue does not exist,
+            ``None`` when unknown.
+        position: The Workload's position in its LocalQueue (0 is next), where Kueue says.
+        kueue_missing: The cluster does not serve Kueue's API.
+        waited_without_workload: Seconds the Job has been queued with no Workload yet.
+    """
+
+    workload: WorkloadState | None = None
+    cluster_queue: str | None = None
+    position: int | None = None
+    kueue_missing: bool = False
+    waited_without_workload: float = 0.0
+
+
+# Kueue makes a Job's Workload within a second; past this, say that Kueue is not acting.
+_NO_WORKLOAD_GRACE = 30.0
 
 
 @dataclass(frozen=True)
@@ -100,6 +127,7 @@ class Observation:
     outcome: Outcome | None = None
     queue: str = ""
     autoscaler: AutoscalerSignal | None = None
+    workload: WorkloadState | None = None
 
 
 class Bounds(Protocol):
@@ -217,13 +245,19 @@ def _failure_outcome(job: Obj, pods: Sequence[Obj], cond: Mapping[str, Any]) -> 
     return Outcome(succeeded=False, reason=reason, message=message, job_reason=reason)
 
 
-def observe(job: Obj, pods: Sequence[Obj], events: Sequence[Obj] = ()) -> Observation:
+def observe(
+    job: Obj,
+    pods: Sequence[Obj],
+    events: Sequence[Obj] = (),
+    queue: QueueContext | None = None,
+) -> Observation:
     """Read a step's phase and problems from its Job, the Job's pods and their events.
 
     Args:
         job: The Job, as the API returns it.
         pods: The Job's pods (any order).
         events: Events about the Job and its pods, oldest first.
+        queue: Kueue's view of the Job, when it has a queue.
 
     Returns:
         The observation; ``outcome`` is set once the Job has a terminal condition.
@@ -248,11 +282,10 @@ def observe(job: Obj, pods: Sequence[Obj], events: Sequence[Obj] = ()) -> Observ
         )
 
     labels = (job.get("metadata") or {}).get("labels") or {}
-    queue = str(labels.get(KUEUE_QUEUE_LABEL, ""))
+    queue_name = str(labels.get(KUEUE_QUEUE_LABEL, ""))
     suspended = _true(conds, "Suspended") or (job.get("spec") or {}).get("suspend") is True
     if suspended:
-        where = f" in LocalQueue {queue}" if queue else ""
-        return Observation(Phase.QUEUED, f"queued{where} (Job suspended)", queue=queue)
+        return _queued(queue_name, queue)
 
     active = [
         p
@@ -345,6 +378,58 @@ def observe(job: Obj, pods: Sequence[Obj], events: Sequence[Obj] = ()) -> Observ
     return Observation(Phase.STARTING, f"starting on {node}", pod=pod_name)
 
 
+def _queued(name: str, ctx: QueueContext | None) -> Observation:
+    """The queued phase, in Kueue's words when its Workload says more than "suspended"."""
+    if not name or ctx is None:
+        where = f" in LocalQueue {name}" if name else ""
+        return Observation(Phase.QUEUED, f"queued{where} (Job suspended)", queue=name)
+    if ctx.kueue_missing:
+        message = (
+            f"queue_name is {name!r} but this cluster does not run Kueue (the kueue.x-k8s.io API "
+            "is not served): install Kueue, or leave queue_name unset"
+        )
+        return _refused(name, message)
+    wl = ctx.workload
+    if (wl is not None and wl.inadmissible) or ctx.cluster_queue == "":
+        said = f"Kueue cannot admit it: {wl.message}" if wl is not None and wl.message else ""
+        if ctx.cluster_queue == "":
+            said = (said + "; " if said else "") + (
+                f"LocalQueue {name} does not exist in this namespace: create it (pointing at a "
+                "ClusterQueue), or set queue_name to an existing LocalQueue"
+            )
+        return _refused(name, said, workload=wl)
+    cq = ctx.cluster_queue or (wl.cluster_queue if wl is not None else "")
+    where = f"queued in LocalQueue {name}" + (f" (ClusterQueue {cq})" if cq else "")
+    if ctx.position is not None:
+        where += f", position {ctx.position + 1}"
+    if wl is None:
+        why = "waiting for Kueue to make its Workload"
+        if ctx.waited_without_workload >= _NO_WORKLOAD_GRACE:
+            why = (
+                f"no Workload after {ctx.waited_without_workload:.0f}s: is Kueue's controller "
+                "running?"
+            )
+    elif wl.admitted:
+        why = f"admitted by Kueue to ClusterQueue {wl.cluster_queue}; the Job is resuming"
+    else:
+        why = wl.message or "waiting for Kueue to admit it"
+    if wl is not None and wl.evicted and not wl.admitted:
+        why = f"preempted ({wl.evicted}); queued again: {why}"
+    return Observation(Phase.QUEUED, f"{where}: {why}", queue=name, message=why, workload=wl)
+
+
+def _refused(name: str, message: str, *, workload: WorkloadState | None = None) -> Observation:
+    return Observation(
+        Phase.QUEUED,
+        f"queued in LocalQueue {name}: {message}",
+        problem=Problem.QUEUE_REFUSED,
+        reason="Inadmissible",
+        message=message,
+        queue=name,
+        workload=workload,
+    )
+
+
 def _latest_message(events: Sequence[Obj], name: str, reason: str) -> str:
     """The latest message of the scheduler's (not an autoscaler's) event of that reason."""
     for e in reversed(events):
@@ -405,6 +490,8 @@ def decide(
     facts = {**facts, "pod": obs.pod, "container": obs.container, "reason": obs.reason}
     if obs.problem is Problem.ADMISSION:
         return AdmissionRejectedError(obs.message, **facts)
+    if obs.problem is Problem.QUEUE_REFUSED:
+        return QueueError(obs.message, **facts)
     if obs.problem is Problem.IMAGE_INVALID:
         return ImageError(obs.message or obs.reason, **facts)
     if obs.problem is Problem.IMAGE_PULL and _over(seen_for, limits.image_pull_backoff_timeout):
@@ -459,8 +546,10 @@ def decide(
     ):
         return UnschedulableError(f"not scheduled after {seen_for:.0f}s (pending timeout)", **facts)
     if obs.phase is Phase.QUEUED and _over(seen_for, limits.queue_timeout):
+        why = f": {obs.message}" if obs.message else ""
         return DeadlineExceededError(
-            f"still queued after {seen_for:.0f}s{f' in {obs.queue}' if obs.queue else ''}",
+            f"still queued after {seen_for:.0f}s (queue_timeout)"
+            f"{f' in LocalQueue {obs.queue}' if obs.queue else ''}{why}",
             **facts,
         )
     return None

@@ -107,6 +107,14 @@ class KubeAccess(Protocol):
         """Read a ConfigMap; a missing one raises ``NotFoundError``."""
         ...
 
+    def get_local_queue(self, namespace: str, name: str) -> dict[str, Any]:
+        """Read a Kueue LocalQueue; a missing one raises ``NotFoundError``."""
+        ...
+
+    def pending_workloads(self, namespace: str, local_queue: str) -> list[dict[str, Any]]:
+        """Kueue's visibility API: a LocalQueue's pending Workloads, with their positions."""
+        ...
+
 
 class Clock(Protocol):
     """Time as the runner sees it."""

@@ -33,7 +33,7 @@ from k8s_step_operator._errors import (
     StepCancelledError,
     StepError,
 )
-from k8s_step_operator._job.keys import JOB_CONTROLLER_UID_LABEL
+from k8s_step_operator._job.keys import JOB_CONTROLLER_UID_LABEL, KUEUE_QUEUE_LABEL
 from k8s_step_operator._job.naming import same_step
 from k8s_step_operator._job.settings import KubernetesJobStepOperatorSettings
 from k8s_step_operator._runner.autoscaler import AutoscalerView, nodepools_admitting
@@ -41,12 +41,14 @@ from k8s_step_operator._runner.diagnosis import (
     Observation,
     Phase,
     Problem,
+    QueueContext,
     Timers,
     decide,
     observe,
     outcome_error,
 )
 from k8s_step_operator._runner.fit import FitVerdict, check_fit
+from k8s_step_operator._runner.kueue import QueueView, WorkloadState, read_workload
 from k8s_step_operator._runner.logs import TAIL_LINES, LogFollower
 from k8s_step_operator._runner.pods import container_state, pod_finished
 from k8s_step_operator._runner.ports import SYSTEM_CLOCK, Clock, KubeAccess
@@ -129,6 +131,7 @@ class StepRun:
         watchers: Where shared namespace watchers come from.
         nodes: The node view for the fit check (``None``: a private one).
         autoscalers: Which autoscalers the cluster runs (``None``: a private view).
+        queues: Kueue's LocalQueues and queue positions (``None``: a private view).
         companion: Builds, from the created Job, an object to create right after it (a Secret
             owned by the Job), or ``None``.
         cancel_wait_timeout: Seconds to wait for the pods to go after a delete.
@@ -146,6 +149,7 @@ class StepRun:
         watchers: WatcherRegistry = WATCHERS,
         nodes: NodeView | None = None,
         autoscalers: AutoscalerView | None = None,
+        queues: QueueView | None = None,
         companion: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None,
         cancel_wait_timeout: float = 120.0,
         log_drain_timeout: float = 10.0,
@@ -160,6 +164,11 @@ class StepRun:
         self.watchers = watchers
         self.nodes = nodes or NodeView(api, clock)
         self.autoscalers = autoscalers or AutoscalerView(api, clock)
+        self.queues = queues or QueueView(api, clock)
+        labels = (job.get("metadata") or {}).get("labels") or {}
+        self.queue_name = str(labels.get(KUEUE_QUEUE_LABEL, ""))
+        self._admission_said = False
+        self._workloads_warned = False
         self.companion = companion
         self.cancel_wait_timeout = cancel_wait_timeout
         self.log_drain_timeout = log_drain_timeout
@@ -270,6 +279,8 @@ class StepRun:
         clock = self.clock
         timers = Timers()
         phase_since = said_at = clock.monotonic()
+        if self.queue_name:
+            watcher.watch_workloads()
         missing_since: float | None = None
         failed_at: float | None = None
         last_summary = ""
@@ -296,12 +307,21 @@ class StepRun:
             if follower is not None:
                 follower.update(pods)
             events = watcher.events_for(self.name, *(p["metadata"]["name"] for p in pods))
-            obs = observe(job, pods, events)
+            workload = self._workload(watcher) if self.queue_name else None
+            queue = None
+            if self.queue_name and not pods:
+                queued_for = now - phase_since if self.phase is Phase.QUEUED else 0.0
+                queue = self._queue_context(watcher, workload, queued_for)
+            obs = observe(job, pods, events, queue)
+            if workload is not None:
+                self._say_admission(workload, obs)
             if obs.phase is not self.phase:
                 self.phase, phase_since, said_at = obs.phase, now, now
                 if obs.phase is not Phase.SUCCEEDED:  # success has its own line below
                     self._log_phase(obs)
-            elif obs.summary != last_summary and obs.problem is not None:
+            elif obs.summary != last_summary and (
+                obs.problem is not None or obs.phase in (Phase.QUEUED, Phase.SCALING_UP)
+            ):
                 self._log_phase(obs)
                 said_at = now
             elif now - said_at >= HEARTBEAT_SECONDS:
@@ -347,6 +367,59 @@ class StepRun:
                 log.error("step %s: %s; deleting Job %s", self.step_name, error, self.where)
                 self._delete(watcher=watcher)
                 raise error
+
+    def _workload(self, watcher: NamespaceWatcher) -> WorkloadState | None:
+        found = watcher.workload_of(self.uid)
+        return read_workload(found) if found is not None else None
+
+    def _queue_context(
+        self, watcher: NamespaceWatcher, workload: WorkloadState | None, queued_for: float
+    ) -> QueueContext | None:
+        """Kueue's view of the queued Job (``None``: Kueue's objects cannot be read)."""
+        unavailable = watcher.workloads_unavailable
+        if unavailable is not None and unavailable.status == 404:
+            return QueueContext(kueue_missing=True)
+        if unavailable is not None:
+            if not self._workloads_warned:
+                log.warning(
+                    "step %s: cannot read Kueue's Workloads (%s): the queued phase is reported "
+                    "without Kueue's reasons",
+                    self.step_name,
+                    unavailable,
+                )
+                self._workloads_warned = True
+            return None
+        cluster_queue = self.queues.cluster_queue(self.namespace, self.queue_name)
+        position = None
+        if workload is not None and workload.waiting_reason == "Pending":
+            position = self.queues.position(self.namespace, self.queue_name, workload.name)
+        return QueueContext(
+            workload=workload,
+            cluster_queue=cluster_queue,
+            position=position,
+            waited_without_workload=queued_for if workload is None else 0.0,
+        )
+
+    def _say_admission(self, workload: WorkloadState, obs: Observation) -> None:
+        """One line when Kueue admits the step (with the flavors), one when it evicts it."""
+        if workload.admitted and not self._admission_said:
+            self._admission_said = True
+            flavors = f" with flavor {workload.flavor_text}" if workload.flavors else ""
+            log.info(
+                "step %s: admitted by Kueue to ClusterQueue %s%s",
+                self.step_name,
+                workload.cluster_queue,
+                flavors,
+            )
+        elif workload.evicted and not workload.admitted and self._admission_said:
+            self._admission_said = False
+            log.warning(
+                "step %s: preempted by Kueue (%s: %s); queued again, it will run again from "
+                "the start",
+                self.step_name,
+                workload.evicted_reason,
+                workload.evicted,
+            )
 
     def _log_phase(self, obs: Observation) -> None:
         level = logging.WARNING if obs.problem is not None else logging.INFO

@@ -37,6 +37,7 @@ from k8s_step_operator._errors import ApiError
 from k8s_step_operator._job.keys import (
     JOB_CONTROLLER_UID_LABEL,
     JOB_NAME_LABEL,
+    KUEUE_JOB_UID_LABEL,
     LEGACY_JOB_NAME_LABEL,
     MANAGED_BY_SELECTOR,
 )
@@ -110,6 +111,7 @@ class _KindState:
     last_list: float = 0.0
     refused_since: float | None = None
     failure: ApiError | None = None  # a refusal no retry will fix, for this kind only
+    optional: bool = False  # its refusal concerns only the steps that use it (Kueue's Workloads)
 
 
 class NamespaceWatcher:
@@ -156,6 +158,8 @@ class NamespaceWatcher:
             "events": _KindState("events", None),
         }
         self._threads: list[threading.Thread] = []
+        self._workloads = _KindState("workloads", None, optional=True)
+        self._workloads_started = False
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -173,10 +177,45 @@ class NamespaceWatcher:
         t.start()
         self._threads.append(t)
 
+    def watch_workloads(self) -> None:
+        """Also watch Kueue's Workloads (started once, by the first step that has a queue)."""
+        with self._lock:
+            if self._workloads_started or self._stopped.is_set():
+                return
+            self._workloads_started = True
+            self._kinds["workloads"] = self._workloads
+        t = threading.Thread(
+            target=self._run, args=(self._workloads,), name=f"watch-workloads-{self.namespace}"
+        )
+        t.daemon = True
+        t.start()
+        self._threads.append(t)
+
+    @property
+    def workloads_unavailable(self) -> ApiError | None:
+        """Why Workloads cannot be watched (404: Kueue is not installed; 403), else ``None``."""
+        kind = self._workloads
+        return kind.failure if self._workloads_started else None
+
+    def workloads_synced(self) -> bool:
+        """Whether the Workloads have been listed once."""
+        return self._workloads.synced.is_set()
+
+    def workload_of(self, job_uid: str) -> dict[str, Any] | None:
+        """The cached Kueue Workload of the Job with this uid, or ``None``."""
+        with self._lock:
+            for wl in self._workloads.objects.values():
+                meta = wl.get("metadata") or {}
+                if (meta.get("labels") or {}).get(KUEUE_JOB_UID_LABEL) == job_uid or any(
+                    r.get("uid") == job_uid for r in meta.get("ownerReferences") or []
+                ):
+                    return wl
+        return None
+
     def stop(self) -> None:
         """Stop every thread and close the watch connections."""
         self._stopped.set()
-        for kind in self._kinds.values():
+        for kind in list(self._kinds.values()):
             self._close(kind)
         for t in self._threads:
             t.join(timeout=5)
@@ -197,8 +236,8 @@ class NamespaceWatcher:
     @property
     def failure(self) -> ApiError | None:
         """A refusal (401/403) of any kind's watch that outlasted the grace, else ``None``."""
-        for kind in self._kinds.values():
-            if kind.failure is not None:
+        for kind in list(self._kinds.values()):
+            if kind.failure is not None and not kind.optional:
                 return kind.failure
         return None
 
@@ -284,12 +323,25 @@ class NamespaceWatcher:
             except _Gone:
                 log.info("watch of %s in %s expired (410); re-listing", kind.name, self.namespace)
                 kind.resource_version = None
-            except ApiError as e:
+            except Exception as e:  # a watch thread never dies while the watcher runs
                 if self._stopped.is_set():
                     return
+                if not isinstance(e, ApiError):
+                    log.exception(
+                        "watch of %s in %s failed unexpectedly", kind.name, self.namespace
+                    )
+                    e = ApiError(f"{type(e).__name__}: {e}", operation=f"watch {kind.name}")
                 self._refused(kind, e)
                 failures += 1
                 delay = min(5.0, 0.2 * 2 ** min(failures, 5)) * random.uniform(0.5, 1.0)
+                if kind.optional and e.status in (403, 404):
+                    # Kueue not installed, or not readable: the steps that queue are told once;
+                    # look again now and then (Kueue may be installed later).
+                    kind.failure = e
+                    kind.synced.set()
+                    self._notify_all()
+                    self.clock.wait(self._stopped, 60.0)
+                    continue
                 log.warning(
                     "watch of %s in %s failed (%s); retrying in %.1fs",
                     kind.name,
@@ -431,7 +483,7 @@ class NamespaceWatcher:
     def _job_name_for(self, kind: _KindState, obj: dict[str, Any]) -> str:
         if kind.name == "jobs":
             return str(obj["metadata"]["name"])
-        return job_name_of_pod(obj)
+        return job_name_of_pod(obj)  # a pod's or a Workload's owning Job
 
     def _add_event(self, event: dict[str, Any]) -> str:
         involved = event.get("involvedObject") or {}

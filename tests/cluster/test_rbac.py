@@ -35,7 +35,9 @@ OPERATOR_RULES = {("batch", "jobs", v) for v in ("create", "get", "list", "watch
     ("", "events", "watch"),
     ("", "secrets", "create"),
 }
-NODE_RULES = {("", "nodes", v) for v in ("get", "list", "watch")}
+NODE_RULES = {("", "nodes", v) for v in ("get", "list", "watch")} | {
+    ("karpenter.sh", "nodepools", v) for v in ("get", "list", "watch")
+}
 # Granted to every authenticated user by the default system:basic-user role.
 SELF_REVIEWS = {
     ("authorization.k8s.io", "selfsubjectaccessreviews", "create"),
@@ -247,7 +249,15 @@ def test_node_reader_off_refuses_nodes(install_chart: InstallChart, namespace: s
 def test_kueue_rule_only_when_enabled(install_chart: InstallChart, namespace: str) -> None:
     sa = install_chart(namespace, {"kueue": {"enabled": True}})
     rules = _rules(sa.api_client, namespace) - SELF_REVIEWS
-    kueue = {("kueue.x-k8s.io", "workloads", v) for v in ("get", "list", "watch")}
+    kueue = (
+        {("kueue.x-k8s.io", "workloads", v) for v in ("get", "list", "watch")}
+        | {
+            ("kueue.x-k8s.io", "localqueues", "get"),
+            ("kueue.x-k8s.io", "localqueues", "list"),
+            ("visibility.kueue.x-k8s.io", "localqueues/pendingworkloads", "get"),
+        }
+        | {("kueue.x-k8s.io", "clusterqueues", v) for v in ("get", "list", "watch")}
+    )
     assert rules == OPERATOR_RULES | NODE_RULES | kueue
 
 

@@ -103,7 +103,8 @@ def test_doctor_names_exactly_the_missing_pods_log(namespace: str, api_client: A
     ]
     # No ClusterRoleBinding: nodes are a warning, and the inventory is skipped. (Kueue's
     # permissions are optional ones too when the cluster serves Kueue.)
-    assert {p.resource for p in report.missing_optional if p.group != KUEUE} == {"nodes"}
+    missing = {p.resource for p in report.missing_optional if not p.group.endswith(KUEUE)}
+    assert missing == {"nodes", "nodepools"}
     assert report.node_count is None
     text = format_report(report)
     assert text.splitlines()[-1] == f"NOT OK: get pods/log in namespace {namespace}"
@@ -113,10 +114,15 @@ def test_doctor_without_node_reader_warns_only(install_chart: InstallChart, name
     sa = install_chart(namespace, {"pipeline": {"rbac": {"nodeReader": False}}})
     report = run_doctor(sa.api_client, namespace)
     assert report.ok
-    assert [p.describe(namespace) for p in report.missing_optional if p.group != KUEUE] == [
+    assert [
+        p.describe(namespace) for p in report.missing_optional if not p.group.endswith(KUEUE)
+    ] == [
         "get nodes cluster-wide",
         "list nodes cluster-wide",
         "watch nodes cluster-wide",
+        "get nodepools.karpenter.sh cluster-wide",
+        "list nodepools.karpenter.sh cluster-wide",
+        "watch nodepools.karpenter.sh cluster-wide",
     ]
     assert any("GPU inventory skipped" in n for n in report.notes)
 
@@ -129,7 +135,7 @@ def test_doctor_requires_kueue_permissions_when_asked(
     assert [p.describe(namespace) for p in report.missing] == [
         f"{verb} workloads.kueue.x-k8s.io in namespace {namespace}"
         for verb in ("get", "list", "watch")
-    ]
+    ] + [f"{verb} localqueues.kueue.x-k8s.io in namespace {namespace}" for verb in ("get", "list")]
     with_kueue = install_chart(namespace, {"kueue": {"enabled": True}}, suffix="kueue")
     assert run_doctor(with_kueue.api_client, namespace, kueue=True).ok
 

@@ -167,6 +167,8 @@ class FakeKube:
         self.refuse: dict[str, ApiError] = {}  # kind -> error of every list and watch
         self.nodepools: list[Obj] | None = None  # None: Karpenter's API is not served
         self.configmaps: dict[tuple[str, str], Obj] = {}
+        # Kueue's visibility API: (namespace, LocalQueue) -> pending workloads; None: not served.
+        self.visibility: dict[tuple[str, str], list[Obj]] | None = None
         self.logs: dict[tuple[str, str, str], list[str]] = defaultdict(list)
         self.on_create: Callable[[Obj], None] | None = None
         self.delete_removes_pods = True
@@ -443,6 +445,19 @@ class FakeKube:
             raise NotFoundError("the server could not find the requested resource", status=404)
         return copy.deepcopy(self.nodepools)
 
+    def get_local_queue(self, namespace: str, name: str) -> Obj:
+        self._record("get_local_queue", namespace, name)
+        lq = self.store["localqueues"].get((namespace, name))
+        if lq is None:
+            raise NotFoundError(f'localqueues "{name}" not found', status=404, reason="NotFound")
+        return copy.deepcopy(lq)
+
+    def pending_workloads(self, namespace: str, local_queue: str) -> list[Obj]:
+        self._record("pending_workloads", namespace, local_queue)
+        if self.visibility is None:
+            raise NotFoundError("the server could not find the requested resource", status=404)
+        return copy.deepcopy(self.visibility.get((namespace, local_queue), []))
+
     def get_configmap(self, namespace: str, name: str) -> Obj:
         self._record("get_configmap", namespace, name)
         cm = self.configmaps.get((namespace, name))
@@ -470,13 +485,31 @@ class SyncWatchers(WatcherRegistry):
             watcher.relist(kind)  # type: ignore[arg-type]
 
         def feed(kind: str, ns: str, line: str) -> None:
-            if ns == namespace and kind in ("jobs", "pods", "events") and not watcher.stopped:
+            if ns != namespace or watcher.stopped:
+                return
+            if kind == "workloads" and not watcher._workloads_started:
+                return
+            if kind in ("jobs", "pods", "events", "workloads"):
                 event = json.loads(line)
                 if kind == "jobs" and not _matches(
                     event["object"], "app.kubernetes.io/managed-by=k8s-step-operator"
                 ):
                     return
                 watcher.handle(kind, line)  # type: ignore[arg-type]
+
+        def watch_workloads() -> None:
+            # As the watcher's own, but listed here and then fed synchronously (no thread).
+            if watcher._workloads_started:
+                return
+            watcher._workloads_started = True
+            watcher._kinds["workloads"] = watcher._workloads
+            try:
+                watcher.relist("workloads")
+            except ApiError as e:
+                watcher._workloads.failure = e
+                watcher._workloads.synced.set()
+
+        watcher.watch_workloads = watch_workloads  # type: ignore[method-assign]
 
         self.kube.listeners.append(feed)
         self.made.append(watcher)

@@ -97,11 +97,15 @@ def test_missing_nodes_is_a_warning_not_a_failure() -> None:
         "get nodes cluster-wide",
         "list nodes cluster-wide",
         "watch nodes cluster-wide",
+        "get nodepools.karpenter.sh cluster-wide",
+        "list nodepools.karpenter.sh cluster-wide",
+        "watch nodepools.karpenter.sh cluster-wide",
     ]
     text = format_report(r)
     assert "warning list nodes cluster-wide  (pre-submit fit check" in text
+    assert "warning list nodepools.karpenter.sh cluster-wide  (a step no current node fits" in text
     assert "GPU inventory: not available" in text
-    assert "3 optional permission(s) missing" in text
+    assert "6 optional permission(s) missing" in text
 
 
 def test_kueue_permissions_required_when_asked() -> None:

@@ -41,6 +41,7 @@ EXPECTED_ALL = [
     "NotFoundError",
     "OOMKilledError",
     "PipelineConfiguration",
+    "QueueError",
     "ResourceSettings",
     "SecretKeyRef",
     "ServerUnavailableError",

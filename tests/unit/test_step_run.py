@@ -229,6 +229,7 @@ def test_without_node_access_the_pending_timeout_decides() -> None:
 
 def test_queued_job_is_bounded_by_queue_timeout() -> None:
     kube, run = make(queue_name="gpus", queue_timeout=300)
+    kube.put("localqueues", NS, {"metadata": {"name": "gpus"}, "spec": {"clusterQueue": "team"}})
     with pytest.raises(DeadlineExceededError) as info:
         run.run()
     assert "still queued" in str(info.value)
@@ -409,3 +410,22 @@ def test_secret_values_go_into_a_secret_owned_by_the_job() -> None:
     )
     again.watchers = SyncWatchers(kube)
     assert again.submit()["metadata"]["uid"] == job["metadata"]["uid"]
+
+
+def test_the_operator_closes_its_watches_and_client() -> None:
+    from k8s_step_operator import KubernetesJobStepOperator, KubernetesJobStepOperatorConfig
+    from k8s_step_operator._runner.watcher import WATCHERS
+
+    kube = FakeKube(FakeClock())
+    closed: list[bool] = []
+    kube.close = lambda: closed.append(True)  # type: ignore[attr-defined]
+    with KubernetesJobStepOperator(
+        config=KubernetesJobStepOperatorConfig(namespace=NS, image="img:1")
+    ) as operator:
+        operator._access = kube  # type: ignore[assignment]
+        watcher = WATCHERS.acquire(kube, NS, clock=kube.clock)
+        WATCHERS.release(watcher)  # lingers for the next step
+        assert not watcher.stopped
+    assert watcher.stopped
+    assert closed == [True]
+    assert WATCHERS.watchers(kube) == []

@@ -91,6 +91,23 @@ def test_zenml_accepts_the_flavor_source() -> None:
     assert flavor.name == "kubernetes_job"
 
 
+def test_the_cluster_access_fields_are_the_cores() -> None:
+    from k8s_step_operator import KubernetesJobStepOperatorConfig as CoreConfig
+    from k8s_step_operator.integrations.zenml.config import CLUSTER_ACCESS_FIELDS
+
+    assert set(CLUSTER_ACCESS_FIELDS) == set(CoreConfig.model_fields) - set(
+        CoreSettings.model_fields
+    )
+    for name in CLUSTER_ACCESS_FIELDS:
+        ours = KubernetesJobStepOperatorConfig.model_fields[name]
+        core = CoreConfig.model_fields[name]
+        assert (ours.annotation, ours.default, ours.description) == (
+            core.annotation,
+            core.default,
+            core.description,
+        ), name
+
+
 def test_config_takes_the_command_lines_strings() -> None:
     # `zenml step-operator register ... --node_selector='{"pool": "gpu"}' --local=true`
     config = KubernetesJobStepOperatorConfig(

@@ -71,7 +71,7 @@ class KubernetesJobStepOperatorConfig(BaseStepOperatorConfig, KubernetesJobStepO
     kubernetes_context: str | None = Field(
         default=None, description=_core_description("kubernetes_context")
     )
-    incluster: bool = Field(default=False, description=_core_description("incluster"))
+    incluster: bool | None = Field(default=None, description=_core_description("incluster"))
     local: bool = Field(
         default=False,
         description="Local mode: the step pods see this machine's ZenML local stores (SQLite "

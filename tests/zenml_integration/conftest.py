@@ -12,8 +12,9 @@ local stores and a claim bound to it, and ZenML (``zenml init``, the flavor, the
 component in local mode, the stack). The PersistentVolume is cluster-wide: it is named after
 the namespace and deleted at the end.
 
-The tests need ZenML (``pip install -e '.[zenml,dev]'``, ``make venv-zenml``): without it they
-are skipped.
+The tests need ZenML (``pip install -e '.[zenml,dev]'``, ``make venv-zenml``): an environment
+without it does not collect them (``tests/conftest.py``); ``make test`` runs them in the ZenML
+environment.
 """
 
 from __future__ import annotations

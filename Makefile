@@ -17,7 +17,8 @@ TEST_KUBECONFIG ?=
 # logs and cancel tests, all with the kubernetes client a ZenML install resolves to.
 ZENML_TESTS := tests/unit tests/zenml_integration tests/cluster/test_launch.py
 # Where `make demo-zenml` keeps its ZenML (store, artifact store, source root).
-ZENML_DEMO_DIR ?= $(CURDIR)/.cluster/zenml-demo
+# Where `make demo-zenml` keeps its ZenML (empty: examples/zenml/demo.py's own choice).
+ZENML_DEMO_DIR ?=
 # The unit tests at both ends of the core's dependency bounds, in environments cached by
 # pyproject.toml's hash (~/.cache is kept between CI runs; a fresh machine creates them).
 VENV_CACHE := $(K8SSO_CACHE)/venvs
@@ -96,7 +97,7 @@ demo: venv core-binaries ## Run the sample two-step pipeline with a GPU training
 demo-zenml: venv venv-zenml core-binaries ## Run a three-step ZenML pipeline (training on a GPU) on the real node; list its runs
 	@$(MAKE) --no-print-directory cluster-up
 	@$(MAKE) --no-print-directory zenml-image
-	KUBECONFIG=$(LOCAL_KUBECONFIG) $(PYZ) examples/zenml/demo.py --dir $(ZENML_DEMO_DIR)
+	KUBECONFIG=$(LOCAL_KUBECONFIG) $(PYZ) examples/zenml/demo.py $(if $(ZENML_DEMO_DIR),--dir $(ZENML_DEMO_DIR))
 
 ifeq ($(TEST_KUBECONFIG),)
 test: cluster venv-zenml ## Run the whole test suite against the local cluster (or TEST_KUBECONFIG's), ZenML's part in the ZenML environment

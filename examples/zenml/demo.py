@@ -52,21 +52,30 @@ def run(argv: list[str], *, env: dict[str, str], cwd: Path, check: bool = True) 
     return code
 
 
-def real_node(core: k8s.CoreV1Api) -> str:
-    """The Ready node that runs containers, once it has the ZenML step image."""
-    for node in core.list_node(label_selector=f"{REAL_LABEL}=true").items:
-        ready = {c.type: c.status for c in node.status.conditions or []}.get("Ready")
-        if ready == "True":
-            images = {n for i in node.status.images or () for n in i.names or ()}
-            if IMAGE not in images:
-                raise SystemExit(
-                    f"{IMAGE} is not on node {node.metadata.name}: run `make zenml-image`"
-                )
-            return str(node.metadata.name)
-    raise SystemExit(
-        "no Ready node that runs containers: the ZenML demo needs the real node "
-        "(`make cluster` as root starts it)"
-    )
+def real_node(core: k8s.CoreV1Api, wait: float = 60.0) -> str:
+    """The Ready node that runs containers, once it has the ZenML step image.
+
+    The kubelet lists a just-imported image in the node's status at its next status update
+    (every 10 s or so): wait for it that long.
+    """
+    deadline = time.monotonic() + wait
+    while True:
+        ready_nodes = []
+        for node in core.list_node(label_selector=f"{REAL_LABEL}=true").items:
+            ready = {c.type: c.status for c in node.status.conditions or []}.get("Ready")
+            if ready == "True":
+                ready_nodes.append(node.metadata.name)
+                images = {n for i in node.status.images or () for n in i.names or ()}
+                if IMAGE in images:
+                    return str(node.metadata.name)
+        if not ready_nodes:
+            raise SystemExit(
+                "no Ready node that runs containers: the ZenML demo needs the real node "
+                "(`make cluster` as root starts it)"
+            )
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{IMAGE} is not on node {ready_nodes[0]}: run `make zenml-image`")
+        time.sleep(1)
 
 
 def ensure_namespace(core: k8s.CoreV1Api, root: bool) -> None:
@@ -199,7 +208,12 @@ def register(zenml: str, kubeconfig: str, env: dict[str, str], repo: Path, root:
 def main(argv: list[str] | None = None) -> int:
     """Set up what is missing, run the pipeline, list the runs; the pipeline's exit status."""
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    ap.add_argument("--dir", default=str(REPO / ".cluster" / "zenml-demo"), help="demo state")
+    cache = Path(os.environ.get("K8SSO_CACHE", str(Path.home() / ".cache" / "k8s-step-operator")))
+    # Outside any git checkout: ZenML uploads the pipeline's code as git lists it, and a
+    # gitignored directory (like the checkout's .cluster/) would upload nothing. One per
+    # checkout: its ZenML stack names this checkout's cluster.
+    checkout = hashlib.sha256(str(REPO).encode()).hexdigest()[:8]
+    ap.add_argument("--dir", default=str(cache / f"zenml-demo-{checkout}"), help="demo state")
     args = ap.parse_args(argv)
     state = Path(args.dir).resolve()
     config, repo = state / "config", state / "repo"

@@ -469,6 +469,7 @@ def decide(
     never_fits: bool = False,
     advice: str = "",
     autoscaler_may_act: bool = False,
+    autoscaler_wait: float | None = None,
     **facts: Any,
 ) -> StepError | None:
     """Whether the step must fail now, given how long its current problem has lasted.
@@ -482,6 +483,8 @@ def decide(
         advice: What to change when no node could ever fit it.
         autoscaler_may_act: An autoscaler exists that may still add a node that fits (it has
             not said so yet): a pod no current node fits waits for it, up to scale_up_timeout.
+        autoscaler_wait: Instead of scale_up_timeout, how long to wait for an autoscaler that
+            may exist (the identity cannot tell) to say something.
         **facts: Job and namespace names for the error.
 
     Returns:
@@ -524,10 +527,12 @@ def decide(
                 return UnschedulableError(
                     f"no node could ever fit this pod: {why}", breakdown=obs.message, **facts
                 )
-            if _over(seen_for, limits.scale_up_timeout):
+            bound = limits.scale_up_timeout if autoscaler_wait is None else autoscaler_wait
+            if _over(seen_for, bound):
+                which = "scale_up_timeout" if autoscaler_wait is None else "no autoscaler spoke"
                 return UnschedulableError(
                     f"no node fits, and no autoscaler added one within {seen_for:.0f}s "
-                    f"(scale_up_timeout): {advice or obs.message}",
+                    f"({which}): {advice or obs.message}",
                     breakdown=obs.message,
                     **facts,
                 )

@@ -65,6 +65,8 @@ _TICK = 1.0
 _MISSING_GRACE = 5.0
 # Retry budget of the clean-up after an interrupt: the caller is on its way out.
 _CLEANUP_BUDGET = 15.0
+# How long a step no node fits waits for an autoscaler the identity cannot see to speak.
+AUTOSCALER_GRACE = 20.0
 # A line saying the step still waits, when nothing else was said for this long.
 HEARTBEAT_SECONDS = 60.0
 
@@ -349,9 +351,9 @@ class StepRun:
             verdict = self._fit(job) if obs.problem is Problem.UNSCHEDULABLE else None
             never_fits = verdict is not None and not verdict.fits
             advice = verdict.advice() if verdict is not None else ""
-            may_scale = False
+            may_scale, wait = False, None
             if never_fits and obs.autoscaler is None:
-                may_scale, refusals = self._may_scale(job)
+                may_scale, wait, refusals = self._may_scale(job)
                 advice = f"{advice}; {refusals}" if refusals else advice
             error = decide(
                 obs,
@@ -360,6 +362,7 @@ class StepRun:
                 never_fits=never_fits,
                 advice=advice,
                 autoscaler_may_act=may_scale,
+                autoscaler_wait=wait,
                 job=self.name,
                 namespace=self.namespace,
             )
@@ -508,19 +511,29 @@ class StepRun:
             log.debug("no node fits Job %s: %s", self.where, "; ".join(verdict.reasons))
         return verdict
 
-    def _may_scale(self, job: Mapping[str, Any]) -> tuple[bool, str]:
-        """Whether an autoscaler may still add a node for the pod, and else the NodePools' no."""
+    def _may_scale(self, job: Mapping[str, Any]) -> tuple[bool, float | None, str]:
+        """Whether an autoscaler may still add a node for the pod.
+
+        Returns:
+            ``(may, wait, refusals)``: ``wait`` bounds the wait for an autoscaler that may exist
+            but cannot be seen (``None``: scale_up_timeout applies); ``refusals`` says why no
+            NodePool allows the pod.
+        """
         presence = self.autoscalers.presence()
         refusals = ""
         if presence.karpenter:
             pod_spec = ((job.get("spec") or {}).get("template") or {}).get("spec") or {}
             admitting, refused = nodepools_admitting(pod_spec, presence.nodepools)
             if admitting:
-                return True, ""
+                return True, None, ""
             refusals = "; ".join(refused) if refused else "Karpenter has no NodePool"
         if presence.cluster_autoscaler:
-            return True, ""
-        return False, refusals
+            return True, None, ""
+        if presence.cluster_autoscaler is None and not presence.karpenter:
+            # A cluster autoscaler may run where this identity cannot look: it speaks on the
+            # pod within its scan interval (10 s by default) when it does.
+            return True, AUTOSCALER_GRACE, refusals
+        return False, None, refusals
 
     # -- cancel --------------------------------------------------------------------------
 

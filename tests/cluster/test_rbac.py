@@ -236,6 +236,18 @@ def test_pipeline_has_nothing_else(operator_sa: OperatorIdentity) -> None:
     assert rules == OPERATOR_RULES | NODE_RULES
 
 
+def test_only_the_cluster_autoscalers_status_is_readable_in_kube_system(
+    operator_sa: OperatorIdentity,
+) -> None:
+    core = k8s.CoreV1Api(operator_sa.api_client)
+    # Allowed (absent here: no cluster autoscaler runs in the local cluster), and nothing else.
+    status = status_of(core.read_namespaced_config_map, "cluster-autoscaler-status", "kube-system")
+    assert status == 404
+    assert status_of(core.read_namespaced_config_map, "kube-root-ca.crt", "kube-system") == 403
+    assert status_of(core.list_namespaced_config_map, "kube-system") == 403
+    assert status_of(core.list_namespaced_secret, "kube-system") == 403
+
+
 def test_node_reader_off_refuses_nodes(install_chart: InstallChart, namespace: str) -> None:
     sa = install_chart(namespace, {"pipeline": {"rbac": {"nodeReader": False}}})
     core = k8s.CoreV1Api(sa.api_client)

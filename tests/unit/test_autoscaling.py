@@ -320,3 +320,16 @@ def test_nodepool_check_judges_labels_requirements_and_taints() -> None:
     # A label the NodePool leaves to the instance type (the GPU model) gets the benefit of doubt.
     model = {**pod, "nodeSelector": {POOL: "gpus", "nvidia.com/gpu.product": "NVIDIA-B200"}}
     assert nodepools_admitting(model, [pool])[0] == ["np"]
+
+
+def test_an_autoscaler_the_identity_cannot_see_is_given_a_moment_to_speak() -> None:
+    from k8s_step_operator import ForbiddenError
+
+    kube, run = make(pending_timeout=600)
+    forbidden = ForbiddenError("configmaps is forbidden", status=403, reason="Forbidden")
+    kube.fail("get_configmap", forbidden, times=100)
+    script(kube, (0.5, lambda j: unschedulable(kube, j)))
+    with pytest.raises(UnschedulableError) as raised:
+        run.run()
+    assert "no autoscaler spoke" in str(raised.value)
+    assert 20 <= kube.clock.t - 1000 <= 23  # not the pending timeout, not at once

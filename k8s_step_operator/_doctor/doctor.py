@@ -11,6 +11,7 @@ from k8s_step_operator._doctor.command import add_parser, main
 from k8s_step_operator._doctor.gpus import gpu_model_labels, is_gpu_resource
 from k8s_step_operator._doctor.kueue import KueueReport, build_kueue
 from k8s_step_operator._doctor.permissions import (
+    AUTOSCALER_PERMISSIONS,
     KUEUE_PERMISSIONS,
     NODE_PERMISSIONS,
     OPERATOR_PERMISSIONS,
@@ -28,6 +29,7 @@ from k8s_step_operator._doctor.report import (
 )
 
 __all__ = [
+    "AUTOSCALER_PERMISSIONS",
     "KUEUE_PERMISSIONS",
     "NODE_PERMISSIONS",
     "OPERATOR_PERMISSIONS",

@@ -4,7 +4,9 @@ One table, kept equal to what the chart's Role and ClusterRole grant (a unit tes
 the required verbs on Jobs, pods, pods/log and events in the steps' namespace; creating Secrets
 there (optional: only steps with secret environment values, such as ZenML's store API token, need
 it; each such Secret is owned by its Job); nodes cluster-wide (optional: the fit check and the GPU
-inventory are skipped without them); Kueue Workloads (optional, or required with ``--kueue``).
+inventory are skipped without them); the cluster autoscaler's status ConfigMap in kube-system
+(optional: that one object, to tell whether a node may still be added); Kueue Workloads
+(optional, or required with ``--kueue``).
 Pure: no I/O.
 """
 
@@ -14,7 +16,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from k8s_step_operator._job.keys import (
+    CLUSTER_AUTOSCALER_STATUS_CONFIGMAP,
+    CLUSTER_AUTOSCALER_STATUS_NAMESPACE,
+)
+
 __all__ = [
+    "AUTOSCALER_PERMISSIONS",
     "KUEUE_PERMISSIONS",
     "NODE_PERMISSIONS",
     "OPERATOR_PERMISSIONS",
@@ -32,6 +40,8 @@ class Permission:
         group: The API group; ``""`` is the core group.
         subresource: The subresource (``log`` for ``pods/log``), or ``""``.
         cluster_scoped: Checked without a namespace (nodes).
+        namespace: A namespace of its own (kube-system) instead of the steps' namespace.
+        name: The one object it is granted on (RBAC ``resourceNames``), or ``""`` for all.
         required: ``False`` when the operator works without it, with less help.
         purpose: What it is used for, shown next to a missing optional permission.
     """
@@ -41,6 +51,8 @@ class Permission:
     group: str = ""
     subresource: str = ""
     cluster_scoped: bool = False
+    namespace: str = ""
+    name: str = ""
     required: bool = True
     purpose: str = ""
 
@@ -52,8 +64,11 @@ class Permission:
 
     def describe(self, namespace: str) -> str:
         """E.g. ``get pods/log in namespace ml`` or ``list nodes cluster-wide``."""
-        where = "cluster-wide" if self.cluster_scoped else f"in namespace {namespace}"
-        return f"{self.verb} {self.resource_name} {where}"
+        where = (
+            "cluster-wide" if self.cluster_scoped else f"in namespace {self.namespace or namespace}"
+        )
+        named = f" {self.name}" if self.name else ""
+        return f"{self.verb} {self.resource_name}{named} {where}"
 
 
 def _perms(
@@ -92,6 +107,18 @@ NODE_PERMISSIONS: tuple[Permission, ...] = (
         required=False,
         purpose="a step no current node fits is failed at once, even where Karpenter could "
         "add a node",
+    ),
+)
+# What the chart's Role in kube-system grants: the cluster autoscaler's status, that one object.
+AUTOSCALER_PERMISSIONS: tuple[Permission, ...] = (
+    Permission(
+        "get",
+        "configmaps",
+        namespace=CLUSTER_AUTOSCALER_STATUS_NAMESPACE,
+        name=CLUSTER_AUTOSCALER_STATUS_CONFIGMAP,
+        required=False,
+        purpose="where no Karpenter NodePool is readable either, a step no current node fits "
+        "waits 20 s for an autoscaler to speak before it is failed",
     ),
 )
 KUEUE_PERMISSIONS: tuple[Permission, ...] = (

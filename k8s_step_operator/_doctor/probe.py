@@ -28,6 +28,7 @@ from k8s_step_operator._doctor.kueue import (
     served_versions,
 )
 from k8s_step_operator._doctor.permissions import (
+    AUTOSCALER_PERMISSIONS,
     KUEUE_PERMISSIONS,
     NODE_PERMISSIONS,
     OPERATOR_PERMISSIONS,
@@ -54,7 +55,9 @@ def _get_json(operation: str, fn: Callable[..., Any], *args: Any) -> Any:
 def _check(authz: Any, perm: Permission, namespace: str) -> AccessCheck:
     attributes = {"verb": perm.verb, "group": perm.group, "resource": perm.resource}
     if not perm.cluster_scoped:
-        attributes["namespace"] = namespace
+        attributes["namespace"] = perm.namespace or namespace
+    if perm.name:
+        attributes["name"] = perm.name
     if perm.subresource:
         attributes["subresource"] = perm.subresource
     body = {
@@ -161,7 +164,11 @@ def run_doctor(api_client: Any, namespace: str, *, kueue: bool | None = None) ->
     """
     check_dns_label("namespace", namespace)
     served = served_versions(_api_groups(api_client)) if kueue is not False else None
-    permissions: list[Permission] = [*OPERATOR_PERMISSIONS, *NODE_PERMISSIONS]
+    permissions: list[Permission] = [
+        *OPERATOR_PERMISSIONS,
+        *NODE_PERMISSIONS,
+        *AUTOSCALER_PERMISSIONS,
+    ]
     if kueue:
         permissions += KUEUE_PERMISSIONS
     elif kueue is None and served is not None:

@@ -91,6 +91,11 @@ KUEUE_PRIORITY_CLASS_LABEL = "kueue.x-k8s.io/priority-class"
 # Set by Kueue on the Workload it makes for a Job: the Job's uid.
 KUEUE_JOB_UID_LABEL = "kueue.x-k8s.io/job-uid"
 
+# --- the cluster autoscaler (read, never written) ---------------------------------------------
+# The ConfigMap in which the cluster autoscaler publishes its status: its presence says one runs.
+CLUSTER_AUTOSCALER_STATUS_NAMESPACE = "kube-system"
+CLUSTER_AUTOSCALER_STATUS_CONFIGMAP = "cluster-autoscaler-status"
+
 # --- what users may not set -------------------------------------------------------------------
 RESERVED_KEY_PREFIXES: tuple[str, ...] = (
     "kubernetes.io/",

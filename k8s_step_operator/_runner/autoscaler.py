@@ -26,6 +26,10 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from k8s_step_operator._errors import ApiError, ForbiddenError, NotFoundError
+from k8s_step_operator._job.keys import (
+    CLUSTER_AUTOSCALER_STATUS_CONFIGMAP,
+    CLUSTER_AUTOSCALER_STATUS_NAMESPACE,
+)
 from k8s_step_operator._runner.ports import SYSTEM_CLOCK, Clock
 
 __all__ = [
@@ -283,7 +287,9 @@ class AutoscalerView:
                 karpenter = None
             ca: bool | None
             try:
-                self.api.get_configmap("kube-system", "cluster-autoscaler-status")
+                self.api.get_configmap(
+                    CLUSTER_AUTOSCALER_STATUS_NAMESPACE, CLUSTER_AUTOSCALER_STATUS_CONFIGMAP
+                )
                 ca = True
             except NotFoundError:
                 ca = False

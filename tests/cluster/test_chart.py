@@ -104,10 +104,29 @@ def test_defaults_render_least_privilege_only(helm_bin: str) -> None:
         "ClusterRole",
         "ClusterRoleBinding",
         "Role",
+        "Role",
+        "RoleBinding",
         "RoleBinding",
         "ServiceAccount",
         "ServiceAccount",
     ]
+    # The one object outside the release's namespace: the cluster autoscaler's status, read only.
+    elsewhere = [d for d in docs if d["metadata"].get("namespace", "ml") != "ml"]
+    assert sorted((d["kind"], d["metadata"]["namespace"]) for d in elsewhere) == [
+        ("Role", "kube-system"),
+        ("RoleBinding", "kube-system"),
+    ]
+    (status_role,) = (d for d in elsewhere if d["kind"] == "Role")
+    assert status_role["rules"] == [
+        {
+            "apiGroups": [""],
+            "resources": ["configmaps"],
+            "resourceNames": ["cluster-autoscaler-status"],
+            "verbs": ["get"],
+        }
+    ]
+    off = template(helm_bin, "--skip-tests", "--set", "pipeline.rbac.autoscalerStatus=false")
+    assert all(d["metadata"].get("namespace") != "kube-system" for d in off)
     step = next(d for d in docs if d["metadata"]["name"].endswith("-step"))
     assert step["automountServiceAccountToken"] is False
     for d in docs:
@@ -145,7 +164,9 @@ def test_every_optional_object_renders(helm_bin: str) -> None:
         "ClusterQueue",
     }
     for d in docs:
-        if d["kind"] not in cluster_scoped:
+        if d["kind"] not in cluster_scoped and not d["metadata"]["name"].endswith(
+            "-autoscaler-status"
+        ):
             assert d["metadata"]["namespace"] == "ml-steps", d["kind"]
     quota = next(d for d in docs if d["kind"] == "ResourceQuota")
     assert quota["spec"]["hard"]["requests.nvidia.com/gpu"] == "8"
@@ -153,7 +174,7 @@ def test_every_optional_object_renders(helm_bin: str) -> None:
     assert cq["spec"]["namespaceSelector"]["matchLabels"] == {
         "kubernetes.io/metadata.name": "ml-steps"
     }
-    role = next(d for d in docs if d["kind"] == "Role")
+    role = next(d for d in docs if d["kind"] == "Role" and d["metadata"]["namespace"] == "ml-steps")
     assert {
         "apiGroups": ["kueue.x-k8s.io"],
         "resources": ["workloads"],
@@ -178,9 +199,12 @@ def test_names_fit_63_characters_and_stay_distinct(helm_bin: str) -> None:
         for value in d["metadata"].get("labels", {}).values():
             assert len(str(value)) <= 63
     # Names that refer to each other still match after truncation.
-    role = next(d for d in docs if d["kind"] == "Role")
-    binding = next(d for d in docs if d["kind"] == "RoleBinding")
-    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    for ns in ("ml-steps", "kube-system"):
+        role = next(d for d in docs if d["kind"] == "Role" and d["metadata"]["namespace"] == ns)
+        binding = next(
+            d for d in docs if d["kind"] == "RoleBinding" and d["metadata"]["namespace"] == ns
+        )
+        assert binding["roleRef"]["name"] == role["metadata"]["name"]
 
 
 @pytest.mark.parametrize(

@@ -101,10 +101,11 @@ def test_doctor_names_exactly_the_missing_pods_log(namespace: str, api_client: A
     assert [p.describe(namespace) for p in report.missing] == [
         f"get pods/log in namespace {namespace}"
     ]
-    # No ClusterRoleBinding: nodes are a warning, and the inventory is skipped. (Kueue's
-    # permissions are optional ones too when the cluster serves Kueue.)
+    # No ClusterRoleBinding nor kube-system Role: nodes, NodePools and the cluster autoscaler's
+    # status are warnings, and the inventory is skipped. (Kueue's permissions are optional ones
+    # too when the cluster serves Kueue.)
     missing = {p.resource for p in report.missing_optional if not p.group.endswith(KUEUE)}
-    assert missing == {"nodes", "nodepools"}
+    assert missing == {"nodes", "nodepools", "configmaps"}
     assert report.node_count is None
     text = format_report(report)
     assert text.splitlines()[-1] == f"NOT OK: get pods/log in namespace {namespace}"

@@ -16,6 +16,7 @@ from k8s_step_operator import ConfigurationError
 from k8s_step_operator._doctor import command, probe
 from k8s_step_operator._doctor.gpus import is_gpu_resource
 from k8s_step_operator._doctor.permissions import (
+    AUTOSCALER_PERMISSIONS,
     KUEUE_PERMISSIONS,
     NODE_PERMISSIONS,
     OPERATOR_PERMISSIONS,
@@ -37,7 +38,12 @@ NS = "ml"
 
 
 def checks(denied: set[Permission] = frozenset(), kueue: bool = False) -> list[AccessCheck]:  # type: ignore[assignment]
-    perms = [*OPERATOR_PERMISSIONS, *NODE_PERMISSIONS, *(KUEUE_PERMISSIONS if kueue else ())]
+    perms = [
+        *OPERATOR_PERMISSIONS,
+        *NODE_PERMISSIONS,
+        *AUTOSCALER_PERMISSIONS,
+        *(KUEUE_PERMISSIONS if kueue else ()),
+    ]
     return [
         AccessCheck(p, p not in denied, "" if p not in denied else "no RBAC rule") for p in perms
     ]
@@ -286,28 +292,41 @@ def _rendered(kind: str) -> list[dict[str, Any]]:
     return [d for d in docs if d and d.get("kind") == kind]
 
 
-def _grants(obj: dict[str, Any]) -> set[tuple[str, str, str]]:
+def _grants(obj: dict[str, Any]) -> set[tuple[str, str, str, str]]:
     return {
-        (group, resource, verb)
+        (group, resource, verb, name)
         for rule in obj["rules"]
         for group in rule["apiGroups"]
         for resource in rule["resources"]
         for verb in rule["verbs"]
+        for name in rule.get("resourceNames", [""])
     }
 
 
-def _needs(perms: tuple[Permission, ...]) -> set[tuple[str, str, str]]:
+def _needs(perms: tuple[Permission, ...]) -> set[tuple[str, str, str, str]]:
     return {
-        (p.group, p.resource + (f"/{p.subresource}" if p.subresource else ""), p.verb)
+        (p.group, p.resource + (f"/{p.subresource}" if p.subresource else ""), p.verb, p.name)
         for p in perms
     }
 
 
 def test_chart_role_grants_exactly_what_doctor_checks() -> None:
-    (role,) = _rendered("Role")
-    assert _grants(role) == _needs(OPERATOR_PERMISSIONS)
+    roles = {r["metadata"]["namespace"]: r for r in _rendered("Role")}
+    assert sorted(roles) == ["k8s-step-operator", "kube-system"]
+    assert _grants(roles["k8s-step-operator"]) == _needs(OPERATOR_PERMISSIONS)
+    # kube-system: the cluster autoscaler's status ConfigMap and nothing else there.
+    assert _grants(roles["kube-system"]) == _needs(AUTOSCALER_PERMISSIONS)
+    assert {p.namespace for p in AUTOSCALER_PERMISSIONS} == {"kube-system"}
     (cluster_role,) = _rendered("ClusterRole")
     assert _grants(cluster_role) == _needs(NODE_PERMISSIONS)
+
+
+def test_a_permission_on_one_object_elsewhere_says_which_and_where() -> None:
+    (perm,) = AUTOSCALER_PERMISSIONS
+    assert perm.describe("ml") == (
+        "get configmaps cluster-autoscaler-status in namespace kube-system"
+    )
+    assert not perm.required
 
 
 def test_run_doctor_rejects_bad_namespace_before_any_request() -> None:

@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -109,9 +109,12 @@ def pipeline_kubeconfig(operator_sa: Any, api_client: k8s.ApiClient, tmp_path: P
 @pytest.fixture
 def make_operator(
     pipeline_kubeconfig: Path, operator_sa: Any
-) -> Callable[..., KubernetesJobStepOperator]:
+) -> Iterator[Callable[..., KubernetesJobStepOperator]]:
+    """Operators for the test, closed before its ServiceAccount and namespace go."""
+    made: list[KubernetesJobStepOperator] = []
+
     def make(**config: Any) -> KubernetesJobStepOperator:
-        return KubernetesJobStepOperator(
+        operator = KubernetesJobStepOperator(
             "k8s",
             config=KubernetesJobStepOperatorConfig(
                 kubeconfig_path=str(pipeline_kubeconfig),
@@ -122,8 +125,12 @@ def make_operator(
                 **config,
             ),
         )
+        made.append(operator)
+        return operator
 
-    return make
+    yield make
+    for operator in made:
+        operator.close()
 
 
 @pytest.fixture
@@ -539,7 +546,7 @@ def test_missing_watch_permission_fails_fast_and_cleans_up(
         ),
     )
     info = step_info("blind", duration="10m")
-    with pytest.raises(ForbiddenError) as raised:
+    with operator, pytest.raises(ForbiddenError) as raised:
         operator.launch(info, ["true"], {})
     assert "pods" in str(raised.value)
     assert jobs_in(api_client, namespace) == []

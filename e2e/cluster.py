@@ -628,30 +628,13 @@ def nodes_ready(st: State, names: Sequence[str]) -> bool:
 
 def ensure_crds(st: State) -> None:
     """Install the CRDs in ``e2e/kwok/crds`` (KWOK watches them) and wait until established."""
-    api = Api(st)
-    names = []
-    for f in sorted((KWOK_DIR / "crds").glob("*.yaml")):
-        for doc in yaml.safe_load_all(f.read_text()):
-            if not doc:
-                continue
-            names.append(doc["metadata"]["name"])
-            code, body = api.request(
-                "POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", doc
-            )
-            if code not in (201, 409):
-                raise SystemExit(f"creating CRD {names[-1]} failed: HTTP {code}: {body}")
-
-    def established() -> bool:
-        for n in names:
-            code, body = api.request(
-                "GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{n}"
-            )
-            conds = (body or {}).get("status", {}).get("conditions") or [] if code == 200 else []
-            if not any(c["type"] == "Established" and c["status"] == "True" for c in conds):
-                return False
-        return True
-
-    wait_for("KWOK's CRDs to be established", established, 30)
+    crds = [
+        doc
+        for f in sorted((KWOK_DIR / "crds").glob("*.yaml"))
+        for doc in yaml.safe_load_all(f.read_text())
+        if doc
+    ]
+    addons.apply_crds(Api(st), crds)
 
 
 def write_pod_log(

@@ -55,7 +55,7 @@ def in_ci() -> bool:
 def unavailable(reason: str) -> None:
     """Skip outside CI; fail in CI, where the cluster is part of the build."""
     if in_ci():
-        pytest.fail(f"{reason} (CI=true: a missing cluster fails the run)", pytrace=False)
+        pytest.fail(f"{reason} (CI=true: what the tests need is part of the build)", pytrace=False)
     pytest.skip(reason)
 
 
@@ -156,6 +156,31 @@ def api_client(kubeconfig_path: Path) -> Iterator[Any]:
     api.close()
 
 
+def create_test_namespace(api_client: Any, name: str) -> str:
+    """Create namespace ``name`` (labelled as a test's) and wait for its ``default`` account.
+
+    Pods created before that ServiceAccount exists are refused.
+    """
+    from kubernetes import client
+    from kubernetes.client.rest import ApiException
+
+    core = client.CoreV1Api(api_client)
+    core.create_namespace(
+        client.V1Namespace(
+            metadata=client.V1ObjectMeta(name=name, labels={"k8s-step-operator.io/test": "true"})
+        )
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            core.read_namespaced_service_account("default", name)
+            return name
+        except ApiException as e:
+            if e.status != 404 or time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
 def _namespace_name(test_name: str) -> str:
     stem = re.sub(r"[^a-z0-9]+", "-", test_name.lower().removeprefix("test_")).strip("-")
     suffix = secrets.token_hex(3)
@@ -174,21 +199,7 @@ def namespace(request: pytest.FixtureRequest, api_client: Any) -> Iterator[str]:
     from kubernetes.client.rest import ApiException
 
     core = client.CoreV1Api(api_client)
-    name = _namespace_name(request.node.name)
-    core.create_namespace(
-        client.V1Namespace(
-            metadata=client.V1ObjectMeta(name=name, labels={"k8s-step-operator.io/test": "true"})
-        )
-    )
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            core.read_namespaced_service_account("default", name)
-            break
-        except ApiException as e:
-            if e.status != 404 or time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
+    name = create_test_namespace(api_client, _namespace_name(request.node.name))
     yield name
     with contextlib.suppress(ApiException):
         core.delete_namespace(name, body=client.V1DeleteOptions(propagation_policy="Background"))

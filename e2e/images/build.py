@@ -46,7 +46,7 @@ import tarfile
 import tempfile
 import time
 import tomllib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -526,18 +526,26 @@ def _compile_unchecked(site: Path) -> None:
         log(f"compileall: some files were left uncompiled ({done.stdout.count(chr(10))} lines)")
 
 
-def build_python() -> Image:
-    """Two layers: :func:`python_base_layer` and this project's wheel, installed without deps."""
-    base = python_base_layer()
-    h = _hash_parts(FORMAT_VERSION, _script_hash(), base.name, project_sources_hash())
-    img = Image("python", h, CACHE / f"python-{h}.oci.tar")
-    if img.tarball.exists():
-        return img
+# The environment of the Python images; ENV_PATH first, as in every image here.
+PY_ENV = [ENV_PATH, "HOME=/tmp", "PYTHONUNBUFFERED=1", "PYTHONDONTWRITEBYTECODE=1", "LANG=C.UTF-8"]
+
+
+def _wheel_image(
+    img: Image,
+    base: Path,
+    add: Callable[[tarfile.TarFile], None],
+    *,
+    compile_pyc: bool = False,
+    env: Sequence[str] = (),
+) -> Image:
+    """Pack ``img``: ``base`` and a layer with this project's wheel (no deps), plus ``add``'s."""
     t0 = time.monotonic()
-    with _workdir("python-") as d:
+    with _workdir(f"{img.kind}-") as d:
         wheel = _build_wheel(d / "wheels")
         site = d / "stage" / PY_SITE
         _pip_target(site, str(wheel), deps=False)
+        if compile_pyc:
+            _compile_unchecked(site)
         layer = d / "layer.tar"
         with tarfile.open(layer, "w", format=tarfile.PAX_FORMAT) as tar:
             parts = Path(PY_SITE).parts
@@ -545,32 +553,38 @@ def build_python() -> Image:
                 _add_dir(tar, "./" + "/".join(parts[:i]))
             for entry in sorted(site.iterdir()):
                 tar.add(str(entry), f"./{PY_SITE}/{entry.name}", filter=_tarinfo_root)
-            _add_dir(tar, f"./{SOURCE_ROOT}")
-            for f in _source_files():
-                rel = f.relative_to(REPO)
-                for i in range(1, len(rel.parts)):
-                    _add_dir(tar, f"./{SOURCE_ROOT}/" + "/".join(rel.parts[:i]))
-                _add_bytes(tar, f"./{SOURCE_ROOT}/{rel.as_posix()}", f.read_bytes())
+            add(tar)
         pack_oci(
             [base, layer],
             img.tarball,
             ref=img.ref,
             entrypoint=None,
             cmd=["python3"],
-            env=[
-                ENV_PATH,
-                "HOME=/tmp",
-                "PYTHONUNBUFFERED=1",
-                "PYTHONDONTWRITEBYTECODE=1",
-                f"PYTHONPATH=/{SOURCE_ROOT}",
-                "LANG=C.UTF-8",
-            ],
+            env=[*PY_ENV, *env],
         )
-    _prune_cache("python", img.tarball)
-    log(
-        f"built {img.ref} ({img.tarball.stat().st_size >> 20} MiB) in {time.monotonic() - t0:.1f} s"
-    )
+    _prune_cache(img.kind, img.tarball)
+    size = img.tarball.stat().st_size >> 20
+    log(f"built {img.ref} ({size} MiB) in {time.monotonic() - t0:.1f} s")
     return img
+
+
+def build_python() -> Image:
+    """Two layers: :func:`python_base_layer` and this project's wheel, installed without deps."""
+    base = python_base_layer()
+    h = _hash_parts(FORMAT_VERSION, _script_hash(), base.name, project_sources_hash())
+    img = Image("python", h, CACHE / f"python-{h}.oci.tar")
+    if img.tarball.exists():
+        return img
+
+    def add_sources(tar: tarfile.TarFile) -> None:
+        _add_dir(tar, f"./{SOURCE_ROOT}")
+        for f in _source_files():
+            rel = f.relative_to(REPO)
+            for i in range(1, len(rel.parts)):
+                _add_dir(tar, f"./{SOURCE_ROOT}/" + "/".join(rel.parts[:i]))
+            _add_bytes(tar, f"./{SOURCE_ROOT}/{rel.as_posix()}", f.read_bytes())
+
+    return _wheel_image(img, base, add_sources, env=[f"PYTHONPATH=/{SOURCE_ROOT}"])
 
 
 # The ZenML image: this project with its `zenml` extra (ZenML and its local store), resolved
@@ -627,38 +641,12 @@ def build_zenml() -> Image:
     img = Image("zenml", h, CACHE / f"zenml-{h}.oci.tar")
     if img.tarball.exists():
         return img
-    t0 = time.monotonic()
-    with _workdir("zenml-") as d:
-        wheel = _build_wheel(d / "wheels")
-        site = d / "stage" / PY_SITE
-        _pip_target(site, str(wheel), deps=False)
-        _compile_unchecked(site)
-        layer = d / "layer.tar"
-        with tarfile.open(layer, "w", format=tarfile.PAX_FORMAT) as tar:
-            parts = Path(PY_SITE).parts
-            for i in range(1, len(parts) + 1):
-                _add_dir(tar, "./" + "/".join(parts[:i]))
-            for entry in sorted(site.iterdir()):
-                tar.add(str(entry), f"./{PY_SITE}/{entry.name}", filter=_tarinfo_root)
-            _add_dir(tar, f"./{ZENML_APP_DIR}", 0o1777)
-        pack_oci(
-            [base, layer],
-            img.tarball,
-            ref=img.ref,
-            entrypoint=None,
-            cmd=["python3"],
-            env=[
-                ENV_PATH,
-                "HOME=/tmp",
-                "PYTHONUNBUFFERED=1",
-                "PYTHONDONTWRITEBYTECODE=1",
-                "LANG=C.UTF-8",
-            ],
-        )
-    _prune_cache("zenml", img.tarball)
-    size = img.tarball.stat().st_size >> 20
-    log(f"built {img.ref} ({size} MiB) in {time.monotonic() - t0:.1f} s")
-    return img
+    return _wheel_image(
+        img,
+        base,
+        lambda tar: _add_dir(tar, f"./{ZENML_APP_DIR}", 0o1777),
+        compile_pyc=True,
+    )
 
 
 BUILDERS = {

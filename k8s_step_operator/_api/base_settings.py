@@ -27,7 +27,23 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from k8s_step_operator._errors import ConfigurationError, configuration_error
 
-__all__ = ["BaseSettings", "SettingsModel", "SettingsValidationError"]
+__all__ = ["BaseSettings", "SettingsModel", "SettingsValidationError", "whole_number"]
+
+
+def whole_number(value: object) -> int | None:
+    """``value`` as an int if it is a whole number (``2``, ``2.0``, ``"2"``), else ``None``.
+
+    A bool is not one: ``True`` GPUs is a mistake, not 1.
+    """
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.isascii() and value.strip().lstrip("+-").isdecimal():
+        return int(value)
+    return None
 
 
 class SettingsValidationError(ConfigurationError, ValidationError):

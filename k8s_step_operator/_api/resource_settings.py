@@ -16,7 +16,7 @@ from typing import ClassVar
 
 from pydantic import Field, NonNegativeInt, PositiveFloat, field_validator
 
-from k8s_step_operator._api.base_settings import BaseSettings
+from k8s_step_operator._api.base_settings import BaseSettings, whole_number
 from k8s_step_operator._errors import ConfigurationError
 
 __all__ = ["MEMORY_REGEX", "ByteUnit", "ResourceSettings"]
@@ -70,19 +70,6 @@ MEMORY_REGEX = r"^[0-9]+(" + "|".join(unit.value for unit in ByteUnit) + r")$"
 _UNITS = ", ".join(unit.value for unit in ByteUnit)
 
 
-def _whole_number(value: object) -> int | None:
-    """``value`` as an int if it is one (not a bool: True GPUs is a mistake, not 1)."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str) and value.strip().lstrip("+-").isdecimal() and value.isascii():
-        return int(value)
-    return None
-
-
 def _number(value: object) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         return None
@@ -120,7 +107,7 @@ class ResourceSettings(BaseSettings):
     def _whole_gpus(cls, value: object) -> object:
         if value is None:
             return None
-        count = _whole_number(value)
+        count = whole_number(value)
         if count is None or count < 0:
             raise ConfigurationError("", "a whole number of GPUs (0 or more)", value)
         return count

@@ -22,32 +22,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from k8s_step_operator._job.keys import (
-    ANNOTATION_PIPELINE_NAME,
-    ANNOTATION_PREFIX,
     ANNOTATION_RUN_ID,
-    ANNOTATION_RUN_NAME,
     ANNOTATION_STEP_NAME,
     ANNOTATION_STEP_RUN_ID,
-    LABEL_MANAGED_BY,
-    LABEL_RUN_ID,
-    LABEL_STEP_NAME,
-    LABEL_STEP_RUN_ID,
-    MANAGED_BY,
 )
 from k8s_step_operator._job.validation import is_label_value
 
 __all__ = [
-    "ANNOTATION_PIPELINE_NAME",
-    "ANNOTATION_PREFIX",
-    "ANNOTATION_RUN_ID",
-    "ANNOTATION_RUN_NAME",
-    "ANNOTATION_STEP_NAME",
-    "ANNOTATION_STEP_RUN_ID",
-    "LABEL_MANAGED_BY",
-    "LABEL_RUN_ID",
-    "LABEL_STEP_NAME",
-    "LABEL_STEP_RUN_ID",
-    "MANAGED_BY",
     "job_name",
     "label_value",
     "same_step",

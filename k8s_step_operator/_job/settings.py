@@ -37,6 +37,7 @@ from k8s_step_operator._api.base_settings import (
     BaseSettings,
     SettingsModel,
     SettingsValidationError,
+    whole_number,
 )
 from k8s_step_operator._api.base_step_operator import BaseStepOperatorConfig
 from k8s_step_operator._errors import ConfigurationError, configuration_error
@@ -109,22 +110,9 @@ _AFFINITY_KEYS = frozenset({"nodeAffinity", "podAffinity", "podAntiAffinity"})
 # --- field types: each refuses a bad value with a ConfigurationError saying what is accepted ---
 
 
-def _whole_number(value: object) -> int | None:
-    """``value`` as an int if it is a whole number; a bool is not (True GPUs is a mistake)."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str) and value.isascii() and value.strip().lstrip("+-").isdecimal():
-        return int(value)
-    return None
-
-
 def _int_in(low: int, high: int, what: str) -> Any:
     def check(value: object) -> int:
-        number = _whole_number(value)
+        number = whole_number(value)
         if number is None or not low <= number <= high:
             raise ConfigurationError("", f"{what} from {low} to {high}", value)
         return number

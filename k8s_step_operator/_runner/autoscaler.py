@@ -30,6 +30,7 @@ from k8s_step_operator._job.keys import (
     CLUSTER_AUTOSCALER_STATUS_CONFIGMAP,
     CLUSTER_AUTOSCALER_STATUS_NAMESPACE,
 )
+from k8s_step_operator._runner.fit import tolerates
 from k8s_step_operator._runner.ports import SYSTEM_CLOCK, Clock
 
 __all__ = [
@@ -125,20 +126,6 @@ def is_autoscaler_event(event: Obj) -> bool:
 # -- which NodePools could make a node for the pod ---------------------------------------------
 
 
-def _tolerated(tolerations: Sequence[Obj], taint: Obj) -> bool:
-    for t in tolerations:
-        if t.get("effect") and t.get("effect") != taint.get("effect"):
-            continue
-        if t.get("operator") == "Exists":
-            if not t.get("key") or t.get("key") == taint.get("key"):
-                return True
-        elif t.get("key") == taint.get("key") and (t.get("value") or "") == (
-            taint.get("value") or ""
-        ):
-            return True
-    return False
-
-
 def _allows(
     labels: Mapping[str, str], requirements: Sequence[Obj], key: str, values: Sequence[str]
 ) -> bool | None:
@@ -192,7 +179,7 @@ def _refusal(pool: Obj, pod_spec: Obj) -> str:
     tolerations = pod_spec.get("tolerations") or []
     for taint in spec.get("taints") or []:
         blocking = taint.get("effect") in ("NoSchedule", "NoExecute")
-        if blocking and not _tolerated(tolerations, taint):
+        if blocking and not tolerates(tolerations, taint):
             value = f"={taint['value']}" if taint.get("value") else ""
             return f"its nodes carry the taint {taint.get('key')}{value}:{taint.get('effect')}"
     return ""

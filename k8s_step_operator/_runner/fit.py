@@ -17,7 +17,7 @@ from typing import Any
 
 from k8s_step_operator._job.quantity import parse_quantity
 
-__all__ = ["FitVerdict", "NodeMiss", "check_fit", "fits_somewhere"]
+__all__ = ["FitVerdict", "NodeMiss", "check_fit", "fits_somewhere", "tolerates"]
 
 Obj = Mapping[str, Any]
 
@@ -105,7 +105,8 @@ def _num(value: float) -> str:
     return f"{value:g}"
 
 
-def _tolerates(tolerations: Sequence[Obj], taint: Obj) -> bool:
+def tolerates(tolerations: Sequence[Obj], taint: Obj) -> bool:
+    """Whether one of ``tolerations`` tolerates ``taint`` (the scheduler's matching rule)."""
     for t in tolerations:
         if t.get("effect") and t.get("effect") != taint.get("effect"):
             continue
@@ -173,7 +174,7 @@ def check_fit(pod_spec: Obj, nodes: Sequence[Obj]) -> FitVerdict:
         untolerated = [
             t
             for t in (node.get("spec") or {}).get("taints") or []
-            if t.get("effect") in ("NoSchedule", "NoExecute") and not _tolerates(tolerations, t)
+            if t.get("effect") in ("NoSchedule", "NoExecute") and not tolerates(tolerations, t)
         ]
         if untolerated:
             t = untolerated[0]

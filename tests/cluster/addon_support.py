@@ -8,19 +8,17 @@ PersistentVolumes, the pools of ``e2e/nodes.yaml``.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
 from typing import Any, TypeVar
 
-import pytest
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
+
+from tests.conftest import load_cluster_module
 
 REPO = Path(__file__).resolve().parents[2]
 # Where these tests write what they saw (objects, events) as JSON, for the notes on the signals
@@ -28,17 +26,6 @@ REPO = Path(__file__).resolve().parents[2]
 SIGNALS_DIR = os.environ.get("K8SSO_SIGNALS_DIR", "")
 
 T = TypeVar("T")
-
-
-def in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
-
-
-def unavailable(reason: str) -> None:
-    """Skip outside CI; fail in CI, where every add-on is part of the build."""
-    if in_ci():
-        pytest.fail(f"{reason} (CI=true: a missing component fails the run)", pytrace=False)
-    pytest.skip(reason)
 
 
 def wait_until(
@@ -52,19 +39,6 @@ def wait_until(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(interval)
-
-
-def cluster_module() -> ModuleType:
-    """``e2e/cluster.py`` as a module, shared with ``tests/conftest.py``'s ``LocalCluster``."""
-    name = "k8sso_e2e_cluster"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, REPO / "e2e" / "cluster.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def served(api_client: k8s.ApiClient, group_version: str) -> bool:
@@ -198,7 +172,7 @@ def rest(
 
 def apply(api_client: k8s.ApiClient, obj: dict[str, Any]) -> dict[str, Any]:
     """Server-side apply one object (any kind the cluster script knows the path of)."""
-    path = cluster_module().addons.object_path(obj)
+    path = load_cluster_module().addons.object_path(obj)
     result: dict[str, Any] = rest(
         api_client,
         "PATCH",
@@ -213,7 +187,7 @@ def apply(api_client: k8s.ApiClient, obj: dict[str, Any]) -> dict[str, Any]:
 def delete(api_client: k8s.ApiClient, obj: dict[str, Any]) -> None:
     """Delete one object; gone already is fine."""
     try:
-        rest(api_client, "DELETE", cluster_module().addons.object_path(obj))
+        rest(api_client, "DELETE", load_cluster_module().addons.object_path(obj))
     except ApiException as e:
         if e.status != 404:
             raise

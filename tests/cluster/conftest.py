@@ -113,6 +113,34 @@ def service_account_client(admin: k8s.ApiClient, token: str) -> k8s.ApiClient:
     return k8s.ApiClient(config)
 
 
+def write_kubeconfig(path: Path, admin: k8s.ApiClient, token: str, namespace: str) -> Path:
+    """A kubeconfig holding only ``token``, for the admin's server and CA."""
+    cfg = admin.configuration
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [
+                    {
+                        "name": "c",
+                        "cluster": {"server": cfg.host, "certificate-authority": cfg.ssl_ca_cert},
+                    }
+                ],
+                "users": [{"name": "pipeline", "user": {"token": token}}],
+                "contexts": [
+                    {
+                        "name": "pipeline",
+                        "context": {"cluster": "c", "user": "pipeline", "namespace": namespace},
+                    }
+                ],
+                "current-context": "pipeline",
+            }
+        )
+    )
+    return path
+
+
 def request_token(admin: k8s.ApiClient, namespace: str, service_account: str) -> str:
     """A short-lived token for a ServiceAccount, from the TokenRequest API."""
     body = k8s.AuthenticationV1TokenRequest(

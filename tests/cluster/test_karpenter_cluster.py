@@ -15,7 +15,6 @@ import pytest
 from kubernetes import client as k8s
 
 from tests.cluster.addon_support import (
-    cluster_module,
     custom,
     events_for,
     job,
@@ -23,10 +22,10 @@ from tests.cluster.addon_support import (
     job_pods,
     record,
     served,
-    unavailable,
     wait_until,
     without_noise,
 )
+from tests.conftest import load_cluster_module, unavailable
 
 pytestmark = pytest.mark.cluster
 
@@ -50,7 +49,7 @@ def pools(api_client: k8s.ApiClient) -> Iterator[dict[str, dict[str, Any]]]:
         if e.status != 404:
             raise
         unavailable(f"NodePool {POOL} is missing (e2e/karpenter/nodepools.yaml)")
-    autoscaled = cluster_module().autoscaled_pools()
+    autoscaled = load_cluster_module().autoscaled_pools()
     yield autoscaled
     # Empty nodes go 30 s after their last pod (consolidateAfter); leave the pools as found.
     wait_until(
@@ -233,7 +232,7 @@ def test_the_nodepool_limit_holds_a_pod_back_until_a_node_frees(
 def test_the_autoscaled_pool_is_described_for_tests(pools: dict[str, dict[str, Any]]) -> None:
     pool = pools[POOL]
     assert pool["autoscaler"]["nodepool"] == POOL
-    its = cluster_module().addons.instance_types()
+    its = load_cluster_module().addons.instance_types()
     assert its[pool["autoscaler"]["instance_type"]]["resources"]["nvidia.com/gpu"] == str(
         pool["per_node"]
     )

@@ -18,7 +18,6 @@ from kubernetes import client as k8s
 
 from tests.cluster.addon_support import (
     apply,
-    cluster_module,
     custom,
     delete,
     events_for,
@@ -27,10 +26,10 @@ from tests.cluster.addon_support import (
     job_pods,
     record,
     served,
-    unavailable,
     wait_until,
     without_noise,
 )
+from tests.conftest import load_cluster_module, unavailable
 
 if TYPE_CHECKING:
     from tests.cluster.conftest import InstallChart
@@ -61,7 +60,7 @@ def queues(
     api_client: k8s.ApiClient, namespace: str, kueue: None
 ) -> Iterator[list[dict[str, Any]]]:
     """A ResourceFlavor for the H100 pool, a ClusterQueue with 8 GPUs, LocalQueue ``gpu``."""
-    objs = cluster_module().kueue_queues(
+    objs = load_cluster_module().kueue_queues(
         namespace, pool="h100", cluster_queue=f"{namespace}-gpu", preemption=PREEMPTION
     )
     # Flavors are cluster-wide: one per test, so that tests do not share (or delete) them.
@@ -244,7 +243,7 @@ def test_queue_positions_from_the_visibility_api(
 ) -> None:
     """Kueue's visibility server lists pending Workloads with their positions (local cluster
     only: it is asked on its loopback port, there being no Service for an APIService)."""
-    mod = cluster_module()
+    mod = load_cluster_module()
     create_job(
         api_client,
         namespace,
@@ -276,7 +275,7 @@ def test_queue_positions_from_the_visibility_api(
 def test_a_higher_priority_job_preempts_a_lower_one(
     api_client: k8s.ApiClient, namespace: str, queues: list[dict[str, Any]]
 ) -> None:
-    mod = cluster_module()
+    mod = load_cluster_module()
     low_pc = mod.addons.workload_priority_class(f"{namespace}-low", 100, "test: low")
     high_pc = mod.addons.workload_priority_class(f"{namespace}-high", 1000, "test: high")
     for pc in (low_pc, high_pc):
@@ -354,7 +353,9 @@ def test_a_higher_priority_job_preempts_a_lower_one(
 def test_inactive_cluster_queue_holds_jobs_with_the_reason(
     api_client: k8s.ApiClient, namespace: str, kueue: None
 ) -> None:
-    objs = cluster_module().kueue_queues(namespace, pool="h100", cluster_queue=f"{namespace}-gpu")
+    objs = load_cluster_module().kueue_queues(
+        namespace, pool="h100", cluster_queue=f"{namespace}-gpu"
+    )
     # Only the ClusterQueue and the LocalQueue: the flavor it names does not exist.
     objs[1]["spec"]["resourceGroups"][0]["flavors"][0]["name"] = f"{namespace}-absent"
     try:

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from kubernetes import client as k8s
 
 from k8s_step_operator import (
@@ -39,6 +38,7 @@ from k8s_step_operator._job.naming import job_name
 from k8s_step_operator._kube.access import KubeApi
 from k8s_step_operator._kube.client import load_api_client
 from k8s_step_operator._runner.step_run import NodeView
+from tests.cluster.conftest import write_kubeconfig
 
 pytestmark = pytest.mark.cluster
 
@@ -69,33 +69,6 @@ def step_info(
             settings={KEY: {"pod_annotations": annotations, **settings}},
         ),
     )
-
-
-def write_kubeconfig(path: Path, admin: k8s.ApiClient, token: str, namespace: str) -> Path:
-    cfg = admin.configuration
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [
-                    {
-                        "name": "c",
-                        "cluster": {"server": cfg.host, "certificate-authority": cfg.ssl_ca_cert},
-                    }
-                ],
-                "users": [{"name": "pipeline", "user": {"token": token}}],
-                "contexts": [
-                    {
-                        "name": "pipeline",
-                        "context": {"cluster": "c", "user": "pipeline", "namespace": namespace},
-                    }
-                ],
-                "current-context": "pipeline",
-            }
-        )
-    )
-    return path
 
 
 @pytest.fixture

@@ -20,8 +20,9 @@ from kubernetes import client as k8s
 
 from k8s_step_operator import KubernetesJobStepOperator, UnschedulableError, job_name
 from tests.cluster import test_launch
-from tests.cluster.addon_support import cluster_module, custom, served, unavailable, wait_until
+from tests.cluster.addon_support import custom, served, wait_until
 from tests.cluster.test_launch import Launch, pod_running, step_info
+from tests.conftest import load_cluster_module, unavailable
 
 # The launch tests' fixtures: the chart's pipeline account and an operator acting as it.
 pipeline_kubeconfig = test_launch.pipeline_kubeconfig
@@ -37,7 +38,7 @@ def pool(api_client: k8s.ApiClient) -> Iterator[dict[str, Any]]:
     """The autoscaled H100 pool; afterwards, wait until Karpenter took its nodes away."""
     if not served(api_client, "karpenter.sh/v1"):
         unavailable("Karpenter is not installed in this cluster (karpenter.sh/v1 not served)")
-    pools = cluster_module().autoscaled_pools()
+    pools = load_cluster_module().autoscaled_pools()
     if POOL not in pools:
         unavailable(f"pool {POOL} is not described in e2e/nodes.yaml")
     yield pools[POOL]

@@ -26,9 +26,10 @@ from k8s_step_operator import (
 )
 from k8s_step_operator._doctor.probe import run_doctor
 from k8s_step_operator._doctor.report import format_report
-from tests.cluster.addon_support import served, unavailable
-from tests.cluster.conftest import InstallChart, OperatorIdentity
-from tests.cluster.test_launch import Launch, pod_running, step_info, wait_until, write_kubeconfig
+from tests.cluster.addon_support import served
+from tests.cluster.conftest import InstallChart, OperatorIdentity, write_kubeconfig
+from tests.cluster.test_launch import Launch, pod_running, step_info, wait_until
+from tests.conftest import unavailable
 
 pytestmark = pytest.mark.cluster
 

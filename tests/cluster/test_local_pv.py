@@ -22,16 +22,15 @@ from kubernetes.client.rest import ApiException
 
 from tests.cluster.addon_support import (
     REPO,
-    cluster_module,
     events_for,
     job,
     job_condition,
     job_pods,
     record,
-    unavailable,
     wait_until,
     without_noise,
 )
+from tests.conftest import load_cluster_module, unavailable
 
 pytestmark = pytest.mark.cluster
 
@@ -120,7 +119,7 @@ def test_claim_binds_to_a_local_volume_and_its_pod_goes_to_that_node(
     )
     assert core.read_namespaced_persistent_volume_claim("data", namespace).status.phase == "Pending"
 
-    h100 = cluster_module().pools()["h100"]
+    h100 = load_cluster_module().pools()["h100"]
     k8s.BatchV1Api(api_client).create_namespaced_job(
         namespace,
         job(

@@ -174,34 +174,6 @@ def _admin_core(api_client: Any) -> Any:
     return k8s.CoreV1Api(api_client)
 
 
-def write_token_kubeconfig(path: Path, admin: Any, token: str, namespace: str) -> Path:
-    """A kubeconfig holding only ``token``, for the admin's server and CA."""
-    cfg = admin.configuration
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [
-                    {
-                        "name": "c",
-                        "cluster": {"server": cfg.host, "certificate-authority": cfg.ssl_ca_cert},
-                    }
-                ],
-                "users": [{"name": "pipeline", "user": {"token": token}}],
-                "contexts": [
-                    {
-                        "name": "pipeline",
-                        "context": {"cluster": "c", "user": "pipeline", "namespace": namespace},
-                    }
-                ],
-                "current-context": "pipeline",
-            }
-        )
-    )
-    return path
-
-
 @dataclass
 class ChartInstall:
     namespace: str
@@ -216,7 +188,7 @@ def chart_in_namespace(
     helm_bin: str, kubeconfig: Path, api_client: Any, namespace: str, workdir: Path
 ) -> Iterator[ChartInstall]:
     """The chart with default values in ``namespace``; its pipeline account's kubeconfig."""
-    from tests.cluster.conftest import release_name, request_token, run
+    from tests.cluster.conftest import release_name, request_token, run, write_kubeconfig
 
     release = release_name(namespace, "zenml")
     common = ["--namespace", namespace, "--kubeconfig", str(kubeconfig)]
@@ -229,7 +201,7 @@ def chart_in_namespace(
             if d and d.get("kind") == "ServiceAccount"
         }
         token = request_token(api_client, namespace, accounts["pipeline"])
-        path = write_token_kubeconfig(workdir / "pipeline.kubeconfig", api_client, token, namespace)
+        path = write_kubeconfig(workdir / "pipeline.kubeconfig", api_client, token, namespace)
         yield ChartInstall(namespace, release, accounts["pipeline"], accounts["step"], path)
     finally:
         deadline = time.monotonic() + 90
@@ -248,24 +220,11 @@ def chart_in_namespace(
 def own_namespace(api_client: Any, stem: str) -> Iterator[str]:
     """A fresh namespace (for a module), deleted in the background afterwards."""
     from kubernetes import client as k8s
-    from kubernetes.client.rest import ApiException
+
+    from tests.conftest import create_test_namespace
 
     core = _admin_core(api_client)
-    name = f"t-{stem}-{uuid.uuid4().hex[:6]}"
-    core.create_namespace(
-        k8s.V1Namespace(
-            metadata=k8s.V1ObjectMeta(name=name, labels={"k8s-step-operator.io/test": "true"})
-        )
-    )
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            core.read_namespaced_service_account("default", name)
-            break
-        except ApiException as e:
-            if e.status != 404 or time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
+    name = create_test_namespace(api_client, f"t-{stem}-{uuid.uuid4().hex[:6]}")
     try:
         yield name
     finally:
@@ -284,9 +243,9 @@ def local_stores_claim(
     the claim names it (``volumeName``), so that no other claim takes it and it binds at once.
     """
 
-    from tests.cluster.addon_support import cluster_module
+    from tests.conftest import load_cluster_module
 
-    mod = cluster_module()
+    mod = load_cluster_module()
     pv = f"{namespace}-stores"
     mod.create_local_pv(mod.State.load(), pv, str(path), REAL_NODE, size="1Gi")
     core = _admin_core(api_client)

@@ -26,8 +26,6 @@ __all__ = [
     "format_report",
 ]
 
-_PSS_LABEL = POD_SECURITY_LABEL_PREFIX
-
 
 @dataclass(frozen=True)
 class AccessCheck:
@@ -170,10 +168,10 @@ def _gpu_node(node: Mapping[str, Any]) -> GpuNode | None:
 def _pod_security(namespace_obj: Mapping[str, Any]) -> PodSecurity:
     labels = (namespace_obj.get("metadata") or {}).get("labels") or {}
     return PodSecurity(
-        enforce=str(labels.get(_PSS_LABEL + "enforce", "")),
-        enforce_version=str(labels.get(_PSS_LABEL + "enforce-version", "")),
-        audit=str(labels.get(_PSS_LABEL + "audit", "")),
-        warn=str(labels.get(_PSS_LABEL + "warn", "")),
+        enforce=str(labels.get(POD_SECURITY_LABEL_PREFIX + "enforce", "")),
+        enforce_version=str(labels.get(POD_SECURITY_LABEL_PREFIX + "enforce-version", "")),
+        audit=str(labels.get(POD_SECURITY_LABEL_PREFIX + "audit", "")),
+        warn=str(labels.get(POD_SECURITY_LABEL_PREFIX + "warn", "")),
     )
 
 

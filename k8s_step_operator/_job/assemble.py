@@ -19,17 +19,9 @@ from k8s_step_operator._job.spec import (
     SHM_VOLUME,
     StepSpec,
 )
+from k8s_step_operator._job.validation import deep_copy
 
 __all__ = ["assemble_job"]
-
-
-def _copy(value: Any) -> Any:
-    """A deep copy of JSON data: the Job never aliases the spec or the settings."""
-    if isinstance(value, Mapping):
-        return {k: _copy(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_copy(v) for v in value]
-    return value
 
 
 def assemble_job(spec: StepSpec) -> dict[str, Any]:
@@ -70,7 +62,7 @@ def assemble_job(spec: StepSpec) -> dict[str, Any]:
     if spec.node_selector:
         pod_spec["nodeSelector"] = dict(spec.node_selector)
     if spec.affinity:
-        pod_spec["affinity"] = _copy(spec.affinity)
+        pod_spec["affinity"] = deep_copy(spec.affinity)
     tolerations = [_toleration(t) for t in spec.tolerations]
     if spec.gpu_taint_key is not None:
         tolerations.append(
@@ -169,7 +161,7 @@ def _security(spec: StepSpec, pod_spec: dict[str, Any], container: dict[str, Any
         assert spec.run_as_user, "the restricted profile never runs as root"
         pod_ctx["runAsNonRoot"] = True
         pod_ctx["seccompProfile"] = {"type": "RuntimeDefault"}
-        container["securityContext"] = _copy(RESTRICTED_CONTAINER_CONTEXT)
+        container["securityContext"] = deep_copy(RESTRICTED_CONTAINER_CONTEXT)
     if pod_ctx:
         pod_spec["securityContext"] = pod_ctx
 
@@ -177,7 +169,7 @@ def _security(spec: StepSpec, pod_spec: dict[str, Any], container: dict[str, Any
 def _merge(target: dict[str, Any], overrides: Mapping[str, Any]) -> None:
     """Set each override; a list is appended to what the builder set (names are unique)."""
     for key, value in overrides.items():
-        value = _copy(value)
+        value = deep_copy(value)
         if isinstance(value, list):
             target[key] = [*target.get(key, []), *value]
         else:

@@ -29,28 +29,11 @@ from typing import Any
 
 from k8s_step_operator._api.step_run_info import StepRunInfo
 from k8s_step_operator._job.assemble import assemble_job
-from k8s_step_operator._job.env import FORBIDDEN_ENV
 from k8s_step_operator._job.env_secret import build_env_secret
-from k8s_step_operator._job.keys import KUEUE_QUEUE_LABEL
-from k8s_step_operator._job.settings import (
-    DEFAULT_NAMESPACE,
-    DEFAULT_RUN_AS_USER,
-    KubernetesJobStepOperatorSettings,
-)
-from k8s_step_operator._job.spec import CONTAINER_NAME, IMAGE_KEY, SHM_VOLUME
+from k8s_step_operator._job.settings import KubernetesJobStepOperatorSettings
 from k8s_step_operator._job.validate import NO_SECRET_ENVIRONMENT, validate_step
 
-__all__ = [
-    "CONTAINER_NAME",
-    "DEFAULT_NAMESPACE",
-    "DEFAULT_RUN_AS_USER",
-    "FORBIDDEN_ENV",
-    "IMAGE_KEY",
-    "KUEUE_QUEUE_LABEL",
-    "SHM_VOLUME",
-    "build_env_secret",
-    "build_job",
-]
+__all__ = ["build_env_secret", "build_job"]
 
 
 def build_job(

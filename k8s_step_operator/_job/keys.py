@@ -41,7 +41,6 @@ __all__ = [
     "LEGACY_JOB_NAME_LABEL",
     "MANAGED_BY",
     "MANAGED_BY_SELECTOR",
-    "POD_SECURITY_ENFORCE_LABEL",
     "POD_SECURITY_LABEL_PREFIX",
     "RESERVED_KEYS",
     "RESERVED_KEY_PREFIXES",
@@ -74,7 +73,6 @@ LEGACY_JOB_NAME_LABEL = "job-name"
 
 # --- Kubernetes' Pod Security admission (on namespaces) ---------------------------------------
 POD_SECURITY_LABEL_PREFIX = "pod-security.kubernetes.io/"
-POD_SECURITY_ENFORCE_LABEL = POD_SECURITY_LABEL_PREFIX + "enforce"
 
 # --- Kubernetes' validated pod annotations -----------------------------------------------------
 # The API server checks these (the container must exist, the profile must be well formed) and

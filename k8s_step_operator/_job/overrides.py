@@ -30,7 +30,6 @@ Errors name the override as written: ``settings.pod_spec_overrides['initContaine
 from __future__ import annotations
 
 import ipaddress
-import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -39,12 +38,16 @@ from k8s_step_operator._errors import ConfigurationError
 from k8s_step_operator._job.env import check_env_name_allowed
 from k8s_step_operator._job.quantity import check_quantity
 from k8s_step_operator._job.validation import (
+    IMAGE_RULE,
     check_dns_label,
     check_dns_subdomain,
     check_label_value,
     check_qualified_name,
     check_secret_key,
+    deep_copy,
     is_dns_subdomain,
+    is_image_ref,
+    json_copy,
 )
 
 __all__ = [
@@ -232,7 +235,6 @@ _int32 = _int(0, _MAX_INT32)
 _IANA_SVC_NAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?")
 _HEADER_NAME = re.compile(r"[-A-Za-z0-9!#$%&'*+.^_`|~]+")
 _CAPABILITY = re.compile(r"[A-Za-z0-9_]+")
-_IMAGE_RULE = "a non-empty image reference without whitespace"
 
 
 def _iana_name(path: str, value: Any) -> str:
@@ -288,13 +290,9 @@ def _relative_path(*, allow_empty: bool = False) -> Check:
 
 
 def _image(path: str, value: Any) -> str:
-    if (
-        not isinstance(value, str)
-        or not value
-        or any(c.isspace() or not c.isprintable() for c in value)
-    ):
-        raise _fail(path, _IMAGE_RULE, value)
-    return value
+    if not is_image_ref(value):
+        raise _fail(path, IMAGE_RULE, value)
+    return str(value)
 
 
 def _size(*, positive: bool) -> Check:
@@ -966,15 +964,6 @@ _POD_FIELDS: dict[str, Check] = {
 # --- shape: run by the settings model -------------------------------------------------------------
 
 
-def _json_copy(field: str, value: Any) -> Any:
-    try:
-        return json.loads(json.dumps(value, allow_nan=False))
-    except (TypeError, ValueError) as exc:
-        raise ConfigurationError(
-            field, "JSON-compatible data (mappings, lists, strings, numbers)", None, detail=str(exc)
-        ) from exc
-
-
 def _check_overrides(
     value: object, allowed: frozenset[str], fields: Mapping[str, Check]
 ) -> dict[str, Any]:
@@ -989,7 +978,7 @@ def _check_overrides(
         if not isinstance(item, expected) or (expected is int and isinstance(item, bool)):
             name = expected.__name__ if isinstance(expected, type) else str(expected)
             raise ConfigurationError(path, f"a {name}", type(item).__name__)
-        result[key] = fields[key](path, _json_copy(path, item))
+        result[key] = fields[key](path, json_copy(path, item))
     return result
 
 
@@ -1275,7 +1264,7 @@ def harden_init_containers(init_containers: Sequence[dict[str, Any]]) -> None:
         ctx = init.setdefault("securityContext", {})
         for key, value in RESTRICTED_CONTAINER_CONTEXT.items():
             if key not in ctx:
-                ctx[key] = json.loads(json.dumps(value))
+                ctx[key] = deep_copy(value)
         caps = ctx["capabilities"]
         if "drop" not in caps:
             caps["drop"] = ["ALL"]

@@ -20,7 +20,6 @@ The runner reads its own fields (``pending_timeout``, ``queue_timeout``, ...,
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -58,13 +57,16 @@ from k8s_step_operator._job.overrides import (
 )
 from k8s_step_operator._job.quantity import check_quantity
 from k8s_step_operator._job.validation import (
+    IMAGE_RULE,
     check_dns_label,
     check_dns_subdomain,
     check_label_value,
     check_qualified_name,
     check_secret_key,
     is_dns_subdomain,
+    is_image_ref,
     is_label_value,
+    json_copy,
 )
 
 __all__ = [
@@ -137,12 +139,8 @@ QualifiedName = Annotated[str, _syntax(check_qualified_name)]
 
 
 def _image(value: object) -> object:
-    if value is not None and (
-        not isinstance(value, str)
-        or not value
-        or any(c.isspace() or not c.isprintable() for c in value)
-    ):
-        raise ConfigurationError("", "a non-empty image reference without whitespace", value)
+    if value is not None and not is_image_ref(value):
+        raise ConfigurationError("", IMAGE_RULE, value)
     return value
 
 
@@ -195,15 +193,6 @@ def _selector(value: object) -> object:
     return value
 
 
-def _json_copy(value: Any) -> Any:
-    try:
-        return json.loads(json.dumps(value, allow_nan=False))
-    except (TypeError, ValueError) as exc:
-        raise ConfigurationError(
-            "", "JSON-compatible data (mappings, lists, strings, numbers)", None, detail=str(exc)
-        ) from exc
-
-
 def _affinity(value: object) -> object:
     if value is None:
         return None
@@ -215,7 +204,7 @@ def _affinity(value: object) -> object:
             )
         if not isinstance(part, Mapping):
             raise ConfigurationError(f"[{key!r}]", "a mapping", None)
-    return _json_copy(dict(data))
+    return json_copy("", dict(data))
 
 
 def _positive_size(value: object) -> object:

@@ -41,9 +41,6 @@ class StepSpec:
     Attributes:
         name: The Job's name (``naming.job_name`` of the three ids).
         namespace: The Job's namespace.
-        run_id: The raw run id.
-        step_name: The raw step name.
-        step_run_id: The raw step run id.
         job_labels: Every label of the Job: the user's, ours, Kueue's.
         job_annotations: Every annotation of the Job.
         pod_labels: Every label of the pod template.
@@ -83,9 +80,6 @@ class StepSpec:
 
     name: str
     namespace: str
-    run_id: str
-    step_name: str
-    step_run_id: str
     job_labels: Mapping[str, str]
     job_annotations: Mapping[str, str]
     pod_labels: Mapping[str, str]

@@ -71,9 +71,12 @@ from k8s_step_operator._job.spec import (
     StepSpec,
 )
 from k8s_step_operator._job.validation import (
+    IMAGE_RULE,
     check_dns_label,
     check_label_value,
     check_secret_key,
+    deep_copy,
+    is_image_ref,
 )
 
 __all__ = ["NO_SECRET_ENVIRONMENT", "validate_step"]
@@ -191,9 +194,6 @@ def validate_step(
     return StepSpec(
         name=name,
         namespace=ns,
-        run_id=run_id,
-        step_name=step_name,
-        step_run_id=step_run_id,
         job_labels=MappingProxyType(job_labels),
         job_annotations=MappingProxyType(job_annotations),
         pod_labels=MappingProxyType(pod_labels),
@@ -239,10 +239,8 @@ def validate_step(
 
 def _info_image(info: StepRunInfo) -> str:
     image = info.get_image(IMAGE_KEY)
-    if not image or any(c.isspace() or not c.isprintable() for c in image):
-        raise ConfigurationError(
-            f"info.images[{IMAGE_KEY!r}]", "a non-empty image reference without whitespace", image
-        )
+    if not is_image_ref(image):
+        raise ConfigurationError(f"info.images[{IMAGE_KEY!r}]", IMAGE_RULE, image)
     return image
 
 
@@ -391,7 +389,7 @@ def _affinity(
     affinity: Mapping[str, Any] | None, expression: dict[str, Any] | None
 ) -> dict[str, Any]:
     """The user's affinity (a copy), with ``expression`` ANDed into its required node terms."""
-    result: dict[str, Any] = _copy(affinity) if affinity else {}
+    result: dict[str, Any] = deep_copy(affinity) if affinity else {}
     if expression is None:
         return result
     node = result.setdefault("nodeAffinity", {})
@@ -405,14 +403,6 @@ def _affinity(
     for term in terms:
         term.setdefault("matchExpressions", []).append(dict(expression))
     return result
-
-
-def _copy(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {k: _copy(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_copy(v) for v in value]
-    return value
 
 
 def _check_annotation_size(field: str, annotations: Mapping[str, str]) -> None:

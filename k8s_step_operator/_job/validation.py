@@ -2,28 +2,60 @@
 
 The API server would reject these with a 422 naming its own field path; checking here lets the
 error name *our* setting and say what is accepted. The rules follow
-k8s.io/apimachinery/pkg/util/validation (quantities are in ``quantity``).
+k8s.io/apimachinery/pkg/util/validation (quantities are in ``quantity``). Also here: the deep
+copies of JSON data that keep a Job from aliasing the settings it was built from.
 """
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Mapping
+from typing import Any
 
 from k8s_step_operator._errors import ConfigurationError
 
 __all__ = [
+    "IMAGE_RULE",
     "check_dns_label",
     "check_dns_subdomain",
     "check_env_name",
     "check_label_value",
     "check_qualified_name",
     "check_secret_key",
+    "deep_copy",
     "is_dns_label",
     "is_dns_subdomain",
+    "is_image_ref",
     "is_label_value",
     "is_qualified_name",
     "is_secret_key",
+    "json_copy",
 ]
+
+
+def deep_copy(value: Any) -> Any:
+    """A deep copy of JSON data (mappings and sequences become dicts and lists)."""
+    if isinstance(value, Mapping):
+        return {k: deep_copy(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [deep_copy(v) for v in value]
+    return value
+
+
+def json_copy(field: str, value: Any) -> Any:
+    """A deep copy of ``value`` through JSON; anything JSON cannot hold is refused.
+
+    Raises:
+        ConfigurationError: ``value`` holds something other than JSON data (or NaN).
+    """
+    try:
+        return json.loads(json.dumps(value, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(
+            field, "JSON-compatible data (mappings, lists, strings, numbers)", None, detail=str(exc)
+        ) from exc
+
 
 # Matched with fullmatch: "$" would accept a trailing newline, which the API server refuses.
 _QUALIFIED_NAME_PART = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
@@ -117,6 +149,18 @@ def is_secret_key(value: str) -> bool:
         and _SECRET_KEY.fullmatch(value) is not None
         and value not in {".", ".."}
         and not value.startswith("..")
+    )
+
+
+IMAGE_RULE = "a non-empty image reference without whitespace"
+
+
+def is_image_ref(value: object) -> bool:
+    """Whether ``value`` may be an image reference (the registry judges the rest)."""
+    return (
+        isinstance(value, str)
+        and bool(value)
+        and not any(c.isspace() or not c.isprintable() for c in value)
     )
 
 

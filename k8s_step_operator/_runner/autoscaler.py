@@ -23,7 +23,7 @@ import re
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 from k8s_step_operator._errors import ApiError, ForbiddenError, NotFoundError
 from k8s_step_operator._job.keys import (
@@ -231,19 +231,6 @@ class Presence:
     karpenter: bool | None
     nodepools: tuple[dict[str, Any], ...] = ()
     cluster_autoscaler: bool | None = False
-
-    @property
-    def none(self) -> bool:
-        """Certainly no autoscaler."""
-        return self.karpenter is False and self.cluster_autoscaler is False
-
-    @property
-    def unknown(self) -> bool:
-        """Some autoscaler may exist that the identity cannot see."""
-        return self.karpenter is None or self.cluster_autoscaler is None
-
-
-Answer = Literal["present", "absent", "unknown"]
 
 
 class AutoscalerView:

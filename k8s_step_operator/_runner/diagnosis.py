@@ -35,7 +35,7 @@ from k8s_step_operator._runner.autoscaler import (
     latest_signal,
 )
 from k8s_step_operator._runner.kueue import WorkloadState
-from k8s_step_operator._runner.pods import container_statuses
+from k8s_step_operator._runner.pods import conditions_by_type, container_statuses
 
 __all__ = [
     "Bounds",
@@ -127,7 +127,6 @@ class Observation:
     outcome: Outcome | None = None
     queue: str = ""
     autoscaler: AutoscalerSignal | None = None
-    workload: WorkloadState | None = None
 
 
 class Bounds(Protocol):
@@ -175,14 +174,6 @@ _IMAGE_INVALID = {"InvalidImageName", "ErrImageNeverPull"}
 _IMAGE_PULL = {"ErrImagePull", "ImagePullBackOff", "RegistryUnavailable"}
 _CONFIG = {"CreateContainerConfigError"}
 _STARTING = {"ContainerCreating", "PodInitializing"}
-
-
-def _conditions(obj: Obj) -> dict[str, Mapping[str, Any]]:
-    return {
-        str(c.get("type")): c
-        for c in ((obj.get("status") or {}).get("conditions") or [])
-        if isinstance(c, Mapping)
-    }
 
 
 def _true(conds: Mapping[str, Mapping[str, Any]], kind: str) -> Mapping[str, Any] | None:
@@ -262,7 +253,7 @@ def observe(
     Returns:
         The observation; ``outcome`` is set once the Job has a terminal condition.
     """
-    conds = _conditions(job)
+    conds = conditions_by_type(job)
     # The controller sets SuccessCriteriaMet / FailureTarget first and Complete / Failed once
     # every pod has stopped; older servers set only the latter. Either, in any order, decides.
     done = _true(conds, "SuccessCriteriaMet") or _true(conds, "Complete")
@@ -315,7 +306,7 @@ def observe(
 
     pod = active[-1]
     pod_name = _name(pod)
-    pod_conds = _conditions(pod)
+    pod_conds = conditions_by_type(pod)
     scheduled = pod_conds.get("PodScheduled")
     if not (pod.get("spec") or {}).get("nodeName"):
         if scheduled is not None and scheduled.get("reason") == "Unschedulable":
@@ -397,7 +388,7 @@ def _queued(name: str, ctx: QueueContext | None) -> Observation:
                 f"LocalQueue {name} does not exist in this namespace: create it (pointing at a "
                 "ClusterQueue), or set queue_name to an existing LocalQueue"
             )
-        return _refused(name, said, workload=wl)
+        return _refused(name, said)
     cq = ctx.cluster_queue or (wl.cluster_queue if wl is not None else "")
     where = f"queued in LocalQueue {name}" + (f" (ClusterQueue {cq})" if cq else "")
     if ctx.position is not None:
@@ -415,10 +406,10 @@ def _queued(name: str, ctx: QueueContext | None) -> Observation:
         why = wl.message or "waiting for Kueue to admit it"
     if wl is not None and wl.evicted and not wl.admitted:
         why = f"preempted ({wl.evicted}); queued again: {why}"
-    return Observation(Phase.QUEUED, f"{where}: {why}", queue=name, message=why, workload=wl)
+    return Observation(Phase.QUEUED, f"{where}: {why}", queue=name, message=why)
 
 
-def _refused(name: str, message: str, *, workload: WorkloadState | None = None) -> Observation:
+def _refused(name: str, message: str) -> Observation:
     return Observation(
         Phase.QUEUED,
         f"queued in LocalQueue {name}: {message}",
@@ -426,7 +417,6 @@ def _refused(name: str, message: str, *, workload: WorkloadState | None = None) 
         reason="Inadmissible",
         message=message,
         queue=name,
-        workload=workload,
     )
 
 

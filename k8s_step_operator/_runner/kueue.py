@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from k8s_step_operator._errors import ApiError, NotFoundError
+from k8s_step_operator._runner.pods import conditions_by_type
 from k8s_step_operator._runner.ports import SYSTEM_CLOCK, Clock
 
 __all__ = ["KueueAccess", "QueueView", "WorkloadState", "read_workload"]
@@ -42,7 +43,6 @@ class WorkloadState:
         message: Kueue's words about why it waits.
         evicted: Kueue's words when it evicted (preempted) the Workload; ``""`` otherwise.
         evicted_reason: The eviction's reason (``Preempted``...).
-        requeued: Queued again after an eviction.
     """
 
     name: str
@@ -53,7 +53,6 @@ class WorkloadState:
     message: str = ""
     evicted: str = ""
     evicted_reason: str = ""
-    requeued: bool = False
 
     @property
     def inadmissible(self) -> bool:
@@ -66,17 +65,9 @@ class WorkloadState:
         return ", ".join(f"{r}={f}" for r, f in sorted(self.flavors.items()))
 
 
-def _conditions(obj: Obj) -> dict[str, Mapping[str, Any]]:
-    return {
-        str(c.get("type")): c
-        for c in ((obj.get("status") or {}).get("conditions") or [])
-        if isinstance(c, Mapping)
-    }
-
-
 def read_workload(workload: Obj) -> WorkloadState:
     """The state of a Workload (``kueue.x-k8s.io`` v1beta1 or v1beta2; both have these fields)."""
-    conds = _conditions(workload)
+    conds = conditions_by_type(workload)
     status = workload.get("status") or {}
     admission = status.get("admission") or {}
     flavors: dict[str, str] = {}
@@ -90,7 +81,6 @@ def read_workload(workload: Obj) -> WorkloadState:
         waiting_reason = str(reserved.get("reason") or "")
         message = str(reserved.get("message") or "")
     evicted = conds.get("Evicted") or {}
-    requeued = conds.get("Requeued") or {}
     return WorkloadState(
         name=str((workload.get("metadata") or {}).get("name", "")),
         cluster_queue=str(admission.get("clusterQueue") or ""),
@@ -100,7 +90,6 @@ def read_workload(workload: Obj) -> WorkloadState:
         message=message,
         evicted=str(evicted.get("message") or "") if evicted.get("status") == "True" else "",
         evicted_reason=str(evicted.get("reason") or "") if evicted.get("status") == "True" else "",
-        requeued=requeued.get("status") == "True",
     )
 
 

@@ -1,11 +1,24 @@
-"""Reading a pod's status: the one loop over its containers that everything else uses."""
+"""Reading an object's status: the one loop over conditions and over a pod's containers.
+
+Everything else reads status through these.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["container_state", "container_statuses", "pod_finished"]
+__all__ = ["conditions_by_type", "container_state", "container_statuses", "pod_finished"]
+
+
+def conditions_by_type(obj: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    """An object's ``status.conditions`` by their ``type`` (Job, pod, Kueue Workload)."""
+    return {
+        str(c.get("type")): c
+        for c in ((obj.get("status") or {}).get("conditions") or [])
+        if isinstance(c, Mapping)
+    }
+
 
 Obj = Mapping[str, Any]
 

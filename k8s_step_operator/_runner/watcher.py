@@ -197,10 +197,6 @@ class NamespaceWatcher:
         kind = self._workloads
         return kind.failure if self._workloads_started else None
 
-    def workloads_synced(self) -> bool:
-        """Whether the Workloads have been listed once."""
-        return self._workloads.synced.is_set()
-
     def workload_of(self, job_uid: str) -> dict[str, Any] | None:
         """The cached Kueue Workload of the Job with this uid, or ``None``."""
         with self._lock:

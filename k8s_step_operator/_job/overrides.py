@@ -39,6 +39,8 @@ from k8s_step_operator._job.env import check_env_name_allowed
 from k8s_step_operator._job.quantity import check_quantity
 from k8s_step_operator._job.validation import (
     IMAGE_RULE,
+    MAX_INT32,
+    MAX_INT64,
     check_dns_label,
     check_dns_subdomain,
     check_label_value,
@@ -62,8 +64,6 @@ __all__ = [
     "harden_init_containers",
 ]
 
-_MAX_INT32 = 2**31 - 1
-_MAX_INT64 = 2**63 - 1
 _DEFAULT_GRACE_SECONDS = 30  # Kubernetes' default terminationGracePeriodSeconds
 
 # What Pod Security "restricted" allows (policy/restricted: volume types, capabilities, SELinux).
@@ -217,21 +217,14 @@ def _enum(*choices: str) -> Check:
     return check
 
 
-def _syntax(checker: Callable[[str, str], str]) -> Check:
-    def check(path: str, value: Any) -> str:
-        return checker(path, value)
-
-    return check
-
-
-_dns_label = _syntax(check_dns_label)
-_dns_subdomain = _syntax(check_dns_subdomain)
-_qualified = _syntax(check_qualified_name)
-_label_value = _syntax(check_label_value)
-_secret_key = _syntax(check_secret_key)
+_dns_label: Check = check_dns_label
+_dns_subdomain: Check = check_dns_subdomain
+_qualified: Check = check_qualified_name
+_label_value: Check = check_label_value
+_secret_key: Check = check_secret_key
 _port = _int(1, 65535)
 _mode = _int(0, 0o777)
-_int32 = _int(0, _MAX_INT32)
+_int32 = _int(0, MAX_INT32)
 _IANA_SVC_NAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?")
 _HEADER_NAME = re.compile(r"[-A-Za-z0-9!#$%&'*+.^_`|~]+")
 _CAPABILITY = re.compile(r"[A-Za-z0-9_]+")
@@ -298,7 +291,7 @@ def _image(path: str, value: Any) -> str:
 def _size(*, positive: bool) -> Check:
     def check(path: str, value: Any) -> str:
         size = check_quantity(path, value, allow_milli=False)
-        if (positive and size <= 0) or size > _MAX_INT64:
+        if (positive and size <= 0) or size > MAX_INT64:
             raise _fail(path, "a size below 8Ei such as '1Gi'" + (", above 0" * positive), value)
         return str(value)
 
@@ -664,11 +657,11 @@ def _probe(kind: str) -> Check:
     else:
         # Liveness and startup probes succeed once (0 is defaulted to 1).
         fields["successThreshold"] = _int(0, 1)
-        fields["terminationGracePeriodSeconds"] = _int(1, _MAX_INT64)
+        fields["terminationGracePeriodSeconds"] = _int(1, MAX_INT64)
     return _fields(fields, one_of=_PROBE_HANDLERS, what="with one handler")
 
 
-_SLEEP = _fields({"seconds": _int(0, _MAX_INT64)}, required=("seconds",))
+_SLEEP = _fields({"seconds": _int(0, MAX_INT64)}, required=("seconds",))
 _LIFECYCLE_HANDLER = _fields(
     {"exec": _EXEC, "httpGet": _HTTP_GET, "sleep": _SLEEP},
     one_of=("exec", "httpGet", "sleep"),
@@ -793,7 +786,7 @@ def _resources(path: str, value: Any) -> dict[str, Any]:
 def _init_env(path: str, value: Any) -> list[Any]:
     def entry(where: str, item: Any) -> dict[str, Any]:
         checked: dict[str, Any] = _fields(
-            {"name": lambda p, v: check_env_name_allowed(p, v), "value": _str}, required=("name",)
+            {"name": check_env_name_allowed, "value": _str}, required=("name",)
         )(where, item)
         return checked
 
@@ -880,11 +873,11 @@ _LABEL_SELECTOR = _fields(
 def _spread(path: str, value: Any) -> dict[str, Any]:
     constraint: dict[str, Any] = _fields(
         {
-            "maxSkew": _int(1, _MAX_INT32),
+            "maxSkew": _int(1, MAX_INT32),
             "topologyKey": _qualified,
             "whenUnsatisfiable": _enum("DoNotSchedule", "ScheduleAnyway"),
             "labelSelector": _LABEL_SELECTOR,
-            "minDomains": _int(1, _MAX_INT32),
+            "minDomains": _int(1, MAX_INT32),
             "nodeAffinityPolicy": _enum("Honor", "Ignore"),
             "nodeTaintsPolicy": _enum("Honor", "Ignore"),
         },
@@ -949,7 +942,7 @@ _POD_FIELDS: dict[str, Check] = {
     "schedulerName": _nonempty,
     "runtimeClassName": _dns_subdomain,
     "enableServiceLinks": _bool,
-    "terminationGracePeriodSeconds": _int(0, _MAX_INT64),
+    "terminationGracePeriodSeconds": _int(0, MAX_INT64),
     "hostNetwork": _bool,
     "hostname": _dns_label,
     "subdomain": _dns_label,

@@ -58,6 +58,8 @@ from k8s_step_operator._job.overrides import (
 from k8s_step_operator._job.quantity import check_quantity
 from k8s_step_operator._job.validation import (
     IMAGE_RULE,
+    MAX_INT32,
+    MAX_INT64,
     check_dns_label,
     check_dns_subdomain,
     check_label_value,
@@ -84,6 +86,7 @@ __all__ = [
     "KubernetesJobStepOperatorSettings",
     "SecretKeyRef",
     "Toleration",
+    "annotation_bytes",
     "parse_settings",
 ]
 
@@ -94,10 +97,8 @@ DEFAULT_NAMESPACE = "default"
 DEFAULT_RUN_AS_USER = 1000
 
 # --- bounds ----------------------------------------------------------------------------------
-# The API's int32 fields: UIDs and GIDs, backoffLimit, ttlSecondsAfterFinished.
-MAX_INT32 = 2**31 - 1
-# The API's int64 fields: activeDeadlineSeconds, tolerationSeconds; quantities in bytes.
-MAX_INT64 = 2**63 - 1
+# MAX_INT32 and MAX_INT64, the API's integer types, are Kubernetes' rules (``validation``), which
+# the pod-spec overrides check too.
 # Far above any node; a typo (a memory size in GPUs) fails here instead of pending forever.
 MAX_GPUS = 1_000_000
 MAX_CPU_CORES = 1_000_000
@@ -171,13 +172,20 @@ def _user_labels(value: object) -> object:
     return value
 
 
+def annotation_bytes(annotations: Mapping[str, str]) -> int:
+    """What ``annotations`` count against the API server's limit: keys and values, in UTF-8."""
+    return sum(
+        len(k.encode()) + len(v.encode("utf-8", "surrogatepass")) for k, v in annotations.items()
+    )
+
+
 def _user_annotations(value: object) -> object:
-    total = 0
-    for key, text in _mapping(value, "a mapping of annotation keys to strings").items():
+    data = _mapping(value, "a mapping of annotation keys to strings")
+    for key, text in data.items():
         _user_key(f"[{key!r}]", key)
         if not isinstance(text, str):
             raise ConfigurationError(f"[{key!r}]", "a string", type(text).__name__)
-        total += len(key.encode()) + len(text.encode("utf-8", "surrogatepass"))
+    total = annotation_bytes(data)
     if total > MAX_ANNOTATION_BYTES:
         raise ConfigurationError(
             "", "annotations of at most 256 KiB in total, keys and values", f"{total} bytes"

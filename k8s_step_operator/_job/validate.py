@@ -62,6 +62,7 @@ from k8s_step_operator._job.settings import (
     MAX_GPUS,
     MAX_INT64,
     KubernetesJobStepOperatorSettings,
+    annotation_bytes,
 )
 from k8s_step_operator._job.spec import (
     CONTAINER_NAME,
@@ -406,9 +407,7 @@ def _affinity(
 
 
 def _check_annotation_size(field: str, annotations: Mapping[str, str]) -> None:
-    total = sum(
-        len(k.encode()) + len(v.encode("utf-8", "surrogatepass")) for k, v in annotations.items()
-    )
+    total = annotation_bytes(annotations)
     if total > MAX_ANNOTATION_BYTES:
         raise ConfigurationError(
             field,

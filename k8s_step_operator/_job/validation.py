@@ -17,6 +17,8 @@ from k8s_step_operator._errors import ConfigurationError
 
 __all__ = [
     "IMAGE_RULE",
+    "MAX_INT32",
+    "MAX_INT64",
     "check_dns_label",
     "check_dns_subdomain",
     "check_env_name",
@@ -151,6 +153,12 @@ def is_secret_key(value: str) -> bool:
         and not value.startswith("..")
     )
 
+
+# The API's int32 fields: UIDs and GIDs, backoffLimit, ttlSecondsAfterFinished, maxSkew.
+MAX_INT32 = 2**31 - 1
+# The API's int64 fields: activeDeadlineSeconds, tolerationSeconds, grace periods; quantities in
+# bytes.
+MAX_INT64 = 2**63 - 1
 
 IMAGE_RULE = "a non-empty image reference without whitespace"
 

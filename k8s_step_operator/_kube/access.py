@@ -268,50 +268,42 @@ class KubeApi:
             raise api_error(e, operation) from e
         return ResponseStream(resp, operation)
 
+    def _read(self, operation: str, fn: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """One short read of JSON: (10 s, 30 s) time-outs, retried for at most 10 s."""
+        kwargs.setdefault("budget", min(self.budget, 10.0))
+        resp = self._call(
+            operation, fn, *args, _preload_content=False, _request_timeout=(10, 30), **kwargs
+        )
+        body: dict[str, Any] = read_json(resp)
+        return body
+
     def list_nodes(self) -> list[dict[str, Any]]:
         """Every node (for the fit check)."""
-        resp = self._call(
-            "list nodes",
-            self._core.list_node,
-            _preload_content=False,
-            _request_timeout=(10, 30),
-            budget=min(self.budget, 10.0),
-        )
-        items: list[dict[str, Any]] = list(read_json(resp).get("items") or [])
-        return items
+        return list(self._read("list nodes", self._core.list_node).get("items") or [])
 
     def list_nodepools(self) -> list[dict[str, Any]]:
         """Karpenter's NodePools (cluster-scoped)."""
-        resp = self._call(
+        pools = self._read(
             "list nodepools.karpenter.sh",
             self._custom.list_cluster_custom_object,
             KARPENTER_GROUP,
             KARPENTER_VERSION,
             "nodepools",
-            _preload_content=False,
-            _request_timeout=(10, 30),
-            budget=min(self.budget, 10.0),
         )
-        items: list[dict[str, Any]] = list(read_json(resp).get("items") or [])
-        return items
+        return list(pools.get("items") or [])
 
     def get_configmap(self, namespace: str, name: str) -> dict[str, Any]:
         """Read a ConfigMap."""
-        resp = self._call(
+        return self._read(
             f"get ConfigMap {namespace}/{name}",
             self._core.read_namespaced_config_map,
             name,
             namespace,
-            _preload_content=False,
-            _request_timeout=(10, 30),
-            budget=min(self.budget, 10.0),
         )
-        cm: dict[str, Any] = read_json(resp)
-        return cm
 
     def get_local_queue(self, namespace: str, name: str) -> dict[str, Any]:
         """Read a Kueue LocalQueue."""
-        resp = self._call(
+        return self._read(
             f"get LocalQueue {namespace}/{name}",
             self._custom.get_namespaced_custom_object,
             KUEUE_GROUP,
@@ -319,16 +311,11 @@ class KubeApi:
             namespace,
             "localqueues",
             name,
-            _preload_content=False,
-            _request_timeout=(10, 30),
-            budget=min(self.budget, 10.0),
         )
-        lq: dict[str, Any] = read_json(resp)
-        return lq
 
     def pending_workloads(self, namespace: str, local_queue: str) -> list[dict[str, Any]]:
         """A LocalQueue's pending Workloads from Kueue's visibility API (where it is served)."""
-        resp = self._call(
+        pending = self._read(
             f"get pending workloads of LocalQueue {namespace}/{local_queue}",
             self._custom.get_namespaced_custom_object,
             KUEUE_VISIBILITY_GROUP,
@@ -336,9 +323,6 @@ class KubeApi:
             namespace,
             "localqueues",
             f"{local_queue}/pendingworkloads",
-            _preload_content=False,
-            _request_timeout=(10, 30),
             retry=False,
         )
-        items: list[dict[str, Any]] = list(read_json(resp).get("items") or [])
-        return items
+        return list(pending.get("items") or [])

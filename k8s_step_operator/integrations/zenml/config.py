@@ -16,15 +16,15 @@ pydantic takes ``model_config`` from the last base that sets it, and ZenML reads
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar
+from typing import ClassVar
 
-from pydantic import BeforeValidator, ConfigDict, Field
+from pydantic import ConfigDict, Field
 from zenml.config.base_settings import BaseSettings as ZenMLBaseSettings
 from zenml.step_operators import BaseStepOperatorConfig
 
 from k8s_step_operator import KubernetesJobStepOperatorConfig as CoreConfig
 from k8s_step_operator import KubernetesJobStepOperatorSettings as CoreSettings
-from k8s_step_operator._job.validation import check_dns_subdomain
+from k8s_step_operator._job.settings import DNSSubdomain
 
 __all__ = [
     "CLUSTER_ACCESS_FIELDS",
@@ -78,9 +78,7 @@ class KubernetesJobStepOperatorConfig(BaseStepOperatorConfig, KubernetesJobStepO
         "store, local artifact store) through local_stores_claim, at the same path, and run as "
         "this process's UID and GID unless run_as_user / run_as_group say otherwise.",
     )
-    local_stores_claim: (
-        Annotated[str, BeforeValidator(lambda value: check_dns_subdomain("", value))] | None
-    ) = Field(
+    local_stores_claim: DNSSubdomain | None = Field(
         default=None,
         description="Local mode: the PersistentVolumeClaim, in the steps' namespace, whose "
         "volume is the directory of ZenML's local stores on this machine.",

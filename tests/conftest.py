@@ -22,11 +22,11 @@ import re
 import secrets
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import yaml
@@ -50,6 +50,23 @@ SIM_MESSAGE = "sim.k8s-step-operator.io/message"
 
 def in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+T = TypeVar("T")
+
+
+def wait_until(
+    what: str, fn: Callable[[], T | None], timeout: float = 60, interval: float = 0.2
+) -> T:
+    """``fn()``'s first truthy value, polled every ``interval`` s for at most ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = fn()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
 
 
 def unavailable(reason: str) -> None:

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import json
 import os
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
@@ -24,21 +22,6 @@ REPO = Path(__file__).resolve().parents[2]
 # Where these tests write what they saw (objects, events) as JSON, for the notes on the signals
 # Kueue and Karpenter give: K8SSO_SIGNALS_DIR=dir pytest ...
 SIGNALS_DIR = os.environ.get("K8SSO_SIGNALS_DIR", "")
-
-T = TypeVar("T")
-
-
-def wait_until(
-    what: str, fn: Callable[[], T | None], timeout: float = 30, interval: float = 0.2
-) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = fn()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
 
 
 def served(api_client: k8s.ApiClient, group_version: str) -> bool:

@@ -26,10 +26,9 @@ from tests.cluster.addon_support import (
     job_pods,
     record,
     served,
-    wait_until,
     without_noise,
 )
-from tests.conftest import load_cluster_module, unavailable
+from tests.conftest import load_cluster_module, unavailable, wait_until
 
 if TYPE_CHECKING:
     from tests.cluster.conftest import InstallChart

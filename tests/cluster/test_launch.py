@@ -39,6 +39,7 @@ from k8s_step_operator._kube.access import KubeApi
 from k8s_step_operator._kube.client import load_api_client
 from k8s_step_operator._runner.step_run import NodeView
 from tests.cluster.conftest import write_kubeconfig
+from tests.conftest import wait_until
 
 pytestmark = pytest.mark.cluster
 
@@ -121,16 +122,6 @@ def pods_of(api_client: k8s.ApiClient, namespace: str, job: str) -> list[Any]:
         .list_namespaced_pod(namespace, label_selector=f"batch.kubernetes.io/job-name={job}")
         .items
     )
-
-
-def wait_until(what: str, check: Callable[[], Any], timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def pod_running(api_client: k8s.ApiClient, namespace: str, job: str) -> bool:

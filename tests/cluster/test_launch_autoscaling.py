@@ -20,9 +20,9 @@ from kubernetes import client as k8s
 
 from k8s_step_operator import KubernetesJobStepOperator, UnschedulableError, job_name
 from tests.cluster import test_launch
-from tests.cluster.addon_support import custom, served, wait_until
+from tests.cluster.addon_support import custom, served
 from tests.cluster.test_launch import Launch, pod_running, step_info
-from tests.conftest import load_cluster_module, unavailable
+from tests.conftest import load_cluster_module, unavailable, wait_until
 
 # The launch tests' fixtures: the chart's pipeline account and an operator acting as it.
 pipeline_kubeconfig = test_launch.pipeline_kubeconfig

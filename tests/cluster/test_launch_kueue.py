@@ -28,8 +28,8 @@ from k8s_step_operator._doctor.probe import run_doctor
 from k8s_step_operator._doctor.report import format_report
 from tests.cluster.addon_support import served
 from tests.cluster.conftest import InstallChart, OperatorIdentity, write_kubeconfig
-from tests.cluster.test_launch import Launch, pod_running, step_info, wait_until
-from tests.conftest import unavailable
+from tests.cluster.test_launch import Launch, pod_running, step_info
+from tests.conftest import unavailable, wait_until
 
 pytestmark = pytest.mark.cluster
 

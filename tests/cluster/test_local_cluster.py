@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from kubernetes import client
+
+from tests.conftest import wait_until
 
 pytestmark = pytest.mark.cluster
 
@@ -27,19 +28,7 @@ SIM_START_DELAY = "sim.k8s-step-operator.io/start-delay"
 GpuPool = Any
 LocalCluster = Any
 
-T = TypeVar("T")
 IMAGE = "busybox:1.36"
-
-
-def wait_until(what: str, fn: Callable[[], T | None], timeout: float = 30) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = fn()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.1)
 
 
 def job(

@@ -27,10 +27,9 @@ from tests.cluster.addon_support import (
     job_condition,
     job_pods,
     record,
-    wait_until,
     without_noise,
 )
-from tests.conftest import load_cluster_module, unavailable
+from tests.conftest import load_cluster_module, unavailable, wait_until
 
 pytestmark = pytest.mark.cluster
 

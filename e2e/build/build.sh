@@ -144,7 +144,10 @@ module_copy() {
   local mod=$1 v=$2 name=$3 dir work=$cache/src/$3-$2
   dir=$(go mod download -json "$mod@$v" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
   [ -n "$dir" ] || { log "$mod@$v: download failed"; return 1; }
-  rm -rf "$work" && mkdir -p "$(dirname "$work")" && cp -r "$dir" "$work" && chmod -R u+w "$work"
+  rm -rf "$work"
+  mkdir -p "$(dirname "$work")"
+  cp -r "$dir" "$work"
+  chmod -R u+w "$work"
   echo "$work"
 }
 
@@ -162,7 +165,7 @@ build_kueue() {
   fi
   log "kueue $v: building (minutes on 2 cores)"
   local start=$SECONDS work
-  work=$(module_copy sigs.k8s.io/kueue "$v" kueue)
+  work=$(module_copy sigs.k8s.io/kueue "$v" kueue) || return 1
   cd "$work"
   # Without internal certificate management, the manager reads its metrics serving certificate
   # from /etc/kueue/metrics/certs and the visibility server's from /visibility: let an
@@ -190,7 +193,7 @@ GO
   cp -r config/components/crd "$out.tmp/crd"
   mkdir -p "$out.tmp/webhook" && cp config/components/webhook/manifests.yaml "$out.tmp/webhook/"
   rm -rf "$out" && mv "$out.tmp" "$out"
-  rm -rf "$work"
+  cd "$cache" && rm -rf "$work"
   log "kueue $v: built in $((SECONDS - start)) s"
 }
 
@@ -204,7 +207,7 @@ build_karpenter() {
   # Its go.mod asks for a newer Go than the machine's: the go command fetches that toolchain
   # from the module proxy once and keeps it in the module cache.
   export GOTOOLCHAIN=$KARPENTER_GO
-  work=$(module_copy sigs.k8s.io/karpenter "$v" karpenter)
+  work=$(module_copy sigs.k8s.io/karpenter "$v" karpenter) || return 1
   cd "$work"
   # The metrics and health endpoints take a port only and bind every interface (":%d"):
   # bind them to loopback.
@@ -217,9 +220,11 @@ build_karpenter() {
   mkdir -p "$out.tmp/crds"
   cp pkg/apis/crds/*.yaml kwok/apis/crds/*.yaml "$out.tmp/crds/"
   rm -rf "$out" && mv "$out.tmp" "$out"
-  rm -rf "$work"
+  cd "$cache" && rm -rf "$work"
   unset GOTOOLCHAIN
   log "karpenter $v: built in $((SECONDS - start)) s"
 }
 
-for w in "${want[@]}"; do "build_$w"; done
+# Each build runs in a subshell: the directory it enters (and may remove), the toolchain it
+# exports and any variable it sets end with it, so every order and every subset builds cold.
+for w in "${want[@]}"; do ( "build_$w" ); done

@@ -44,6 +44,8 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import contextlib
+
 import clusteraddons as addons
 import clusterkit as kit
 from clusterkit import LOOPBACK, RestClient, port_is_free, wait_for
@@ -94,7 +96,8 @@ CONTROLLERS = (
 )
 STOP_GRACE_S = 10.0
 # kube-apiserver stops listening at once on SIGTERM but then lingers for about ten seconds;
-# every client backs off longer the longer it is gone, so do not wait for it.
+# every client backs off longer the longer it is gone, so do not wait for it: SIGKILL it, then
+# wait until it is really gone (kit.terminate) before the new one binds its port.
 STOP_GRACE_OVERRIDES = {"kube-apiserver": 3.0}
 
 
@@ -965,9 +968,49 @@ def cmd_component(args: argparse.Namespace) -> int:
     if args.cmd in ("stop", "restart"):
         stop_process(st, c)
     if args.cmd in ("start", "restart"):
-        start_process(st, c)
-        wait_for(f"{c} to become healthy", lambda: healthy(st, c), 90)
+        restart_component(st, c)
     return 0
+
+
+# How long a (re)started component may take to report healthy on a loaded machine: the API
+# server fills its caches from etcd first.
+START_TIMEOUT_S = 180.0
+
+
+def restart_component(st: State, component: str, timeout: float = START_TIMEOUT_S) -> None:
+    """Start ``component`` and wait until it is healthy.
+
+    A process that dies on the way (its port still held by the old one, a bad flag) is started
+    again until ``timeout``; the component is never left stopped without saying so.
+
+    Raises:
+        SystemExit: It is not healthy within ``timeout``: says why, with its log's last lines.
+    """
+    deadline = time.monotonic() + timeout
+    attempts = 0
+    while True:
+        if running_pid(st, component) is None:
+            attempts += 1
+            start_process(st, component)
+        left = deadline - time.monotonic()
+        with contextlib.suppress(SystemExit):
+            wait_for(
+                f"{component} to become healthy",
+                lambda: healthy(st, component) or running_pid(st, component) is None,
+                max(1.0, min(left, 90.0)),
+            )
+        if running_pid(st, component) is not None and healthy(st, component):
+            return
+        if time.monotonic() >= deadline:
+            tail = "\n".join(kit.tail(st.logfile(component), 15))
+            pid = running_pid(st, component)
+            what = f"running (pid {pid}) but not healthy" if pid else "not running"
+            raise SystemExit(
+                f"{component} is {what} {timeout:.0f} s after {attempts} start(s); "
+                f"its log ({st.logfile(component)}) ends with:\n{tail}"
+            )
+        log(f"{component} exited while starting; starting it again")
+        time.sleep(1.0)
 
 
 def cmd_add_nodes(args: argparse.Namespace) -> int:

@@ -131,16 +131,26 @@ def proc_alive(pid: int) -> bool:
 
     A killed multi-threaded process shows its main thread as a zombie while its other threads
     are still exiting; until the last one is gone its files (listening sockets) stay open, so
-    it counts as alive until then.
+    it counts as alive until then. A thread that exits while ``/proc/PID/task`` is being read
+    is skipped: only a missing ``/proc/PID`` means the process is gone.
     """
     try:
         if _task_state(Path(f"/proc/{pid}/stat")) not in ("Z", "X"):
             return True
-        return any(
-            _task_state(t / "stat") not in ("Z", "X") for t in Path(f"/proc/{pid}/task").iterdir()
-        )
-    except OSError:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except (FileNotFoundError, ProcessLookupError):
         return False
+    except OSError:
+        return Path(f"/proc/{pid}").exists()
+    for t in tasks:
+        try:
+            if _task_state(t / "stat") not in ("Z", "X"):
+                return True
+        except OSError:
+            continue  # that thread has just gone; the others decide
+    # Every thread is a zombie or gone: the process still holds its pid until it is reaped,
+    # but it runs no code and its files are closed.
+    return False
 
 
 def proc_cmdline(pid: int) -> list[str]:
@@ -211,22 +221,50 @@ def spawn(
     return pid
 
 
-def terminate(pid: int, grace: float, *, name: str, log: Callable[[str], None]) -> None:
-    """TERM, then KILL after ``grace`` seconds; ``SystemExit`` if it survives even that."""
+# How long a killed process may take to be gone: a loaded machine needs seconds to tear down
+# a process with hundreds of threads (the API server), and longer when it is swapping.
+KILL_WAIT_S = 60.0
+
+
+def terminate(
+    pid: int,
+    grace: float,
+    *,
+    name: str,
+    log: Callable[[str], None],
+    kill_wait: float = KILL_WAIT_S,
+) -> None:
+    """TERM, then KILL after ``grace`` seconds; wait until it is really gone.
+
+    Raises:
+        SystemExit: It is still there ``kill_wait`` seconds after SIGKILL (saying so).
+    """
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline and proc_alive(pid):
         time.sleep(0.05)
-    if proc_alive(pid):
-        log(f"{name} (pid {pid}) ignored SIGTERM for {grace:.0f} s; sending SIGKILL")
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and proc_alive(pid):
-            time.sleep(0.05)
-    if proc_alive(pid):
-        raise SystemExit(f"{name} (pid {pid}) survived SIGKILL")
+    if not proc_alive(pid):
+        return
+    log(f"{name} (pid {pid}) ignored SIGTERM for {grace:.0f} s; sending SIGKILL")
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    start = time.monotonic()
+    while proc_alive(pid):
+        if time.monotonic() - start > kill_wait:
+            raise SystemExit(
+                f"{name} (pid {pid}) is still running {kill_wait:.0f} s after SIGKILL "
+                f"(state {_state_or_gone(pid)}); it cannot be restarted until it is gone"
+            )
+        time.sleep(0.05)
+    log(f"{name} (pid {pid}) gone {time.monotonic() - start:.1f} s after SIGKILL")
+
+
+def _state_or_gone(pid: int) -> str:
+    try:
+        return _task_state(Path(f"/proc/{pid}/stat"))
+    except OSError:
+        return "gone"
 
 
 def kill_now(pid: int) -> None:
@@ -237,6 +275,17 @@ def kill_now(pid: int) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # Files
+
+
+def tail(path: Path, lines: int) -> list[str]:
+    """The last ``lines`` lines of a text file (none when it cannot be read)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 64 * 1024))
+            return f.read().decode(errors="replace").splitlines()[-lines:]
+    except OSError:
+        return []
 
 
 def write_private(path: Path, data: bytes) -> None:

@@ -342,18 +342,13 @@ class LocalCluster:
         self._stopped.add(component)
         self._mod.stop_process(self.state, component)
 
-    def start(self, component: str, timeout: float = 90) -> None:
-        """Start a stopped component and wait until it reports healthy."""
+    def start(self, component: str, timeout: float = 180) -> None:
+        """Start a stopped component and wait until it reports healthy (as ``cluster.py``)."""
         self._check(component)
-        self._mod.start_process(self.state, component)
-        self._mod.wait_for(
-            f"{component} to become healthy",
-            lambda: self._mod.healthy(self.state, component),
-            timeout,
-        )
+        self._mod.restart_component(self.state, component, timeout)
         self._stopped.discard(component)
 
-    def restart(self, component: str, timeout: float = 90) -> None:
+    def restart(self, component: str, timeout: float = 180) -> None:
         self.stop(component)
         self.start(component, timeout)
 

@@ -405,6 +405,44 @@ def test_apiserver_restart_mid_wait(
     assert lines == [f"line {i}" for i in range(1, 11)], "lines lost or repeated across the cut"
 
 
+@pytest.mark.parametrize(
+    "components", [("kube-apiserver", "kube-scheduler", "kube-controller-manager")]
+)
+def test_each_control_plane_component_restarts_healthy_while_steps_run(
+    operator: KubernetesJobStepOperator,
+    local_cluster: Any,
+    api_client: k8s.ApiClient,
+    components: tuple[str, ...],
+) -> None:
+    """``cluster.py restart`` (what a user types) ends with each component healthy, every time,
+    while steps are running through it; the steps still succeed."""
+    infos = [step_info(f"through-{i}", duration="45s") for i in range(2)]
+    launches = [Launch(lambda info=info: operator.launch(info, ["true"], {})) for info in infos]
+    ns = operator.config.namespace
+    for info in infos:
+        name = job_name(info.run_id, info.pipeline_step_name, info.step_run_id)
+        wait_until("the step to run", lambda name=name: pod_running(api_client, ns, name), 60)
+    script = Path(__file__).resolve().parents[2] / "e2e" / "cluster.py"
+    for component in components:
+        started = time.monotonic()
+        done = subprocess.run(
+            [sys.executable, str(script), "restart", component],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert done.returncode == 0, f"restart {component}: {done.stdout}{done.stderr}"
+        assert local_cluster.is_healthy(component), f"{component} not healthy after restart"
+        assert "survived" not in done.stderr
+        logging.getLogger(__name__).info(
+            "%s restarted in %.1fs", component, time.monotonic() - started
+        )
+    for launch in launches:
+        launch.result(timeout=180)
+    assert all(local_cluster.is_healthy(c) for c in components)
+
+
 class ExpiringApi(KubeApi):
     """The real API access, except that each kind's next watch resumes from a version long gone.
 

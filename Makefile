@@ -3,7 +3,9 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-# The ZenML environment: the project with its `zenml` extra. CI keeps it in the cache, keyed by
+# The ZenML environment: the project with its `zenml` extra beside `zenml[server]` and the
+# requirements of ZenML's kubernetes and s3 integrations (so the kubernetes client at the low end
+# of the core's bounds, 25.x: the cluster tests run there too). CI keeps it in the cache, keyed by
 # pyproject.toml (VENV_ZENML=...); it is re-synced whenever pyproject.toml is newer.
 VENV_ZENML ?= .venv-zenml
 PYZ := $(VENV_ZENML)/bin/python
@@ -23,7 +25,10 @@ ZENML_DEMO_DIR ?=
 # pyproject.toml's hash (~/.cache is kept between CI runs; a fresh machine creates them).
 VENV_CACHE := $(K8SSO_CACHE)/venvs
 PYPROJECT_KEY = $(shell sha256sum pyproject.toml | cut -c1-12)
-LOWEST_PINS := kubernetes==30.1.0 pydantic==2.10.0 tenacity==8.2.0 pyyaml==6.0
+LOWEST_PINS := kubernetes==25.3.0 pydantic==2.10.0 tenacity==8.2.0 pyyaml==6.0 urllib3==1.26.20
+# ZenML's integrations that the production stack uses (its orchestrator and artifact store): their
+# requirements are read from ZenML itself and installed beside the project's zenml extra.
+ZENML_INTEGRATIONS := kubernetes s3
 
 .PHONY: help venv venv-zenml binaries core-binaries system-deps cluster cluster-up realnode \
 	cluster-down cluster-status demo demo-zenml zenml-image test test-unit test-zenml test-bounds \
@@ -40,12 +45,14 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
-venv-zenml: $(VENV_ZENML)/.installed ## Create the ZenML environment (.venv-zenml): the project with its zenml extra
+venv-zenml: $(VENV_ZENML)/.installed ## Create the ZenML environment (.venv-zenml): the project's zenml extra, ZenML's server and its kubernetes and s3 integrations
 
 $(VENV_ZENML)/.installed: pyproject.toml
 	test -x $(PYZ) || $(PYTHON) -m venv $(VENV_ZENML)
 	$(PYZ) -m pip install -q --upgrade pip
-	$(PYZ) -m pip install -q -e '.[zenml,dev]'
+	$(PYZ) -m pip install -q -e '.[zenml,dev]' 'zenml[server]==0.98.*'
+	ZENML_ANALYTICS_OPT_IN=false ZENML_CONFIG_PATH=$(VENV_ZENML)/zenml-config $(VENV_ZENML)/bin/zenml integration export-requirements $(ZENML_INTEGRATIONS) --output-file $(VENV_ZENML)/integrations.txt
+	$(PYZ) -m pip install -q -e '.[zenml,dev]' 'zenml[server]==0.98.*' -r $(VENV_ZENML)/integrations.txt
 	$(PYZ) -m pip check
 	@$(PYZ) -m pip list 2>/dev/null | grep -iE '^(zenml|kubernetes|pydantic) ' | sed 's/^/resolved: /'
 	touch $@

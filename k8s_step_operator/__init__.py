@@ -2,7 +2,7 @@
 
 The public surface is what ``__all__`` lists, pinned by a test. Every module whose name starts
 with an underscore is private; the layers and what each may import are described in their
-package docstrings (``_api``, ``_job``, ``_kube``, ``_runner``, ``_doctor``) and enforced by
+package docstrings (``_step_operator_api``, ``_job``, ``_kube``, ``_runner``, ``_doctor``) and enforced by
 import-linter contracts in ``pyproject.toml``.
 """
 
@@ -10,24 +10,6 @@ from __future__ import annotations
 
 import logging
 
-from k8s_step_operator._api.base_settings import BaseSettings
-from k8s_step_operator._api.base_step_operator import (
-    BaseStepOperator,
-    BaseStepOperatorConfig,
-    BaseStepOperatorFlavor,
-)
-from k8s_step_operator._api.entrypoint_configuration import (
-    BaseEntrypointConfiguration,
-    StepEntrypointConfiguration,
-    StepOperatorEntrypointConfiguration,
-)
-from k8s_step_operator._api.enums import ExecutionStatus, StackComponentType
-from k8s_step_operator._api.resource_settings import ByteUnit, ResourceSettings
-from k8s_step_operator._api.step_run_info import (
-    PipelineConfiguration,
-    StepConfiguration,
-    StepRunInfo,
-)
 from k8s_step_operator._errors import (
     AdmissionRejectedError,
     ApiError,
@@ -64,6 +46,24 @@ from k8s_step_operator._job.settings import (
 from k8s_step_operator._operator import (
     KubernetesJobStepOperator,
     KubernetesJobStepOperatorFlavor,
+)
+from k8s_step_operator._step_operator_api.base_settings import BaseSettings
+from k8s_step_operator._step_operator_api.base_step_operator import (
+    BaseStepOperator,
+    BaseStepOperatorConfig,
+    BaseStepOperatorFlavor,
+)
+from k8s_step_operator._step_operator_api.entrypoint_configuration import (
+    BaseEntrypointConfiguration,
+    StepEntrypointConfiguration,
+    StepOperatorEntrypointConfiguration,
+)
+from k8s_step_operator._step_operator_api.enums import ExecutionStatus, StackComponentType
+from k8s_step_operator._step_operator_api.resource_settings import ByteUnit, ResourceSettings
+from k8s_step_operator._step_operator_api.step_run_info import (
+    PipelineConfiguration,
+    StepConfiguration,
+    StepRunInfo,
 )
 
 __all__ = [

@@ -15,9 +15,6 @@ from types import TracebackType
 from typing import Any, cast
 from uuid import UUID
 
-from k8s_step_operator._api.base_step_operator import BaseStepOperator, BaseStepOperatorFlavor
-from k8s_step_operator._api.enums import ExecutionStatus, StackComponentType
-from k8s_step_operator._api.step_run_info import StepConfiguration, StepRunInfo
 from k8s_step_operator._errors import NotFoundError
 from k8s_step_operator._job.builder import build_job
 from k8s_step_operator._job.env_secret import build_env_secret
@@ -34,6 +31,12 @@ from k8s_step_operator._runner.kueue import QueueView
 from k8s_step_operator._runner.ports import KubeAccess
 from k8s_step_operator._runner.step_run import NodeView, StepIdentity, StepRun, job_status
 from k8s_step_operator._runner.watcher import WATCHERS
+from k8s_step_operator._step_operator_api.base_step_operator import (
+    BaseStepOperator,
+    BaseStepOperatorFlavor,
+)
+from k8s_step_operator._step_operator_api.enums import ExecutionStatus, StackComponentType
+from k8s_step_operator._step_operator_api.step_run_info import StepConfiguration, StepRunInfo
 
 __all__ = ["FLAVOR_NAME", "KubernetesJobStepOperator", "KubernetesJobStepOperatorFlavor"]
 

@@ -43,12 +43,6 @@ from typing import IO, Any, NoReturn
 import yaml
 from pydantic import ValidationError
 
-from k8s_step_operator._api.resource_settings import ResourceSettings
-from k8s_step_operator._api.step_run_info import (
-    PipelineConfiguration,
-    StepConfiguration,
-    StepRunInfo,
-)
 from k8s_step_operator._doctor import command as doctor_command
 from k8s_step_operator._errors import (
     ApiError,
@@ -66,6 +60,12 @@ from k8s_step_operator._errors import (
 from k8s_step_operator._job.builder import build_job
 from k8s_step_operator._job.settings import parse_settings
 from k8s_step_operator._kube.client import load_client
+from k8s_step_operator._step_operator_api.resource_settings import ResourceSettings
+from k8s_step_operator._step_operator_api.step_run_info import (
+    PipelineConfiguration,
+    StepConfiguration,
+    StepRunInfo,
+)
 
 __all__ = [
     "EXIT_CODES",

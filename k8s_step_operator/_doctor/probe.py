@@ -36,7 +36,7 @@ from k8s_step_operator._doctor.permissions import (
 )
 from k8s_step_operator._doctor.report import AccessCheck, DoctorReport, build_report
 from k8s_step_operator._errors import ForbiddenError, NotFoundError
-from k8s_step_operator._job.validation import check_dns_label
+from k8s_step_operator._job.kube_syntax import check_dns_label
 from k8s_step_operator._kube.client import call, read_json
 
 __all__ = ["probe_kueue", "run_doctor"]

@@ -1,6 +1,6 @@
 """Settings in, a batch/v1 Job out: a pure function, no API client, no I/O.
 
-``build_job`` is two stages: ``validate.validate_step`` checks everything Kubernetes would
+``build_job`` is two stages: ``step_checks.validate_step`` checks everything Kubernetes would
 refuse (and every rule of this library) and raises a ``ConfigurationError`` that names *our*
 field (``settings.gpu_vendor``, ``environment['HF_TOKEN']`` ...) and says what is accepted; then
 ``assemble.assemble_job`` writes the Job from the checked ``StepSpec``. The result is a plain
@@ -27,11 +27,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from k8s_step_operator._api.step_run_info import StepRunInfo
 from k8s_step_operator._job.assemble import assemble_job
 from k8s_step_operator._job.env_secret import build_env_secret
 from k8s_step_operator._job.settings import KubernetesJobStepOperatorSettings
-from k8s_step_operator._job.validate import NO_SECRET_ENVIRONMENT, validate_step
+from k8s_step_operator._job.step_checks import NO_SECRET_ENVIRONMENT, validate_step
+from k8s_step_operator._step_operator_api.step_run_info import StepRunInfo
 
 __all__ = ["build_env_secret", "build_job"]
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from k8s_step_operator._errors import ConfigurationError
-from k8s_step_operator._job.validation import is_qualified_name
+from k8s_step_operator._job.kube_syntax import is_qualified_name
 
 __all__ = [
     "GPU_VENDORS",

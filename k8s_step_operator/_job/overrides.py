@@ -36,8 +36,7 @@ from typing import Any
 
 from k8s_step_operator._errors import ConfigurationError
 from k8s_step_operator._job.env import check_env_name_allowed
-from k8s_step_operator._job.quantity import check_quantity
-from k8s_step_operator._job.validation import (
+from k8s_step_operator._job.kube_syntax import (
     IMAGE_RULE,
     MAX_INT32,
     MAX_INT64,
@@ -51,6 +50,7 @@ from k8s_step_operator._job.validation import (
     is_image_ref,
     json_copy,
 )
+from k8s_step_operator._job.quantity import check_quantity
 
 __all__ = [
     "ALLOWED_CONTAINER_OVERRIDE_KEYS",

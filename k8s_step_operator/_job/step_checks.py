@@ -22,8 +22,6 @@ from decimal import Decimal
 from types import MappingProxyType
 from typing import Any
 
-from k8s_step_operator._api.resource_settings import split_memory
-from k8s_step_operator._api.step_run_info import StepRunInfo
 from k8s_step_operator._errors import ConfigurationError
 from k8s_step_operator._job.env import (
     SECRET_LIKE_ACCEPTED,
@@ -52,6 +50,14 @@ from k8s_step_operator._job.keys import (
     LABEL_STEP_RUN_ID,
     MANAGED_BY,
 )
+from k8s_step_operator._job.kube_syntax import (
+    IMAGE_RULE,
+    check_dns_label,
+    check_label_value,
+    check_secret_key,
+    deep_copy,
+    is_image_ref,
+)
 from k8s_step_operator._job.naming import job_name, label_value
 from k8s_step_operator._job.overrides import check_overrides_fit
 from k8s_step_operator._job.settings import (
@@ -71,14 +77,8 @@ from k8s_step_operator._job.spec import (
     SHM_VOLUME,
     StepSpec,
 )
-from k8s_step_operator._job.validation import (
-    IMAGE_RULE,
-    check_dns_label,
-    check_label_value,
-    check_secret_key,
-    deep_copy,
-    is_image_ref,
-)
+from k8s_step_operator._step_operator_api.resource_settings import split_memory
+from k8s_step_operator._step_operator_api.step_run_info import StepRunInfo
 
 __all__ = ["NO_SECRET_ENVIRONMENT", "validate_step"]
 

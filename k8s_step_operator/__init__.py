@@ -2,8 +2,8 @@
 
 The public surface is what ``__all__`` lists, pinned by a test. Every module whose name starts
 with an underscore is private; the layers and what each may import are described in their
-package docstrings (``_step_operator_api``, ``_job``, ``_kube``, ``_runner``, ``_doctor``) and enforced by
-import-linter contracts in ``pyproject.toml``.
+package docstrings (``_step_operator_api``, ``_job``, ``_kube``, ``_runner``, ``_doctor``) and
+enforced by import-linter contracts in ``pyproject.toml``.
 """
 
 from __future__ import annotations
@@ -47,6 +47,21 @@ from k8s_step_operator._operator import (
     KubernetesJobStepOperator,
     KubernetesJobStepOperatorFlavor,
 )
+from k8s_step_operator._runner.diagnosis import Phase, Problem
+from k8s_step_operator._runner.events import (
+    Admitted,
+    Event,
+    Finished,
+    Heartbeat,
+    LogLine,
+    PhaseChanged,
+    Preempted,
+    Retrying,
+    StepEvent,
+    Submitted,
+    Timeline,
+)
+from k8s_step_operator._runner.step_run import StepIdentity, StepRun
 from k8s_step_operator._step_operator_api.base_settings import BaseSettings
 from k8s_step_operator._step_operator_api.base_step_operator import (
     BaseStepOperator,
@@ -68,6 +83,7 @@ from k8s_step_operator._step_operator_api.step_run_info import (
 
 __all__ = [
     "AdmissionRejectedError",
+    "Admitted",
     "ApiError",
     "BaseEntrypointConfiguration",
     "BaseSettings",
@@ -80,22 +96,31 @@ __all__ = [
     "ContainerConfigError",
     "DeadlineExceededError",
     "DeletedExternallyError",
+    "Event",
     "ExecutionStatus",
     "FieldCause",
+    "Finished",
     "ForbiddenError",
     "GPULabelScheme",
+    "Heartbeat",
     "ImageError",
     "InvalidError",
     "KubernetesJobStepOperator",
     "KubernetesJobStepOperatorConfig",
     "KubernetesJobStepOperatorFlavor",
     "KubernetesJobStepOperatorSettings",
+    "LogLine",
     "NameCollisionError",
     "NotFoundError",
     "OOMKilledError",
+    "Phase",
+    "PhaseChanged",
     "PipelineConfiguration",
+    "Preempted",
+    "Problem",
     "QueueError",
     "ResourceSettings",
+    "Retrying",
     "SecretKeyRef",
     "ServerUnavailableError",
     "StackComponentType",
@@ -103,10 +128,15 @@ __all__ = [
     "StepConfiguration",
     "StepEntrypointConfiguration",
     "StepError",
+    "StepEvent",
     "StepFailedError",
+    "StepIdentity",
     "StepOperatorEntrypointConfiguration",
     "StepOperatorError",
+    "StepRun",
     "StepRunInfo",
+    "Submitted",
+    "Timeline",
     "Toleration",
     "TooManyRequestsError",
     "UnschedulableError",

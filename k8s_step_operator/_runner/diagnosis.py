@@ -2,7 +2,8 @@
 
 Diagnosis is data. ``observe`` turns the latest objects into an ``Observation`` (the phase, a
 one-line summary, and any problem that may end the step); ``decide`` applies the phase bounds to
-it and says whether, and with which error, the step must fail now. Neither talks to the API nor
+it (with what a look at the nodes and autoscalers said, a ``Placement``) and says whether, and
+with which error, the step must fail now. Neither talks to the API nor
 reads the clock, so every branch is tested with plain dictionaries.
 
 The phases, in order: ``submitted`` (the Job exists, no pod yet), ``queued`` (suspended, e.g. by
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from k8s_step_operator._errors import (
@@ -42,6 +43,7 @@ __all__ = [
     "Observation",
     "Outcome",
     "Phase",
+    "Placement",
     "Problem",
     "decide",
     "observe",
@@ -127,6 +129,7 @@ class Observation:
     outcome: Outcome | None = None
     queue: str = ""
     autoscaler: AutoscalerSignal | None = None
+    node: str = ""
 
 
 class Bounds(Protocol):
@@ -151,22 +154,27 @@ class Bounds(Protocol):
     @property
     def scale_up_timeout(self) -> float | None: ...
 
+    @property
+    def active_deadline_seconds(self) -> int | None: ...
 
-@dataclass
-class Timers:
-    """When each problem was first seen (monotonic seconds); kept by the caller between calls."""
 
-    since: dict[Problem, float] = field(default_factory=dict)
+@dataclass(frozen=True)
+class Placement:
+    """What a look at the nodes and the autoscalers says of a pod the scheduler cannot place.
 
-    def track(self, problem: Problem | None, now: float) -> float:
-        """Record ``problem`` as current; returns for how long it has been seen."""
-        for p in list(self.since):
-            if p is not problem:
-                del self.since[p]
-        if problem is None:
-            return 0.0
-        start = self.since.setdefault(problem, now)
-        return now - start
+    Attributes:
+        never_fits: No current node could ever fit the pod (its size, labels or taints).
+        advice: What to change so that a node would fit it.
+        autoscaler_may_act: An autoscaler exists that may still add a node that fits (it has
+            not said so yet): the pod waits for it, up to scale_up_timeout.
+        autoscaler_wait: Instead of scale_up_timeout, how long to wait for an autoscaler that
+            may exist (the identity cannot tell) to say something.
+    """
+
+    never_fits: bool = False
+    advice: str = ""
+    autoscaler_may_act: bool = False
+    autoscaler_wait: float | None = None
 
 
 _TRUE = "True"
@@ -362,11 +370,12 @@ def observe(
                 problem=problem,
                 reason=reason,
                 message=message,
+                node=node,
             )
     running = any("running" in (cs.get("state") or {}) for cs in container_statuses(pod))
     if running or (pod.get("status") or {}).get("phase") == "Running":
-        return Observation(Phase.RUNNING, f"running on {node}", pod=pod_name)
-    return Observation(Phase.STARTING, f"starting on {node}", pod=pod_name)
+        return Observation(Phase.RUNNING, f"running on {node}", pod=pod_name, node=node)
+    return Observation(Phase.STARTING, f"starting on {node}", pod=pod_name, node=node)
 
 
 def _queued(name: str, ctx: QueueContext | None) -> Observation:
@@ -455,11 +464,7 @@ def decide(
     obs: Observation,
     seen_for: float,
     limits: Bounds,
-    *,
-    never_fits: bool = False,
-    advice: str = "",
-    autoscaler_may_act: bool = False,
-    autoscaler_wait: float | None = None,
+    placement: Placement | None = None,
     **facts: Any,
 ) -> StepError | None:
     """Whether the step must fail now, given how long its current problem has lasted.
@@ -469,17 +474,16 @@ def decide(
         seen_for: Seconds the current problem (or, for queued and scheduling, the phase) has
             lasted.
         limits: The phase bounds.
-        never_fits: A look at the nodes showed that no current node could ever fit the pod.
-        advice: What to change when no node could ever fit it.
-        autoscaler_may_act: An autoscaler exists that may still add a node that fits (it has
-            not said so yet): a pod no current node fits waits for it, up to scale_up_timeout.
-        autoscaler_wait: Instead of scale_up_timeout, how long to wait for an autoscaler that
-            may exist (the identity cannot tell) to say something.
+        placement: What the nodes and autoscalers say of an unschedulable pod (``None``: not
+            looked at: only the bounds decide).
         **facts: Job and namespace names for the error.
 
     Returns:
         The error to raise, or ``None`` to keep waiting.
     """
+    place = placement or Placement()
+    never_fits, advice = place.never_fits, place.advice
+    autoscaler_may_act, autoscaler_wait = place.autoscaler_may_act, place.autoscaler_wait
     facts = {**facts, "pod": obs.pod, "container": obs.container, "reason": obs.reason}
     if obs.problem is Problem.ADMISSION:
         return AdmissionRejectedError(obs.message, **facts)

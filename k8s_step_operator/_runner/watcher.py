@@ -19,7 +19,8 @@ The watch rules followed here:
 * a slow periodic re-list of Jobs is a safety net against anything a watch may have missed.
 
 Watchers are shared through a ``WatcherRegistry`` keyed by the API access object itself (never
-by ``id()``, which Python reuses after garbage collection).
+by ``id()``, which Python reuses after garbage collection). Each operator owns its registry; there
+is no process-wide one.
 """
 
 from __future__ import annotations
@@ -530,20 +531,25 @@ def _event_time(event: dict[str, Any]) -> str:
 class _Entry:
     watcher: NamespaceWatcher
     users: int = 0
-    reaper: threading.Timer | None = None
+    idle: threading.Event | None = None  # set to cancel a pending linger
 
 
 class WatcherRegistry:
-    """Shares one watcher per (API access object, namespace) among the steps of a process.
+    """Shares one watcher per (API access object, namespace) among the steps of an operator.
 
     Keys hold the access object itself, so two clients never share an entry by accident. The last
-    user's release stops the watcher after ``linger`` idle seconds: one watch then serves a
-    pipeline's consecutive steps instead of re-listing and re-watching for each of them.
-    ``close`` stops the watchers of one access object at once.
+    user's release stops the watcher after ``linger`` idle seconds on the registry's clock: one
+    watch then serves a pipeline's consecutive steps instead of re-listing and re-watching for
+    each of them. ``close`` stops the watchers of one access object at once.
+
+    Args:
+        linger: Idle seconds before a watcher nobody uses is stopped (0: at once).
+        clock: The clock the lingering waits on (and new watchers use unless told otherwise).
     """
 
-    def __init__(self, linger: float = 60.0) -> None:
+    def __init__(self, linger: float = 60.0, clock: Clock = SYSTEM_CLOCK) -> None:
         self.linger = linger
+        self.clock = clock
         self._lock = threading.Lock()
         self._entries: dict[tuple[KubeAccess, str], _Entry] = {}
 
@@ -552,7 +558,7 @@ class WatcherRegistry:
         api: KubeAccess,
         namespace: str,
         *,
-        clock: Clock = SYSTEM_CLOCK,
+        clock: Clock | None = None,
         safety_interval: float | None = None,
     ) -> NamespaceWatcher:
         """The shared watcher for this access object and namespace, started on first use.
@@ -560,7 +566,7 @@ class WatcherRegistry:
         Args:
             api: The API access.
             namespace: The namespace.
-            clock: The clock a new watcher uses.
+            clock: The clock a new watcher uses (``None``: the registry's).
             safety_interval: The longest a step accepts between safety re-lists; the shared
                 watcher re-lists at the shortest interval any of its users asked for.
         """
@@ -568,12 +574,12 @@ class WatcherRegistry:
         with self._lock:
             entry = self._entries.get(key)
             if entry is None:
-                entry = _Entry(NamespaceWatcher(api, namespace, clock=clock))
+                entry = _Entry(NamespaceWatcher(api, namespace, clock=clock or self.clock))
                 self._entries[key] = entry
                 entry.watcher.start()
-            if entry.reaper is not None:
-                entry.reaper.cancel()
-                entry.reaper = None
+            if entry.idle is not None:
+                entry.idle.set()
+                entry.idle = None
             entry.users += 1
             if safety_interval is not None:
                 entry.watcher.safety_interval = min(entry.watcher.safety_interval, safety_interval)
@@ -592,16 +598,28 @@ class WatcherRegistry:
             if self.linger <= 0:
                 del self._entries[key]
             else:
-                entry.reaper = threading.Timer(self.linger, self._reap, args=(key, watcher))
-                entry.reaper.daemon = True
-                entry.reaper.start()
+                cancelled = threading.Event()
+                entry.idle = cancelled
+                reaper = threading.Thread(
+                    target=self._reap,
+                    args=(key, watcher, cancelled),
+                    name=f"linger-{watcher.namespace}",
+                    daemon=True,
+                )
+                reaper.start()
                 return
         watcher.stop()
 
-    def _reap(self, key: tuple[KubeAccess, str], watcher: NamespaceWatcher) -> None:
+    def _reap(
+        self, key: tuple[KubeAccess, str], watcher: NamespaceWatcher, cancelled: threading.Event
+    ) -> None:
+        if self.clock.wait(cancelled, self.linger):
+            return  # a new user came (or the registry closed it) within the linger
         with self._lock:
             entry = self._entries.get(key)
             if entry is None or entry.watcher is not watcher or entry.users > 0:
+                return
+            if entry.idle is not cancelled:
                 return
             del self._entries[key]
         watcher.stop()
@@ -617,11 +635,6 @@ class WatcherRegistry:
             keys = [k for k in self._entries if api is None or k[0] is api]
             entries = [self._entries.pop(k) for k in keys]
         for entry in entries:
-            if entry.reaper is not None:
-                entry.reaper.cancel()
+            if entry.idle is not None:
+                entry.idle.set()
             entry.watcher.stop()
-
-
-# The process's registry: steps of every operator instance that share an access object share
-# its watchers.
-WATCHERS = WatcherRegistry()

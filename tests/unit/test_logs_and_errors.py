@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import collections
 import json
-import logging
 from typing import Any
 
 import pytest
@@ -27,8 +27,8 @@ class _Owner:
     def __init__(self) -> None:
         self.lines: list[str] = []
 
-    def sink(self, prefix: str, text: str) -> None:
-        self.lines.append(prefix + text)
+    def sink(self, stream: _Stream, text: str) -> None:
+        self.lines.append(stream.prefix + text)
 
 
 def _stream() -> tuple[_Stream, _Owner]:
@@ -59,19 +59,20 @@ def test_identical_lines_with_distinct_timestamps_are_all_kept() -> None:
     assert owner.lines == ["same"] * 3
 
 
-def test_follower_keeps_a_tail(caplog: pytest.LogCaptureFixture) -> None:
-    follower = LogFollower.__new__(LogFollower)
-    import collections
-    import threading
-
+def test_follower_keeps_a_tail() -> None:
+    emitted: list[tuple[str, str, str, str]] = []
+    follower = LogFollower(
+        None,  # type: ignore[arg-type]
+        "ns",
+        lambda *line: emitted.append(line),
+        container_done=lambda pod, container: True,
+    )
     follower.tail = collections.deque(maxlen=3)
-    follower._lock = threading.Lock()
-    follower.logger = logging.getLogger("step-test")
-    with caplog.at_level(logging.INFO, logger="step-test"):
-        for i in range(5):
-            follower.sink("[p] ", f"line {i}")
+    stream = _Stream(follower, "p", "main", "[p] ")
+    for i in range(5):
+        follower.sink(stream, f"line {i}")
     assert follower.last_lines() == ["line 2", "line 3", "line 4"]
-    assert "[p] line 4" in caplog.text
+    assert emitted[-1] == ("p", "main", "[p] ", "line 4")
 
 
 def _api_exc(

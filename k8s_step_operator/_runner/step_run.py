@@ -33,6 +33,7 @@ from k8s_step_operator._errors import (
     StepCancelledError,
     StepError,
 )
+from k8s_step_operator._format import duration as _duration
 from k8s_step_operator._job.keys import JOB_CONTROLLER_UID_LABEL, KUEUE_QUEUE_LABEL
 from k8s_step_operator._job.naming import same_step
 from k8s_step_operator._job.settings import KubernetesJobStepOperatorSettings
@@ -697,16 +698,6 @@ def _bound_of(
         deadline = settings.active_deadline_seconds
         return "active_deadline_seconds", float(deadline) if deadline is not None else None
     return "", None
-
-
-def _duration(seconds: float) -> str:
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    if hours:
-        return f"{hours}h{minutes:02d}m"
-    if minutes:
-        return f"{minutes}m{secs:02d}s"
-    return f"{secs}s"
 
 
 class _Terminated(BaseException):

@@ -9,21 +9,12 @@ import time
 from collections.abc import Callable
 from typing import IO
 
+from k8s_step_operator._format import duration
 from k8s_step_operator.cli._outcome import _first_line
 
 __all__ = ["Console"]
 
 _CLEAR = "\r\x1b[K"
-
-
-def _duration(seconds: float) -> str:
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    if hours:
-        return f"{hours}h{minutes:02d}m{secs:02d}s"
-    if minutes:
-        return f"{minutes}m{secs:02d}s"
-    return f"{secs}s"
 
 
 class Console:
@@ -92,7 +83,7 @@ class Console:
         if not self.tty or not self.status:
             return
         now = self.clock()
-        text = f"{self._prefix()} {self.status} ({_duration(now - self.status_since)})"
+        text = f"{self._prefix()} {self.status} ({duration(now - self.status_since)})"
         if self.detail:
             text += f" - {self.detail}"
         if self._trouble and self._trouble_since is not None:
@@ -145,7 +136,7 @@ class Console:
             due = self._trouble_said is None or now - self._trouble_said >= self.TROUBLE_REPEAT
             if lasted >= self.TROUBLE_SHOWN_AFTER and due:
                 self._trouble_said = now
-                self.line(f"API server not answering for {_duration(lasted)}, retrying: {text}")
+                self.line(f"API server not answering for {duration(lasted)}, retrying: {text}")
             else:
                 self._draw()
 

@@ -35,7 +35,7 @@ from k8s_step_operator._errors import (
     UnschedulableError,
 )
 from k8s_step_operator._job.builder import build_job
-from k8s_step_operator._job.gpu import GPULabelScheme, register_gpu_label_scheme
+from k8s_step_operator._job.gpu import GPU_LABEL_SCHEMES, GPULabelScheme
 from k8s_step_operator._job.naming import job_name, same_step
 from k8s_step_operator._job.settings import (
     KubernetesJobStepOperatorConfig,
@@ -82,6 +82,7 @@ from k8s_step_operator._step_operator_api.step_run_info import (
 )
 
 __all__ = [
+    "GPU_LABEL_SCHEMES",
     "AdmissionRejectedError",
     "Admitted",
     "ApiError",
@@ -142,7 +143,6 @@ __all__ = [
     "UnschedulableError",
     "build_job",
     "job_name",
-    "register_gpu_label_scheme",
     "same_step",
 ]
 

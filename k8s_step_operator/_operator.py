@@ -22,6 +22,7 @@ from uuid import UUID
 from k8s_step_operator._errors import NameCollisionError, NotFoundError
 from k8s_step_operator._job.builder import build_job
 from k8s_step_operator._job.env_secret import build_env_secret
+from k8s_step_operator._job.gpu import GPU_LABEL_SCHEMES, GPULabelScheme
 from k8s_step_operator._job.naming import job_name
 from k8s_step_operator._job.settings import (
     KubernetesJobStepOperatorConfig,
@@ -55,7 +56,15 @@ class KubernetesJobStepOperator(BaseStepOperator):
     Settings for one step go under ``"step_operator.kubernetes_job"`` in the step's settings and
     override the component config field by field. Use it as a context manager, or call
     ``close`` when done, to stop its watches and close its API client.
+
+    Attributes:
+        gpu_label_schemes: The GPU label schemes ``gpu_label_scheme`` may name, by name: the
+            built-in ones (``GPU_LABEL_SCHEMES``). A subclass, or an instance, with schemes of its
+            own sets a table that holds them, such as ``{**GPU_LABEL_SCHEMES, scheme.name:
+            scheme}``.
     """
+
+    gpu_label_schemes: Mapping[str, GPULabelScheme] = GPU_LABEL_SCHEMES
 
     def __init__(
         self,
@@ -376,6 +385,7 @@ class KubernetesJobStepOperator(BaseStepOperator):
             environment,
             settings,
             secret_environment=secret_environment or {},
+            gpu_label_schemes=self.gpu_label_schemes,
         )
         if settings.namespace is None:
             job["metadata"]["namespace"] = self.namespace_of(settings)

@@ -343,8 +343,8 @@ class KubernetesJobStepOperatorSettings(BaseSettings):
         description="Which node label names the GPU model: gpu-feature-discovery "
         "(nvidia.com/gpu.product), amd-node-labeller (amd.com/gpu.product-name), gke "
         "(cloud.google.com/gke-accelerator), karpenter (karpenter.k8s.aws/instance-gpu-name), "
-        "or a registered scheme; None picks the vendor's (nvidia: gpu-feature-discovery, amd: "
-        "amd-node-labeller).",
+        "or a scheme of the operator's gpu_label_schemes; None picks the vendor's (nvidia: "
+        "gpu-feature-discovery, amd: amd-node-labeller).",
     )
     gpu_label_key: QualifiedName | None = Field(
         default=None, description="A custom node label key for gpu_type; overrides the scheme."
@@ -551,8 +551,8 @@ class KubernetesJobStepOperatorSettings(BaseSettings):
     @field_validator("gpu_label_scheme", mode="before")
     @classmethod
     def _scheme_name(cls, value: object) -> object:
-        # Whether it names a scheme is checked when the Job is built: schemes may be registered
-        # after the settings are made.
+        # Whether it names a scheme is checked when the Job is built, against the table of
+        # schemes the Job is built with.
         if value is not None and (not isinstance(value, str) or not value):
             raise ConfigurationError("", "the name of a GPU label scheme", value)
         return value

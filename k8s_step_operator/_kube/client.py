@@ -4,7 +4,9 @@ The official client raises ``ApiException`` for HTTP errors and urllib3 errors f
 failures, and retries connection errors on its own. Both are folded here into the ``ApiError``
 family (``errors.py``), and one tenacity policy decides what is retried: 429 (honouring
 Retry-After), 5xx, refused or reset connections and read time-outs. 4xx answers are never
-retried: they will not change by asking again.
+retried: they will not change by asking again. The policy's time (the budget, the back-off) is
+kept on the clock and slept with the sleeper ``call`` is given, so that unit tests run a whole
+retry schedule on a fake clock without waiting.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import logging
 import os
 import random
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +27,7 @@ import urllib3
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
-from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_delay
+from tenacity import RetryCallState, Retrying, retry_if_exception_type
 
 from k8s_step_operator._errors import (
     ApiError,
@@ -272,14 +275,23 @@ def _wait(state: RetryCallState) -> float:
     return random.uniform(ceiling / 2, ceiling)  # jitter: many waiters must not retry in step
 
 
-def _wait_within(budget: float) -> Callable[[RetryCallState], float]:
+def _wait_within(budget: float, elapsed: Callable[[], float]) -> Callable[[RetryCallState], float]:
     """``_wait``, cut to what is left of the budget, so that the budget is the whole wait."""
 
     def wait(state: RetryCallState) -> float:
-        left = budget - (state.seconds_since_start or 0.0)
+        left = budget - elapsed()
         return max(0.0, min(_wait(state), left))
 
     return wait
+
+
+def _stop_after(budget: float, elapsed: Callable[[], float]) -> Callable[[RetryCallState], bool]:
+    """Stop once the budget is spent: ``stop_after_delay`` on the clock ``elapsed`` reads."""
+
+    def stop(state: RetryCallState) -> bool:
+        return elapsed() >= budget
+
+    return stop
 
 
 def _before_sleep(state: RetryCallState) -> None:
@@ -293,6 +305,8 @@ def call(
     *args: Any,
     retry: bool = True,
     budget: float = RETRY_BUDGET_SECONDS,
+    sleep: Callable[[float], None] = time.sleep,
+    monotonic: Callable[[], float] = time.monotonic,
     **kwargs: Any,
 ) -> T:
     """Call the API, translating failures and retrying only what may succeed next time.
@@ -304,6 +318,8 @@ def call(
         retry: ``False`` to translate without retrying (e.g. a create whose outcome the caller
             resolves itself).
         budget: Seconds of retrying before the last error is raised.
+        sleep: Waits between attempts (``time.sleep``).
+        monotonic: The clock the budget is counted on (``time.monotonic``).
         **kwargs: Its keyword arguments.
 
     Returns:
@@ -323,10 +339,16 @@ def call(
 
     if not retry:
         return attempt()
+    started = monotonic()
+
+    def elapsed() -> float:
+        return monotonic() - started
+
     retrying = Retrying(
         retry=retry_if_exception_type((TooManyRequestsError, ServerUnavailableError)),
-        wait=_wait_within(budget),
-        stop=stop_after_delay(budget),
+        wait=_wait_within(budget, elapsed),
+        stop=_stop_after(budget, elapsed),
+        sleep=sleep,
         before_sleep=_before_sleep,
         reraise=True,
     )

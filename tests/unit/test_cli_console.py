@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from k8s_step_operator.cli import Console, _console_logging
+from k8s_step_operator.cli import Console
+from k8s_step_operator.cli._logging import _console_logging
 
 from .test_step_run import make, running, script, terminated
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import json
+import time
 from typing import Any
 
 import pytest
@@ -156,3 +157,75 @@ def test_call_retries_5xx_and_429_but_never_4xx() -> None:
     with pytest.raises(ServerUnavailableError):
         _client.call("op", flaky, 500, 100, budget=0.5)
     assert len(attempts) > 1
+
+
+class FakeTime:
+    """A monotonic clock that moves only when slept on."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def test_the_back_off_runs_on_the_clock_it_is_given() -> None:
+    fake, attempts = FakeTime(), []
+
+    def down() -> None:
+        attempts.append(fake.now)
+        raise _api_exc(503, {"reason": "ServiceUnavailable"})
+
+    started = time.monotonic()
+    with pytest.raises(ServerUnavailableError):
+        _client.call("op", down, budget=30.0, sleep=fake.sleep, monotonic=fake.monotonic)
+    assert time.monotonic() - started < 1.0  # nothing really slept
+    # Exponential back-off with jitter: the n-th wait is within [ceiling/2, ceiling], the
+    # ceiling doubling from 0.2 s up to 5 s; the last wait is cut to what the budget leaves.
+    *waits, last = fake.sleeps
+    for n, waited in enumerate(waits):
+        ceiling = min(5.0, 0.2 * 2**n)
+        assert ceiling / 2 <= waited <= ceiling, (n, waited)
+    assert 0.0 <= last <= 5.0
+    assert sum(fake.sleeps) == pytest.approx(30.0)  # the budget is the whole wait
+    assert len(attempts) == len(fake.sleeps) + 1
+    assert attempts[-1] == pytest.approx(1030.0)
+
+
+def test_retry_after_sets_the_schedule_within_the_budget() -> None:
+    fake, attempts = FakeTime(), []
+
+    def throttled() -> str:
+        attempts.append(fake.now)
+        if len(attempts) < 10:
+            raise _api_exc(429, {"reason": "TooManyRequests"}, {"Retry-After": "3"})
+        return "ok"
+
+    with pytest.raises(TooManyRequestsError):
+        _client.call("op", throttled, budget=10.0, sleep=fake.sleep, monotonic=fake.monotonic)
+    assert fake.sleeps == [3.0, 3.0, 3.0, 1.0]
+    assert attempts == [1000.0, 1003.0, 1006.0, 1009.0, 1010.0]
+
+    fake, attempts[:] = FakeTime(), []
+    assert _client.call("op", throttled, sleep=fake.sleep, monotonic=fake.monotonic) == "ok"
+    assert fake.sleeps == [3.0] * 9
+
+
+def test_time_spent_in_attempts_counts_against_the_budget() -> None:
+    fake, attempts = FakeTime(), []
+
+    def slow() -> None:
+        attempts.append(fake.now)
+        fake.now += 4.0  # the server answers 500 after 4 s
+        raise _api_exc(500, {"reason": "InternalError"})
+
+    with pytest.raises(ServerUnavailableError):
+        _client.call("op", slow, budget=10.0, sleep=fake.sleep, monotonic=fake.monotonic)
+    # Ends at 4 s and 8 s plus the first two back-offs (under 1 s): the third ends past 10 s.
+    assert len(attempts) == 3 and len(fake.sleeps) == 2
+    assert fake.now - 1000.0 == pytest.approx(12.0 + sum(fake.sleeps))

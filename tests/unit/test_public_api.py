@@ -14,6 +14,7 @@ from k8s_step_operator import (
 )
 
 EXPECTED_ALL = [
+    "GPU_LABEL_SCHEMES",
     "AdmissionRejectedError",
     "Admitted",
     "ApiError",
@@ -74,7 +75,6 @@ EXPECTED_ALL = [
     "UnschedulableError",
     "build_job",
     "job_name",
-    "register_gpu_label_scheme",
     "same_step",
 ]
 

@@ -2,8 +2,8 @@
 
 The public surface is what ``__all__`` lists, pinned by a test. Every module whose name starts
 with an underscore is private; the layers and what each may import are described in their
-package docstrings (``_step_operator_api``, ``_job``, ``_kube``, ``_runner``, ``_doctor``) and enforced by
-import-linter contracts in ``pyproject.toml``.
+package docstrings (``_step_operator_api``, ``_job``, ``_kube``, ``_runner``, ``_doctor``) and
+enforced by import-linter contracts in ``pyproject.toml``.
 """
 
 from __future__ import annotations

@@ -31,6 +31,7 @@ from k8s_step_operator._job.keys import (
     CLUSTER_AUTOSCALER_STATUS_NAMESPACE,
 )
 from k8s_step_operator._objects import (
+    ConfigMap,
     Event,
     NodePool,
     NodeSelectorRequirement,
@@ -223,11 +224,11 @@ def nodepools_admitting(
 class AutoscalerAccess(Protocol):
     """The two reads ``AutoscalerView`` makes."""
 
-    def list_nodepools(self) -> list[dict[str, Any]]:
+    def list_nodepools(self) -> list[NodePool]:
         """Karpenter's NodePools (``NotFoundError`` when Karpenter's API is not served)."""
         ...
 
-    def get_configmap(self, namespace: str, name: str) -> dict[str, Any]:
+    def get_configmap(self, namespace: str, name: str) -> ConfigMap:
         """A ConfigMap (``NotFoundError`` when absent)."""
         ...
 
@@ -263,7 +264,7 @@ class AutoscalerView:
             karpenter: bool | None
             pools: list[NodePool] = []
             try:
-                pools = cast("list[NodePool]", self.api.list_nodepools())
+                pools = self.api.list_nodepools()
                 karpenter = True
             except NotFoundError:
                 karpenter = False

@@ -102,11 +102,11 @@ def read_workload(workload: Mapping[str, Any]) -> WorkloadState:
 class KueueAccess(Protocol):
     """The reads ``QueueView`` makes."""
 
-    def get_local_queue(self, namespace: str, name: str) -> dict[str, Any]:
+    def get_local_queue(self, namespace: str, name: str) -> LocalQueue:
         """A LocalQueue (``NotFoundError`` when missing)."""
         ...
 
-    def pending_workloads(self, namespace: str, local_queue: str) -> list[dict[str, Any]]:
+    def pending_workloads(self, namespace: str, local_queue: str) -> list[PendingWorkload]:
         """Kueue's visibility API: the LocalQueue's pending Workloads with their positions."""
         ...
 
@@ -145,7 +145,7 @@ class QueueView:
                 return entry.value
             value: str | None
             try:
-                lq = cast(LocalQueue, self.api.get_local_queue(namespace, local_queue))
+                lq = self.api.get_local_queue(namespace, local_queue)
                 value = str(lq.get("spec", {}).get("clusterQueue") or "")
             except NotFoundError:
                 value = ""
@@ -166,9 +166,7 @@ class QueueView:
             ):
                 items: list[PendingWorkload] | None
                 try:
-                    items = cast(
-                        "list[PendingWorkload]", self.api.pending_workloads(namespace, local_queue)
-                    )
+                    items = self.api.pending_workloads(namespace, local_queue)
                 except ApiError as e:
                     log.debug("no queue positions for %s/%s: %s", namespace, local_queue, e)
                     items = None

@@ -21,7 +21,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any
+from typing import Any, cast
 
 from k8s_step_operator._errors import (
     ApiError,
@@ -104,7 +104,7 @@ class NodeView:
                 return self._cached[1]
             nodes: list[dict[str, Any]] | None
             try:
-                nodes = self.api.list_nodes()
+                nodes = cast("list[dict[str, Any]]", self.api.list_nodes())
             except ForbiddenError:
                 if not self._warned:
                     log.warning(
@@ -201,7 +201,7 @@ class StepRun:
             ApiError: The server refused the Job.
         """
         try:
-            job = self.api.create_job(self.namespace, self.job)
+            job = cast("dict[str, Any]", self.api.create_job(self.namespace, self.job))
             log.info("step %s: submitted Job %s", self.step_name, self.where)
         except ConflictError:
             # Also the path after a create whose answer was lost (a 5xx, a cut connection):
@@ -232,7 +232,7 @@ class StepRun:
 
     def get(self) -> dict[str, Any]:
         """Read the Job from the server."""
-        return self.api.get_job(self.namespace, self.name)
+        return cast("dict[str, Any]", self.api.get_job(self.namespace, self.name))
 
     # -- wait ----------------------------------------------------------------------------
 

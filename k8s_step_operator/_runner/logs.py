@@ -199,7 +199,7 @@ class LogFollower:
             statuses = container_statuses(pod)
             multi = len(statuses) > 1
             for cs in statuses:
-                state = cs.get("state") or {}
+                state = cs.get("state", {})
                 if "running" not in state and "terminated" not in state:
                     continue
                 key = (name, str(cs.get("name")))

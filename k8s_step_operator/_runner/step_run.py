@@ -23,7 +23,7 @@ import signal
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from k8s_step_operator._errors import (
     ApiError,
@@ -112,7 +112,7 @@ class NodeView:
                 return self._cached[1]
             nodes: list[dict[str, Any]] | None
             try:
-                nodes = self.api.list_nodes()
+                nodes = cast("list[dict[str, Any]]", self.api.list_nodes())
             except ForbiddenError:
                 if not self._warned:
                     log.warning(
@@ -242,7 +242,7 @@ class StepRun:
         """
         reattached = False
         try:
-            job = self.api.create_job(self.namespace, self.job)
+            job = cast("dict[str, Any]", self.api.create_job(self.namespace, self.job))
         except ConflictError:
             # Also the path after a create whose answer was lost (a 5xx, a cut connection):
             # the retry meets our own Job and adopts it.
@@ -308,7 +308,7 @@ class StepRun:
 
     def get(self) -> dict[str, Any]:
         """Read the Job from the server."""
-        return self.api.get_job(self.namespace, self.name)
+        return cast("dict[str, Any]", self.api.get_job(self.namespace, self.name))
 
     # -- wait ----------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, cast
 from uuid import UUID
@@ -33,7 +33,7 @@ from k8s_step_operator._kube.client import load_client
 from k8s_step_operator._runner.autoscaler import AutoscalerView
 from k8s_step_operator._runner.diagnosis import Phase
 from k8s_step_operator._runner.event_log import log_event
-from k8s_step_operator._runner.events import EventBus, Subscriber
+from k8s_step_operator._runner.events import EventBus, Retrying, Subscriber
 from k8s_step_operator._runner.kueue import QueueView
 from k8s_step_operator._runner.ports import KubeAccess
 from k8s_step_operator._runner.step_run import NodeView, StepIdentity, StepRun, job_status
@@ -104,9 +104,9 @@ class KubernetesJobStepOperator(BaseStepOperator):
         self._autoscalers: AutoscalerView | None = None
         self._queues: QueueView | None = None
         self._lock = threading.Lock()
-        self._watchers = WatcherRegistry()
         self._events = EventBus()
         self._events.subscribe(log_event)
+        self._watchers = WatcherRegistry(on_retry=self._retrying)
 
     @property
     def config(self) -> KubernetesJobStepOperatorConfig:
@@ -353,10 +353,22 @@ class KubernetesJobStepOperator(BaseStepOperator):
                 )
                 self._context_namespace = loaded.namespace
                 self._access = KubeApi(loaded.api_client)
+                self._access.on_retry = self._retrying
                 self._nodes = NodeView(self._access)
                 self._autoscalers = AutoscalerView(self._access)
                 self._queues = QueueView(self._access)
             return self._access
+
+    def _retrying(self, operation: str, error: str, delay: float, attempt: int = 0) -> None:
+        self._events.publish(
+            Retrying(
+                at=datetime.now(UTC),
+                operation=operation,
+                error=error,
+                delay=delay,
+                attempt=attempt,
+            )
+        )
 
     def namespace_of(self, settings: KubernetesJobStepOperatorSettings) -> str:
         """Where the step's Job goes: ``settings.namespace``, else kubectl's choice.

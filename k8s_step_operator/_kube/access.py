@@ -20,6 +20,7 @@ from kubernetes.watch.watch import iter_resp_lines
 from k8s_step_operator._errors import ApiError
 from k8s_step_operator._kube.client import (
     RETRY_BUDGET_SECONDS,
+    RetryListener,
     abort,
     api_error,
     call,
@@ -104,6 +105,8 @@ class KubeApi:
         self._batch = k8s.BatchV1Api(api_client)
         self._core = k8s.CoreV1Api(api_client)
         self._custom = k8s.CustomObjectsApi(api_client)
+        # Told of every retried call (the operator publishes them as events).
+        self.on_retry: RetryListener | None = None
 
     @property
     def budget(self) -> float:
@@ -112,6 +115,7 @@ class KubeApi:
 
     def _call(self, operation: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         kwargs.setdefault("budget", self.budget)
+        kwargs.setdefault("on_retry", self.on_retry)
         try:
             result = call(operation, fn, *args, **kwargs)
         except ApiError as e:

@@ -294,9 +294,23 @@ def _stop_after(budget: float, elapsed: Callable[[], float]) -> Callable[[RetryC
     return stop
 
 
-def _before_sleep(state: RetryCallState) -> None:
-    exc = state.outcome.exception() if state.outcome else None
-    log.warning("retrying after %s (attempt %d)", exc, state.attempt_number)
+# Told of each retry: (operation, the error, seconds until the next attempt, attempt number).
+RetryListener = Callable[[str, str, float, int], None]
+# Marks the records that say a call is retried, so a console can collapse them by that mark.
+RETRY_RECORD = {"k8sso_retry": True}
+
+
+def _before_sleep(
+    operation: str, on_retry: RetryListener | None
+) -> Callable[[RetryCallState], None]:
+    def before_sleep(state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        log.warning("retrying after %s (attempt %d)", exc, state.attempt_number, extra=RETRY_RECORD)
+        if on_retry is not None:
+            delay = state.next_action.sleep if state.next_action is not None else 0.0
+            on_retry(operation, str(exc), float(delay), state.attempt_number)
+
+    return before_sleep
 
 
 def call(
@@ -307,6 +321,7 @@ def call(
     budget: float = RETRY_BUDGET_SECONDS,
     sleep: Callable[[float], None] = time.sleep,
     monotonic: Callable[[], float] = time.monotonic,
+    on_retry: RetryListener | None = None,
     **kwargs: Any,
 ) -> T:
     """Call the API, translating failures and retrying only what may succeed next time.
@@ -320,6 +335,7 @@ def call(
         budget: Seconds of retrying before the last error is raised.
         sleep: Waits between attempts (``time.sleep``).
         monotonic: The clock the budget is counted on (``time.monotonic``).
+        on_retry: Told of each retry, before its wait (besides the log line).
         **kwargs: Its keyword arguments.
 
     Returns:
@@ -349,7 +365,7 @@ def call(
         wait=_wait_within(budget, elapsed),
         stop=_stop_after(budget, elapsed),
         sleep=sleep,
-        before_sleep=_before_sleep,
+        before_sleep=_before_sleep(operation, on_retry),
         reraise=True,
     )
     return retrying(attempt)

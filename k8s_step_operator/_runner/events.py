@@ -229,11 +229,19 @@ class Retrying(Event):
         operation: What is retried (``"watch pods in ml"``, ``"create Job ml/x"``).
         error: What went wrong.
         delay: Seconds until the next attempt.
+        attempt: The attempt that failed (0 when not counted, as for watches).
     """
 
     operation: str
     error: str
     delay: float
+    attempt: int = 0
+
+    @property
+    def text(self) -> str:
+        """``retrying watch pods in ml in 0.4s: <error>``."""
+        which = f" (attempt {self.attempt})" if self.attempt else ""
+        return f"retrying {self.operation} in {self.delay:.1f}s{which}: {self.error}"
 
 
 Subscriber = Callable[[Event], None]

@@ -30,7 +30,7 @@ import logging
 import random
 import threading
 from collections import defaultdict, deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +47,9 @@ from k8s_step_operator._runner.ports import SYSTEM_CLOCK, Clock, Kind, KubeAcces
 __all__ = ["NamespaceWatcher", "Subscription", "WatcherRegistry", "job_name_of_pod"]
 
 log = logging.getLogger(__name__)
+
+# Marks the records that say a watch is retried, so a console can collapse them by that mark.
+RETRY_RECORD = {"k8sso_retry": True}
 
 # Pods created by any Job carry the controller-uid label; selecting on it keeps other pods out.
 POD_SELECTOR = JOB_CONTROLLER_UID_LABEL
@@ -127,6 +130,7 @@ class NamespaceWatcher:
         read_timeout_slack: Extra seconds the client waits past ``server_timeout`` before it
             treats a silent connection as dead.
         safety_interval: Seconds between re-lists of Jobs, in case a watch missed something.
+        on_retry: Told of each failed watch before it is resumed: ``(operation, error, delay)``.
     """
 
     def __init__(
@@ -139,8 +143,10 @@ class NamespaceWatcher:
         server_timeout: int = SERVER_TIMEOUT,
         read_timeout_slack: float = READ_SLACK,
         safety_interval: float = 60.0,
+        on_retry: Callable[[str, str, float], None] | None = None,
     ) -> None:
         self.api = api
+        self.on_retry = on_retry
         self.namespace = namespace
         self.clock = clock
         self._server_timeout = server_timeout
@@ -345,7 +351,10 @@ class NamespaceWatcher:
                     self.namespace,
                     e,
                     delay,
+                    extra=RETRY_RECORD,
                 )
+                if self.on_retry is not None:
+                    self.on_retry(f"watch {kind.name} in {self.namespace}", str(e), delay)
                 self.clock.wait(self._stopped, delay)
 
     def _refused(self, kind: _KindState, error: ApiError) -> None:
@@ -545,11 +554,18 @@ class WatcherRegistry:
     Args:
         linger: Idle seconds before a watcher nobody uses is stopped (0: at once).
         clock: The clock the lingering waits on (and new watchers use unless told otherwise).
+        on_retry: Given to every watcher it starts (see ``NamespaceWatcher``).
     """
 
-    def __init__(self, linger: float = 60.0, clock: Clock = SYSTEM_CLOCK) -> None:
+    def __init__(
+        self,
+        linger: float = 60.0,
+        clock: Clock = SYSTEM_CLOCK,
+        on_retry: Callable[[str, str, float], None] | None = None,
+    ) -> None:
         self.linger = linger
         self.clock = clock
+        self.on_retry = on_retry
         self._lock = threading.Lock()
         self._entries: dict[tuple[KubeAccess, str], _Entry] = {}
 
@@ -574,7 +590,11 @@ class WatcherRegistry:
         with self._lock:
             entry = self._entries.get(key)
             if entry is None:
-                entry = _Entry(NamespaceWatcher(api, namespace, clock=clock or self.clock))
+                entry = _Entry(
+                    NamespaceWatcher(
+                        api, namespace, clock=clock or self.clock, on_retry=self.on_retry
+                    )
+                )
                 self._entries[key] = entry
                 entry.watcher.start()
             if entry.idle is not None:

@@ -23,8 +23,9 @@ step's exit code, or with a code of its own that says why the step did not run t
 The modules, one job each: ``_command`` (the parser and ``main``), ``_arguments`` (the arguments
 that describe a step, and the step they describe), ``_render`` and ``_run`` (one subcommand
 each), ``_console`` (the terminal: lines and the status line), ``_logging`` (the runner's
-records on the console), ``_signals`` (SIGTERM and SIGHUP), ``_outcome`` (exit statuses and
-one-line errors). ``python -m k8s_step_operator.cli`` runs ``main`` (``__main__``).
+records and events on the console), ``_outcome`` (exit statuses and one-line errors). SIGTERM
+and SIGHUP are handled by the runner's one signals module, as in ``launch``.
+``python -m k8s_step_operator.cli`` runs ``main`` (``__main__``).
 """
 
 from __future__ import annotations

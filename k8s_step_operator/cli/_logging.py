@@ -1,8 +1,11 @@
-"""The operator's and the step's log records, routed to the console while ``run`` follows a step.
+"""What ``run`` shows while it follows a step: the operator's lines, the status line, the output.
 
-The runner says what happens through its loggers; these handlers turn its records into the
-console's lines and its status line (the phase and heartbeat records by their formats), and
-write the step's own output to stdout.
+Two sources, each read for what it is. The operator's log records become the console's lines
+(problems always; phases unless ``--quiet``; the runner's inner lines and the retried calls only
+with ``--verbose``, told apart by their logger and the record's ``k8sso_retry`` mark). The
+step's events drive the status line (``Submitted``, ``PhaseChanged``, ``Heartbeat``), the
+"API server not answering" note (``Retrying``) and stdout (``LogLine``): nothing here reads a
+record's text to learn where the step is.
 """
 
 from __future__ import annotations
@@ -14,28 +17,23 @@ import threading
 from collections.abc import Iterator
 from typing import IO
 
+from k8s_step_operator._runner.diagnosis import Phase
+from k8s_step_operator._runner.events import (
+    Event,
+    Heartbeat,
+    LogLine,
+    PhaseChanged,
+    Retrying,
+    Submitted,
+)
 from k8s_step_operator.cli._console import Console
 
-# Log records that say a call is being retried: collapsed unless --verbose.
-_RETRY_RECORDS = (
-    ("k8s_step_operator._kube.client", "retrying after"),
-    ("k8s_step_operator._runner.watcher", "watch of %s in %s failed"),
-)
-# The runner's phase line and heartbeat (k8s_step_operator._runner.step_run): the status line
-# takes the step, its phase and the summary from their arguments.
-_PHASE_FORMAT = "step %s: %s - %s"
-_HEARTBEAT_FORMAT = "step %s: still %s after %s%s - %s"
 _OPERATOR_LOGGER = "k8s_step_operator"
 _STEP_LOGGER = "k8s_step_operator.step"
 
 
-def _is_retry(record: logging.LogRecord) -> bool:
-    msg = str(record.msg)
-    return any(record.name == name and msg.startswith(head) for name, head in _RETRY_RECORDS)
-
-
 class _OperatorLines(logging.Handler):
-    """The operator's records on the console: phase lines, heartbeats, problems, the status."""
+    """The operator's records on the console: phase lines, heartbeats and problems."""
 
     def __init__(self, console: Console, *, verbose: bool, quiet: bool) -> None:
         super().__init__(logging.DEBUG if verbose else logging.INFO)
@@ -45,73 +43,71 @@ class _OperatorLines(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            message = record.getMessage()
-            if _is_retry(record) and not self.verbose:
-                if not self.quiet:
-                    self.console.trouble(message)
-                return
-            self._follow_phase(record, message)
+            if getattr(record, "k8sso_retry", False) and not self.verbose:
+                return  # the status line says it (a Retrying event), once, not line by line
             # Below warnings: nothing with --quiet; the runner's modules' lines (re-lists, log
             # streams) only with --verbose.
             below = record.levelno < logging.WARNING
             if below and (self.quiet or (record.name != _OPERATOR_LOGGER and not self.verbose)):
                 return
+            message = record.getMessage()
             if self.verbose and record.exc_info:
                 message += "\n" + self.format(record).split("\n", 1)[-1]
             self.console.line(message)
         except Exception:
             self.handleError(record)
 
-    def _follow_phase(self, record: logging.LogRecord, message: str) -> None:
-        """Keep the status line on the step's current phase."""
-        if self.quiet:
-            return
-        args = record.args if isinstance(record.args, tuple) else ()
-        lasted = getattr(record, "k8sso_elapsed", None)
-        if record.msg == _PHASE_FORMAT and len(args) == 3:
-            step, phase, summary = args
-            self.console.set_status(f"step {step}: {phase}", str(summary), lasted=lasted or 0.0)
-        elif record.msg == _HEARTBEAT_FORMAT and len(args) == 5:
-            step, phase, _, _, summary = args
-            self.console.set_status(f"step {step}: {phase}", str(summary), lasted=lasted or 0.0)
-        elif record.name == _OPERATOR_LOGGER and str(record.msg).startswith("step %s: submitted"):
-            self.console.set_status(message)
 
+class _EventView:
+    """The step's events on the console: the status line, retries, and its output on stdout."""
 
-class _StepLines(logging.Handler):
-    """Writes the step's own output to stdout, as it prints it."""
-
-    def __init__(self, console: Console, stream: IO[str]) -> None:
-        super().__init__(logging.DEBUG)
+    def __init__(self, console: Console, out: IO[str], *, verbose: bool, quiet: bool) -> None:
         self.console = console
-        self.out = stream
+        self.out = out
+        self.verbose = verbose
+        self.quiet = quiet
 
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            message = record.getMessage()
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, LogLine):
+            line = f"{event.prefix}{event.text}\n"
 
             def write() -> None:
-                self.out.write(message + "\n")
+                self.out.write(line)
                 self.out.flush()
 
             self.console.around(write)
-        except Exception:
-            self.handleError(record)
+            return
+        if self.quiet:
+            return
+        if isinstance(event, Submitted):
+            verb = "reattached to existing Job" if event.reattached else "submitted Job"
+            self.console.set_status(f"step {event.step}: {verb} {event.where}")
+        elif isinstance(event, (PhaseChanged, Heartbeat)):
+            if event.phase is Phase.SUCCEEDED:
+                return  # the command's own last line says it
+            self.console.set_status(
+                f"step {event.step}: {event.phase.value}", event.summary, lasted=event.elapsed
+            )
+        elif isinstance(event, Retrying) and not self.verbose:
+            self.console.trouble(event.text)
 
 
 @contextlib.contextmanager
-def _console_logging(console: Console, *, verbose: bool, quiet: bool) -> Iterator[None]:
-    """Route the operator's loggers to the console for the block, then restore them."""
+def _console_logging(console: Console, *, verbose: bool, quiet: bool) -> Iterator[_EventView]:
+    """Route the operator's loggers to the console for the block, then restore them.
+
+    Yields the subscriber that shows the step's events: subscribe it to the operator.
+    """
     operator_log = logging.getLogger(_OPERATOR_LOGGER)
     step_log = logging.getLogger(_STEP_LOGGER)
     saved = (operator_log.level, step_log.level, step_log.propagate)
     lines = _OperatorLines(console, verbose=verbose, quiet=quiet)
     lines.setFormatter(logging.Formatter("%(message)s"))
-    output = _StepLines(console, sys.stdout)
+    # The step's output reaches stdout through its events; its logger stays quiet here.
+    silent = logging.NullHandler()
     operator_log.setLevel(logging.DEBUG if verbose else logging.INFO)
     operator_log.addHandler(lines)
-    step_log.setLevel(logging.INFO)
-    step_log.addHandler(output)
+    step_log.addHandler(silent)
     step_log.propagate = False
     ticker_stop = threading.Event()
     ticker: threading.Thread | None = None
@@ -124,14 +120,14 @@ def _console_logging(console: Console, *, verbose: bool, quiet: bool) -> Iterato
         ticker = threading.Thread(target=tick, name="status-line", daemon=True)
         ticker.start()
     try:
-        yield
+        yield _EventView(console, sys.stdout, verbose=verbose, quiet=quiet)
     finally:
         ticker_stop.set()
         if ticker is not None:
             ticker.join(2.0)
         console.close()
         operator_log.removeHandler(lines)
-        step_log.removeHandler(output)
+        step_log.removeHandler(silent)
         operator_log.setLevel(saved[0])
         step_log.setLevel(saved[1])
         step_log.propagate = saved[2]

@@ -20,7 +20,7 @@ from k8s_step_operator._errors import (
     StepCancelledError,
     StepFailedError,
 )
-from k8s_step_operator.cli._signals import _Terminated
+from k8s_step_operator._runner.signals import Terminated
 
 __all__ = [
     "EXIT_CODES",
@@ -78,7 +78,7 @@ _EXIT_CODES_NOTE = (
 
 def exit_code(exc: BaseException) -> int:
     """The exit status of ``run`` when launching the step raised ``exc`` (see ``EXIT_CODES``)."""
-    if isinstance(exc, _Terminated):
+    if isinstance(exc, Terminated):
         return 128 + exc.signum
     if isinstance(exc, KeyboardInterrupt):
         return 128 + signal.SIGINT

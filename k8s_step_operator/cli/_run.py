@@ -12,6 +12,7 @@ from typing import Any
 from k8s_step_operator._errors import ApiError, ConfigurationError, StepError, StepFailedError
 from k8s_step_operator._job.settings import parse_settings
 from k8s_step_operator._kube.client import load_client
+from k8s_step_operator._runner.signals import Terminated, terminations_raise
 from k8s_step_operator.cli._arguments import _add_step_arguments, _step_from_args
 from k8s_step_operator.cli._console import Console
 from k8s_step_operator.cli._logging import _OPERATOR_LOGGER, _console_logging
@@ -24,7 +25,6 @@ from k8s_step_operator.cli._outcome import (
     _first_line,
     exit_code,
 )
-from k8s_step_operator.cli._signals import _Terminated, _terminations_raise
 
 __all__ = ["cmd_run", "run_settings"]
 
@@ -80,7 +80,7 @@ def run_settings(args: argparse.Namespace, data: dict[str, Any]) -> dict[str, An
 
 def _outcome_line(exc: BaseException, *, host: str, args: argparse.Namespace, run_id: str) -> str:
     """The last line ``run`` prints for a step that did not succeed."""
-    if isinstance(exc, _Terminated):
+    if isinstance(exc, Terminated):
         name = signal.Signals(exc.signum).name
         if args.on_sigterm == "detach":
             return (
@@ -127,13 +127,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     operator = KubernetesJobStepOperator("cli", config=config)
     console = Console(sys.stderr)
     failure: BaseException | None = None
-    with _console_logging(console, verbose=args.verbose, quiet=args.quiet):
+    with _console_logging(console, verbose=args.verbose, quiet=args.quiet) as view:
+        operator.subscribe(view)
         try:
-            with _terminations_raise():
+            with terminations_raise():
                 if not args.quiet:
                     console.set_status(f"step {info.pipeline_step_name}: submitting to {host}")
                 operator.launch(info, command, environment)
-        except (_Terminated, KeyboardInterrupt) as exc:
+        except (Terminated, KeyboardInterrupt) as exc:
             failure = exc
         except Exception as exc:
             if args.verbose and not isinstance(exc, _EXPECTED):

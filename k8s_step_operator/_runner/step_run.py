@@ -165,7 +165,7 @@ class StepRun:
         nodes: NodeView | None = None,
         autoscalers: AutoscalerView | None = None,
         queues: QueueView | None = None,
-        companion: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None,
+        companion: Callable[[Job], Mapping[str, Any]] | None = None,
         cancel_wait_timeout: float = 120.0,
         log_drain_timeout: float = 10.0,
     ) -> None:

@@ -334,7 +334,7 @@ class NamespaceWatcher:
 
     # -- the watch loop ----------------------------------------------------------------------
 
-    def _run(self, kind: _KindState[Any]) -> None:
+    def _run(self, kind: _KindState[Obj]) -> None:
         failures = 0
         while not self._stopped.is_set():
             try:
@@ -376,7 +376,7 @@ class NamespaceWatcher:
                     self.on_retry(f"watch {kind.name} in {self.namespace}", str(e), delay)
                 self.clock.wait(self._stopped, delay)
 
-    def _refused(self, kind: _KindState[Any], error: ApiError) -> None:
+    def _refused(self, kind: _KindState[Obj], error: ApiError) -> None:
         if error.status not in (401, 403):
             return
         # Credentials or RBAC. Right after an API server restart its authorizer may refuse for
@@ -388,7 +388,7 @@ class NamespaceWatcher:
             kind.failure = error
             self._notify_all()
 
-    def _accepted(self, kind: _KindState[Any]) -> None:
+    def _accepted(self, kind: _KindState[Obj]) -> None:
         kind.refused_since = None
         if kind.failure is not None:
             kind.failure = None
@@ -463,7 +463,7 @@ class NamespaceWatcher:
                 return
             raise
 
-    def _close(self, kind: _KindState[Any]) -> None:
+    def _close(self, kind: _KindState[Obj]) -> None:
         stream, kind.stream = kind.stream, None
         if stream is not None:
             stream.close()
@@ -506,7 +506,7 @@ class NamespaceWatcher:
                     self._deleted_jobs.pop(obj_name, None)
             self._notify(self._job_name_for(kind, obj))
 
-    def _job_name_for(self, kind: _KindState[Any], obj: KubeObject) -> str:
+    def _job_name_for(self, kind: _KindState[Obj], obj: KubeObject) -> str:
         if kind.name == "jobs":
             return str(obj["metadata"]["name"])
         return job_name_of_pod(obj)  # a pod's or a Workload's owning Job

@@ -247,16 +247,8 @@ class StepRun:
             job = self.api.create_job(self.namespace, self.job)
         except ConflictError:
             # Also the path after a create whose answer was lost (a 5xx, a cut connection):
-            # the retry meets our own Job and adopts it.
-            job = self.get()
-            if not self._ours(job):
-                raise NameCollisionError(
-                    f"Job {self.where} exists but belongs to another run, step or attempt "
-                    f"({job.get('metadata', {}).get('annotations')})",
-                    status=409,
-                    reason="AlreadyExists",
-                    operation=f"create Job {self.where}",
-                ) from None
+            # the retry meets our own Job and adopts it, as a restarted caller does.
+            job = self._adopt(self.get(), operation=f"create Job {self.where}")
             reattached = True
         self.uid = str(job["metadata"]["uid"])
         self._create_companion(job)
@@ -274,14 +266,17 @@ class StepRun:
             NotFoundError: The step run has no Job.
             NameCollisionError: The Job of that name belongs to another run, step or attempt.
         """
-        job = self.get()
+        return self._adopt(self.get(), operation=f"attach to Job {self.where}")
+
+    def _adopt(self, job: Job, *, operation: str) -> Job:
+        """Make ``job`` (read from the server) the one this runner follows, if it is ours."""
         if not self._ours(job):
             raise NameCollisionError(
-                f"Job {self.where} belongs to another run, step or attempt "
+                f"Job {self.where} exists but belongs to another run, step or attempt "
                 f"({job.get('metadata', {}).get('annotations')})",
                 status=409,
                 reason="AlreadyExists",
-                operation=f"attach to Job {self.where}",
+                operation=operation,
             )
         self.uid = str(job["metadata"]["uid"])
         self.job = job
@@ -294,8 +289,7 @@ class StepRun:
             gpus=_gpus(job),
             gpu_resource=_gpu_resource(job),
         )
-        labels = labels_of(job)
-        self.queue_name = str(labels.get(KUEUE_QUEUE_LABEL, ""))
+        self.queue_name = str(labels_of(job).get(KUEUE_QUEUE_LABEL, ""))
         return job
 
     def _ours(self, job: Job) -> bool:

@@ -143,6 +143,8 @@ def s3_config() -> dict[str, Any]:
 
 def _ours(name: str, pid: int) -> bool:
     cmd = kit.proc_cmdline(pid)
+    if cmd[:1] == ["setsid"]:  # the instant before the launcher execs the command
+        cmd = cmd[1:]
     if not cmd:
         return False
     if name == "seaweedfs":
@@ -175,11 +177,15 @@ def seaweedfs_argv(p: Mapping[str, int]) -> list[str]:
         f"-master.port={p['seaweedfs-master']}",
         f"-master.port.grpc={p['seaweedfs-master-grpc']}",
         f"-master.dir={d / 'master'}",
+        # One master: after a restart it waits out an election timeout (10 s) before it leads.
+        "-master.electionTimeout=1s",
         # Small volumes: a test machine's disk, not a data centre's.
         "-master.volumeSizeLimitMB=256",
         "-volume.max=0",
         f"-volume.port={p['seaweedfs-volume']}",
         f"-volume.port.grpc={p['seaweedfs-volume-grpc']}",
+        # One volume server, nobody to hand over to: stop at once (default: wait 10 s).
+        "-volume.preStopSeconds=0",
         "-filer",
         f"-filer.port={p['seaweedfs-filer']}",
         f"-filer.port.grpc={p['seaweedfs-filer-grpc']}",
@@ -455,11 +461,10 @@ def _wait_healthy(st: cluster.State, name: str, check: Any) -> None:
     """Wait for ``check()``; stop early, with the log's tail, when the process has exited."""
     deadline = time.monotonic() + START_TIMEOUT_S
     while not check():
-        if pid_of(st, name) is None or time.monotonic() > deadline:
+        gone = pid_of(st, name) is None
+        if gone or time.monotonic() > deadline:
             tail = "\n".join(kit.tail(st.logfile(name), 20))
-            what = (
-                "exited" if pid_of(st, name) is None else f"is not healthy {START_TIMEOUT_S:.0f} s"
-            )
+            what = "exited" if gone else f"is not healthy {START_TIMEOUT_S:.0f} s"
             raise SystemExit(
                 f"{name} {what} after its start; {st.logfile(name)} ends with:\n{tail}"
             )

@@ -678,6 +678,8 @@ def binaries_missing() -> list[Path]:
 
 
 def _ours(name: str, cmd: list[str]) -> bool:
+    if cmd[:1] == ["setsid"]:  # the instant before the launcher execs the command
+        cmd = cmd[1:]
     if not cmd:
         return False
     if name == "kube-proxy":

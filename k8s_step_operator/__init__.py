@@ -2,32 +2,14 @@
 
 The public surface is what ``__all__`` lists, pinned by a test. Every module whose name starts
 with an underscore is private; the layers and what each may import are described in their
-package docstrings (``_api``, ``_job``, ``_kube``, ``_runner``, ``_doctor``) and enforced by
-import-linter contracts in ``pyproject.toml``.
+package docstrings (``_step_operator_api``, ``_job``, ``_kube``, ``_runner``, ``_doctor``) and
+enforced by import-linter contracts in ``pyproject.toml``.
 """
 
 from __future__ import annotations
 
 import logging
 
-from k8s_step_operator._api.base_settings import BaseSettings
-from k8s_step_operator._api.base_step_operator import (
-    BaseStepOperator,
-    BaseStepOperatorConfig,
-    BaseStepOperatorFlavor,
-)
-from k8s_step_operator._api.entrypoint_configuration import (
-    BaseEntrypointConfiguration,
-    StepEntrypointConfiguration,
-    StepOperatorEntrypointConfiguration,
-)
-from k8s_step_operator._api.enums import ExecutionStatus, StackComponentType
-from k8s_step_operator._api.resource_settings import ByteUnit, ResourceSettings
-from k8s_step_operator._api.step_run_info import (
-    PipelineConfiguration,
-    StepConfiguration,
-    StepRunInfo,
-)
 from k8s_step_operator._errors import (
     AdmissionRejectedError,
     ApiError,
@@ -53,7 +35,7 @@ from k8s_step_operator._errors import (
     UnschedulableError,
 )
 from k8s_step_operator._job.builder import build_job
-from k8s_step_operator._job.gpu import GPULabelScheme, register_gpu_label_scheme
+from k8s_step_operator._job.gpu import GPU_LABEL_SCHEMES, GPULabelScheme
 from k8s_step_operator._job.naming import job_name, same_step
 from k8s_step_operator._job.settings import (
     KubernetesJobStepOperatorConfig,
@@ -65,9 +47,44 @@ from k8s_step_operator._operator import (
     KubernetesJobStepOperator,
     KubernetesJobStepOperatorFlavor,
 )
+from k8s_step_operator._runner.diagnosis import Phase, Problem
+from k8s_step_operator._runner.events import (
+    Admitted,
+    Event,
+    Finished,
+    Heartbeat,
+    LogLine,
+    PhaseChanged,
+    Preempted,
+    Retrying,
+    StepEvent,
+    Submitted,
+    Timeline,
+)
+from k8s_step_operator._runner.step_run import StepIdentity, StepRun
+from k8s_step_operator._step_operator_api.base_settings import BaseSettings
+from k8s_step_operator._step_operator_api.base_step_operator import (
+    BaseStepOperator,
+    BaseStepOperatorConfig,
+    BaseStepOperatorFlavor,
+)
+from k8s_step_operator._step_operator_api.entrypoint_configuration import (
+    BaseEntrypointConfiguration,
+    StepEntrypointConfiguration,
+    StepOperatorEntrypointConfiguration,
+)
+from k8s_step_operator._step_operator_api.enums import ExecutionStatus, StackComponentType
+from k8s_step_operator._step_operator_api.resource_settings import ByteUnit, ResourceSettings
+from k8s_step_operator._step_operator_api.step_run_info import (
+    PipelineConfiguration,
+    StepConfiguration,
+    StepRunInfo,
+)
 
 __all__ = [
+    "GPU_LABEL_SCHEMES",
     "AdmissionRejectedError",
+    "Admitted",
     "ApiError",
     "BaseEntrypointConfiguration",
     "BaseSettings",
@@ -80,22 +97,31 @@ __all__ = [
     "ContainerConfigError",
     "DeadlineExceededError",
     "DeletedExternallyError",
+    "Event",
     "ExecutionStatus",
     "FieldCause",
+    "Finished",
     "ForbiddenError",
     "GPULabelScheme",
+    "Heartbeat",
     "ImageError",
     "InvalidError",
     "KubernetesJobStepOperator",
     "KubernetesJobStepOperatorConfig",
     "KubernetesJobStepOperatorFlavor",
     "KubernetesJobStepOperatorSettings",
+    "LogLine",
     "NameCollisionError",
     "NotFoundError",
     "OOMKilledError",
+    "Phase",
+    "PhaseChanged",
     "PipelineConfiguration",
+    "Preempted",
+    "Problem",
     "QueueError",
     "ResourceSettings",
+    "Retrying",
     "SecretKeyRef",
     "ServerUnavailableError",
     "StackComponentType",
@@ -103,16 +129,20 @@ __all__ = [
     "StepConfiguration",
     "StepEntrypointConfiguration",
     "StepError",
+    "StepEvent",
     "StepFailedError",
+    "StepIdentity",
     "StepOperatorEntrypointConfiguration",
     "StepOperatorError",
+    "StepRun",
     "StepRunInfo",
+    "Submitted",
+    "Timeline",
     "Toleration",
     "TooManyRequestsError",
     "UnschedulableError",
     "build_job",
     "job_name",
-    "register_gpu_label_scheme",
     "same_step",
 ]
 

@@ -2,38 +2,49 @@
 
 This is where the layers meet: the step's settings are merged once over the component config,
 the Job is built by the pure builder, and the runner follows it through the API access of the
-Kubernetes layer. The operator owns that access (one API client, its watchers, its node view)
-and releases it on ``close`` (it is a context manager).
+Kubernetes layer. The operator owns that access (one API client, its watcher registry, its node,
+autoscaler and queue views) and its event bus, and releases them on ``close`` (it is a context
+manager). Nothing of it is global: two operators share nothing.
+
+``attach`` is the one way to follow a step that is already running (from another process, after
+a restart): ``follow``, ``cancel``, ``wait`` and ZenML's integration all go through it.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, cast
 from uuid import UUID
 
-from k8s_step_operator._api.base_step_operator import BaseStepOperator, BaseStepOperatorFlavor
-from k8s_step_operator._api.enums import ExecutionStatus, StackComponentType
-from k8s_step_operator._api.step_run_info import StepConfiguration, StepRunInfo
-from k8s_step_operator._errors import NotFoundError
+from k8s_step_operator._errors import NameCollisionError, NotFoundError
 from k8s_step_operator._job.builder import build_job
 from k8s_step_operator._job.env_secret import build_env_secret
-from k8s_step_operator._job.naming import job_name, same_step
+from k8s_step_operator._job.gpu import GPU_LABEL_SCHEMES, GPULabelScheme
+from k8s_step_operator._job.naming import job_name
 from k8s_step_operator._job.settings import (
     KubernetesJobStepOperatorConfig,
     KubernetesJobStepOperatorSettings,
 )
 from k8s_step_operator._kube.access import KubeApi
 from k8s_step_operator._kube.client import load_client
+from k8s_step_operator._objects import Job
 from k8s_step_operator._runner.autoscaler import AutoscalerView
 from k8s_step_operator._runner.diagnosis import Phase
+from k8s_step_operator._runner.event_log import log_event
+from k8s_step_operator._runner.events import EventBus, Retrying, Subscriber
 from k8s_step_operator._runner.kueue import QueueView
 from k8s_step_operator._runner.ports import KubeAccess
 from k8s_step_operator._runner.step_run import NodeView, StepIdentity, StepRun, job_status
-from k8s_step_operator._runner.watcher import WATCHERS
+from k8s_step_operator._runner.watcher import WatcherRegistry
+from k8s_step_operator._step_operator_api.base_step_operator import (
+    BaseStepOperator,
+    BaseStepOperatorFlavor,
+)
+from k8s_step_operator._step_operator_api.enums import ExecutionStatus, StackComponentType
+from k8s_step_operator._step_operator_api.step_run_info import StepConfiguration, StepRunInfo
 
 __all__ = ["FLAVOR_NAME", "KubernetesJobStepOperator", "KubernetesJobStepOperatorFlavor"]
 
@@ -46,7 +57,15 @@ class KubernetesJobStepOperator(BaseStepOperator):
     Settings for one step go under ``"step_operator.kubernetes_job"`` in the step's settings and
     override the component config field by field. Use it as a context manager, or call
     ``close`` when done, to stop its watches and close its API client.
+
+    Attributes:
+        gpu_label_schemes: The GPU label schemes ``gpu_label_scheme`` may name, by name: the
+            built-in ones (``GPU_LABEL_SCHEMES``). A subclass, or an instance, with schemes of its
+            own sets a table that holds them, such as ``{**GPU_LABEL_SCHEMES, scheme.name:
+            scheme}``.
     """
+
+    gpu_label_schemes: Mapping[str, GPULabelScheme] = GPU_LABEL_SCHEMES
 
     def __init__(
         self,
@@ -86,6 +105,9 @@ class KubernetesJobStepOperator(BaseStepOperator):
         self._autoscalers: AutoscalerView | None = None
         self._queues: QueueView | None = None
         self._lock = threading.Lock()
+        self._events = EventBus()
+        self._events.subscribe(log_event)
+        self._watchers = WatcherRegistry(on_retry=self._retrying)
 
     @property
     def config(self) -> KubernetesJobStepOperatorConfig:
@@ -109,13 +131,25 @@ class KubernetesJobStepOperator(BaseStepOperator):
 
     # -- lifecycle ------------------------------------------------------------------------
 
+    def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
+        """Receive the events of every step this operator runs, follows or cancels.
+
+        The subscriber is called with each event (``Submitted``, ``PhaseChanged``,
+        ``Heartbeat``, ``Admitted``, ``Preempted``, ``LogLine``, ``Finished``) on the step's
+        thread, in order: keep it quick and thread-safe. Logging is a subscriber already.
+
+        Returns:
+            A call that unsubscribes it.
+        """
+        return self._events.subscribe(subscriber)
+
     def close(self) -> None:
         """Stop this operator's watches and close its API client; it reconnects on next use."""
         with self._lock:
             access, self._access = self._access, None
             self._nodes = self._autoscalers = self._queues = None
         if access is not None:
-            WATCHERS.close(access)
+            self._watchers.close(access)
             access.close()
 
     def __enter__(self) -> KubernetesJobStepOperator:
@@ -220,13 +254,41 @@ class KubernetesJobStepOperator(BaseStepOperator):
         settings = settings or self.get_settings(info)
         secrets = dict(secret_environment or {})
         job = self._build(info, entrypoint_command, environment, settings, secrets)
-        companion: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None
+        companion: Callable[[Job], Mapping[str, Any]] | None = None
         if secrets:
 
-            def companion(created: Mapping[str, Any]) -> Mapping[str, Any]:
+            def companion(created: Job) -> Mapping[str, Any]:
                 return build_env_secret(job, secrets, job_uid=str(created["metadata"]["uid"]))
 
         return self._runner(job, _identity(info), settings, companion=companion)
+
+    def attach(
+        self,
+        step: StepIdentity,
+        *,
+        namespace: str | None = None,
+        settings: KubernetesJobStepOperatorSettings | None = None,
+    ) -> StepRun:
+        """The runner of a step run whose Job exists already, with that Job found.
+
+        The one way to follow, cancel or read a step another process submitted (or this one,
+        before a restart).
+
+        Args:
+            step: The step run.
+            namespace: Where its Job is (``None``: ``settings.namespace``, else kubectl's
+                choice).
+            settings: The step's merged settings (``None``: the component's config).
+
+        Raises:
+            NotFoundError: The step run has no Job.
+            NameCollisionError: The Job of that name belongs to another run, step or attempt.
+        """
+        settings = settings or self.get_settings(StepConfiguration())
+        namespace = namespace or self.namespace_of(settings)
+        run = self._runner(self._ref(namespace, step), step, settings)
+        run.attach()
+        return run
 
     def follow(
         self,
@@ -250,13 +312,9 @@ class KubernetesJobStepOperator(BaseStepOperator):
             StepError: If the step did not succeed.
             NotFoundError: If the step run has no Job.
         """
-        run = self._runner(self._ref(namespace, step), step, settings)
-        run.uid = str(run.get()["metadata"]["uid"])
-        try:
-            run.follow(interrupts=interrupts)
-        except interrupts:
-            run.on_interrupt(terminated=False)
-            raise
+        self.attach(step, namespace=namespace, settings=settings).follow_or_clean_up(
+            interrupts=interrupts
+        )
 
     def status_of(self, namespace: str, step: StepIdentity) -> ExecutionStatus:
         """The status of a step run's Job (``STOPPED`` when it has none)."""
@@ -273,14 +331,10 @@ class KubernetesJobStepOperator(BaseStepOperator):
         settings: KubernetesJobStepOperatorSettings,
     ) -> None:
         """Delete a step run's Job and wait until none of its pods is left."""
-        run = self._runner(self._ref(namespace, step), step, settings)
         try:
-            job = run.get()
-        except NotFoundError:
-            return
-        if not same_step(job, step.run_id, step.step_name, step.step_run_id):
-            return  # the name holds another step run's Job: not ours to delete
-        run.uid = str(job["metadata"]["uid"])
+            run = self.attach(step, namespace=namespace, settings=settings)
+        except (NotFoundError, NameCollisionError):
+            return  # no Job, or the name holds another step run's Job: not ours to delete
         run.cancel()
 
     # -- plumbing -------------------------------------------------------------------------
@@ -300,10 +354,22 @@ class KubernetesJobStepOperator(BaseStepOperator):
                 )
                 self._context_namespace = loaded.namespace
                 self._access = KubeApi(loaded.api_client)
+                self._access.on_retry = self._retrying
                 self._nodes = NodeView(self._access)
                 self._autoscalers = AutoscalerView(self._access)
                 self._queues = QueueView(self._access)
             return self._access
+
+    def _retrying(self, operation: str, error: str, delay: float, attempt: int = 0) -> None:
+        self._events.publish(
+            Retrying(
+                at=datetime.now(UTC),
+                operation=operation,
+                error=error,
+                delay=delay,
+                attempt=attempt,
+            )
+        )
 
     def namespace_of(self, settings: KubernetesJobStepOperatorSettings) -> str:
         """Where the step's Job goes: ``settings.namespace``, else kubectl's choice.
@@ -332,12 +398,13 @@ class KubernetesJobStepOperator(BaseStepOperator):
             environment,
             settings,
             secret_environment=secret_environment or {},
+            gpu_label_schemes=self.gpu_label_schemes,
         )
         if settings.namespace is None:
             job["metadata"]["namespace"] = self.namespace_of(settings)
         return job
 
-    def _ref(self, namespace: str, step: StepIdentity) -> dict[str, Any]:
+    def _ref(self, namespace: str, step: StepIdentity) -> Job:
         name = job_name(step.run_id, step.step_name, step.step_run_id)
         return {"metadata": {"name": name, "namespace": namespace}}
 
@@ -347,7 +414,7 @@ class KubernetesJobStepOperator(BaseStepOperator):
         step: StepIdentity,
         settings: KubernetesJobStepOperatorSettings,
         *,
-        companion: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None,
+        companion: Callable[[Job], Mapping[str, Any]] | None = None,
     ) -> StepRun:
         access = self.access()
         return StepRun(
@@ -355,7 +422,8 @@ class KubernetesJobStepOperator(BaseStepOperator):
             job,
             step=step,
             settings=settings,
-            watchers=WATCHERS,
+            watchers=self._watchers,
+            events=self._events,
             nodes=self._nodes,
             autoscalers=self._autoscalers,
             queues=self._queues,

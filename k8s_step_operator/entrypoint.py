@@ -14,12 +14,12 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from k8s_step_operator._api.entrypoint_configuration import (
+from k8s_step_operator._errors import ConfigurationError
+from k8s_step_operator._step_operator_api.entrypoint_configuration import (
     ENTRYPOINT_CONFIG_SOURCE_OPTION,
     BaseEntrypointConfiguration,
 )
-from k8s_step_operator._api.sources import load_source
-from k8s_step_operator._errors import ConfigurationError
+from k8s_step_operator._step_operator_api.sources import load_source
 
 __all__ = ["main"]
 

@@ -36,7 +36,8 @@ REPO = Path(__file__).resolve().parent.parent
 # The ZenML tests run in the ZenML environment (`make test-zenml`, part of `make test`); an
 # environment without ZenML does not collect them, rather than report them skipped.
 collect_ignore_glob = [] if importlib.util.find_spec("zenml") else ["zenml_integration/*"]
-LOCAL_KUBECONFIG = REPO / ".cluster" / "kubeconfig"
+# The cluster e2e/cluster.py runs: the checkout's, or K8SSO_CLUSTER_DIR's (as the script reads it).
+LOCAL_KUBECONFIG = Path(os.environ.get("K8SSO_CLUSTER_DIR") or REPO / ".cluster") / "kubeconfig"
 NODES_FILE = REPO / "e2e" / "nodes.yaml"
 KWOK_ANNOTATION = "kwok.x-k8s.io/node"
 

@@ -13,6 +13,6 @@ front, as the identity the pipeline will use. Its modules:
 - ``command``: the ``doctor`` subcommand's arguments;
 - ``doctor``: all of the above in one import.
 
-It may import ``_errors``, ``_job`` (GPU vendors, label schemes, name rules) and ``_kube``; never
-the runner, the operator or the command line.
+It may import ``_objects`` (the shapes of the API's JSON), ``_errors``, ``_job`` (GPU vendors,
+label schemes, name rules) and ``_kube``; never the runner, the operator or the command line.
 """

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from k8s_step_operator._job.gpu import GPU_VENDORS, get_gpu_label_scheme, gpu_label_schemes
+from collections.abc import Mapping
+
+from k8s_step_operator._job.gpu import GPU_LABEL_SCHEMES, GPU_VENDORS, GPULabelScheme
 
 __all__ = ["gpu_model_labels", "is_gpu_resource"]
 
@@ -11,7 +13,7 @@ _EXTRA_GPU_RESOURCES = ("nvidia.com/gpu.shared", "habana.ai/gaudi")
 _GPU_RESOURCE_PREFIXES = ("nvidia.com/mig-", "gpu.intel.com/", "aws.amazon.com/neuron")
 
 # Where the GPU model is written, first match wins: the label schemes of ``gpu`` (GPU feature
-# discovery, GKE, Karpenter and any registered later), then the AMD node labeller's.
+# discovery, GKE, Karpenter, then any other in the table), then the AMD node labeller's.
 _EXTRA_MODEL_LABELS = ("amd.com/gpu.product-name", "beta.amd.com/gpu.product-name")
 
 
@@ -24,9 +26,12 @@ def is_gpu_resource(key: str) -> bool:
     )
 
 
-def gpu_model_labels() -> tuple[str, ...]:
+def gpu_model_labels(
+    label_schemes: Mapping[str, GPULabelScheme] = GPU_LABEL_SCHEMES,
+) -> tuple[str, ...]:
     """The node labels that may name the GPU model, in the order they are tried."""
-    schemes = [get_gpu_label_scheme("gpu_label_scheme", name) for name in gpu_label_schemes()]
     order = {"gpu-feature-discovery": 0, "gke": 1, "karpenter": 2}
-    schemes.sort(key=lambda sc: (order.get(sc.name, len(order)), sc.name))
+    schemes = sorted(
+        label_schemes.values(), key=lambda sc: (order.get(sc.name, len(order)), sc.name)
+    )
     return tuple(dict.fromkeys([sc.label_key for sc in schemes] + list(_EXTRA_MODEL_LABELS)))

@@ -18,9 +18,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 from k8s_step_operator._doctor.gpus import is_gpu_resource
+from k8s_step_operator._objects import (
+    APIGroupList,
+    ClusterQueue,
+    FlavorUsage,
+    LocalQueue,
+    ResourceUsage,
+    conditions_of,
+    name_of,
+)
 
 __all__ = [
     "KUEUE_GROUP",
@@ -151,7 +160,7 @@ class KueueReport:
     notes: tuple[str, ...] = ()
 
 
-def served_versions(api_groups: Mapping[str, Any]) -> tuple[str, ...] | None:
+def served_versions(api_groups: APIGroupList) -> tuple[str, ...] | None:
     """The versions of kueue.x-k8s.io in an APIGroupList (``GET /apis``); ``None``: not served."""
     for group in api_groups.get("groups") or ():
         if group.get("name") == KUEUE_GROUP:
@@ -164,15 +173,15 @@ def pick_version(served: Sequence[str]) -> str | None:
     return next((v for v in KUEUE_VERSIONS if v in served), None)
 
 
-def _int(value: Any) -> int:
+def _int(value: int | None) -> int:
     try:
         return int(value or 0)
     except (TypeError, ValueError):
         return 0
 
 
-def _active(obj: Mapping[str, Any]) -> tuple[bool | None, str]:
-    for cond in (obj.get("status") or {}).get("conditions") or ():
+def _active(obj: LocalQueue | ClusterQueue) -> tuple[bool | None, str]:
+    for cond in conditions_of(obj):
         if cond.get("type") == "Active":
             active = cond.get("status") == "True"
             text = str(cond.get("message") or cond.get("reason") or "")
@@ -180,18 +189,20 @@ def _active(obj: Mapping[str, Any]) -> tuple[bool | None, str]:
     return None, ""
 
 
-def _usage_totals(flavors: Sequence[Mapping[str, Any]] | None) -> dict[tuple[str, str], Any]:
+def _usage_totals(
+    flavors: Sequence[FlavorUsage] | None,
+) -> dict[tuple[str, str], ResourceUsage]:
     """``status.flavorsUsage`` or ``flavorsReservation`` as (flavor, resource) -> the entry."""
-    totals: dict[tuple[str, str], Any] = {}
+    totals: dict[tuple[str, str], ResourceUsage] = {}
     for flavor in flavors or ():
         for res in flavor.get("resources") or ():
             totals[(str(flavor.get("name", "")), str(res.get("name", "")))] = res
     return totals
 
 
-def _cluster_queue(obj: Mapping[str, Any]) -> ClusterQueueState:
-    spec = obj.get("spec") or {}
-    status = obj.get("status") or {}
+def _cluster_queue(obj: ClusterQueue) -> ClusterQueueState:
+    spec = obj.get("spec", {})
+    status = obj.get("status", {})
     reserved = _usage_totals(status.get("flavorsReservation"))
     used = _usage_totals(status.get("flavorsUsage"))
     quotas = []
@@ -210,14 +221,14 @@ def _cluster_queue(obj: Mapping[str, Any]) -> ClusterQueueState:
                         resource=resource,
                         nominal=str(res.get("nominalQuota", "0")),
                         borrowing_limit=None if limit is None else str(limit),
-                        reserved=str((reserved.get(key) or {}).get("total", "0")),
-                        used=str((used.get(key) or {}).get("total", "0")),
-                        borrowed=str((used.get(key) or {}).get("borrowed", "0")),
+                        reserved=str(reserved.get(key, {}).get("total", "0")),
+                        used=str(used.get(key, {}).get("total", "0")),
+                        borrowed=str(used.get(key, {}).get("borrowed", "0")),
                     )
                 )
     active, message = _active(obj)
     return ClusterQueueState(
-        name=str((obj.get("metadata") or {}).get("name", "")),
+        name=name_of(obj),
         cohort=str(spec.get("cohortName") or spec.get("cohort") or ""),
         active=active,
         message=message,
@@ -229,12 +240,12 @@ def _cluster_queue(obj: Mapping[str, Any]) -> ClusterQueueState:
 
 
 def _local_queue(
-    obj: Mapping[str, Any],
+    obj: LocalQueue,
     cluster_queues: Mapping[str, ClusterQueueState],
     unreadable: Mapping[str, str],
 ) -> LocalQueueState:
-    status = obj.get("status") or {}
-    cq = str((obj.get("spec") or {}).get("clusterQueue", ""))
+    status = obj.get("status", {})
+    cq = str(obj.get("spec", {}).get("clusterQueue", ""))
     usage = tuple(
         GpuUsage(flavor, resource, str(entry.get("total", "0")))
         for (flavor, resource), entry in _usage_totals(status.get("flavorsUsage")).items()
@@ -249,7 +260,7 @@ def _local_queue(
     else:
         unknown = "does not exist"
     return LocalQueueState(
-        name=str((obj.get("metadata") or {}).get("name", "")),
+        name=name_of(obj),
         cluster_queue=cq,
         active=active,
         message=message,
@@ -290,8 +301,8 @@ def build_kueue(
     namespace: str,
     *,
     served: Sequence[str] | None,
-    local_queues: Sequence[Mapping[str, Any]] | None,
-    cluster_queues: Sequence[Mapping[str, Any]] = (),
+    local_queues: Sequence[LocalQueue] | None,
+    cluster_queues: Sequence[ClusterQueue] = (),
     unreadable: Mapping[str, str] | None = None,
     detail: str = "",
 ) -> KueueReport:

@@ -36,8 +36,18 @@ from k8s_step_operator._doctor.permissions import (
 )
 from k8s_step_operator._doctor.report import AccessCheck, DoctorReport, build_report
 from k8s_step_operator._errors import ForbiddenError, NotFoundError
-from k8s_step_operator._job.validation import check_dns_label
+from k8s_step_operator._job.kube_syntax import check_dns_label
 from k8s_step_operator._kube.client import call, read_json
+from k8s_step_operator._objects import (
+    APIGroupList,
+    ClusterQueue,
+    LocalQueue,
+    Namespace,
+    Node,
+    ObjectList,
+    ResourceQuota,
+    SelfSubjectAccessReview,
+)
 
 __all__ = ["probe_kueue", "run_doctor"]
 
@@ -48,11 +58,12 @@ _RETRY_BUDGET = 5.0
 
 
 def _get_json(operation: str, fn: Callable[..., Any], *args: Any) -> Any:
+    """The server's JSON answer; the caller names its type."""
     response = call(operation, fn, *args, _preload_content=False, budget=_RETRY_BUDGET)
     return read_json(response)
 
 
-def _check(authz: Any, perm: Permission, namespace: str) -> AccessCheck:
+def _check(authz: k8s.AuthorizationV1Api, perm: Permission, namespace: str) -> AccessCheck:
     attributes = {"verb": perm.verb, "group": perm.group, "resource": perm.resource}
     if not perm.cluster_scoped:
         attributes["namespace"] = perm.namespace or namespace
@@ -65,21 +76,23 @@ def _check(authz: Any, perm: Permission, namespace: str) -> AccessCheck:
         "kind": "SelfSubjectAccessReview",
         "spec": {"resourceAttributes": attributes},
     }
-    review = _get_json(
+    review: SelfSubjectAccessReview = _get_json(
         f"review {perm.describe(namespace)}", authz.create_self_subject_access_review, body
     )
-    status = review.get("status") or {}
+    status = review.get("status", {})
     reason = str(status.get("reason") or status.get("evaluationError") or "")
     allowed = bool(status.get("allowed")) and not status.get("denied")
     return AccessCheck(perm, allowed, reason)
 
 
-def _api_groups(api_client: Any) -> dict[str, Any]:
-    groups: dict[str, Any] = _get_json("list API groups", k8s.ApisApi(api_client).get_api_versions)
+def _api_groups(api_client: k8s.ApiClient) -> APIGroupList:
+    groups: APIGroupList = _get_json("list API groups", k8s.ApisApi(api_client).get_api_versions)
     return groups
 
 
-def probe_kueue(api_client: Any, namespace: str, served: tuple[str, ...] | None) -> KueueReport:
+def probe_kueue(
+    api_client: k8s.ApiClient, namespace: str, served: tuple[str, ...] | None
+) -> KueueReport:
     """Read the namespace's LocalQueues and their ClusterQueues, as far as this identity may.
 
     Args:
@@ -95,7 +108,7 @@ def probe_kueue(api_client: Any, namespace: str, served: tuple[str, ...] | None)
         return build_kueue(namespace, served=served, local_queues=None)
     custom = k8s.CustomObjectsApi(api_client)
     try:
-        listed = _get_json(
+        listed: ObjectList[LocalQueue] = _get_json(
             f"list localqueues.{KUEUE_GROUP} in {namespace}",
             custom.list_namespaced_custom_object,
             KUEUE_GROUP,
@@ -117,9 +130,9 @@ def probe_kueue(api_client: Any, namespace: str, served: tuple[str, ...] | None)
             local_queues=None,
             detail=f"{KUEUE_GROUP}/{version} is served but has no LocalQueue resource",
         )
-    local_queues: list[dict[str, Any]] = list(listed.get("items") or [])
-    names = sorted({str((q.get("spec") or {}).get("clusterQueue", "")) for q in local_queues})
-    cluster_queues: list[dict[str, Any]] = []
+    local_queues = list(listed.get("items") or [])
+    names = sorted({str(q.get("spec", {}).get("clusterQueue", "")) for q in local_queues})
+    cluster_queues: list[ClusterQueue] = []
     unreadable: dict[str, str] = {}
     for name in filter(None, names):
         try:
@@ -146,7 +159,9 @@ def probe_kueue(api_client: Any, namespace: str, served: tuple[str, ...] | None)
     )
 
 
-def run_doctor(api_client: Any, namespace: str, *, kueue: bool | None = None) -> DoctorReport:
+def run_doctor(
+    api_client: k8s.ApiClient, namespace: str, *, kueue: bool | None = None
+) -> DoctorReport:
     """Check permissions, GPU inventory, Pod Security, GPU quota and Kueue as ``api_client``.
 
     Args:
@@ -180,11 +195,12 @@ def run_doctor(api_client: Any, namespace: str, *, kueue: bool | None = None) ->
     core = k8s.CoreV1Api(api_client)
     notes: list[str] = []
     problems: list[str] = []
-    nodes: list[dict[str, Any]] | None = None
-    namespace_obj: dict[str, Any] | None = None
-    quotas: list[dict[str, Any]] | None = None
+    nodes: list[Node] | None = None
+    namespace_obj: Namespace | None = None
+    quotas: list[ResourceQuota] | None = None
     try:
-        nodes = _get_json("list nodes", core.list_node).get("items") or []
+        node_list: ObjectList[Node] = _get_json("list nodes", core.list_node)
+        nodes = node_list.get("items") or []
     except ForbiddenError as e:
         notes.append(f"GPU inventory skipped: {e.message}")
     try:
@@ -197,14 +213,10 @@ def run_doctor(api_client: Any, namespace: str, *, kueue: bool | None = None) ->
     except NotFoundError:
         problems.append(f"namespace {namespace} does not exist")
     try:
-        quotas = (
-            _get_json(
-                f"list resourcequotas in {namespace}",
-                core.list_namespaced_resource_quota,
-                namespace,
-            ).get("items")
-            or []
+        quota_list: ObjectList[ResourceQuota] = _get_json(
+            f"list resourcequotas in {namespace}", core.list_namespaced_resource_quota, namespace
         )
+        quotas = quota_list.get("items") or []
     except ForbiddenError:
         notes.append(
             f"GPU quota unknown: this identity may not list resourcequotas in {namespace} "

@@ -15,6 +15,14 @@ from k8s_step_operator._doctor.gpus import gpu_model_labels, is_gpu_resource
 from k8s_step_operator._doctor.kueue import KueueReport, format_kueue
 from k8s_step_operator._doctor.permissions import Permission
 from k8s_step_operator._job.keys import POD_SECURITY_LABEL_PREFIX
+from k8s_step_operator._objects import (
+    Namespace,
+    Node,
+    ResourceQuota,
+    conditions_of,
+    labels_of,
+    name_of,
+)
 
 __all__ = [
     "AccessCheck",
@@ -133,28 +141,27 @@ class DoctorReport:
         return data
 
 
-def _gpu_node(node: Mapping[str, Any]) -> GpuNode | None:
-    meta = node.get("metadata") or {}
-    spec = node.get("spec") or {}
-    status = node.get("status") or {}
-    capacity = {k: str(v) for k, v in (status.get("capacity") or {}).items() if is_gpu_resource(k)}
+def _gpu_node(node: Node) -> GpuNode | None:
+    spec = node.get("spec", {})
+    status = node.get("status", {})
+    capacity = {k: str(v) for k, v in status.get("capacity", {}).items() if is_gpu_resource(k)}
     allocatable = {
-        k: str(v) for k, v in (status.get("allocatable") or {}).items() if is_gpu_resource(k)
+        k: str(v) for k, v in status.get("allocatable", {}).items() if is_gpu_resource(k)
     }
     if not capacity and not allocatable:
         return None
-    labels = meta.get("labels") or {}
+    labels = labels_of(node)
     model_label = next((label for label in gpu_model_labels() if labels.get(label)), "")
     taints = tuple(
         f"{t.get('key', '')}{'=' + t['value'] if t.get('value') else ''}:{t.get('effect', '')}"
         for t in spec.get("taints") or ()
     )
     ready: bool | None = None
-    for cond in status.get("conditions") or ():
+    for cond in conditions_of(node):
         if cond.get("type") == "Ready":
             ready = cond.get("status") == "True"
     return GpuNode(
-        name=str(meta.get("name", "")),
+        name=name_of(node),
         model=str(labels.get(model_label, "")) if model_label else "",
         model_label=model_label,
         capacity=capacity,
@@ -165,8 +172,8 @@ def _gpu_node(node: Mapping[str, Any]) -> GpuNode | None:
     )
 
 
-def _pod_security(namespace_obj: Mapping[str, Any]) -> PodSecurity:
-    labels = (namespace_obj.get("metadata") or {}).get("labels") or {}
+def _pod_security(namespace_obj: Namespace) -> PodSecurity:
+    labels = labels_of(namespace_obj)
     return PodSecurity(
         enforce=str(labels.get(POD_SECURITY_LABEL_PREFIX + "enforce", "")),
         enforce_version=str(labels.get(POD_SECURITY_LABEL_PREFIX + "enforce-version", "")),
@@ -182,15 +189,14 @@ def _quota_resource_is_gpu(key: str) -> bool:
     return is_gpu_resource(key)
 
 
-def _gpu_quotas(quotas: Sequence[Mapping[str, Any]]) -> tuple[QuotaEntry, ...]:
+def _gpu_quotas(quotas: Sequence[ResourceQuota]) -> tuple[QuotaEntry, ...]:
     entries = []
     for quota in quotas:
-        name = str((quota.get("metadata") or {}).get("name", ""))
+        name = name_of(quota)
+        status = quota.get("status", {})
         # status.hard is what the quota controller enforces; spec.hard until it has caught up.
-        hard = (
-            (quota.get("status") or {}).get("hard") or (quota.get("spec") or {}).get("hard") or {}
-        )
-        used = (quota.get("status") or {}).get("used") or {}
+        hard = status.get("hard") or quota.get("spec", {}).get("hard") or {}
+        used = status.get("used", {})
         for key in sorted(hard):
             if _quota_resource_is_gpu(key):
                 entries.append(QuotaEntry(name, key, str(hard[key]), str(used.get(key, "0"))))
@@ -201,9 +207,9 @@ def build_report(
     namespace: str,
     checks: Sequence[AccessCheck],
     *,
-    nodes: Sequence[Mapping[str, Any]] | None,
-    namespace_obj: Mapping[str, Any] | None,
-    quotas: Sequence[Mapping[str, Any]] | None,
+    nodes: Sequence[Node] | None,
+    namespace_obj: Namespace | None,
+    quotas: Sequence[ResourceQuota] | None,
     problems: Sequence[str] = (),
     notes: Sequence[str] = (),
     kueue: KueueReport | None = None,

@@ -1,6 +1,6 @@
 """A checked step in, the batch/v1 Job out: assembly only.
 
-Nothing here decides or refuses: ``validate.validate_step`` has checked everything, so these
+Nothing here decides or refuses: ``step_checks.validate_step`` has checked everything, so these
 functions only write the objects, with the API's camelCase field names, as plain JSON-ready
 dicts that can be printed, diffed, dry-run and submitted unchanged. An ``assert`` marks what
 the validation stage guarantees.
@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from k8s_step_operator._job.kube_syntax import deep_copy
 from k8s_step_operator._job.overrides import RESTRICTED_CONTAINER_CONTEXT, harden_init_containers
 from k8s_step_operator._job.settings import Toleration
 from k8s_step_operator._job.spec import (
@@ -19,7 +20,6 @@ from k8s_step_operator._job.spec import (
     SHM_VOLUME,
     StepSpec,
 )
-from k8s_step_operator._job.validation import deep_copy
 
 __all__ = ["assemble_job"]
 

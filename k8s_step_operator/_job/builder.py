@@ -1,6 +1,6 @@
 """Settings in, a batch/v1 Job out: a pure function, no API client, no I/O.
 
-``build_job`` is two stages: ``validate.validate_step`` checks everything Kubernetes would
+``build_job`` is two stages: ``step_checks.validate_step`` checks everything Kubernetes would
 refuse (and every rule of this library) and raises a ``ConfigurationError`` that names *our*
 field (``settings.gpu_vendor``, ``environment['HF_TOKEN']`` ...) and says what is accepted; then
 ``assemble.assemble_job`` writes the Job from the checked ``StepSpec``. The result is a plain
@@ -27,11 +27,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from k8s_step_operator._api.step_run_info import StepRunInfo
 from k8s_step_operator._job.assemble import assemble_job
 from k8s_step_operator._job.env_secret import build_env_secret
+from k8s_step_operator._job.gpu import GPU_LABEL_SCHEMES, GPULabelScheme
 from k8s_step_operator._job.settings import KubernetesJobStepOperatorSettings
-from k8s_step_operator._job.validate import NO_SECRET_ENVIRONMENT, validate_step
+from k8s_step_operator._job.step_checks import NO_SECRET_ENVIRONMENT, validate_step
+from k8s_step_operator._step_operator_api.step_run_info import StepRunInfo
 
 __all__ = ["build_env_secret", "build_job"]
 
@@ -44,6 +45,7 @@ def build_job(
     *,
     namespace: str | None = None,
     secret_environment: Mapping[str, str] = NO_SECRET_ENVIRONMENT,
+    gpu_label_schemes: Mapping[str, GPULabelScheme] = GPU_LABEL_SCHEMES,
 ) -> dict[str, Any]:
     """Build the batch/v1 Job that runs one step.
 
@@ -56,6 +58,9 @@ def build_job(
         namespace: Overrides ``settings.namespace``.
         secret_environment: Variables whose values must not appear in the Job: the container
             reads them from the Job's own Secret (``build_env_secret`` writes it), by name.
+        gpu_label_schemes: The label schemes ``settings.gpu_label_scheme`` may name, by name:
+            the built-in ones, or a table with schemes of the caller's own, such as
+            ``{**GPU_LABEL_SCHEMES, scheme.name: scheme}``.
 
     Returns:
         The Job as a JSON-ready dict with the API's field names.
@@ -71,5 +76,6 @@ def build_job(
         settings,
         namespace=namespace,
         secret_environment=secret_environment,
+        gpu_label_schemes=gpu_label_schemes,
     )
     return assemble_job(spec)

@@ -22,7 +22,7 @@ import re
 from collections.abc import Mapping
 
 from k8s_step_operator._errors import ConfigurationError
-from k8s_step_operator._job.validation import check_env_name
+from k8s_step_operator._job.kube_syntax import check_env_name
 
 __all__ = [
     "FORBIDDEN_ENV",

@@ -2,21 +2,25 @@
 
 Vendors differ in three things: the extended resource their device plugin advertises, the taint
 their node pools carry, and whether MIG partitions exist. Clusters differ in which label names the
-GPU model: GPU feature discovery, GKE and Karpenter each have their own. Both tables are open:
-any extended resource key (``example.com/fpga``) is a vendor, and ``register_gpu_label_scheme``
-adds a scheme.
+GPU model: GPU feature discovery, GKE and Karpenter each have their own. Both tables are
+immutable, and both are open without being changed: any extended resource key
+(``example.com/fpga``) is a vendor, and a caller with a scheme of its own passes a table that
+holds it (``build_job(..., gpu_label_schemes=...)``). What a Job looks like never depends on
+what some other code did earlier in the process.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 
 from k8s_step_operator._errors import ConfigurationError
-from k8s_step_operator._job.validation import is_qualified_name
+from k8s_step_operator._job.kube_syntax import is_qualified_name
 
 __all__ = [
+    "GPU_LABEL_SCHEMES",
     "GPU_VENDORS",
     "GPULabelScheme",
     "GPUVendor",
@@ -24,7 +28,6 @@ __all__ = [
     "gpu_label_schemes",
     "is_mig_profile",
     "mig_resource",
-    "register_gpu_label_scheme",
     "resolve_gpu_vendor",
 ]
 
@@ -49,17 +52,19 @@ class GPUVendor:
     label_scheme: str | None = None
 
 
-GPU_VENDORS: dict[str, GPUVendor] = {
-    "nvidia": GPUVendor(
-        "nvidia",
-        "nvidia.com/gpu",
-        "nvidia.com/gpu",
-        supports_mig=True,
-        label_scheme="gpu-feature-discovery",
-    ),
-    "amd": GPUVendor("amd", "amd.com/gpu", "amd.com/gpu", label_scheme="amd-node-labeller"),
-    "intel": GPUVendor("intel", "gpu.intel.com/i915", "gpu.intel.com/i915"),
-}
+GPU_VENDORS: Mapping[str, GPUVendor] = MappingProxyType(
+    {
+        "nvidia": GPUVendor(
+            "nvidia",
+            "nvidia.com/gpu",
+            "nvidia.com/gpu",
+            supports_mig=True,
+            label_scheme="gpu-feature-discovery",
+        ),
+        "amd": GPUVendor("amd", "amd.com/gpu", "amd.com/gpu", label_scheme="amd-node-labeller"),
+        "intel": GPUVendor("intel", "gpu.intel.com/i915", "gpu.intel.com/i915"),
+    }
+)
 
 _VENDOR_RULE = (
     "one of " + ", ".join(sorted(GPU_VENDORS)) + ", or an extended resource key such as "
@@ -130,12 +135,21 @@ class GPULabelScheme:
         normalize: Maps the model the user wrote to the label's vocabulary.
         aliases: Short model names (``H100``) and the label values they stand for; a node whose
             label has any of them matches. Compared without regard to case.
+
+    Raises:
+        ConfigurationError: If the label key is not a valid label key.
     """
 
     name: str
     label_key: str
     normalize: Callable[[str], str] = _identity
     aliases: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    def __post_init__(self) -> None:
+        if not is_qualified_name(self.label_key):
+            raise ConfigurationError(
+                "GPULabelScheme.label_key", "a valid label key", self.label_key
+            )
 
     def expand(self, model: str) -> tuple[str, ...] | None:
         """The label values a short model name stands for, or ``None`` if it is not an alias."""
@@ -144,41 +158,6 @@ class GPULabelScheme:
             if alias.lower() == wanted:
                 return values
         return None
-
-
-_SCHEMES: dict[str, GPULabelScheme] = {}
-
-
-def register_gpu_label_scheme(scheme: GPULabelScheme) -> None:
-    """Add (or replace) a label scheme.
-
-    Raises:
-        ConfigurationError: If the label key is not a valid label key.
-    """
-    if not is_qualified_name(scheme.label_key):
-        raise ConfigurationError("GPULabelScheme.label_key", "a valid label key", scheme.label_key)
-    _SCHEMES[scheme.name] = scheme
-
-
-def gpu_label_schemes() -> tuple[str, ...]:
-    """The names of every registered scheme."""
-    return tuple(sorted(_SCHEMES))
-
-
-def get_gpu_label_scheme(field: str, name: str) -> GPULabelScheme:
-    """The scheme called ``name``.
-
-    Raises:
-        ConfigurationError: If no scheme has that name.
-    """
-    scheme = _SCHEMES.get(name)
-    if scheme is None:
-        raise ConfigurationError(
-            field,
-            "one of " + ", ".join(gpu_label_schemes()) + " (or set gpu_label_key)",
-            name,
-        )
-    return scheme
 
 
 # GPU feature discovery writes the driver's product name with spaces as dashes. A short model
@@ -216,14 +195,42 @@ _GKE_ALIASES = (
     ("T4", ("nvidia-tesla-t4",)),
 )
 
-register_gpu_label_scheme(
-    GPULabelScheme("gpu-feature-discovery", "nvidia.com/gpu.product", aliases=_GFD_ALIASES)
+# The schemes Jobs are built with unless the caller passes its own table, by name; a table with
+# one more scheme is ``{**GPU_LABEL_SCHEMES, scheme.name: scheme}``.
+GPU_LABEL_SCHEMES: Mapping[str, GPULabelScheme] = MappingProxyType(
+    {
+        scheme.name: scheme
+        for scheme in (
+            GPULabelScheme("gpu-feature-discovery", "nvidia.com/gpu.product", aliases=_GFD_ALIASES),
+            GPULabelScheme("amd-node-labeller", "amd.com/gpu.product-name"),
+            GPULabelScheme("gke", "cloud.google.com/gke-accelerator", aliases=_GKE_ALIASES),
+            # Karpenter's values are lower-case model names (a100, t4, l4).
+            GPULabelScheme("karpenter", "karpenter.k8s.aws/instance-gpu-name", str.lower),
+        )
+    }
 )
-register_gpu_label_scheme(GPULabelScheme("amd-node-labeller", "amd.com/gpu.product-name"))
-register_gpu_label_scheme(
-    GPULabelScheme("gke", "cloud.google.com/gke-accelerator", aliases=_GKE_ALIASES)
-)
-# Karpenter's values are lower-case model names (a100, t4, l4).
-register_gpu_label_scheme(
-    GPULabelScheme("karpenter", "karpenter.k8s.aws/instance-gpu-name", str.lower)
-)
+
+
+def gpu_label_schemes(
+    schemes: Mapping[str, GPULabelScheme] = GPU_LABEL_SCHEMES,
+) -> tuple[str, ...]:
+    """The names of the schemes in ``schemes``, sorted."""
+    return tuple(sorted(schemes))
+
+
+def get_gpu_label_scheme(
+    field: str, name: str, schemes: Mapping[str, GPULabelScheme] = GPU_LABEL_SCHEMES
+) -> GPULabelScheme:
+    """The scheme called ``name`` in ``schemes``.
+
+    Raises:
+        ConfigurationError: If no scheme has that name.
+    """
+    scheme = schemes.get(name)
+    if scheme is None:
+        raise ConfigurationError(
+            field,
+            "one of " + ", ".join(gpu_label_schemes(schemes)) + " (or set gpu_label_key)",
+            name,
+        )
+    return scheme

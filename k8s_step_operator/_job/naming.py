@@ -26,7 +26,7 @@ from k8s_step_operator._job.keys import (
     ANNOTATION_STEP_NAME,
     ANNOTATION_STEP_RUN_ID,
 )
-from k8s_step_operator._job.validation import is_label_value
+from k8s_step_operator._job.kube_syntax import is_label_value
 
 __all__ = [
     "job_name",

@@ -12,7 +12,7 @@ environment names, the override fields). A bad value raises ``ConfigurationError
 anything else happens. What depends on several fields or on the step (the GPU label scheme and
 model, MIG against the vendor, root under the restricted profile, names that would collide,
 annotation sizes with the run's names, secret-looking variables) is checked once, by
-``validate.validate_step``.
+``step_checks.validate_step``.
 
 The runner reads its own fields (``pending_timeout``, ``queue_timeout``, ...,
 ``scale_up_timeout``, ``on_sigterm``) straight from these settings.
@@ -32,13 +32,6 @@ from pydantic import (
     model_validator,
 )
 
-from k8s_step_operator._api.base_settings import (
-    BaseSettings,
-    SettingsModel,
-    SettingsValidationError,
-    whole_number,
-)
-from k8s_step_operator._api.base_step_operator import BaseStepOperatorConfig
 from k8s_step_operator._errors import ConfigurationError, configuration_error
 from k8s_step_operator._job.env import check_env_map, check_env_name_allowed
 from k8s_step_operator._job.gpu import is_mig_profile, resolve_gpu_vendor
@@ -49,14 +42,7 @@ from k8s_step_operator._job.keys import (
     LABEL_MANAGED_BY,
     is_reserved_key,
 )
-from k8s_step_operator._job.overrides import (
-    ALLOWED_CONTAINER_OVERRIDE_KEYS,
-    ALLOWED_POD_SPEC_OVERRIDE_KEYS,
-    check_container_overrides,
-    check_pod_spec_overrides,
-)
-from k8s_step_operator._job.quantity import check_quantity
-from k8s_step_operator._job.validation import (
+from k8s_step_operator._job.kube_syntax import (
     IMAGE_RULE,
     MAX_INT32,
     MAX_INT64,
@@ -70,6 +56,20 @@ from k8s_step_operator._job.validation import (
     is_label_value,
     json_copy,
 )
+from k8s_step_operator._job.overrides import (
+    ALLOWED_CONTAINER_OVERRIDE_KEYS,
+    ALLOWED_POD_SPEC_OVERRIDE_KEYS,
+    check_container_overrides,
+    check_pod_spec_overrides,
+)
+from k8s_step_operator._job.quantity import check_quantity
+from k8s_step_operator._step_operator_api.base_settings import (
+    BaseSettings,
+    SettingsModel,
+    SettingsValidationError,
+    whole_number,
+)
+from k8s_step_operator._step_operator_api.base_step_operator import BaseStepOperatorConfig
 
 __all__ = [
     "ALLOWED_CONTAINER_OVERRIDE_KEYS",
@@ -97,7 +97,7 @@ DEFAULT_NAMESPACE = "default"
 DEFAULT_RUN_AS_USER = 1000
 
 # --- bounds ----------------------------------------------------------------------------------
-# MAX_INT32 and MAX_INT64, the API's integer types, are Kubernetes' rules (``validation``), which
+# MAX_INT32 and MAX_INT64, the API's integer types, are Kubernetes' rules (``kube_syntax``), which
 # the pod-spec overrides check too.
 # Far above any node; a typo (a memory size in GPUs) fails here instead of pending forever.
 MAX_GPUS = 1_000_000
@@ -343,8 +343,8 @@ class KubernetesJobStepOperatorSettings(BaseSettings):
         description="Which node label names the GPU model: gpu-feature-discovery "
         "(nvidia.com/gpu.product), amd-node-labeller (amd.com/gpu.product-name), gke "
         "(cloud.google.com/gke-accelerator), karpenter (karpenter.k8s.aws/instance-gpu-name), "
-        "or a registered scheme; None picks the vendor's (nvidia: gpu-feature-discovery, amd: "
-        "amd-node-labeller).",
+        "or a scheme of the operator's gpu_label_schemes; None picks the vendor's (nvidia: "
+        "gpu-feature-discovery, amd: amd-node-labeller).",
     )
     gpu_label_key: QualifiedName | None = Field(
         default=None, description="A custom node label key for gpu_type; overrides the scheme."
@@ -551,8 +551,8 @@ class KubernetesJobStepOperatorSettings(BaseSettings):
     @field_validator("gpu_label_scheme", mode="before")
     @classmethod
     def _scheme_name(cls, value: object) -> object:
-        # Whether it names a scheme is checked when the Job is built: schemes may be registered
-        # after the settings are made.
+        # Whether it names a scheme is checked when the Job is built, against the table of
+        # schemes the Job is built with.
         if value is not None and (not isinstance(value, str) or not value):
             raise ConfigurationError("", "the name of a GPU label scheme", value)
         return value

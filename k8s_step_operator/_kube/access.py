@@ -2,6 +2,7 @@
 
 Responses are read with ``_preload_content=False`` and decoded as plain JSON: the client's model
 deserialization costs milliseconds per object, which hundreds of concurrent steps cannot afford.
+The decoded JSON is returned as the shape the server answers with (``k8s_step_operator._objects``).
 Every call goes through ``call`` (one retry policy, one error translation).
 """
 
@@ -19,10 +20,21 @@ from kubernetes.watch.watch import iter_resp_lines
 from k8s_step_operator._errors import ApiError
 from k8s_step_operator._kube.client import (
     RETRY_BUDGET_SECONDS,
+    RetryListener,
     abort,
     api_error,
     call,
     read_json,
+)
+from k8s_step_operator._objects import (
+    ConfigMap,
+    Job,
+    KubeObject,
+    LocalQueue,
+    Node,
+    NodePool,
+    ObjectList,
+    PendingWorkload,
 )
 
 # Retrying before the server was ever reached: long enough for a blip, short for a wrong address.
@@ -93,6 +105,8 @@ class KubeApi:
         self._batch = k8s.BatchV1Api(api_client)
         self._core = k8s.CoreV1Api(api_client)
         self._custom = k8s.CustomObjectsApi(api_client)
+        # Told of every retried call (the operator publishes them as events).
+        self.on_retry: RetryListener | None = None
 
     @property
     def budget(self) -> float:
@@ -101,6 +115,7 @@ class KubeApi:
 
     def _call(self, operation: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         kwargs.setdefault("budget", self.budget)
+        kwargs.setdefault("on_retry", self.on_retry)
         try:
             result = call(operation, fn, *args, **kwargs)
         except ApiError as e:
@@ -115,7 +130,7 @@ class KubeApi:
 
     # -- Jobs and Secrets ------------------------------------------------------------------
 
-    def create_job(self, namespace: str, job: Mapping[str, Any]) -> dict[str, Any]:
+    def create_job(self, namespace: str, job: Mapping[str, Any]) -> Job:
         """Create a Job."""
         name = (job.get("metadata") or {}).get("name", "")
         resp = self._call(
@@ -126,10 +141,10 @@ class KubeApi:
             _preload_content=False,
             _request_timeout=_TIMEOUT,
         )
-        created: dict[str, Any] = read_json(resp)
+        created: Job = read_json(resp)
         return created
 
-    def get_job(self, namespace: str, name: str) -> dict[str, Any]:
+    def get_job(self, namespace: str, name: str) -> Job:
         """Read a Job."""
         resp = self._call(
             f"get Job {namespace}/{name}",
@@ -139,7 +154,7 @@ class KubeApi:
             _preload_content=False,
             _request_timeout=_TIMEOUT,
         )
-        job: dict[str, Any] = read_json(resp)
+        job: Job = read_json(resp)
         return job
 
     def delete_job(
@@ -160,7 +175,7 @@ class KubeApi:
             budget=self.budget if budget is None else budget,
         ).release_conn()
 
-    def create_secret(self, namespace: str, secret: Mapping[str, Any]) -> dict[str, Any]:
+    def create_secret(self, namespace: str, secret: Mapping[str, Any]) -> KubeObject:
         """Create a Secret."""
         name = (secret.get("metadata") or {}).get("name", "")
         resp = self._call(
@@ -171,7 +186,7 @@ class KubeApi:
             _preload_content=False,
             _request_timeout=_TIMEOUT,
         )
-        created: dict[str, Any] = read_json(resp)
+        created: KubeObject = read_json(resp)
         return created
 
     # -- lists and watches -----------------------------------------------------------------
@@ -193,8 +208,10 @@ class KubeApi:
             return workloads
         raise ValueError(f"unknown kind {kind!r}")
 
-    def list_objects(self, kind: str, namespace: str, label_selector: str | None) -> dict[str, Any]:
-        """List one kind in a namespace."""
+    def list_objects(
+        self, kind: str, namespace: str, label_selector: str | None
+    ) -> ObjectList[Any]:
+        """List one kind in a namespace (``items`` of that kind)."""
         kwargs: dict[str, Any] = {"_preload_content": False, "_request_timeout": (10, 60)}
         if label_selector:
             kwargs["label_selector"] = label_selector
@@ -204,7 +221,7 @@ class KubeApi:
             namespace,
             **kwargs,
         )
-        listed: dict[str, Any] = read_json(resp)
+        listed: ObjectList[Any] = read_json(resp)
         return listed
 
     def watch(
@@ -268,22 +285,22 @@ class KubeApi:
             raise api_error(e, operation) from e
         return ResponseStream(resp, operation)
 
-    def _read(self, operation: str, fn: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    def _read(self, operation: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """One short read of JSON: (10 s, 30 s) time-outs, retried for at most 10 s."""
         kwargs.setdefault("budget", min(self.budget, 10.0))
         resp = self._call(
             operation, fn, *args, _preload_content=False, _request_timeout=(10, 30), **kwargs
         )
-        body: dict[str, Any] = read_json(resp)
-        return body
+        return read_json(resp)
 
-    def list_nodes(self) -> list[dict[str, Any]]:
+    def list_nodes(self) -> list[Node]:
         """Every node (for the fit check)."""
-        return list(self._read("list nodes", self._core.list_node).get("items") or [])
+        nodes: ObjectList[Node] = self._read("list nodes", self._core.list_node)
+        return list(nodes.get("items") or [])
 
-    def list_nodepools(self) -> list[dict[str, Any]]:
+    def list_nodepools(self) -> list[NodePool]:
         """Karpenter's NodePools (cluster-scoped)."""
-        pools = self._read(
+        pools: ObjectList[NodePool] = self._read(
             "list nodepools.karpenter.sh",
             self._custom.list_cluster_custom_object,
             KARPENTER_GROUP,
@@ -292,18 +309,19 @@ class KubeApi:
         )
         return list(pools.get("items") or [])
 
-    def get_configmap(self, namespace: str, name: str) -> dict[str, Any]:
+    def get_configmap(self, namespace: str, name: str) -> ConfigMap:
         """Read a ConfigMap."""
-        return self._read(
+        configmap: ConfigMap = self._read(
             f"get ConfigMap {namespace}/{name}",
             self._core.read_namespaced_config_map,
             name,
             namespace,
         )
+        return configmap
 
-    def get_local_queue(self, namespace: str, name: str) -> dict[str, Any]:
+    def get_local_queue(self, namespace: str, name: str) -> LocalQueue:
         """Read a Kueue LocalQueue."""
-        return self._read(
+        queue: LocalQueue = self._read(
             f"get LocalQueue {namespace}/{name}",
             self._custom.get_namespaced_custom_object,
             KUEUE_GROUP,
@@ -312,10 +330,11 @@ class KubeApi:
             "localqueues",
             name,
         )
+        return queue
 
-    def pending_workloads(self, namespace: str, local_queue: str) -> list[dict[str, Any]]:
+    def pending_workloads(self, namespace: str, local_queue: str) -> list[PendingWorkload]:
         """A LocalQueue's pending Workloads from Kueue's visibility API (where it is served)."""
-        pending = self._read(
+        pending: ObjectList[PendingWorkload] = self._read(
             f"get pending workloads of LocalQueue {namespace}/{local_queue}",
             self._custom.get_namespaced_custom_object,
             KUEUE_VISIBILITY_GROUP,

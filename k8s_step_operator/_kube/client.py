@@ -4,7 +4,9 @@ The official client raises ``ApiException`` for HTTP errors and urllib3 errors f
 failures, and retries connection errors on its own. Both are folded here into the ``ApiError``
 family (``errors.py``), and one tenacity policy decides what is retried: 429 (honouring
 Retry-After), 5xx, refused or reset connections and read time-outs. 4xx answers are never
-retried: they will not change by asking again.
+retried: they will not change by asking again. The policy's time (the budget, the back-off) is
+kept on the clock and slept with the sleeper ``call`` is given, so that unit tests run a whole
+retry schedule on a fake clock without waiting.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import logging
 import os
 import random
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +27,7 @@ import urllib3
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
-from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_delay
+from tenacity import RetryCallState, Retrying, retry_if_exception_type
 
 from k8s_step_operator._errors import (
     ApiError,
@@ -37,6 +40,7 @@ from k8s_step_operator._errors import (
     ServerUnavailableError,
     TooManyRequestsError,
 )
+from k8s_step_operator._objects import Status
 
 __all__ = [
     "LoadedClient",
@@ -187,20 +191,21 @@ def disable_transport_retries(configuration: Any) -> None:
     configuration.connection_pool_maxsize = max(configuration.connection_pool_maxsize, 32)
 
 
-def _status_body(exc: ApiException) -> dict[str, Any]:
+def _status_body(exc: ApiException) -> Status:
+    """The server's ``Status`` (``{}`` when it sent none; a text body is its message)."""
     body = exc.body
     if isinstance(body, bytes):
         body = body.decode("utf-8", "replace")
     if not body:
         return {}
     try:
-        parsed = json.loads(body)
+        parsed: Status = json.loads(body)
     except (TypeError, ValueError):
         return {"message": str(body)[:2000]}
-    return parsed if isinstance(parsed, dict) else {}
+    return parsed if isinstance(parsed, dict) else {}  # any JSON may come: only an object is one
 
 
-def _retry_after(exc: ApiException, body: dict[str, Any]) -> float | None:
+def _retry_after(exc: ApiException, body: Status) -> float | None:
     headers = exc.headers or {}
     value = headers.get("Retry-After") if hasattr(headers, "get") else None
     if value is None:
@@ -272,19 +277,42 @@ def _wait(state: RetryCallState) -> float:
     return random.uniform(ceiling / 2, ceiling)  # jitter: many waiters must not retry in step
 
 
-def _wait_within(budget: float) -> Callable[[RetryCallState], float]:
+def _wait_within(budget: float, elapsed: Callable[[], float]) -> Callable[[RetryCallState], float]:
     """``_wait``, cut to what is left of the budget, so that the budget is the whole wait."""
 
     def wait(state: RetryCallState) -> float:
-        left = budget - (state.seconds_since_start or 0.0)
+        left = budget - elapsed()
         return max(0.0, min(_wait(state), left))
 
     return wait
 
 
-def _before_sleep(state: RetryCallState) -> None:
-    exc = state.outcome.exception() if state.outcome else None
-    log.warning("retrying after %s (attempt %d)", exc, state.attempt_number)
+def _stop_after(budget: float, elapsed: Callable[[], float]) -> Callable[[RetryCallState], bool]:
+    """Stop once the budget is spent: ``stop_after_delay`` on the clock ``elapsed`` reads."""
+
+    def stop(state: RetryCallState) -> bool:
+        return elapsed() >= budget
+
+    return stop
+
+
+# Told of each retry: (operation, the error, seconds until the next attempt, attempt number).
+RetryListener = Callable[[str, str, float, int], None]
+# Marks the records that say a call is retried, so a console can collapse them by that mark.
+RETRY_RECORD = {"k8sso_retry": True}
+
+
+def _before_sleep(
+    operation: str, on_retry: RetryListener | None
+) -> Callable[[RetryCallState], None]:
+    def before_sleep(state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        log.warning("retrying after %s (attempt %d)", exc, state.attempt_number, extra=RETRY_RECORD)
+        if on_retry is not None:
+            delay = state.next_action.sleep if state.next_action is not None else 0.0
+            on_retry(operation, str(exc), float(delay), state.attempt_number)
+
+    return before_sleep
 
 
 def call(
@@ -293,6 +321,9 @@ def call(
     *args: Any,
     retry: bool = True,
     budget: float = RETRY_BUDGET_SECONDS,
+    sleep: Callable[[float], None] = time.sleep,
+    monotonic: Callable[[], float] = time.monotonic,
+    on_retry: RetryListener | None = None,
     **kwargs: Any,
 ) -> T:
     """Call the API, translating failures and retrying only what may succeed next time.
@@ -304,6 +335,9 @@ def call(
         retry: ``False`` to translate without retrying (e.g. a create whose outcome the caller
             resolves itself).
         budget: Seconds of retrying before the last error is raised.
+        sleep: Waits between attempts (``time.sleep``).
+        monotonic: The clock the budget is counted on (``time.monotonic``).
+        on_retry: Told of each retry, before its wait (besides the log line).
         **kwargs: Its keyword arguments.
 
     Returns:
@@ -323,11 +357,17 @@ def call(
 
     if not retry:
         return attempt()
+    started = monotonic()
+
+    def elapsed() -> float:
+        return monotonic() - started
+
     retrying = Retrying(
         retry=retry_if_exception_type((TooManyRequestsError, ServerUnavailableError)),
-        wait=_wait_within(budget),
-        stop=stop_after_delay(budget),
-        before_sleep=_before_sleep,
+        wait=_wait_within(budget, elapsed),
+        stop=_stop_after(budget, elapsed),
+        sleep=sleep,
+        before_sleep=_before_sleep(operation, on_retry),
         reraise=True,
     )
     return retrying(attempt)

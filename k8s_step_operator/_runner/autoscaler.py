@@ -23,14 +23,23 @@ import re
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from k8s_step_operator._errors import ApiError, ForbiddenError, NotFoundError
 from k8s_step_operator._job.keys import (
     CLUSTER_AUTOSCALER_STATUS_CONFIGMAP,
     CLUSTER_AUTOSCALER_STATUS_NAMESPACE,
 )
-from k8s_step_operator._runner.fit import tolerates
+from k8s_step_operator._objects import (
+    ConfigMap,
+    Event,
+    NodePool,
+    NodeSelectorRequirement,
+    PodSpec,
+    labels_of,
+    name_of,
+)
+from k8s_step_operator._runner.fit import required_node_terms, tolerates
 from k8s_step_operator._runner.ports import SYSTEM_CLOCK, Clock
 
 __all__ = [
@@ -42,8 +51,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("k8s_step_operator")
-
-Obj = Mapping[str, Any]
 
 KARPENTER = "karpenter"
 CLUSTER_AUTOSCALER = "cluster-autoscaler"
@@ -81,12 +88,12 @@ class AutoscalerSignal:
         return f"{self.who}: {self.message}"
 
 
-def _source(event: Obj) -> str:
-    src = (event.get("source") or {}).get("component") or event.get("reportingComponent") or ""
+def _source(event: Event) -> str:
+    src = event.get("source", {}).get("component") or event.get("reportingComponent") or ""
     return str(src)
 
 
-def _signal(event: Obj) -> AutoscalerSignal | None:
+def _signal(event: Event) -> AutoscalerSignal | None:
     reason = str(event.get("reason") or "")
     message = str(event.get("message") or "")
     source = _source(event)
@@ -107,10 +114,10 @@ def _signal(event: Obj) -> AutoscalerSignal | None:
     return None
 
 
-def latest_signal(events: Sequence[Obj], pod: str) -> AutoscalerSignal | None:
-    """The latest autoscaler event about ``pod`` (events oldest first), or ``None``."""
+def latest_signal(events: Sequence[Event], pod: str) -> AutoscalerSignal | None:
+    """The latest autoscaler ``Event`` about ``pod`` (events oldest first), or ``None``."""
     for event in reversed(events):
-        if (event.get("involvedObject") or {}).get("name") != pod:
+        if event.get("involvedObject", {}).get("name") != pod:
             continue
         signal = _signal(event)
         if signal is not None:
@@ -118,8 +125,8 @@ def latest_signal(events: Sequence[Obj], pod: str) -> AutoscalerSignal | None:
     return None
 
 
-def is_autoscaler_event(event: Obj) -> bool:
-    """Whether an autoscaler wrote the event (its FailedScheduling is not the scheduler's)."""
+def is_autoscaler_event(event: Event) -> bool:
+    """Whether an autoscaler wrote the ``Event`` (its FailedScheduling is not the scheduler's)."""
     return _signal(event) is not None
 
 
@@ -127,7 +134,10 @@ def is_autoscaler_event(event: Obj) -> bool:
 
 
 def _allows(
-    labels: Mapping[str, str], requirements: Sequence[Obj], key: str, values: Sequence[str]
+    labels: Mapping[str, str],
+    requirements: Sequence[NodeSelectorRequirement],
+    key: str,
+    values: Sequence[str],
 ) -> bool | None:
     """Whether a node of the pool may carry ``key`` with one of ``values`` (``None``: unknown)."""
     if key in labels:
@@ -148,22 +158,16 @@ def _allows(
     return True if known else None
 
 
-def _refusal(pool: Obj, pod_spec: Obj) -> str:
+def _refusal(pool: NodePool, pod_spec: PodSpec) -> str:
     """Why the NodePool can never make a node this pod accepts (``""``: it may)."""
-    template = (pool.get("spec") or {}).get("template") or {}
-    meta = template.get("metadata") or {}
-    labels = {str(k): str(v) for k, v in (meta.get("labels") or {}).items()}
-    spec = template.get("spec") or {}
+    template = pool.get("spec", {}).get("template", {})
+    labels = {str(k): str(v) for k, v in labels_of(template).items()}
+    spec = template.get("spec", {})
     requirements = list(spec.get("requirements") or [])
-    for key, value in (pod_spec.get("nodeSelector") or {}).items():
+    for key, value in pod_spec.get("nodeSelector", {}).items():
         if _allows(labels, requirements, str(key), [str(value)]) is False:
             return f"its nodes never have {key}={value}"
-    terms = (
-        ((pod_spec.get("affinity") or {}).get("nodeAffinity") or {}).get(
-            "requiredDuringSchedulingIgnoredDuringExecution"
-        )
-        or {}
-    ).get("nodeSelectorTerms") or []
+    terms = required_node_terms(pod_spec)
     if terms:
         ok_terms = 0
         for term in terms:
@@ -185,11 +189,17 @@ def _refusal(pool: Obj, pod_spec: Obj) -> str:
     return ""
 
 
-def nodepools_admitting(pod_spec: Obj, nodepools: Sequence[Obj]) -> tuple[list[str], list[str]]:
+def nodepools_admitting(
+    pod_spec: PodSpec, nodepools: Sequence[NodePool]
+) -> tuple[list[str], list[str]]:
     """The NodePools that may make a node for the pod, and why each other one cannot.
 
     Judged on what the NodePool fixes (template labels, requirements, taints); labels it leaves
     to the instance type (the GPU model, say) are given the benefit of the doubt.
+
+    Args:
+        pod_spec: The pod's ``PodSpec``.
+        nodepools: Karpenter's NodePools.
 
     Returns:
         ``(admitting names, ["<pool>: <why not>", ...])``.
@@ -197,7 +207,7 @@ def nodepools_admitting(pod_spec: Obj, nodepools: Sequence[Obj]) -> tuple[list[s
     admitting: list[str] = []
     refusals: list[str] = []
     for pool in nodepools:
-        name = str((pool.get("metadata") or {}).get("name", ""))
+        name = name_of(pool)
         why = _refusal(pool, pod_spec)
         if why:
             refusals.append(f"NodePool {name}: {why}")
@@ -212,11 +222,11 @@ def nodepools_admitting(pod_spec: Obj, nodepools: Sequence[Obj]) -> tuple[list[s
 class AutoscalerAccess(Protocol):
     """The two reads ``AutoscalerView`` makes."""
 
-    def list_nodepools(self) -> list[dict[str, Any]]:
+    def list_nodepools(self) -> list[NodePool]:
         """Karpenter's NodePools (``NotFoundError`` when Karpenter's API is not served)."""
         ...
 
-    def get_configmap(self, namespace: str, name: str) -> dict[str, Any]:
+    def get_configmap(self, namespace: str, name: str) -> ConfigMap:
         """A ConfigMap (``NotFoundError`` when absent)."""
         ...
 
@@ -229,7 +239,7 @@ class Presence:
     """
 
     karpenter: bool | None
-    nodepools: tuple[dict[str, Any], ...] = ()
+    nodepools: tuple[NodePool, ...] = ()
     cluster_autoscaler: bool | None = False
 
 
@@ -250,7 +260,7 @@ class AutoscalerView:
             if self._cached is not None and now - self._cached[0] < self.ttl:
                 return self._cached[1]
             karpenter: bool | None
-            pools: list[dict[str, Any]] = []
+            pools: list[NodePool] = []
             try:
                 pools = self.api.list_nodepools()
                 karpenter = True

@@ -2,7 +2,8 @@
 
 Diagnosis is data. ``observe`` turns the latest objects into an ``Observation`` (the phase, a
 one-line summary, and any problem that may end the step); ``decide`` applies the phase bounds to
-it and says whether, and with which error, the step must fail now. Neither talks to the API nor
+it (with what a look at the nodes and autoscalers said, a ``Placement``) and says whether, and
+with which error, the step must fail now. Neither talks to the API nor
 reads the clock, so every branch is tested with plain dictionaries.
 
 The phases, in order: ``submitted`` (the Job exists, no pod yet), ``queued`` (suspended, e.g. by
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from k8s_step_operator._errors import (
@@ -29,6 +30,15 @@ from k8s_step_operator._errors import (
     UnschedulableError,
 )
 from k8s_step_operator._job.keys import KUEUE_QUEUE_LABEL
+from k8s_step_operator._objects import (
+    Condition,
+    ContainerStateTerminated,
+    Event,
+    Job,
+    Pod,
+    labels_of,
+    name_of,
+)
 from k8s_step_operator._runner.autoscaler import (
     AutoscalerSignal,
     is_autoscaler_event,
@@ -42,12 +52,11 @@ __all__ = [
     "Observation",
     "Outcome",
     "Phase",
+    "Placement",
     "Problem",
     "decide",
     "observe",
 ]
-
-Obj = Mapping[str, Any]
 
 
 class Phase(enum.StrEnum):
@@ -127,6 +136,7 @@ class Observation:
     outcome: Outcome | None = None
     queue: str = ""
     autoscaler: AutoscalerSignal | None = None
+    node: str = ""
 
 
 class Bounds(Protocol):
@@ -151,22 +161,27 @@ class Bounds(Protocol):
     @property
     def scale_up_timeout(self) -> float | None: ...
 
+    @property
+    def active_deadline_seconds(self) -> int | None: ...
 
-@dataclass
-class Timers:
-    """When each problem was first seen (monotonic seconds); kept by the caller between calls."""
 
-    since: dict[Problem, float] = field(default_factory=dict)
+@dataclass(frozen=True)
+class Placement:
+    """What a look at the nodes and the autoscalers says of a pod the scheduler cannot place.
 
-    def track(self, problem: Problem | None, now: float) -> float:
-        """Record ``problem`` as current; returns for how long it has been seen."""
-        for p in list(self.since):
-            if p is not problem:
-                del self.since[p]
-        if problem is None:
-            return 0.0
-        start = self.since.setdefault(problem, now)
-        return now - start
+    Attributes:
+        never_fits: No current node could ever fit the pod (its size, labels or taints).
+        advice: What to change so that a node would fit it.
+        autoscaler_may_act: An autoscaler exists that may still add a node that fits (it has
+            not said so yet): the pod waits for it, up to scale_up_timeout.
+        autoscaler_wait: Instead of scale_up_timeout, how long to wait for an autoscaler that
+            may exist (the identity cannot tell) to say something.
+    """
+
+    never_fits: bool = False
+    advice: str = ""
+    autoscaler_may_act: bool = False
+    autoscaler_wait: float | None = None
 
 
 _TRUE = "True"
@@ -176,20 +191,16 @@ _CONFIG = {"CreateContainerConfigError"}
 _STARTING = {"ContainerCreating", "PodInitializing"}
 
 
-def _true(conds: Mapping[str, Mapping[str, Any]], kind: str) -> Mapping[str, Any] | None:
+def _true(conds: Mapping[str, Condition], kind: str) -> Condition | None:
     c = conds.get(kind)
     return c if c is not None and c.get("status") == _TRUE else None
 
 
-def _name(obj: Obj) -> str:
-    return str((obj.get("metadata") or {}).get("name", ""))
-
-
-def _terminated(pod: Obj) -> tuple[str, Mapping[str, Any]] | None:
+def _terminated(pod: Pod) -> tuple[str, ContainerStateTerminated] | None:
     """The first container that terminated unsuccessfully, else the first that terminated."""
-    done: list[tuple[str, Mapping[str, Any]]] = []
+    done: list[tuple[str, ContainerStateTerminated]] = []
     for cs in container_statuses(pod):
-        terminated = (cs.get("state") or {}).get("terminated")
+        terminated = cs.get("state", {}).get("terminated")
         if terminated:
             done.append((str(cs.get("name", "")), terminated))
     for n, t in done:
@@ -198,10 +209,10 @@ def _terminated(pod: Obj) -> tuple[str, Mapping[str, Any]] | None:
     return done[0] if done else None
 
 
-def _failure_outcome(job: Obj, pods: Sequence[Obj], cond: Mapping[str, Any]) -> Outcome:
+def _failure_outcome(job: Job, pods: Sequence[Pod], cond: Condition) -> Outcome:
     reason = str(cond.get("reason") or "")
     message = str(cond.get("message") or "")
-    failed = [p for p in pods if (p.get("status") or {}).get("phase") == "Failed"]
+    failed = [p for p in pods if p.get("status", {}).get("phase") == "Failed"]
     candidates = failed or list(pods)
     for pod in reversed(candidates):
         term = _terminated(pod)
@@ -217,29 +228,29 @@ def _failure_outcome(job: Obj, pods: Sequence[Obj], cond: Mapping[str, Any]) -> 
                 succeeded=False,
                 reason=t_reason if specific else (reason or t_reason),
                 message=detail or message or t_reason,
-                pod=_name(pod),
+                pod=name_of(pod),
                 container=container,
                 exit_code=int(code) if code is not None else None,
                 oom_killed=t_reason == "OOMKilled",
                 job_reason=reason,
             )
-        status = pod.get("status") or {}
+        status = pod.get("status", {})
         if status.get("phase") == "Failed" and status.get("reason"):
             # Rejected by the kubelet before any container ran (UnexpectedAdmissionError, ...).
             return Outcome(
                 succeeded=False,
                 reason=str(status.get("reason")),
                 message=str(status.get("message") or message),
-                pod=_name(pod),
+                pod=name_of(pod),
                 job_reason=reason,
             )
     return Outcome(succeeded=False, reason=reason, message=message, job_reason=reason)
 
 
 def observe(
-    job: Obj,
-    pods: Sequence[Obj],
-    events: Sequence[Obj] = (),
+    job: Job,
+    pods: Sequence[Pod],
+    events: Sequence[Event] = (),
     queue: QueueContext | None = None,
 ) -> Observation:
     """Read a step's phase and problems from its Job, the Job's pods and their events.
@@ -272,24 +283,24 @@ def observe(
             outcome=outcome,
         )
 
-    labels = (job.get("metadata") or {}).get("labels") or {}
+    labels = labels_of(job)
     queue_name = str(labels.get(KUEUE_QUEUE_LABEL, ""))
-    suspended = _true(conds, "Suspended") or (job.get("spec") or {}).get("suspend") is True
+    suspended = _true(conds, "Suspended") or job.get("spec", {}).get("suspend") is True
     if suspended:
         return _queued(queue_name, queue)
 
     active = [
         p
         for p in pods
-        if (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
-        and not (p.get("metadata") or {}).get("deletionTimestamp")
+        if p.get("status", {}).get("phase") not in ("Succeeded", "Failed")
+        and not p.get("metadata", {}).get("deletionTimestamp")
     ]
     if not active:
         rejected = [
             e
             for e in events
             if e.get("reason") == "FailedCreate"
-            and (e.get("involvedObject") or {}).get("kind") == "Job"
+            and e.get("involvedObject", {}).get("kind") == "Job"
         ]
         if rejected and not pods:
             message = str(rejected[-1].get("message") or "")
@@ -305,10 +316,10 @@ def observe(
         return Observation(Phase.SUBMITTED, "waiting for the Job controller to create a pod")
 
     pod = active[-1]
-    pod_name = _name(pod)
+    pod_name = name_of(pod)
     pod_conds = conditions_by_type(pod)
     scheduled = pod_conds.get("PodScheduled")
-    if not (pod.get("spec") or {}).get("nodeName"):
+    if not pod.get("spec", {}).get("nodeName"):
         if scheduled is not None and scheduled.get("reason") == "Unschedulable":
             message = str(scheduled.get("message") or "")
             if not message:
@@ -336,9 +347,9 @@ def observe(
             )
         return Observation(Phase.SCHEDULING, "waiting for the scheduler", pod=pod_name)
 
-    node = str((pod.get("spec") or {}).get("nodeName"))
+    node = str(pod.get("spec", {}).get("nodeName"))
     for cs in container_statuses(pod):
-        waiting = (cs.get("state") or {}).get("waiting")
+        waiting = cs.get("state", {}).get("waiting")
         if not waiting:
             continue
         reason = str(waiting.get("reason") or "")
@@ -362,11 +373,12 @@ def observe(
                 problem=problem,
                 reason=reason,
                 message=message,
+                node=node,
             )
-    running = any("running" in (cs.get("state") or {}) for cs in container_statuses(pod))
-    if running or (pod.get("status") or {}).get("phase") == "Running":
-        return Observation(Phase.RUNNING, f"running on {node}", pod=pod_name)
-    return Observation(Phase.STARTING, f"starting on {node}", pod=pod_name)
+    running = any("running" in cs.get("state", {}) for cs in container_statuses(pod))
+    if running or pod.get("status", {}).get("phase") == "Running":
+        return Observation(Phase.RUNNING, f"running on {node}", pod=pod_name, node=node)
+    return Observation(Phase.STARTING, f"starting on {node}", pod=pod_name, node=node)
 
 
 def _queued(name: str, ctx: QueueContext | None) -> Observation:
@@ -420,12 +432,12 @@ def _refused(name: str, message: str) -> Observation:
     )
 
 
-def _latest_message(events: Sequence[Obj], name: str, reason: str) -> str:
+def _latest_message(events: Sequence[Event], name: str, reason: str) -> str:
     """The latest message of the scheduler's (not an autoscaler's) event of that reason."""
     for e in reversed(events):
         if (
             e.get("reason") == reason
-            and (e.get("involvedObject") or {}).get("name") == name
+            and e.get("involvedObject", {}).get("name") == name
             and not is_autoscaler_event(e)
         ):
             return str(e.get("message") or "")
@@ -455,11 +467,7 @@ def decide(
     obs: Observation,
     seen_for: float,
     limits: Bounds,
-    *,
-    never_fits: bool = False,
-    advice: str = "",
-    autoscaler_may_act: bool = False,
-    autoscaler_wait: float | None = None,
+    placement: Placement | None = None,
     **facts: Any,
 ) -> StepError | None:
     """Whether the step must fail now, given how long its current problem has lasted.
@@ -469,17 +477,16 @@ def decide(
         seen_for: Seconds the current problem (or, for queued and scheduling, the phase) has
             lasted.
         limits: The phase bounds.
-        never_fits: A look at the nodes showed that no current node could ever fit the pod.
-        advice: What to change when no node could ever fit it.
-        autoscaler_may_act: An autoscaler exists that may still add a node that fits (it has
-            not said so yet): a pod no current node fits waits for it, up to scale_up_timeout.
-        autoscaler_wait: Instead of scale_up_timeout, how long to wait for an autoscaler that
-            may exist (the identity cannot tell) to say something.
+        placement: What the nodes and autoscalers say of an unschedulable pod (``None``: not
+            looked at: only the bounds decide).
         **facts: Job and namespace names for the error.
 
     Returns:
         The error to raise, or ``None`` to keep waiting.
     """
+    place = placement or Placement()
+    never_fits, advice = place.never_fits, place.advice
+    autoscaler_may_act, autoscaler_wait = place.autoscaler_may_act, place.autoscaler_wait
     facts = {**facts, "pod": obs.pod, "container": obs.container, "reason": obs.reason}
     if obs.problem is Problem.ADMISSION:
         return AdmissionRejectedError(obs.message, **facts)

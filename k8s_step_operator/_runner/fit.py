@@ -13,19 +13,34 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from k8s_step_operator._job.quantity import parse_quantity
+from k8s_step_operator._objects import (
+    Node,
+    NodeSelectorRequirement,
+    NodeSelectorTerm,
+    PodSpec,
+    Quantity,
+    Taint,
+    Toleration,
+    labels_of,
+    name_of,
+)
 
-__all__ = ["FitVerdict", "NodeMiss", "check_fit", "fits_somewhere", "tolerates"]
-
-Obj = Mapping[str, Any]
+__all__ = [
+    "FitVerdict",
+    "NodeMiss",
+    "check_fit",
+    "fits_somewhere",
+    "required_node_terms",
+    "tolerates",
+]
 
 # The filters, in the scheduler's order; a node that fails one is not judged by the next.
 SELECTOR, AFFINITY, TAINT, CAPACITY = range(4)
 
 
-def _quantity(value: Any) -> float:
+def _quantity(value: Quantity) -> float:
     """A quantity read from a node; a value we cannot read never rules a node out."""
     try:
         return float(parse_quantity(value))
@@ -105,7 +120,7 @@ def _num(value: float) -> str:
     return f"{value:g}"
 
 
-def tolerates(tolerations: Sequence[Obj], taint: Obj) -> bool:
+def tolerates(tolerations: Sequence[Toleration], taint: Taint) -> bool:
     """Whether one of ``tolerations`` tolerates ``taint`` (the scheduler's matching rule)."""
     for t in tolerations:
         if t.get("effect") and t.get("effect") != taint.get("effect"):
@@ -120,7 +135,7 @@ def tolerates(tolerations: Sequence[Obj], taint: Obj) -> bool:
     return False
 
 
-def _matches_expression(labels: Mapping[str, str], expr: Obj) -> bool:
+def _matches_expression(labels: Mapping[str, str], expr: NodeSelectorRequirement) -> bool:
     key, op = str(expr.get("key")), str(expr.get("operator"))
     values = [str(v) for v in expr.get("values") or []]
     if op == "In":
@@ -134,34 +149,40 @@ def _matches_expression(labels: Mapping[str, str], expr: Obj) -> bool:
     return True  # Gt / Lt: not judged here; never rule a node out on what we do not model
 
 
-def _requests(pod_spec: Obj) -> dict[str, float]:
+def required_node_terms(pod_spec: PodSpec) -> list[NodeSelectorTerm]:
+    """The terms of the pod's required node affinity (``[]``: none; one term must match)."""
+    affinity = pod_spec.get("affinity", {}).get("nodeAffinity", {})
+    required = affinity.get("requiredDuringSchedulingIgnoredDuringExecution", {})
+    return required.get("nodeSelectorTerms") or []
+
+
+def _requests(pod_spec: PodSpec) -> dict[str, float]:
     requests: dict[str, float] = {}
     for c in pod_spec.get("containers") or []:
-        res = c.get("resources") or {}
-        merged = {**(res.get("limits") or {}), **(res.get("requests") or {})}
+        res = c.get("resources", {})
+        merged = {**res.get("limits", {}), **res.get("requests", {})}
         for key, value in merged.items():
             requests[key] = requests.get(key, 0.0) + float(parse_quantity(value))
     return requests
 
 
-def check_fit(pod_spec: Obj, nodes: Sequence[Obj]) -> FitVerdict:
+def check_fit(pod_spec: PodSpec, nodes: Sequence[Node]) -> FitVerdict:
     """Whether any node could ever run the pod, ignoring what currently runs there.
 
     A fitting answer means "maybe"; a non-fitting one means no node, even empty, can take it.
+
+    Args:
+        pod_spec: The pod's ``PodSpec`` (a Job's ``spec.template.spec``).
+        nodes: The cluster's ``Node`` objects.
     """
-    selector = pod_spec.get("nodeSelector") or {}
+    selector = pod_spec.get("nodeSelector", {})
     tolerations = pod_spec.get("tolerations") or []
-    terms = (
-        ((pod_spec.get("affinity") or {}).get("nodeAffinity") or {}).get(
-            "requiredDuringSchedulingIgnoredDuringExecution"
-        )
-        or {}
-    ).get("nodeSelectorTerms") or []
+    terms = required_node_terms(pod_spec)
     requests = _requests(pod_spec)
     misses: list[NodeMiss] = []
     for node in nodes:
-        name = str((node.get("metadata") or {}).get("name", ""))
-        labels = (node.get("metadata") or {}).get("labels") or {}
+        name = name_of(node)
+        labels = labels_of(node)
         if any(labels.get(k) != v for k, v in selector.items()):
             misses.append(NodeMiss(name, SELECTOR, "node selector does not match"))
             continue
@@ -173,7 +194,7 @@ def check_fit(pod_spec: Obj, nodes: Sequence[Obj]) -> FitVerdict:
             continue
         untolerated = [
             t
-            for t in (node.get("spec") or {}).get("taints") or []
+            for t in node.get("spec", {}).get("taints") or []
             if t.get("effect") in ("NoSchedule", "NoExecute") and not tolerates(tolerations, t)
         ]
         if untolerated:
@@ -181,7 +202,7 @@ def check_fit(pod_spec: Obj, nodes: Sequence[Obj]) -> FitVerdict:
             shown = f"{t.get('key')}{'=' + t['value'] if t.get('value') else ''}:{t.get('effect')}"
             misses.append(NodeMiss(name, TAINT, f"untolerated taint {shown}", key=shown))
             continue
-        allocatable = (node.get("status") or {}).get("allocatable") or {}
+        allocatable = node.get("status", {}).get("allocatable", {})
         short = [
             key
             for key, amount in requests.items()
@@ -205,7 +226,7 @@ def check_fit(pod_spec: Obj, nodes: Sequence[Obj]) -> FitVerdict:
     return FitVerdict(False, tuple(misses), selector)
 
 
-def fits_somewhere(pod_spec: Obj, nodes: Sequence[Obj]) -> tuple[bool, list[str]]:
+def fits_somewhere(pod_spec: PodSpec, nodes: Sequence[Node]) -> tuple[bool, list[str]]:
     """``check_fit`` as ``(fits, reasons)``: per node that cannot fit, why not."""
     verdict = check_fit(pod_spec, nodes)
     return verdict.fits, verdict.reasons

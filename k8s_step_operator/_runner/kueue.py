@@ -17,9 +17,10 @@ import logging
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Generic, Protocol, TypeVar
 
 from k8s_step_operator._errors import ApiError, NotFoundError
+from k8s_step_operator._objects import LocalQueue, PendingWorkload, Workload, name_of
 from k8s_step_operator._runner.pods import conditions_by_type
 from k8s_step_operator._runner.ports import SYSTEM_CLOCK, Clock
 
@@ -27,7 +28,7 @@ __all__ = ["KueueAccess", "QueueView", "WorkloadState", "read_workload"]
 
 log = logging.getLogger("k8s_step_operator")
 
-Obj = Mapping[str, Any]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -65,50 +66,54 @@ class WorkloadState:
         return ", ".join(f"{r}={f}" for r, f in sorted(self.flavors.items()))
 
 
-def read_workload(workload: Obj) -> WorkloadState:
-    """The state of a Workload (``kueue.x-k8s.io`` v1beta1 or v1beta2; both have these fields)."""
+def read_workload(workload: Workload) -> WorkloadState:
+    """The state of a ``Workload`` (``kueue.x-k8s.io`` v1beta1 or v1beta2: same fields)."""
     conds = conditions_by_type(workload)
-    status = workload.get("status") or {}
-    admission = status.get("admission") or {}
+    admission = workload.get("status", {}).get("admission", {})
     flavors: dict[str, str] = {}
     for assignment in admission.get("podSetAssignments") or []:
-        for resource, flavor in (assignment.get("flavors") or {}).items():
+        for resource, flavor in assignment.get("flavors", {}).items():
             flavors[str(resource)] = str(flavor)
-    admitted = (conds.get("Admitted") or {}).get("status") == "True"
-    reserved = conds.get("QuotaReserved") or {}
+    admission_cond = conds.get("Admitted")
+    admitted = admission_cond is not None and admission_cond.get("status") == "True"
+    reserved = conds.get("QuotaReserved")
     waiting_reason = message = ""
-    if not admitted and reserved.get("status") == "False":
+    if not admitted and reserved is not None and reserved.get("status") == "False":
         waiting_reason = str(reserved.get("reason") or "")
         message = str(reserved.get("message") or "")
-    evicted = conds.get("Evicted") or {}
+    evicted = conds.get("Evicted")
+    evicted_message = evicted_reason = ""
+    if evicted is not None and evicted.get("status") == "True":
+        evicted_message = str(evicted.get("message") or "")
+        evicted_reason = str(evicted.get("reason") or "")
     return WorkloadState(
-        name=str((workload.get("metadata") or {}).get("name", "")),
+        name=name_of(workload),
         cluster_queue=str(admission.get("clusterQueue") or ""),
         admitted=admitted,
         flavors=flavors,
         waiting_reason=waiting_reason,
         message=message,
-        evicted=str(evicted.get("message") or "") if evicted.get("status") == "True" else "",
-        evicted_reason=str(evicted.get("reason") or "") if evicted.get("status") == "True" else "",
+        evicted=evicted_message,
+        evicted_reason=evicted_reason,
     )
 
 
 class KueueAccess(Protocol):
     """The reads ``QueueView`` makes."""
 
-    def get_local_queue(self, namespace: str, name: str) -> dict[str, Any]:
+    def get_local_queue(self, namespace: str, name: str) -> LocalQueue:
         """A LocalQueue (``NotFoundError`` when missing)."""
         ...
 
-    def pending_workloads(self, namespace: str, local_queue: str) -> list[dict[str, Any]]:
+    def pending_workloads(self, namespace: str, local_queue: str) -> list[PendingWorkload]:
         """Kueue's visibility API: the LocalQueue's pending Workloads with their positions."""
         ...
 
 
 @dataclass
-class _Entry:
+class _Entry(Generic[T]):
     at: float
-    value: Any
+    value: T
 
 
 class QueueView:
@@ -126,8 +131,8 @@ class QueueView:
         self.clock = clock
         self.position_ttl = position_ttl
         self._lock = threading.Lock()
-        self._queues: dict[tuple[str, str], _Entry] = {}
-        self._positions: dict[tuple[str, str], _Entry] = {}
+        self._queues: dict[tuple[str, str], _Entry[str | None]] = {}
+        self._positions: dict[tuple[str, str], _Entry[list[PendingWorkload] | None]] = {}
 
     def cluster_queue(self, namespace: str, local_queue: str) -> str | None:
         """The ClusterQueue behind a LocalQueue; ``""`` when it does not exist, ``None`` unknown."""
@@ -136,11 +141,11 @@ class QueueView:
             now = self.clock.monotonic()
             entry = self._queues.get(key)
             if entry is not None and now - entry.at < 60.0:
-                return entry.value  # type: ignore[no-any-return]
+                return entry.value
             value: str | None
             try:
                 lq = self.api.get_local_queue(namespace, local_queue)
-                value = str((lq.get("spec") or {}).get("clusterQueue") or "")
+                value = str(lq.get("spec", {}).get("clusterQueue") or "")
             except NotFoundError:
                 value = ""
             except ApiError as e:
@@ -158,10 +163,9 @@ class QueueView:
             if entry is None or now - entry.at >= (
                 self.position_ttl if entry.value is not None else 300.0
             ):
+                items: list[PendingWorkload] | None
                 try:
-                    items: list[dict[str, Any]] | None = self.api.pending_workloads(
-                        namespace, local_queue
-                    )
+                    items = self.api.pending_workloads(namespace, local_queue)
                 except ApiError as e:
                     log.debug("no queue positions for %s/%s: %s", namespace, local_queue, e)
                     items = None
@@ -171,7 +175,7 @@ class QueueView:
         if not items:
             return None
         for item in items:
-            if (item.get("metadata") or {}).get("name") == workload:
+            if name_of(item) == workload:
                 found = item.get("positionInLocalQueue")
                 return int(found) if found is not None else None
         return None

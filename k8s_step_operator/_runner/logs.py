@@ -1,4 +1,4 @@
-"""Streams a step's output to the caller's logger as the step prints it.
+"""Streams a step's output to the caller as the step prints it (as ``LogLine`` events).
 
 Every pod of the Job is followed, each container once it has started. Lines are requested with
 timestamps, so a stream that is cut (an API server restart, a read time-out) resumes from the
@@ -13,11 +13,11 @@ import logging
 import math
 import threading
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any
 
 from k8s_step_operator._errors import ApiError
+from k8s_step_operator._objects import Pod
 from k8s_step_operator._runner.pods import container_statuses
 from k8s_step_operator._runner.ports import SYSTEM_CLOCK, Clock, KubeAccess, Stream
 
@@ -125,7 +125,7 @@ class _Stream:
         raw_ts, _, text = line.partition(" ")
         ts = _parse_ts(raw_ts)
         if ts is None:  # not a timestamped line: emit as is
-            self.owner.sink(self.prefix, line)
+            self.owner.sink(self, line)
             return
         if self.last_ts is not None and ts < self.last_ts:
             return  # already emitted before the stream was resumed
@@ -138,7 +138,7 @@ class _Stream:
         else:
             self.last_ts, self.last_raw_ts = ts, raw_ts
             self.emitted_at_last = self.replayed = 1
-        self.owner.sink(self.prefix, text)
+        self.owner.sink(self, text)
 
     def cut(self) -> None:
         resp = self.response
@@ -158,7 +158,8 @@ class LogFollower:
     Args:
         api: The API access.
         namespace: The Job's namespace.
-        logger: Where the step's lines go, at INFO.
+        emit: Where each line goes: ``emit(pod, container, prefix, text)``; ``prefix`` is
+            ``"[pod/container] "`` when the Job has several pods or containers.
         container_done: Tells whether a container has terminated (from the watcher's cache).
         read_timeout: Seconds of silence after which a stream is re-opened.
         clock: The clock (resume points, retry pauses).
@@ -168,7 +169,7 @@ class LogFollower:
         self,
         api: KubeAccess,
         namespace: str,
-        logger: logging.Logger,
+        emit: Callable[[str, str, str, str], None],
         container_done: Callable[[str, str], bool],
         read_timeout: float = 300.0,
         clock: Clock = SYSTEM_CLOCK,
@@ -176,7 +177,7 @@ class LogFollower:
         self.api = api
         self.clock = clock
         self.namespace = namespace
-        self.logger = logger
+        self.emit = emit
         self.container_done = container_done
         self.read_timeout = read_timeout
         self.stopped = threading.Event()
@@ -184,13 +185,13 @@ class LogFollower:
         self._streams: dict[tuple[str, str], _Stream] = {}
         self._lock = threading.Lock()
 
-    def sink(self, prefix: str, text: str) -> None:
-        """Send one line of the step's output to the logger and keep it for the tail."""
+    def sink(self, stream: _Stream, text: str) -> None:
+        """Send one line of the step's output on, and keep it for the tail."""
         with self._lock:
             self.tail.append(text)
-        self.logger.info("%s%s", prefix, text)
+        self.emit(stream.pod, stream.container, stream.prefix, text)
 
-    def update(self, pods: Sequence[Mapping[str, Any]]) -> None:
+    def update(self, pods: Sequence[Pod]) -> None:
         """Start following any container of these pods that has started and is not followed."""
         several = len(pods) > 1
         for pod in pods:
@@ -198,7 +199,7 @@ class LogFollower:
             statuses = container_statuses(pod)
             multi = len(statuses) > 1
             for cs in statuses:
-                state = cs.get("state") or {}
+                state = cs.get("state", {})
                 if "running" not in state and "terminated" not in state:
                     continue
                 key = (name, str(cs.get("name")))
@@ -217,7 +218,7 @@ class LogFollower:
                 else:
                     stream.finished.set()
 
-    def drain(self, pods: Sequence[Mapping[str, Any]], timeout: float) -> None:
+    def drain(self, pods: Sequence[Pod], timeout: float) -> None:
         """Deliver every line the step printed, then stop; called once the Job has ended.
 
         A follow stream may stay open after its container stopped (some log back ends keep

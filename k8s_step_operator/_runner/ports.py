@@ -4,7 +4,8 @@ The runner and the watcher never build API objects nor read the time themselves.
 ``KubeAccess`` (implemented over the official client in ``k8s_step_operator._kube``; in unit tests
 by an in-memory fake) and a ``Clock`` (the system's, or a fake one that advances without
 sleeping). Every method of ``KubeAccess`` raises only errors of the ``ApiError`` family, already
-translated and retried where a retry may help; objects travel as plain JSON dicts.
+translated and retried where a retry may help; objects travel as plain JSON dicts, typed by the
+shapes of ``k8s_step_operator._objects``.
 """
 
 from __future__ import annotations
@@ -13,12 +14,37 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeAlias, overload
 
-__all__ = ["SYSTEM_CLOCK", "Clock", "Kind", "KubeAccess", "Stream", "SystemClock"]
+from k8s_step_operator._objects import (
+    ConfigMap,
+    Event,
+    Job,
+    KubeObject,
+    LocalQueue,
+    Node,
+    NodePool,
+    ObjectList,
+    PendingWorkload,
+    Pod,
+    Workload,
+)
+
+__all__ = [
+    "SYSTEM_CLOCK",
+    "AnyList",
+    "Clock",
+    "Kind",
+    "KubeAccess",
+    "Stream",
+    "SystemClock",
+]
 
 # The namespaced kinds the watcher lists and watches.
 Kind = Literal["jobs", "pods", "events", "workloads"]
+
+AnyList: TypeAlias = ObjectList[Job] | ObjectList[Pod] | ObjectList[Event] | ObjectList[Workload]
+"""The list of a kind known only as a ``Kind``: one of the four."""
 
 
 class Stream(Protocol):
@@ -36,11 +62,11 @@ class Stream(Protocol):
 class KubeAccess(Protocol):
     """The calls a step's runner makes, nothing more."""
 
-    def create_job(self, namespace: str, job: Mapping[str, Any]) -> dict[str, Any]:
+    def create_job(self, namespace: str, job: Mapping[str, Any]) -> Job:
         """Create a Job; a 409 raises ``ConflictError`` (the caller resolves it)."""
         ...
 
-    def get_job(self, namespace: str, name: str) -> dict[str, Any]:
+    def get_job(self, namespace: str, name: str) -> Job:
         """Read a Job; a missing one raises ``NotFoundError``."""
         ...
 
@@ -53,14 +79,33 @@ class KubeAccess(Protocol):
         """
         ...
 
-    def create_secret(self, namespace: str, secret: Mapping[str, Any]) -> dict[str, Any]:
+    def create_secret(self, namespace: str, secret: Mapping[str, Any]) -> KubeObject:
         """Create a Secret; a 409 raises ``ConflictError``."""
         ...
 
+    @overload
     def list_objects(
-        self, kind: Kind, namespace: str, label_selector: str | None
-    ) -> dict[str, Any]:
-        """List a kind: the list object, with ``items`` and ``metadata.resourceVersion``."""
+        self, kind: Literal["jobs"], namespace: str, label_selector: str | None
+    ) -> ObjectList[Job]: ...
+    @overload
+    def list_objects(
+        self, kind: Literal["pods"], namespace: str, label_selector: str | None
+    ) -> ObjectList[Pod]: ...
+    @overload
+    def list_objects(
+        self, kind: Literal["events"], namespace: str, label_selector: str | None
+    ) -> ObjectList[Event]: ...
+    @overload
+    def list_objects(
+        self, kind: Literal["workloads"], namespace: str, label_selector: str | None
+    ) -> ObjectList[Workload]: ...
+    @overload
+    def list_objects(self, kind: Kind, namespace: str, label_selector: str | None) -> AnyList: ...
+    def list_objects(self, kind: Kind, namespace: str, label_selector: str | None) -> AnyList:
+        """List a kind: the list object, with ``items`` and ``metadata.resourceVersion``.
+
+        The items are of the kind listed: ``Job``, ``Pod``, ``Event`` or ``Workload``.
+        """
         ...
 
     def watch(
@@ -95,23 +140,23 @@ class KubeAccess(Protocol):
         """Open a container's log; a container not started yet raises ``ApiError`` 400."""
         ...
 
-    def list_nodes(self) -> list[dict[str, Any]]:
+    def list_nodes(self) -> list[Node]:
         """Every node; without the permission raises ``ForbiddenError``."""
         ...
 
-    def list_nodepools(self) -> list[dict[str, Any]]:
+    def list_nodepools(self) -> list[NodePool]:
         """Karpenter's NodePools; ``NotFoundError`` when Karpenter's API is not served."""
         ...
 
-    def get_configmap(self, namespace: str, name: str) -> dict[str, Any]:
+    def get_configmap(self, namespace: str, name: str) -> ConfigMap:
         """Read a ConfigMap; a missing one raises ``NotFoundError``."""
         ...
 
-    def get_local_queue(self, namespace: str, name: str) -> dict[str, Any]:
+    def get_local_queue(self, namespace: str, name: str) -> LocalQueue:
         """Read a Kueue LocalQueue; a missing one raises ``NotFoundError``."""
         ...
 
-    def pending_workloads(self, namespace: str, local_queue: str) -> list[dict[str, Any]]:
+    def pending_workloads(self, namespace: str, local_queue: str) -> list[PendingWorkload]:
         """Kueue's visibility API: a LocalQueue's pending Workloads, with their positions."""
         ...
 

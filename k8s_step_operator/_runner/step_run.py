@@ -2,14 +2,17 @@
 
 The synchronous contract of ``launch`` is kept by ``StepRun.run``: submit idempotently (a restarted
 caller reattaches to its Job instead of starting a second one), wait on the shared namespace
-watcher, name each phase as it is entered, apply each phase's bound, stream the step's output, and
-turn the outcome into one of our errors. An interrupt (Ctrl-C, SIGTERM or SIGHUP) deletes the Job
-with background propagation and waits until none of its pods is left before re-raising, so no GPU
-stays held by a caller that is gone; a failure of that clean-up is logged and never replaces the
-interrupt. Jobs that finish are deleted by their TTL, after the logs are read.
+watcher, stream the step's output, and turn the outcome into one of our errors. An interrupt
+(Ctrl-C, SIGTERM or SIGHUP) deletes the Job with background propagation and waits until none of
+its pods is left before re-raising, so no GPU stays held by a caller that is gone; a failure of
+that clean-up is logged and never replaces the interrupt. Jobs that finish are deleted by their
+TTL, after the logs are read.
 
-Everything the runner needs from the outside comes in as parameters: the API access, the clock,
-the watcher registry and the node view. Unit tests pass in-memory fakes of each.
+This module is the I/O shell around the pure tracker (``tracker.advance``): it reads the
+watcher's caches, asks the nodes, autoscalers and Kueue when the tracker's inputs need them, feeds
+the tracker, publishes the events it returns and carries out its action. Everything it needs
+from the outside comes in as parameters: the API access, the clock, the watcher registry, the
+event bus and the node view. Unit tests pass in-memory fakes of each.
 """
 
 from __future__ import annotations
@@ -18,10 +21,9 @@ import contextlib
 import logging
 import signal
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from types import FrameType
-from typing import Any
+from typing import Any, cast
 
 from k8s_step_operator._errors import (
     ApiError,
@@ -36,39 +38,46 @@ from k8s_step_operator._errors import (
 from k8s_step_operator._job.keys import JOB_CONTROLLER_UID_LABEL, KUEUE_QUEUE_LABEL
 from k8s_step_operator._job.naming import same_step
 from k8s_step_operator._job.settings import KubernetesJobStepOperatorSettings
+from k8s_step_operator._objects import Job, Node, Pod, PodSpec, labels_of
 from k8s_step_operator._runner.autoscaler import AutoscalerView, nodepools_admitting
 from k8s_step_operator._runner.diagnosis import (
     Observation,
     Phase,
+    Placement,
     Problem,
     QueueContext,
-    Timers,
-    decide,
     observe,
     outcome_error,
 )
-from k8s_step_operator._runner.fit import FitVerdict, check_fit
+from k8s_step_operator._runner.event_log import log_event
+from k8s_step_operator._runner.events import Event, EventBus, Finished, LogLine, Submitted
+from k8s_step_operator._runner.fit import check_fit
 from k8s_step_operator._runner.kueue import QueueView, WorkloadState, read_workload
 from k8s_step_operator._runner.logs import TAIL_LINES, LogFollower
 from k8s_step_operator._runner.pods import container_state, pod_finished
 from k8s_step_operator._runner.ports import SYSTEM_CLOCK, Clock, KubeAccess
-from k8s_step_operator._runner.watcher import WATCHERS, NamespaceWatcher, WatcherRegistry
+from k8s_step_operator._runner.signals import Terminated, signals_deferred, terminations_raise
+from k8s_step_operator._runner.tracker import (
+    Action,
+    Advance,
+    Seen,
+    StepContext,
+    TrackerState,
+    advance,
+    start,
+    timeline,
+)
+from k8s_step_operator._runner.watcher import NamespaceWatcher, WatcherRegistry
 
 __all__ = ["NodeView", "StepIdentity", "StepRun", "job_status"]
 
 log = logging.getLogger("k8s_step_operator")
 
-# How long the outcome may wait for the failed pod's exit code to reach the cache.
-_EXIT_CODE_GRACE = 2.0
 _TICK = 1.0
-# Seconds a missing Job may stay out of the cache before the server is asked directly.
-_MISSING_GRACE = 5.0
 # Retry budget of the clean-up after an interrupt: the caller is on its way out.
 _CLEANUP_BUDGET = 15.0
 # How long a step no node fits waits for an autoscaler the identity cannot see to speak.
 AUTOSCALER_GRACE = 20.0
-# A line saying the step still waits, when nothing else was said for this long.
-HEARTBEAT_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -93,16 +102,16 @@ class NodeView:
         self.api = api
         self.clock = clock
         self._lock = threading.Lock()
-        self._cached: tuple[float, list[dict[str, Any]] | None] | None = None
+        self._cached: tuple[float, list[Node] | None] | None = None
         self._warned = False
 
-    def nodes(self) -> list[dict[str, Any]] | None:
+    def nodes(self) -> list[Node] | None:
         """The nodes, or ``None`` when they cannot be read."""
         with self._lock:
             now = self.clock.monotonic()
             if self._cached is not None and now - self._cached[0] < self.TTL:
                 return self._cached[1]
-            nodes: list[dict[str, Any]] | None
+            nodes: list[Node] | None
             try:
                 nodes = self.api.list_nodes()
             except ForbiddenError:
@@ -125,12 +134,15 @@ class StepRun:
 
     Args:
         api: The API access.
-        job: The Job to submit, as built by the builder.
+        job: The Job to submit, as built by the builder (or, to attach to an existing Job, a
+            reference with its ``metadata.name`` and ``namespace``).
         step: The run, step and step run the Job belongs to; a Job found under the same name is
             adopted only if its annotations name the same.
         settings: The step's merged settings: the phase bounds and how to follow it.
         clock: The clock.
-        watchers: Where shared namespace watchers come from.
+        watchers: Where shared namespace watchers come from (``None``: a private registry whose
+            watcher stops with the step).
+        events: Where the step's events go (``None``: a bus that only logs them).
         nodes: The node view for the fit check (``None``: a private one).
         autoscalers: Which autoscalers the cluster runs (``None``: a private view).
         queues: Kueue's LocalQueues and queue positions (``None``: a private view).
@@ -148,35 +160,48 @@ class StepRun:
         step: StepIdentity,
         settings: KubernetesJobStepOperatorSettings,
         clock: Clock = SYSTEM_CLOCK,
-        watchers: WatcherRegistry = WATCHERS,
+        watchers: WatcherRegistry | None = None,
+        events: EventBus | None = None,
         nodes: NodeView | None = None,
         autoscalers: AutoscalerView | None = None,
         queues: QueueView | None = None,
-        companion: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None,
+        companion: Callable[[Job], Mapping[str, Any]] | None = None,
         cancel_wait_timeout: float = 120.0,
         log_drain_timeout: float = 10.0,
     ) -> None:
         self.api = api
-        self.job = dict(job)
+        # The builder writes a Job's fields; after ``attach``, the Job as the server has it.
+        self.job: Job = cast(Job, dict(job))
         self.name = str(job["metadata"]["name"])
         self.namespace = str(job["metadata"]["namespace"])
         self.step = step
         self.settings = settings
         self.clock = clock
-        self.watchers = watchers
+        self.watchers = watchers if watchers is not None else WatcherRegistry(linger=0)
+        if events is None:
+            events = EventBus()
+            events.subscribe(log_event)
+        self.events = events
         self.nodes = nodes or NodeView(api, clock)
         self.autoscalers = autoscalers or AutoscalerView(api, clock)
         self.queues = queues or QueueView(api, clock)
         labels = (job.get("metadata") or {}).get("labels") or {}
         self.queue_name = str(labels.get(KUEUE_QUEUE_LABEL, ""))
-        self._admission_said = False
         self._workloads_warned = False
         self.companion = companion
         self.cancel_wait_timeout = cancel_wait_timeout
         self.log_drain_timeout = log_drain_timeout
         self.uid = ""
-        self.step_log = logging.getLogger(f"{log.name}.step")
-        self.phase: Phase | None = None
+        self.context = StepContext(
+            step=step.step_name,
+            job=self.name,
+            namespace=self.namespace,
+            bounds=settings,
+            step_run_id=step.step_run_id,
+            gpus=_gpus(self.job),
+            gpu_resource=_gpu_resource(self.job),
+        )
+        self.state: TrackerState = start(clock.monotonic())
 
     @property
     def step_name(self) -> str:
@@ -188,9 +213,26 @@ class StepRun:
         """``namespace/name`` of the Job."""
         return f"{self.namespace}/{self.name}"
 
-    # -- submit --------------------------------------------------------------------------
+    @property
+    def phase(self) -> Phase | None:
+        """The step's phase at the last look (``None`` before the first)."""
+        return self.state.phase
 
-    def submit(self) -> dict[str, Any]:
+    def _ids(self) -> dict[str, Any]:
+        return {
+            "step": self.step_name,
+            "job": self.name,
+            "namespace": self.namespace,
+            "step_run_id": self.step.step_run_id,
+            "at": self.clock.now(),
+        }
+
+    def _publish(self, event: Event) -> None:
+        self.events.publish(event)
+
+    # -- submit and attach -------------------------------------------------------------------
+
+    def submit(self) -> Job:
         """Create the Job, or adopt the one already there for the same step run.
 
         Returns:
@@ -200,44 +242,74 @@ class StepRun:
             NameCollisionError: A Job of that name belongs to another run, step or attempt.
             ApiError: The server refused the Job.
         """
+        reattached = False
         try:
             job = self.api.create_job(self.namespace, self.job)
-            log.info("step %s: submitted Job %s", self.step_name, self.where)
         except ConflictError:
             # Also the path after a create whose answer was lost (a 5xx, a cut connection):
-            # the retry meets our own Job and adopts it.
-            job = self.get()
-            if not self._ours(job):
-                raise NameCollisionError(
-                    f"Job {self.where} exists but belongs to another run, step or attempt "
-                    f"({(job.get('metadata') or {}).get('annotations')})",
-                    status=409,
-                    reason="AlreadyExists",
-                    operation=f"create Job {self.where}",
-                ) from None
-            log.info("step %s: reattached to existing Job %s", self.step_name, self.where)
+            # the retry meets our own Job and adopts it, as a restarted caller does.
+            job = self._adopt(self.get(), operation=f"create Job {self.where}")
+            reattached = True
         self.uid = str(job["metadata"]["uid"])
         self._create_companion(job)
+        self.state = start(self.clock.monotonic())
+        self._publish(Submitted(**self._ids(), reattached=reattached))
         return job
 
-    def _ours(self, job: Mapping[str, Any]) -> bool:
+    def attach(self) -> Job:
+        """Find the step run's existing Job and follow that one from now on.
+
+        Returns:
+            The Job as the server has it.
+
+        Raises:
+            NotFoundError: The step run has no Job.
+            NameCollisionError: The Job of that name belongs to another run, step or attempt.
+        """
+        return self._adopt(self.get(), operation=f"attach to Job {self.where}")
+
+    def _adopt(self, job: Job, *, operation: str) -> Job:
+        """Make ``job`` (read from the server) the one this runner follows, if it is ours."""
+        if not self._ours(job):
+            raise NameCollisionError(
+                f"Job {self.where} exists but belongs to another run, step or attempt "
+                f"({job.get('metadata', {}).get('annotations')})",
+                status=409,
+                reason="AlreadyExists",
+                operation=operation,
+            )
+        self.uid = str(job["metadata"]["uid"])
+        self.job = job
+        self.context = StepContext(
+            step=self.context.step,
+            job=self.name,
+            namespace=self.namespace,
+            bounds=self.settings,
+            step_run_id=self.step.step_run_id,
+            gpus=_gpus(job),
+            gpu_resource=_gpu_resource(job),
+        )
+        self.queue_name = str(labels_of(job).get(KUEUE_QUEUE_LABEL, ""))
+        return job
+
+    def _ours(self, job: Job) -> bool:
         return same_step(job, self.step.run_id, self.step.step_name, self.step.step_run_id)
 
-    def _create_companion(self, job: Mapping[str, Any]) -> None:
+    def _create_companion(self, job: Job) -> None:
         if self.companion is None:
             return
         obj = self.companion(job)
         with contextlib.suppress(ConflictError):  # a reattaching caller made it already
             self.api.create_secret(self.namespace, obj)
 
-    def get(self) -> dict[str, Any]:
+    def get(self) -> Job:
         """Read the Job from the server."""
         return self.api.get_job(self.namespace, self.name)
 
     # -- wait ----------------------------------------------------------------------------
 
     def wait(self) -> None:
-        """Follow the submitted Job until it ends.
+        """Follow the submitted (or attached) Job until it ends.
 
         Raises:
             StepError: The step did not succeed; the subclass says why.
@@ -254,7 +326,7 @@ class StepRun:
             follower = LogFollower(
                 self.api,
                 self.namespace,
-                self.step_log,
+                self._log_line,
                 container_done=lambda pod, c: self._container_done(watcher, pod, c),
                 clock=self.clock,
             )
@@ -264,6 +336,7 @@ class StepRun:
             sub.changed.clear()
             return fired
 
+        self.state = start(self.clock.monotonic())
         try:
             self._wait(watcher, wait_for_change, follower)
         finally:
@@ -272,104 +345,102 @@ class StepRun:
             watcher.unsubscribe(sub)
             self.watchers.release(watcher)
 
+    def _log_line(self, pod: str, container: str, prefix: str, text: str) -> None:
+        self._publish(
+            LogLine(**self._ids(), pod=pod, container=container, text=text, prefix=prefix)
+        )
+
     def _wait(
         self,
         watcher: NamespaceWatcher,
         wait_for_change: Callable[[float], bool],
         follower: LogFollower | None,
     ) -> None:
-        clock = self.clock
-        timers = Timers()
-        phase_since = said_at = clock.monotonic()
         if self.queue_name:
             watcher.watch_workloads()
-        missing_since: float | None = None
-        failed_at: float | None = None
-        last_summary = ""
         while True:
             wait_for_change(_TICK)
-            now = clock.monotonic()
             if watcher.failure is not None:
                 raise watcher.failure
-            job = watcher.job(self.name)
-            if job is None or job["metadata"].get("uid") != self.uid:
-                if watcher.was_deleted(self.name, self.uid):
-                    raise DeletedExternallyError(
-                        "the Job was deleted before it finished", **self._facts(follower)
-                    )
-                # Not in the cache (yet): after a while, ask the server directly.
-                missing_since = missing_since if missing_since is not None else now
-                if now - missing_since > _MISSING_GRACE:
-                    job = self._get_or_deleted(follower)
-                    watcher.remember_job(job)
-                    missing_since = None
-                else:
-                    continue
-            pods = watcher.pods_of(self.uid)
-            if follower is not None:
-                follower.update(pods)
-            events = watcher.events_for(self.name, *(p["metadata"]["name"] for p in pods))
-            workload = self._workload(watcher) if self.queue_name else None
-            queue = None
-            if self.queue_name and not pods:
-                queued_for = now - phase_since if self.phase is Phase.QUEUED else 0.0
-                queue = self._queue_context(watcher, workload, queued_for)
-            obs = observe(job, pods, events, queue)
-            if workload is not None:
-                self._say_admission(workload, obs)
-            if obs.phase is not self.phase:
-                self.phase, phase_since, said_at = obs.phase, now, now
-                if obs.phase is not Phase.SUCCEEDED:  # success has its own line below
-                    self._log_phase(obs)
-            elif obs.summary != last_summary and (
-                obs.problem is not None or obs.phase in (Phase.QUEUED, Phase.SCALING_UP)
-            ):
-                self._log_phase(obs)
-                said_at = now
-            elif now - said_at >= HEARTBEAT_SECONDS:
-                self._heartbeat(obs, now - phase_since)
-                said_at = now
-            last_summary = obs.summary
-            if obs.outcome is not None:
-                if obs.outcome.succeeded:
-                    self._drain(follower, pods)
-                    log.info("step %s: succeeded (Job %s)", self.step_name, self.where)
-                    return
-                if obs.outcome.exit_code is None and obs.outcome.job_reason != "DeadlineExceeded":
-                    # The Job's verdict can arrive before the pod's exit code reaches the cache.
-                    failed_at = failed_at if failed_at is not None else now
-                    if now - failed_at < _EXIT_CODE_GRACE:
-                        continue
-                self._drain(follower, pods)
-                facts = self._facts(follower)
-                if follower is None and obs.outcome.pod:
-                    facts["log_tail"] = self._log_tail(obs.outcome.pod, obs.outcome.container)
-                raise outcome_error(obs.outcome, **facts)
-            seen = timers.track(obs.problem, now)
-            if obs.problem is None and obs.phase in (Phase.SCHEDULING, Phase.QUEUED):
-                seen = now - phase_since
-            verdict = self._fit(job) if obs.problem is Problem.UNSCHEDULABLE else None
-            never_fits = verdict is not None and not verdict.fits
-            advice = verdict.advice() if verdict is not None else ""
-            may_scale, wait = False, None
-            if never_fits and obs.autoscaler is None:
-                may_scale, wait, refusals = self._may_scale(job)
-                advice = f"{advice}; {refusals}" if refusals else advice
-            error = decide(
-                obs,
-                seen,
-                self.settings,
-                never_fits=never_fits,
-                advice=advice,
-                autoscaler_may_act=may_scale,
-                autoscaler_wait=wait,
-                job=self.name,
-                namespace=self.namespace,
+            seen, pods = self._look(watcher, follower)
+            now, wall = self.clock.monotonic(), self.clock.now()
+            step = advance(self.context, self.state, seen, now, wall)
+            self.state = step.state
+            for event in step.events:
+                self._publish(event)
+            if step.action is Action.WAIT:
+                continue
+            if step.action is Action.READ_JOB:
+                watcher.remember_job(self._get_or_deleted(follower))
+                continue
+            self._finish(step, watcher, follower, pods)
+            return
+
+    def _look(
+        self, watcher: NamespaceWatcher, follower: LogFollower | None
+    ) -> tuple[Seen, list[Pod]]:
+        """Read the caches (and, where the diagnosis needs them, Kueue, nodes, autoscalers)."""
+        job = watcher.job(self.name)
+        if job is None or job["metadata"].get("uid") != self.uid:
+            deleted = watcher.was_deleted(self.name, self.uid)
+            return Seen(None, deleted=deleted), []
+        pods = watcher.pods_of(self.uid)
+        if follower is not None:
+            follower.update(pods)
+        events = watcher.events_for(self.name, *(p["metadata"]["name"] for p in pods))
+        workload = self._workload(watcher) if self.queue_name else None
+        queue = None
+        if self.queue_name and not pods:
+            state = self.state
+            now = self.clock.monotonic()
+            queued_for = state.in_phase(now) if state.phase is Phase.QUEUED else 0.0
+            queue = self._queue_context(watcher, workload, queued_for)
+        obs = observe(job, pods, events, queue)
+        placement = self._placement(job, obs) if obs.problem is Problem.UNSCHEDULABLE else None
+        return Seen(obs, workload=workload, placement=placement), pods
+
+    def _finish(
+        self,
+        step: Advance,
+        watcher: NamespaceWatcher,
+        follower: LogFollower | None,
+        pods: list[Pod],
+    ) -> None:
+        """Carry out a terminal action: return on success, raise otherwise."""
+        if step.action is Action.DELETED:
+            error: StepError = DeletedExternallyError(
+                "the Job was deleted before it finished", **self._facts(follower)
             )
-            if error is not None:
-                log.error("step %s: %s; deleting Job %s", self.step_name, error, self.where)
-                self._delete(watcher=watcher)
-                raise error
+            self._ended(error)
+            raise error
+        if step.action is Action.GIVE_UP:
+            assert step.error is not None
+            log.error("step %s: %s; deleting Job %s", self.step_name, step.error, self.where)
+            self._delete(watcher=watcher)
+            self._ended(step.error)
+            raise step.error
+        outcome = step.outcome
+        assert outcome is not None
+        self._drain(follower, pods)
+        if outcome.succeeded:
+            self._ended(None)
+            return
+        facts = self._facts(follower)
+        if follower is None and outcome.pod:
+            facts["log_tail"] = self._log_tail(outcome.pod, outcome.container)
+        error = outcome_error(outcome, **facts)
+        self._ended(error)
+        raise error
+
+    def _ended(self, error: StepError | None) -> None:
+        self._publish(
+            Finished(
+                **self._ids(),
+                succeeded=error is None,
+                error=error,
+                timeline=timeline(self.context, self.state, self.clock.monotonic()),
+            )
+        )
 
     def _workload(self, watcher: NamespaceWatcher) -> WorkloadState | None:
         found = watcher.workload_of(self.uid)
@@ -403,51 +474,6 @@ class StepRun:
             waited_without_workload=queued_for if workload is None else 0.0,
         )
 
-    def _say_admission(self, workload: WorkloadState, obs: Observation) -> None:
-        """One line when Kueue admits the step (with the flavors), one when it evicts it."""
-        if workload.admitted and not self._admission_said:
-            self._admission_said = True
-            flavors = f" with flavor {workload.flavor_text}" if workload.flavors else ""
-            log.info(
-                "step %s: admitted by Kueue to ClusterQueue %s%s",
-                self.step_name,
-                workload.cluster_queue,
-                flavors,
-            )
-        elif workload.evicted and not workload.admitted and self._admission_said:
-            self._admission_said = False
-            log.warning(
-                "step %s: preempted by Kueue (%s: %s); queued again, it will run again from "
-                "the start",
-                self.step_name,
-                workload.evicted_reason,
-                workload.evicted,
-            )
-
-    def _log_phase(self, obs: Observation) -> None:
-        level = logging.WARNING if obs.problem is not None else logging.INFO
-        log.log(
-            level,
-            "step %s: %s - %s",
-            self.step_name,
-            obs.phase.value,
-            obs.summary,
-            extra={"k8sso_phase": obs.phase.value},
-        )
-
-    def _heartbeat(self, obs: Observation, elapsed: float) -> None:
-        bound_name, bound = _bound_of(obs, self.settings)
-        against = f"; {bound_name} {bound:.0f}s" if bound is not None else ""
-        log.info(
-            "step %s: still %s after %s%s - %s",
-            self.step_name,
-            obs.phase.value,
-            _duration(elapsed),
-            against,
-            obs.summary,
-            extra={"k8sso_phase": obs.phase.value, "k8sso_elapsed": elapsed},
-        )
-
     def _facts(self, follower: LogFollower | None) -> dict[str, Any]:
         facts: dict[str, Any] = {"job": self.name, "namespace": self.namespace}
         if follower is not None:
@@ -471,7 +497,7 @@ class StepRun:
             return []
         return lines[-TAIL_LINES:]
 
-    def _get_or_deleted(self, follower: LogFollower | None) -> dict[str, Any]:
+    def _get_or_deleted(self, follower: LogFollower | None) -> Job:
         try:
             job = self.get()
         except NotFoundError:
@@ -494,24 +520,34 @@ class StepRun:
             return bool(state and state.get("terminated"))
         return True  # the pod is gone: nothing more will come
 
-    def _drain(self, follower: LogFollower | None, pods: list[dict[str, Any]]) -> None:
+    def _drain(self, follower: LogFollower | None, pods: list[Pod]) -> None:
         if follower is not None:
             follower.drain(pods, self.log_drain_timeout)
 
-    def _fit(self, job: Mapping[str, Any]) -> FitVerdict | None:
-        """Whether any node could ever run the pod (``None``: not checked)."""
+    def _placement(self, job: Job, obs: Observation) -> Placement | None:
+        """What the nodes and autoscalers say of the unschedulable pod (``None``: not checked)."""
         if not self.settings.preflight_fit_check:
             return None
         nodes = self.nodes.nodes()
         if nodes is None:
             return None
-        pod_spec = ((job.get("spec") or {}).get("template") or {}).get("spec") or {}
+        pod_spec = _pod_spec(job)
         verdict = check_fit(pod_spec, nodes)
-        if not verdict.fits:
-            log.debug("no node fits Job %s: %s", self.where, "; ".join(verdict.reasons))
-        return verdict
+        if verdict.fits:
+            return Placement(advice=verdict.advice())
+        log.debug("no node fits Job %s: %s", self.where, "; ".join(verdict.reasons))
+        advice = verdict.advice()
+        if obs.autoscaler is not None:
+            return Placement(never_fits=True, advice=advice)
+        may_scale, wait, refusals = self._may_scale(pod_spec)
+        return Placement(
+            never_fits=True,
+            advice=f"{advice}; {refusals}" if refusals else advice,
+            autoscaler_may_act=may_scale,
+            autoscaler_wait=wait,
+        )
 
-    def _may_scale(self, job: Mapping[str, Any]) -> tuple[bool, float | None, str]:
+    def _may_scale(self, pod_spec: PodSpec) -> tuple[bool, float | None, str]:
         """Whether an autoscaler may still add a node for the pod.
 
         Returns:
@@ -522,7 +558,6 @@ class StepRun:
         presence = self.autoscalers.presence()
         refusals = ""
         if presence.karpenter:
-            pod_spec = ((job.get("spec") or {}).get("template") or {}).get("spec") or {}
             admitting, refused = nodepools_admitting(pod_spec, presence.nodepools)
             if admitting:
                 return True, None, ""
@@ -589,14 +624,14 @@ class StepRun:
             StepCancelledError: SIGTERM or SIGHUP arrived (after the clean-up the setting
                 ``on_sigterm`` asks for).
         """
-        with _termination_raises() as terminated:
+        with terminations_raise() as terminated:
             try:
                 self.submit()
                 self.follow()
                 return
-            except (KeyboardInterrupt, _Terminated) as e:
+            except (KeyboardInterrupt, Terminated) as e:
                 interrupt: BaseException = e
-                self.on_interrupt(terminated=isinstance(e, _Terminated))
+                self.on_interrupt(terminated=isinstance(e, Terminated))
         if terminated.is_set():
             signum = terminated.signum
             # The handler in force before is back: deliver the signal to it (by default: exit).
@@ -631,6 +666,23 @@ class StepRun:
                 self.cancel(budget=_CLEANUP_BUDGET)
             raise
 
+    def follow_or_clean_up(
+        self, *, interrupts: tuple[type[BaseException], ...] = (KeyboardInterrupt,)
+    ) -> None:
+        """``follow``, and on one of ``interrupts`` delete the Job before re-raising it.
+
+        The form a framework uses when it has its own signal handling (it turns Ctrl-C into its
+        own exceptions): the Job is deleted (or left, per ``on_sigterm``) on the way out.
+
+        Raises:
+            StepError: The step did not succeed.
+        """
+        try:
+            self.follow(interrupts=interrupts)
+        except interrupts:
+            self.on_interrupt(terminated=False)
+            raise
+
     def on_interrupt(self, *, terminated: bool) -> None:
         """The caller is going away: delete the Job, or leave it (``on_sigterm: detach``).
 
@@ -650,7 +702,7 @@ class StepRun:
             self.step_name,
             self.where,
         )
-        with _signals_deferred():
+        with signals_deferred():
             try:
                 if not self.uid:
                     self._adopt_for_cancel()
@@ -681,83 +733,30 @@ class StepRun:
             self.uid = str(job["metadata"]["uid"])
 
 
-def _bound_of(
-    obs: Observation, settings: KubernetesJobStepOperatorSettings
-) -> tuple[str, float | None]:
-    """The setting that bounds the current phase or problem, and its value."""
-    if obs.problem is Problem.IMAGE_PULL:
-        return "image_pull_backoff_timeout", settings.image_pull_backoff_timeout
-    if obs.problem is Problem.MISSING_CONFIG:
-        return "missing_config_grace", settings.missing_config_grace
-    if obs.phase is Phase.QUEUED:
-        return "queue_timeout", settings.queue_timeout
-    if obs.phase is Phase.SCHEDULING:
-        return "pending_timeout", settings.pending_timeout
-    if obs.phase is Phase.RUNNING:
-        deadline = settings.active_deadline_seconds
-        return "active_deadline_seconds", float(deadline) if deadline is not None else None
-    return "", None
+def _pod_spec(job: Job) -> PodSpec:
+    """The Job's pods' spec (``spec.template.spec``)."""
+    return job.get("spec", {}).get("template", {}).get("spec", {})
 
 
-def _duration(seconds: float) -> str:
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    if hours:
-        return f"{hours}h{minutes:02d}m"
-    if minutes:
-        return f"{minutes}m{secs:02d}s"
-    return f"{secs}s"
+def _gpus(job: Job) -> int:
+    """GPUs per pod the Job requests (the first GPU-like resource limit of its containers)."""
+    return _gpu_request(job)[1]
 
 
-class _Terminated(BaseException):
-    """SIGTERM or SIGHUP arrived while a step was being followed."""
+def _gpu_resource(job: Job) -> str:
+    return _gpu_request(job)[0]
 
 
-class _TerminationFlag(threading.Event):
-    signum: int = signal.SIGTERM
-
-
-_TERMINATING = (signal.SIGTERM, signal.SIGHUP)
-
-
-@contextlib.contextmanager
-def _termination_raises() -> Iterator[_TerminationFlag]:
-    """Within the block, SIGTERM and SIGHUP interrupt the main thread like Ctrl-C does.
-
-    Signal handlers can only be set from the main thread; elsewhere the block changes nothing
-    and the caller's own handling applies.
-    """
-    flag = _TerminationFlag()
-    if threading.current_thread() is not threading.main_thread():
-        yield flag
-        return
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        flag.signum = signum
-        flag.set()
-        raise _Terminated()
-
-    previous = {s: signal.signal(s, handler) for s in _TERMINATING}
-    try:
-        yield flag
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
-
-
-@contextlib.contextmanager
-def _signals_deferred() -> Iterator[None]:
-    """Ignore a second interrupt while the Job is being deleted, so the clean-up completes."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    signals = (signal.SIGINT, *_TERMINATING)
-    previous = {s: signal.signal(s, signal.SIG_IGN) for s in signals}
-    try:
-        yield
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
+def _gpu_request(job: Job) -> tuple[str, int]:
+    for container in _pod_spec(job).get("containers") or []:
+        limits = container.get("resources", {}).get("limits", {})
+        for resource, value in limits.items():
+            if resource.endswith("/gpu") or "/mig-" in resource:
+                try:
+                    return str(resource), int(str(value))
+                except ValueError:
+                    continue
+    return "", 0
 
 
 def job_status(api: KubeAccess, namespace: str, name: str) -> Observation | None:

@@ -20,15 +20,10 @@ from k8s_step_operator import (
     StepError,
     TooManyRequestsError,
 )
-from k8s_step_operator.cli import (
-    EXIT_CODES,
-    _describe_api,
-    _Terminated,
-    build_parser,
-    exit_code,
-    main,
-    run_settings,
-)
+from k8s_step_operator._runner.signals import Terminated as _Terminated
+from k8s_step_operator.cli import EXIT_CODES, build_parser, exit_code, main
+from k8s_step_operator.cli._outcome import _describe_api
+from k8s_step_operator.cli._run import run_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -1,8 +1,8 @@
 """What ``run`` shows on stderr: lines with the elapsed time, and on a terminal a live status line.
 
 The console is driven with a fake stream that says whether it is a terminal, and a clock that
-moves only when told. The last test feeds it the runner's own records, from a step followed on
-the in-memory API, so a change of the runner's line formats shows up here.
+moves only when told. The status line follows the runner's events; the lines are its records.
+The last tests feed it a step followed on the in-memory API, records and events both.
 """
 
 from __future__ import annotations
@@ -12,11 +12,15 @@ import logging
 import os
 import pty
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from k8s_step_operator.cli import Console, _console_logging
+from k8s_step_operator import LogLine, Phase, PhaseChanged, Problem, Retrying
+from k8s_step_operator._runner.event_log import log_event
+from k8s_step_operator.cli import Console
+from k8s_step_operator.cli._logging import _console_logging
 
 from .test_step_run import make, running, script, terminated
 
@@ -143,31 +147,56 @@ def test_connection_trouble_shows_in_the_status_line_on_a_terminal() -> None:
 
 
 @pytest.fixture
-def routed(request: pytest.FixtureRequest) -> Iterator[tuple[Console, Stream, Clock]]:
+def routed(request: pytest.FixtureRequest) -> Iterator[tuple[Console, Stream, Clock, Any]]:
     verbose, quiet = request.param
     c, stream, clock = console(tty=False)
-    with _console_logging(c, verbose=verbose, quiet=quiet):
-        yield c, stream, clock
+    with _console_logging(c, verbose=verbose, quiet=quiet) as view:
+        yield c, stream, clock, view
 
 
 operator = logging.getLogger("k8s_step_operator")
 client = logging.getLogger("k8s_step_operator._kube.client")
 watcher = logging.getLogger("k8s_step_operator._runner.watcher")
+AT = datetime(2026, 1, 1, tzinfo=UTC)
+IDS: dict[str, Any] = {"at": AT, "step": "train", "job": "j", "namespace": "ml"}
 
 
-def emit_all() -> None:
-    operator.info("step %s: %s - %s", "train", "scheduling", "waiting for the scheduler")
-    client.warning("retrying after %s (attempt %d)", "create Job: refused", 2)
+def emit_all(view: Any) -> None:
+    """What the runner and the API layer say about one step, as records and events."""
+    waiting = PhaseChanged(
+        **IDS, phase=Phase.SCHEDULING, previous=None, summary="waiting for the scheduler"
+    )
+    log_event(waiting)
+    view(waiting)
+    client.warning(
+        "retrying after %s (attempt %d)", "create Job: refused", 2, extra={"k8sso_retry": True}
+    )
+    view(Retrying(at=AT, operation="create Job ml/j", error="refused", delay=0.4, attempt=2))
     watcher.info("watch of %s in %s expired (410); re-listing", "pods", "ml")
-    watcher.warning("watch of %s in %s failed (%s); retrying in %.1fs", "pods", "ml", "x", 0.4)
-    operator.warning("step %s: %s - %s", "train", "scheduling", "unschedulable: 0/6 nodes")
+    watcher.warning(
+        "watch of %s in %s failed (%s); retrying in %.1fs",
+        "pods",
+        "ml",
+        "x",
+        0.4,
+        extra={"k8sso_retry": True},
+    )
+    stuck = PhaseChanged(
+        **IDS,
+        phase=Phase.SCHEDULING,
+        previous=Phase.SCHEDULING,
+        summary="unschedulable: 0/6 nodes",
+        problem=Problem.UNSCHEDULABLE,
+    )
+    log_event(stuck)
+    view(stuck)
     operator.debug("cannot list nodes for the fit check: %s", "refused")
 
 
 @pytest.mark.parametrize("routed", [(False, False)], indirect=True)
 def test_default_shows_phases_and_problems_not_retries(routed: Any) -> None:
-    c, stream, _ = routed
-    emit_all()
+    c, stream, _, view = routed
+    emit_all(view)
     assert stream.getvalue().splitlines() == [
         "[    0.0s] step train: scheduling - waiting for the scheduler",
         "[    0.0s] step train: scheduling - unschedulable: 0/6 nodes",
@@ -177,8 +206,8 @@ def test_default_shows_phases_and_problems_not_retries(routed: Any) -> None:
 
 @pytest.mark.parametrize("routed", [(True, False)], indirect=True)
 def test_verbose_shows_everything(routed: Any) -> None:
-    _, stream, _ = routed
-    emit_all()
+    _, stream, _, view = routed
+    emit_all(view)
     text = stream.getvalue()
     assert "retrying after create Job: refused (attempt 2)" in text
     assert "expired (410)" in text and "retrying in 0.4s" in text
@@ -187,8 +216,8 @@ def test_verbose_shows_everything(routed: Any) -> None:
 
 @pytest.mark.parametrize("routed", [(False, True)], indirect=True)
 def test_quiet_shows_problems_only(routed: Any) -> None:
-    c, stream, _ = routed
-    emit_all()
+    c, stream, _, view = routed
+    emit_all(view)
     assert stream.getvalue().splitlines() == [
         "[    0.0s] step train: scheduling - unschedulable: 0/6 nodes"
     ]
@@ -217,7 +246,8 @@ def test_the_runners_own_lines() -> None:
     )
     stream = Stream(tty=False)
     c = Console(stream, clock=kube.clock.monotonic)
-    with _console_logging(c, verbose=False, quiet=False):
+    with _console_logging(c, verbose=False, quiet=False) as view:
+        run.events.subscribe(view)
         run.run()
         status = (c.status, c.detail)
     lines = [line.split("] ", 1)[1] for line in stream.getvalue().splitlines()]
@@ -233,9 +263,11 @@ def test_the_runners_own_lines() -> None:
 
 def test_the_steps_output_goes_to_stdout(capsys: pytest.CaptureFixture[str]) -> None:
     c, stream, _ = console(tty=True)
-    with _console_logging(c, verbose=False, quiet=True):
+    with _console_logging(c, verbose=False, quiet=True) as view:
         c.set_status("step train: running")  # as if not quiet: the line must make way
-        logging.getLogger("k8s_step_operator.step").info("epoch %d", 1)
+        line = LogLine(**IDS, pod="p", container="step", text="epoch 1")
+        log_event(line)  # the library's logger stays quiet: stdout has the line once
+        view(line)
     assert capsys.readouterr().out == "epoch 1\n"
     assert "epoch" not in stream.getvalue()
     assert stream.getvalue().endswith(f"{CLEAR}")  # closed: nothing left on the line

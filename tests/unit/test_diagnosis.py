@@ -19,13 +19,14 @@ from k8s_step_operator import (
 from k8s_step_operator._job.quantity import parse_quantity
 from k8s_step_operator._runner.diagnosis import (
     Phase,
+    Placement,
     Problem,
-    Timers,
     decide,
     observe,
     outcome_error,
 )
 from k8s_step_operator._runner.fit import fits_somewhere
+from k8s_step_operator._runner.tracker import problem_age
 
 
 def job(*conditions: tuple[str, str, str], suspend: bool = False, **labels: str) -> dict[str, Any]:
@@ -158,7 +159,7 @@ def test_unschedulable_waits_until_pending_timeout_unless_never_fits() -> None:
     assert decide(obs, 29.0, limits) is None
     late = decide(obs, 30.0, limits)
     assert isinstance(late, UnschedulableError) and "pending timeout" in str(late)
-    now = decide(obs, 0.0, limits, never_fits=True)
+    now = decide(obs, 0.0, limits, Placement(never_fits=True))
     assert isinstance(now, UnschedulableError)
     assert "Insufficient nvidia.com/gpu" in str(now) and now.breakdown == message
 
@@ -202,11 +203,14 @@ def test_running_and_starting() -> None:
 
 
 def test_timers_reset_when_problem_changes() -> None:
-    t = Timers()
-    assert t.track(Problem.IMAGE_PULL, 10.0) == 0.0
-    assert t.track(Problem.IMAGE_PULL, 15.0) == 5.0
-    assert t.track(None, 16.0) == 0.0
-    assert t.track(Problem.IMAGE_PULL, 20.0) == 0.0
+    since, age = problem_age({}, Problem.IMAGE_PULL, 10.0)
+    assert age == 0.0
+    since, age = problem_age(since, Problem.IMAGE_PULL, 15.0)
+    assert age == 5.0
+    since, age = problem_age(since, None, 16.0)
+    assert age == 0.0
+    since, age = problem_age(since, Problem.IMAGE_PULL, 20.0)
+    assert age == 0.0
 
 
 def test_quantities() -> None:

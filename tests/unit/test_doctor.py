@@ -30,7 +30,7 @@ from k8s_step_operator._doctor.report import (
     build_report,
     format_report,
 )
-from k8s_step_operator._job.validation import DNS_LABEL_RULE, is_dns_label
+from k8s_step_operator._job.kube_syntax import DNS_LABEL_RULE, is_dns_label
 from k8s_step_operator.cli import main as cli_main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -429,7 +429,7 @@ def test_cli_unreachable_server_is_one_line_quickly(
 
 @pytest.mark.parametrize("name", ["Not_A_Namespace", "-ml", "ml-", "a" * 64, "ml.steps", ""])
 def test_namespace_rule_is_the_job_builders(name: str) -> None:
-    # One rule, one place: doctor refuses exactly what _job.validation refuses, in its words.
+    # One rule, one place: doctor refuses exactly what _job.kube_syntax refuses, in its words.
     assert not is_dns_label(name)
     with pytest.raises(ConfigurationError) as info:
         probe.run_doctor(object(), name)

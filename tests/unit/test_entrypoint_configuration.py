@@ -7,7 +7,10 @@ from k8s_step_operator import (
     StepOperatorEntrypointConfiguration,
 )
 
-SOURCE = "k8s_step_operator._api.entrypoint_configuration.StepOperatorEntrypointConfiguration"
+SOURCE = (
+    "k8s_step_operator._step_operator_api.entrypoint_configuration."
+    "StepOperatorEntrypointConfiguration"
+)
 
 
 def test_command_runs_the_entrypoint_module() -> None:

@@ -6,8 +6,11 @@ from typing import Any
 import pytest
 
 from k8s_step_operator import (
+    GPU_LABEL_SCHEMES,
     ConfigurationError,
     GPULabelScheme,
+    KubernetesJobStepOperator,
+    KubernetesJobStepOperatorConfig,
     KubernetesJobStepOperatorSettings,
     PipelineConfiguration,
     ResourceSettings,
@@ -17,7 +20,6 @@ from k8s_step_operator import (
     Toleration,
     build_job,
     job_name,
-    register_gpu_label_scheme,
 )
 
 S = KubernetesJobStepOperatorSettings
@@ -299,12 +301,47 @@ def test_vendor_without_a_model_label_needs_a_scheme(vendor: str) -> None:
     assert pod(job)["nodeSelector"] == {"example.com/m": "x"}
 
 
-def test_custom_label_key_and_registered_scheme() -> None:
+def test_custom_label_key_and_a_scheme_of_the_callers() -> None:
     job = build(S(gpu_type="h100", gpu_label_key="example.com/gpu-model", gpu_count=1))
     assert pod(job)["nodeSelector"] == {"example.com/gpu-model": "h100"}
-    register_gpu_label_scheme(GPULabelScheme("test-upper", "example.org/accel", str.upper))
-    job = build(S(gpu_type="h100", gpu_label_scheme="test-upper", gpu_count=1))
+    scheme = GPULabelScheme("test-upper", "example.org/accel", str.upper)
+    schemes = {**GPU_LABEL_SCHEMES, scheme.name: scheme}
+    settings = S(gpu_type="h100", gpu_label_scheme="test-upper", gpu_count=1)
+    job = build(settings, gpu_label_schemes=schemes)
     assert pod(job)["nodeSelector"] == {"example.org/accel": "H100"}
+    # The scheme went with that call only: the built-in table is what it was.
+    assert "test-upper" not in GPU_LABEL_SCHEMES
+    refused("settings.gpu_label_scheme", settings=settings)
+
+
+def test_the_operator_builds_with_its_own_schemes() -> None:
+    scheme = GPULabelScheme("test-upper", "example.org/accel", str.upper)
+    config = KubernetesJobStepOperatorConfig(
+        namespace="ml", gpu_type="h100", gpu_label_scheme="test-upper", gpu_count=1
+    )
+    operator = KubernetesJobStepOperator(config=config)
+    with pytest.raises(ConfigurationError):
+        operator.build_job(info(), ["python"], {})
+    operator.gpu_label_schemes = {**GPU_LABEL_SCHEMES, scheme.name: scheme}
+    assert pod(operator.build_job(info(), ["python"], {}))["nodeSelector"] == {
+        "example.org/accel": "H100"
+    }
+    assert KubernetesJobStepOperator.gpu_label_schemes is GPU_LABEL_SCHEMES
+
+
+def test_the_built_in_tables_cannot_be_changed() -> None:
+    from k8s_step_operator._job.gpu import GPU_VENDORS
+
+    with pytest.raises(TypeError):
+        GPU_LABEL_SCHEMES["mine"] = GPULabelScheme("mine", "example.org/m")  # type: ignore[index]
+    with pytest.raises(TypeError):
+        GPU_VENDORS["mine"] = GPU_VENDORS["nvidia"]  # type: ignore[index]
+
+
+def test_a_scheme_with_a_bad_label_key_cannot_be_made() -> None:
+    with pytest.raises(ConfigurationError) as exc:
+        GPULabelScheme("bad", "not a key")
+    assert exc.value.field == "GPULabelScheme.label_key"
 
 
 @pytest.mark.parametrize(

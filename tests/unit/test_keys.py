@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from k8s_step_operator._job import keys
-from k8s_step_operator._job.validation import is_qualified_name
+from k8s_step_operator._job.kube_syntax import is_qualified_name
 
 JOB_PACKAGE = Path(keys.__file__).parent
 

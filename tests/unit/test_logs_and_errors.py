@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import collections
 import json
-import logging
+import time
 from typing import Any
 
 import pytest
@@ -27,8 +28,8 @@ class _Owner:
     def __init__(self) -> None:
         self.lines: list[str] = []
 
-    def sink(self, prefix: str, text: str) -> None:
-        self.lines.append(prefix + text)
+    def sink(self, stream: _Stream, text: str) -> None:
+        self.lines.append(stream.prefix + text)
 
 
 def _stream() -> tuple[_Stream, _Owner]:
@@ -59,19 +60,20 @@ def test_identical_lines_with_distinct_timestamps_are_all_kept() -> None:
     assert owner.lines == ["same"] * 3
 
 
-def test_follower_keeps_a_tail(caplog: pytest.LogCaptureFixture) -> None:
-    follower = LogFollower.__new__(LogFollower)
-    import collections
-    import threading
-
+def test_follower_keeps_a_tail() -> None:
+    emitted: list[tuple[str, str, str, str]] = []
+    follower = LogFollower(
+        None,  # type: ignore[arg-type]
+        "ns",
+        lambda *line: emitted.append(line),
+        container_done=lambda pod, container: True,
+    )
     follower.tail = collections.deque(maxlen=3)
-    follower._lock = threading.Lock()
-    follower.logger = logging.getLogger("step-test")
-    with caplog.at_level(logging.INFO, logger="step-test"):
-        for i in range(5):
-            follower.sink("[p] ", f"line {i}")
+    stream = _Stream(follower, "p", "main", "[p] ")
+    for i in range(5):
+        follower.sink(stream, f"line {i}")
     assert follower.last_lines() == ["line 2", "line 3", "line 4"]
-    assert "[p] line 4" in caplog.text
+    assert emitted[-1] == ("p", "main", "[p] ", "line 4")
 
 
 def _api_exc(
@@ -155,3 +157,75 @@ def test_call_retries_5xx_and_429_but_never_4xx() -> None:
     with pytest.raises(ServerUnavailableError):
         _client.call("op", flaky, 500, 100, budget=0.5)
     assert len(attempts) > 1
+
+
+class FakeTime:
+    """A monotonic clock that moves only when slept on."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def test_the_back_off_runs_on_the_clock_it_is_given() -> None:
+    fake, attempts = FakeTime(), []
+
+    def down() -> None:
+        attempts.append(fake.now)
+        raise _api_exc(503, {"reason": "ServiceUnavailable"})
+
+    started = time.monotonic()
+    with pytest.raises(ServerUnavailableError):
+        _client.call("op", down, budget=30.0, sleep=fake.sleep, monotonic=fake.monotonic)
+    assert time.monotonic() - started < 1.0  # nothing really slept
+    # Exponential back-off with jitter: the n-th wait is within [ceiling/2, ceiling], the
+    # ceiling doubling from 0.2 s up to 5 s; the last wait is cut to what the budget leaves.
+    *waits, last = fake.sleeps
+    for n, waited in enumerate(waits):
+        ceiling = min(5.0, 0.2 * 2**n)
+        assert ceiling / 2 <= waited <= ceiling, (n, waited)
+    assert 0.0 <= last <= 5.0
+    assert sum(fake.sleeps) == pytest.approx(30.0)  # the budget is the whole wait
+    assert len(attempts) == len(fake.sleeps) + 1
+    assert attempts[-1] == pytest.approx(1030.0)
+
+
+def test_retry_after_sets_the_schedule_within_the_budget() -> None:
+    fake, attempts = FakeTime(), []
+
+    def throttled() -> str:
+        attempts.append(fake.now)
+        if len(attempts) < 10:
+            raise _api_exc(429, {"reason": "TooManyRequests"}, {"Retry-After": "3"})
+        return "ok"
+
+    with pytest.raises(TooManyRequestsError):
+        _client.call("op", throttled, budget=10.0, sleep=fake.sleep, monotonic=fake.monotonic)
+    assert fake.sleeps == [3.0, 3.0, 3.0, 1.0]
+    assert attempts == [1000.0, 1003.0, 1006.0, 1009.0, 1010.0]
+
+    fake, attempts[:] = FakeTime(), []
+    assert _client.call("op", throttled, sleep=fake.sleep, monotonic=fake.monotonic) == "ok"
+    assert fake.sleeps == [3.0] * 9
+
+
+def test_time_spent_in_attempts_counts_against_the_budget() -> None:
+    fake, attempts = FakeTime(), []
+
+    def slow() -> None:
+        attempts.append(fake.now)
+        fake.now += 4.0  # the server answers 500 after 4 s
+        raise _api_exc(500, {"reason": "InternalError"})
+
+    with pytest.raises(ServerUnavailableError):
+        _client.call("op", slow, budget=10.0, sleep=fake.sleep, monotonic=fake.monotonic)
+    # Ends at 4 s and 8 s plus the first two back-offs (under 1 s): the third ends past 10 s.
+    assert len(attempts) == 3 and len(fake.sleeps) == 2
+    assert fake.now - 1000.0 == pytest.approx(12.0 + sum(fake.sleeps))

@@ -2,7 +2,7 @@ import pytest
 from pydantic import ValidationError
 
 from k8s_step_operator import ByteUnit, ConfigurationError, ResourceSettings, StepConfiguration
-from k8s_step_operator._api.resource_settings import MEMORY_REGEX, split_memory
+from k8s_step_operator._step_operator_api.resource_settings import MEMORY_REGEX, split_memory
 
 
 @pytest.mark.parametrize(

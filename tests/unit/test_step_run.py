@@ -414,7 +414,6 @@ def test_secret_values_go_into_a_secret_owned_by_the_job() -> None:
 
 def test_the_operator_closes_its_watches_and_client() -> None:
     from k8s_step_operator import KubernetesJobStepOperator, KubernetesJobStepOperatorConfig
-    from k8s_step_operator._runner.watcher import WATCHERS
 
     kube = FakeKube(FakeClock())
     closed: list[bool] = []
@@ -423,9 +422,10 @@ def test_the_operator_closes_its_watches_and_client() -> None:
         config=KubernetesJobStepOperatorConfig(namespace=NS, image="img:1")
     ) as operator:
         operator._access = kube  # type: ignore[assignment]
-        watcher = WATCHERS.acquire(kube, NS, clock=kube.clock)
-        WATCHERS.release(watcher)  # lingers for the next step
+        watchers = operator._watchers
+        watcher = watchers.acquire(kube, NS, clock=kube.clock)
+        watchers.release(watcher)  # lingers for the next step
         assert not watcher.stopped
     assert watcher.stopped
     assert closed == [True]
-    assert WATCHERS.watchers(kube) == []
+    assert watchers.watchers(kube) == []

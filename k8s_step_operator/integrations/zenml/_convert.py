@@ -11,12 +11,11 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from k8s_step_operator import KubernetesJobStepOperatorSettings as CoreSettings
-from k8s_step_operator import PipelineConfiguration, StepConfiguration
+from k8s_step_operator import PipelineConfiguration, StepConfiguration, StepIdentity
 from k8s_step_operator import ResourceSettings as CoreResources
 from k8s_step_operator import StepRunInfo as CoreStepRunInfo
 from k8s_step_operator._job.env import is_secret_like
 from k8s_step_operator._job.spec import IMAGE_KEY
-from k8s_step_operator._runner.step_run import StepIdentity
 
 if TYPE_CHECKING:
     from zenml.config.resource_settings import ResourceSettings

@@ -33,8 +33,7 @@ from zenml.utils import settings_utils
 from k8s_step_operator import KubernetesJobStepOperator as CoreOperator
 from k8s_step_operator import KubernetesJobStepOperatorConfig as CoreConfig
 from k8s_step_operator import KubernetesJobStepOperatorSettings as CoreSettings
-from k8s_step_operator import StepError
-from k8s_step_operator._runner.step_run import StepIdentity, StepRun
+from k8s_step_operator import StepError, StepRun
 from k8s_step_operator.integrations.zenml import _convert
 from k8s_step_operator.integrations.zenml.config import (
     KubernetesJobStepOperatorConfig,
@@ -206,7 +205,7 @@ class KubernetesJobStepOperator(BaseStepOperator):
         """
         run = self._step_run(info, entrypoint_command, environment)
         run.submit()
-        self._follow(run.step, run.settings)
+        self._follow(run)
 
     def wait(self, step_run: StepRunResponse) -> ExecutionStatus:
         """Follow the step run's Job to its end; ``COMPLETED``, or raise why it failed.
@@ -218,7 +217,8 @@ class KubernetesJobStepOperator(BaseStepOperator):
             StepError: If the step did not succeed (the subclass says why; ZenML shows it and
                 stores it as the step's exception when the step stored none).
         """
-        self._follow(_convert.identity(step_run), self._core_settings(step_run))
+        settings = self._core_settings(step_run)
+        self._follow(self.core.attach(_convert.identity(step_run), settings=settings))
         return ExecutionStatus.COMPLETED
 
     def get_status(self, step_run: StepRunResponse) -> ExecutionStatus:
@@ -252,14 +252,9 @@ class KubernetesJobStepOperator(BaseStepOperator):
             secret_environment=secret,
         )
 
-    def _follow(self, step: StepIdentity, settings: CoreSettings) -> None:
+    def _follow(self, run: StepRun) -> None:
         try:
-            self.core.follow(
-                self.core.namespace_of(settings),
-                step,
-                settings,
-                interrupts=INTERRUPTS,
-            )
+            run.follow_or_clean_up(interrupts=INTERRUPTS)
         except StepError as e:
             _publish_diagnosis(e)
             raise

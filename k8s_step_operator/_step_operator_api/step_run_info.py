@@ -11,8 +11,8 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from k8s_step_operator._api.resource_settings import ResourceSettings
 from k8s_step_operator._errors import ConfigurationError
+from k8s_step_operator._step_operator_api.resource_settings import ResourceSettings
 
 __all__ = ["PipelineConfiguration", "StepConfiguration", "StepRunInfo"]
 

@@ -17,8 +17,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-from k8s_step_operator._api.sources import load_source, source_of
 from k8s_step_operator._errors import ConfigurationError
+from k8s_step_operator._step_operator_api.sources import load_source, source_of
 
 __all__ = [
     "DEFAULT_ENTRYPOINT_COMMAND",

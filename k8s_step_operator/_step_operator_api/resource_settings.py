@@ -16,8 +16,8 @@ from typing import ClassVar
 
 from pydantic import Field, NonNegativeInt, PositiveFloat, field_validator
 
-from k8s_step_operator._api.base_settings import BaseSettings, whole_number
 from k8s_step_operator._errors import ConfigurationError
+from k8s_step_operator._step_operator_api.base_settings import BaseSettings, whole_number
 
 __all__ = ["MEMORY_REGEX", "ByteUnit", "ResourceSettings"]
 

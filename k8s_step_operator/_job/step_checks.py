@@ -22,8 +22,6 @@ from decimal import Decimal
 from types import MappingProxyType
 from typing import Any
 
-from k8s_step_operator._api.resource_settings import split_memory
-from k8s_step_operator._api.step_run_info import StepRunInfo
 from k8s_step_operator._errors import ConfigurationError
 from k8s_step_operator._job.env import (
     SECRET_LIKE_ACCEPTED,
@@ -32,6 +30,7 @@ from k8s_step_operator._job.env import (
 )
 from k8s_step_operator._job.env_secret import env_secret_name
 from k8s_step_operator._job.gpu import (
+    GPU_LABEL_SCHEMES,
     GPULabelScheme,
     GPUVendor,
     get_gpu_label_scheme,
@@ -52,6 +51,14 @@ from k8s_step_operator._job.keys import (
     LABEL_STEP_RUN_ID,
     MANAGED_BY,
 )
+from k8s_step_operator._job.kube_syntax import (
+    IMAGE_RULE,
+    check_dns_label,
+    check_label_value,
+    check_secret_key,
+    deep_copy,
+    is_image_ref,
+)
 from k8s_step_operator._job.naming import job_name, label_value
 from k8s_step_operator._job.overrides import check_overrides_fit
 from k8s_step_operator._job.settings import (
@@ -71,14 +78,8 @@ from k8s_step_operator._job.spec import (
     SHM_VOLUME,
     StepSpec,
 )
-from k8s_step_operator._job.validation import (
-    IMAGE_RULE,
-    check_dns_label,
-    check_label_value,
-    check_secret_key,
-    deep_copy,
-    is_image_ref,
-)
+from k8s_step_operator._step_operator_api.resource_settings import split_memory
+from k8s_step_operator._step_operator_api.step_run_info import StepRunInfo
 
 __all__ = ["NO_SECRET_ENVIRONMENT", "validate_step"]
 
@@ -93,6 +94,7 @@ def validate_step(
     *,
     namespace: str | None = None,
     secret_environment: Mapping[str, str] = NO_SECRET_ENVIRONMENT,
+    gpu_label_schemes: Mapping[str, GPULabelScheme] = GPU_LABEL_SCHEMES,
 ) -> StepSpec:
     """Check everything about one step that its settings could not check alone.
 
@@ -105,6 +107,7 @@ def validate_step(
         namespace: Overrides ``settings.namespace``.
         secret_environment: Variables whose values go into the Job's own Secret; only their
             names are read here.
+        gpu_label_schemes: The label schemes ``settings.gpu_label_scheme`` may name, by name.
 
     Returns:
         The step, fully checked and normalized.
@@ -133,7 +136,7 @@ def validate_step(
     gpu_count = _gpu_count(resource_settings, s)
     requests, limits, vendor = _resources(resource_settings, s, gpu_count)
     node_selector = dict(s.node_selector)
-    gpu_expression = _gpu_selector(node_selector, s, gpu_count, vendor)
+    gpu_expression = _gpu_selector(node_selector, s, gpu_count, vendor, gpu_label_schemes)
     affinity = _affinity(s.affinity, gpu_expression)
     gpu_taint_key = (
         vendor.taint_key
@@ -333,6 +336,7 @@ def _gpu_selector(
     s: KubernetesJobStepOperatorSettings,
     gpu_count: int,
     vendor: GPUVendor,
+    schemes: Mapping[str, GPULabelScheme],
 ) -> dict[str, Any] | None:
     """Select nodes with the GPU model; returns a node-affinity expression for a model alias.
 
@@ -344,10 +348,10 @@ def _gpu_selector(
     if s.gpu_label_key is not None:
         key: str | None = s.gpu_label_key
     elif s.gpu_label_scheme is not None:
-        scheme = get_gpu_label_scheme("settings.gpu_label_scheme", s.gpu_label_scheme)
+        scheme = get_gpu_label_scheme("settings.gpu_label_scheme", s.gpu_label_scheme, schemes)
         key, normalize = scheme.label_key, scheme.normalize
     elif vendor.label_scheme is not None:
-        scheme = get_gpu_label_scheme("settings.gpu_label_scheme", vendor.label_scheme)
+        scheme = get_gpu_label_scheme("settings.gpu_label_scheme", vendor.label_scheme, schemes)
         key, normalize = scheme.label_key, scheme.normalize
     else:
         key = None

@@ -16,10 +16,10 @@ from uuid import UUID, uuid4
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from k8s_step_operator._api.base_settings import BaseSettings
-from k8s_step_operator._api.enums import StackComponentType
-from k8s_step_operator._api.step_run_info import StepConfiguration, StepRunInfo
 from k8s_step_operator._errors import ConfigurationError, configuration_error
+from k8s_step_operator._step_operator_api.base_settings import BaseSettings
+from k8s_step_operator._step_operator_api.enums import StackComponentType
+from k8s_step_operator._step_operator_api.step_run_info import StepConfiguration, StepRunInfo
 
 __all__ = ["Flavor", "StackComponent", "StackComponentConfig"]
 

@@ -12,14 +12,18 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 from uuid import UUID
 
-from k8s_step_operator._api.entrypoint_configuration import (
+from k8s_step_operator._step_operator_api.entrypoint_configuration import (
     StepOperatorEntrypointConfiguration,
 )
-from k8s_step_operator._api.enums import StackComponentType
-from k8s_step_operator._api.stack_component import Flavor, StackComponent, StackComponentConfig
+from k8s_step_operator._step_operator_api.enums import StackComponentType
+from k8s_step_operator._step_operator_api.stack_component import (
+    Flavor,
+    StackComponent,
+    StackComponentConfig,
+)
 
 if TYPE_CHECKING:
-    from k8s_step_operator._api.step_run_info import StepRunInfo
+    from k8s_step_operator._step_operator_api.step_run_info import StepRunInfo
 
 __all__ = ["BaseStepOperator", "BaseStepOperatorConfig", "BaseStepOperatorFlavor"]
 

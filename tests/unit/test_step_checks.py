@@ -22,7 +22,7 @@ from k8s_step_operator._job import assemble
 from k8s_step_operator._job import settings as settings_module
 from k8s_step_operator._job.assemble import assemble_job
 from k8s_step_operator._job.spec import StepSpec
-from k8s_step_operator._job.validate import validate_step
+from k8s_step_operator._job.step_checks import validate_step
 
 S = KubernetesJobStepOperatorSettings
 INFO = StepRunInfo(

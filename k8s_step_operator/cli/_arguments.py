@@ -1,0 +1,128 @@
+"""The arguments every step-describing subcommand shares, and the step they describe."""
+
+from __future__ import annotations
+
+import argparse
+import uuid
+from pathlib import Path
+from typing import Any, NoReturn
+
+import yaml
+from pydantic import ValidationError
+
+from k8s_step_operator._errors import ConfigurationError, configuration_error
+from k8s_step_operator._step_operator_api.resource_settings import ResourceSettings
+from k8s_step_operator._step_operator_api.step_run_info import (
+    PipelineConfiguration,
+    StepConfiguration,
+    StepRunInfo,
+)
+from k8s_step_operator.cli._outcome import EXIT_USAGE
+
+
+class _Parser(argparse.ArgumentParser):
+    """Reports usage errors as one line and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _add_step_arguments(p: argparse.ArgumentParser, *, run_id_default: str | None) -> None:
+    """Arguments that describe a step: shared by ``render`` and ``run``."""
+    p.add_argument("--settings", metavar="FILE", help="YAML file of step settings (flat mapping)")
+    p.add_argument("--image", help="container image of the step")
+    p.add_argument(
+        "-n",
+        "--namespace",
+        help="namespace of the Job (default: the settings file's, else the kubeconfig "
+        "context's, else the pod's; render without a kubeconfig: default)",
+    )
+    p.add_argument("--gpus", type=int, metavar="N", help="number of GPUs (or MIG slices)")
+    p.add_argument("--gpu-type", help="GPU model, in the label scheme's vocabulary")
+    p.add_argument("--gpu-vendor", help="nvidia, amd, intel, or a resource key")
+    p.add_argument("--mig-profile", help="NVIDIA MIG profile, e.g. 1g.5gb")
+    p.add_argument("--cpu", type=float, metavar="CORES", help="CPU cores to request")
+    p.add_argument("--memory", help="memory, e.g. 16GB or 512MiB")
+    p.add_argument("--step-name", default="step", help="step name (default: step)")
+    p.add_argument(
+        "--run-id",
+        default=run_id_default,
+        help=f"pipeline run id (default: {run_id_default or 'a new one for every call'})",
+    )
+    p.add_argument("--run-name", default="", help="pipeline run name")
+    p.add_argument("--step-run-id", default="", help="step run id (default: the run id)")
+    p.add_argument("--pipeline-name", default="", help="pipeline name")
+    p.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="plain environment variable (repeatable; secrets go in secret_env)",
+    )
+    p.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config)")
+    p.add_argument("--context", help="kubeconfig context (default: the current one)")
+    p.add_argument("command", nargs="*", help="the step's command, after --")
+
+
+def _load_settings_file(path: str) -> dict[str, Any]:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigurationError(
+            "--settings", "a readable file", path, detail=exc.strerror or ""
+        ) from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else "invalid YAML"
+        raise ConfigurationError("--settings", "a YAML mapping", path, detail=first) from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigurationError("--settings", "a YAML mapping of settings", path)
+    return data
+
+
+def _step_from_args(
+    args: argparse.Namespace,
+) -> tuple[StepRunInfo, list[str], dict[str, str], dict[str, Any]]:
+    """The step, its command, its environment and its settings from the shared arguments."""
+    data = _load_settings_file(args.settings) if args.settings else {}
+    for flag, key in (
+        ("image", "image"),
+        ("namespace", "namespace"),
+        ("gpus", "gpu_count"),
+        ("gpu_type", "gpu_type"),
+        ("gpu_vendor", "gpu_vendor"),
+        ("mig_profile", "mig_profile"),
+    ):
+        value = getattr(args, flag)
+        if value is not None:
+            data[key] = value
+    try:
+        resources = ResourceSettings(cpu_count=args.cpu, memory=args.memory)
+    except ValidationError as exc:
+        error = configuration_error(exc, "resources")
+        flag = "--cpu" if error.field.endswith("cpu_count") else "--memory"
+        raise ConfigurationError(flag, error.accepted, error.value) from exc
+    environment: dict[str, str] = {}
+    for item in args.env:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigurationError("--env", "NAME=VALUE", item)
+        environment[name] = value
+    command = list(args.command)
+    if command[:1] == ["--"]:
+        command = command[1:]
+    if not command:
+        raise ConfigurationError("command", "the step's command after --", None)
+    run_id = args.run_id or f"cli-{uuid.uuid4().hex[:12]}"
+    info = StepRunInfo(
+        step_run_id=args.step_run_id or run_id,
+        run_id=run_id,
+        run_name=args.run_name,
+        pipeline_step_name=args.step_name,
+        pipeline=PipelineConfiguration(name=args.pipeline_name),
+        config=StepConfiguration(name=args.step_name, resource_settings=resources),
+    )
+    return info, command, environment, data

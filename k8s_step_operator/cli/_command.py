@@ -1,0 +1,80 @@
+"""The ``k8s-step-operator`` command: its parser with every subcommand, and ``main``."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from collections.abc import Callable, Sequence
+
+from pydantic import ValidationError
+
+from k8s_step_operator._doctor import command as doctor_command
+from k8s_step_operator._errors import ApiError, ConfigurationError, configuration_error
+from k8s_step_operator.cli._arguments import _Parser
+from k8s_step_operator.cli._outcome import (
+    EXIT_NOT_RUN,
+    EXIT_USAGE,
+    PROG,
+    _describe_api,
+    _describe_config,
+    _error_line,
+)
+from k8s_step_operator.cli._render import _add_render
+from k8s_step_operator.cli._run import _add_run
+
+__all__ = ["build_parser", "main"]
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def _version() -> str:
+    from k8s_step_operator import __version__
+
+    return f"{PROG} {__version__}"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand."""
+    parser = _Parser(
+        prog=PROG,
+        description="Run machine-learning pipeline steps as Kubernetes Jobs on GPU nodes.",
+    )
+    parser.add_argument("--version", action="version", version=_version())
+    subparsers = parser.add_subparsers(dest="subcommand", metavar="COMMAND", parser_class=_Parser)
+    _add_run(subparsers)
+    _add_render(subparsers)
+    doctor_command.add_parser(subparsers)
+    return parser
+
+
+# What an API failure exits with, per subcommand (run decides for itself, see ``exit_code``).
+_API_ERROR_EXIT = {"doctor": 1}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    func: Command | None = getattr(args, "func", None)
+    if func is None:
+        parser.print_usage(sys.stderr)
+        return EXIT_USAGE
+    try:
+        return func(args)
+    except ConfigurationError as exc:
+        _error_line(args.subcommand, _describe_config(exc))
+        return EXIT_USAGE
+    except ValidationError as exc:
+        error = configuration_error(exc, "settings", secret_fields=("secret_env",))
+        _error_line(args.subcommand, _describe_config(error))
+        return EXIT_USAGE
+    except ApiError as exc:
+        _error_line(args.subcommand, _describe_api(exc))
+        return _API_ERROR_EXIT.get(args.subcommand, EXIT_NOT_RUN)
+    except KeyboardInterrupt:
+        _error_line(args.subcommand, "interrupted (Ctrl-C)")
+        return 128 + signal.SIGINT

@@ -410,8 +410,7 @@ class LocalCluster:
 
 def stack_info_path() -> Path:
     """Where ``e2e/stack.py`` writes what clients need (``make stack-services``)."""
-    root = Path(os.environ.get("K8SSO_CLUSTER_DIR", str(REPO / ".cluster")))
-    return root / "stack" / "stack.json"
+    return LOCAL_KUBECONFIG.parent / "stack" / "stack.json"
 
 
 @pytest.fixture(scope="session")

@@ -379,6 +379,56 @@ print(json.dumps({{'health': health, 'id': info['id'], 'version': info['version'
     assert out["version"].startswith("0.98")
 
 
+STEP_FROM_POD = """
+import os, subprocess, sys, yaml
+settings = {
+    'image_pull_policy': 'Never',
+    'node_selector': {'k8s-step-operator.io/real-node': 'true'},
+    'tolerations': [
+        {'key': 'k8s-step-operator.io/real-node', 'operator': 'Exists', 'effect': 'NoSchedule'},
+        {'key': 'nvidia.com/gpu', 'operator': 'Exists', 'effect': 'NoSchedule'},
+    ],
+    'pending_timeout': 120,
+}
+with open('/tmp/settings.yaml', 'w') as f:
+    yaml.safe_dump(settings, f)
+cmd = [sys.executable, '-m', 'k8s_step_operator.cli', 'run', '--in-cluster',
+       '--settings', '/tmp/settings.yaml', '--image', sys.argv[1], '--step-name', 'inner',
+       '--', 'sh', '-c', 'echo inner step says hello']
+sys.exit(subprocess.run(cmd).returncode)
+"""
+
+
+def test_a_pod_launches_a_step_through_in_cluster_configuration(
+    api_client: Any, core: Any, namespace: str
+) -> None:
+    """The orchestrator pod's case: the library finds in-cluster configuration by itself and runs
+    a step as a Job from inside a pod (here with the `edit` role, as ZenML's default gives)."""
+    from kubernetes import client
+
+    from tests.realnode.pods import SHELL_IMAGE
+
+    client.RbacAuthorizationV1Api(api_client).create_namespaced_role_binding(
+        namespace,
+        {
+            "metadata": {"name": "launcher-edit"},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": "edit",
+            },
+            "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": namespace}],
+        },
+    )
+    spec = pod_spec(container(PYTHON_IMAGE, ["python", "-c", STEP_FROM_POD, SHELL_IMAGE]))
+    spec["automountServiceAccountToken"] = True
+    create_pod(core, namespace, "launcher", spec)
+    _, state = terminated(core, namespace, "launcher")
+    logs = core.read_namespaced_pod_log("launcher", namespace)
+    assert state.exit_code == 0, logs
+    assert "inner step says hello" in logs
+
+
 def test_the_host_keeps_both_ranges_off_its_default_route() -> None:
     """Last in this file: the guards' counters cover every pod above."""
     routes = json.loads(

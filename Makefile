@@ -51,6 +51,8 @@ $(VENV_ZENML)/.installed: pyproject.toml
 	test -x $(PYZ) || $(PYTHON) -m venv $(VENV_ZENML)
 	$(PYZ) -m pip install -q --upgrade pip
 	$(PYZ) -m pip install -q -e '.[zenml,dev]' 'zenml[server]==0.98.*'
+	@# zenml asks before overwriting the file (and aborts without a terminal): a re-sync removes it first.
+	rm -f $(VENV_ZENML)/integrations.txt
 	ZENML_ANALYTICS_OPT_IN=false ZENML_CONFIG_PATH=$(VENV_ZENML)/zenml-config $(VENV_ZENML)/bin/zenml integration export-requirements $(ZENML_INTEGRATIONS) --output-file $(VENV_ZENML)/integrations.txt
 	$(PYZ) -m pip install -q -e '.[zenml,dev]' 'zenml[server]==0.98.*' -r $(VENV_ZENML)/integrations.txt
 	$(PYZ) -m pip check

@@ -353,17 +353,6 @@ def _normal(rule: str) -> str:
     return " ".join(out)
 
 
-def guard_drops() -> dict[str, int]:
-    """Packets the forward and egress guards dropped so far (what tried to leave; zero)."""
-    drops = {}
-    for chain in (MANGLE_CHAIN, EGRESS_CHAIN):
-        out = ipt("mangle", "-L", chain, "-v", "-n", "-x", check=False).stdout
-        drops[chain] = sum(
-            int(line.split()[0]) for line in out.splitlines()[2:] if " DROP " in f" {line} "
-        )
-    return drops
-
-
 def remove_guards() -> None:
     for table, hook, chain, match in GUARD_JUMPS:
         while _rule_exists(table, hook, _jump(chain, match)):

@@ -408,6 +408,28 @@ class LocalCluster:
                 self.start(c)
 
 
+def stack_info_path() -> Path:
+    """Where ``e2e/stack.py`` writes what clients need (``make stack-services``)."""
+    return LOCAL_KUBECONFIG.parent / "stack" / "stack.json"
+
+
+@pytest.fixture(scope="session")
+def stack_info() -> dict[str, Any]:
+    """The object store's and the ZenML server's addresses and credentials (``stack.json``)."""
+    import json
+
+    path = stack_info_path()
+    try:
+        info: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError):
+        unavailable(f"no stack services: {path} is missing (run `make stack-services`)")
+        raise AssertionError("unreachable") from None
+    for part in ("s3", "zenml"):
+        if part not in info:
+            unavailable(f"{path} has no {part!r} entry (run `make stack-services`)")
+    return info
+
+
 @pytest.fixture(scope="session")
 def local_cluster(kubeconfig_path: Path, api_client: Any) -> Iterator[LocalCluster]:
     """The local cluster started by ``make cluster``; refuses (skip / CI failure) any other."""

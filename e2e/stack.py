@@ -32,6 +32,7 @@ import contextlib
 import json
 import os
 import secrets
+import socket
 import subprocess
 import sys
 import time
@@ -143,7 +144,11 @@ def s3_config() -> dict[str, Any]:
 
 def _ours(name: str, pid: int) -> bool:
     cmd = kit.proc_cmdline(pid)
-    if cmd[:1] == ["setsid"]:  # the instant before the launcher execs the command
+    # The instants before the command runs: the launcher's subshell (`sh -c LAUNCHER sh LOG
+    # ARGV...`, see clusterkit.spawn) before it execs setsid, then setsid before it execs ARGV.
+    if cmd[:2] == ["/bin/sh", "-c"] and len(cmd) > 5 and cmd[3] == "sh":
+        cmd = cmd[5:]
+    if cmd[:1] == ["setsid"]:
         cmd = cmd[1:]
     if not cmd:
         return False
@@ -568,13 +573,33 @@ def grpc_sockets() -> list[Path]:
     ]
 
 
+def stale_grpc_sockets() -> list[Path]:
+    """SeaweedFS's /tmp sockets that nothing listens on any more.
+
+    A SeaweedFS stopped with other ports than ``ports.json`` now names (its ports were chosen
+    again) leaves sockets ``grpc_sockets()`` does not know of. A socket whose connect is refused
+    has no server; one that answers belongs to a running SeaweedFS (another cluster's) and stays.
+    """
+    stale = []
+    for path in sorted(Path("/tmp").glob("seaweedfs-*-grpc-*.sock")):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(1)
+            try:
+                s.connect(str(path))
+            except (ConnectionRefusedError, FileNotFoundError):
+                stale.append(path)
+            except OSError:
+                pass  # busy or slow: a server may be there
+    return stale
+
+
 def down(st: cluster.State) -> list[str]:
     """Stop both services; what is still running afterwards."""
     for name in reversed(SERVICES):
         stop(st, name)
     running = [n for n in SERVICES if pid_of(st, n) is not None]
     if "seaweedfs" not in running:
-        for sock in grpc_sockets():
+        for sock in {*grpc_sockets(), *stale_grpc_sockets()}:
             sock.unlink(missing_ok=True)
     return running
 

@@ -30,11 +30,11 @@ from zenml.exceptions import RunInterruptedException, RunStoppedException
 from zenml.step_operators import BaseStepOperator
 from zenml.utils import settings_utils
 
+from k8s_step_operator import ConfigurationError, StepError, StepRun
 from k8s_step_operator import KubernetesJobStepOperator as CoreOperator
 from k8s_step_operator import KubernetesJobStepOperatorConfig as CoreConfig
 from k8s_step_operator import KubernetesJobStepOperatorSettings as CoreSettings
-from k8s_step_operator import StepError, StepRun
-from k8s_step_operator.integrations.zenml import _convert
+from k8s_step_operator.integrations.zenml import _compat, _convert
 from k8s_step_operator.integrations.zenml.config import (
     KubernetesJobStepOperatorConfig,
     KubernetesJobStepOperatorSettings,
@@ -242,15 +242,23 @@ class KubernetesJobStepOperator(BaseStepOperator):
     def _step_run(
         self, info: StepRunInfo, entrypoint_command: list[str], environment: dict[str, str]
     ) -> StepRun:
-        settings = self._core_settings(info)
+        translation = _convert.translated(self.get_settings(info))
+        settings = CoreSettings.model_validate(translation.settings)
         plain, secret = _convert.split_environment(environment)
-        return self.core.step_run(
-            _convert.from_step_run_info(info, settings),
-            entrypoint_command,
-            plain,
-            settings=settings,
-            secret_environment=secret,
-        )
+        # ResourceSettings and pod_settings.resources disagreeing is named by both.
+        step = _convert.from_step_run_info(info, settings, translation.resources)
+        try:
+            return self.core.step_run(
+                step,
+                entrypoint_command,
+                plain,
+                settings=settings,
+                secret_environment=secret,
+            )
+        except ConfigurationError as e:
+            # An error about a value translated from ZenML's own operator's settings names
+            # the field the user wrote.
+            raise _compat.rename(e, translation.origins) from e
 
     def _follow(self, run: StepRun) -> None:
         try:

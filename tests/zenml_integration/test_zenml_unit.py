@@ -607,3 +607,50 @@ def test_local_mode_needs_a_claim_and_a_user_the_profile_allows() -> None:
     assert check_stack(facts(local=True, claim="c", uid=0, restricted=False)) == (True, "")
     assert check_stack(facts(local=True, claim="c", uid=0, run_as_user=1000)) == (True, "")
     assert check_stack(facts(local=True, claim="c", store_is_local=True)) == (True, "")
+
+
+def test_polling_follows_the_job_in_a_thread_whose_end_cleanup_records() -> None:
+    """The dynamic-pipeline runner polls get_status and never calls wait."""
+    from datetime import UTC
+
+    from k8s_step_operator import Finished, Timeline
+
+    operator = make_operator(namespace="ml")
+    core = RecordingCore(status=ExecutionStatus.RUNNING)
+    with_core(operator, core)
+    run = step_run()
+    recorded: list[Any] = []
+    operator._record = lambda step_run, finished: recorded.append((step_run, finished))  # type: ignore[method-assign]
+
+    original = core.attach
+
+    def attach(step: Any, **kwargs: Any) -> Any:
+        followed = original(step, **kwargs)
+
+        def follow_or_clean_up(*, interrupts: Any) -> None:
+            followed.follow_or_clean_up(interrupts=interrupts)
+            operator.recorder.on_event(
+                Finished(
+                    at=datetime.now(UTC),
+                    step="train",
+                    job="j",
+                    namespace="ml",
+                    step_run_id=step.step_run_id,
+                    succeeded=True,
+                    timeline=Timeline(node="n"),
+                )
+            )
+
+        return SimpleNamespace(follow_or_clean_up=follow_or_clean_up)
+
+    core.attach = attach  # type: ignore[method-assign]
+    assert operator.get_status(run) is ZenMLStatus.RUNNING
+    assert operator.get_status(run) is ZenMLStatus.RUNNING
+    operator.cleanup_step_submission(run)
+    follows = [c for c in core.calls if c[0] == "follow"]
+    assert len(follows) == 1, core.calls
+    assert follows[0][1][2] == ()  # a thread: no interrupt reaches it
+    ((recorded_run, finished),) = recorded
+    assert recorded_run is run and finished.timeline.node == "n"
+    # Nothing is kept once recorded.
+    assert list(operator.recorder.pending()) == []

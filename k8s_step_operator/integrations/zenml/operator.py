@@ -16,10 +16,17 @@ Two things are ZenML's own:
 * A failed step makes ``wait`` raise the core's ``StepError`` (exit code, reason, log tail)
   after handing it to ZenML as the step's exception information, so that ZenML shows and
   stores the diagnosis; a step that raised keeps its own traceback, which its pod stored first.
+* Each step's timeline and diagnosis become the step run's metadata (``run_metadata``):
+  recorded in ``cleanup_step_submission``, which ZenML calls after ``wait`` in every path, so
+  that ZenML sees the step's end without waiting for the recording. The dynamic-pipeline
+  runner polls ``get_status`` instead of calling ``wait``: its first poll of a step run starts
+  a follower thread (the core's watch, log streaming included), whose end is recorded the same
+  way.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from typing import TYPE_CHECKING, Any, cast
@@ -30,11 +37,18 @@ from zenml.exceptions import RunInterruptedException, RunStoppedException
 from zenml.step_operators import BaseStepOperator
 from zenml.utils import settings_utils
 
-from k8s_step_operator import ConfigurationError, StepError, StepRun
+from k8s_step_operator import (
+    ConfigurationError,
+    Finished,
+    NotFoundError,
+    StepError,
+    StepOperatorError,
+    StepRun,
+)
 from k8s_step_operator import KubernetesJobStepOperator as CoreOperator
 from k8s_step_operator import KubernetesJobStepOperatorConfig as CoreConfig
 from k8s_step_operator import KubernetesJobStepOperatorSettings as CoreSettings
-from k8s_step_operator.integrations.zenml import _compat, _convert
+from k8s_step_operator.integrations.zenml import _compat, _convert, run_metadata
 from k8s_step_operator.integrations.zenml.config import (
     KubernetesJobStepOperatorConfig,
     KubernetesJobStepOperatorSettings,
@@ -47,6 +61,12 @@ if TYPE_CHECKING:
     from zenml.stack import Stack, StackValidator
 
 __all__ = ["INTERRUPTS", "KubernetesJobStepOperator"]
+
+log = logging.getLogger(__name__)
+
+# How long cleanup waits for a follower thread to see its Job's end (the Job has ended when
+# ZenML's dynamic runner cleans up: the watch has it within a second).
+FOLLOWER_JOIN_SECONDS = 30.0
 
 # What "the caller is going away" looks like under ZenML: its signal handler raises its own
 # exceptions on SIGINT and SIGTERM.
@@ -72,7 +92,7 @@ def _publish_diagnosis(error: BaseException) -> None:
 class KubernetesJobStepOperator(BaseStepOperator):
     """Runs each ZenML step run as a Kubernetes Job, through the core step operator."""
 
-    _core_lock = threading.Lock()
+    _core_lock = threading.RLock()
 
     @property
     def config(self) -> KubernetesJobStepOperatorConfig:
@@ -100,8 +120,18 @@ class KubernetesJobStepOperator(BaseStepOperator):
                         self.config.model_dump(include=fields, exclude_unset=True)
                     )
                     core = CoreOperator(self.name, config=config)
+                    core.subscribe(self.recorder.on_event)
                     self.__dict__["_core"] = core
         return core
+
+    @property
+    def recorder(self) -> run_metadata.Recorder:
+        """Keeps the end of each step run until it is recorded as the step's metadata."""
+        with self._core_lock:
+            recorder: run_metadata.Recorder | None = self.__dict__.get("_recorder")
+            if recorder is None:
+                recorder = self.__dict__["_recorder"] = run_metadata.Recorder()
+        return recorder
 
     # -- settings -------------------------------------------------------------------------
 
@@ -222,8 +252,14 @@ class KubernetesJobStepOperator(BaseStepOperator):
         return ExecutionStatus.COMPLETED
 
     def get_status(self, step_run: StepRunResponse) -> ExecutionStatus:
-        """The step run's status, read from its Job and pods (``stopped`` when it has none)."""
+        """The step run's status, read from its Job and pods (``stopped`` when it has none).
+
+        The first call for a step run also starts following its Job in a thread (its output
+        streamed, its end recorded as the step's metadata at ``cleanup_step_submission``):
+        ZenML's dynamic-pipeline runner polls this instead of calling ``wait``.
+        """
         settings = self._core_settings(step_run)
+        self._follow_in_background(step_run, settings)
         status = self.core.status_of(self.core.namespace_of(settings), _convert.identity(step_run))
         return ExecutionStatus(status.value)
 
@@ -235,7 +271,22 @@ class KubernetesJobStepOperator(BaseStepOperator):
         )
 
     def cleanup_step_submission(self, step_run: StepRunResponse) -> None:
-        """Nothing to do: the Job's TTL removes it with its pods and its Secret."""
+        """Record the step's timeline and diagnosis as its run metadata.
+
+        The Job itself is left to its TTL, which removes it with its pods and its Secret.
+        Recording never fails the step: a failure to record is logged.
+        """
+        key = str(step_run.id)
+        follower = self._followers().pop(key, None)
+        if follower is not None:
+            follower.join(FOLLOWER_JOIN_SECONDS)
+        finished = self.recorder.take(key)
+        if finished is None:
+            return
+        try:
+            self._record(step_run, finished)
+        except Exception as e:
+            log.warning("could not record the step's metadata in ZenML: %s", e)
 
     # -- plumbing -----------------------------------------------------------------------------
 
@@ -259,6 +310,65 @@ class KubernetesJobStepOperator(BaseStepOperator):
             # An error about a value translated from ZenML's own operator's settings names
             # the field the user wrote.
             raise _compat.rename(e, translation.origins) from e
+
+    def _record(self, step_run: StepRunResponse, finished: Finished) -> None:
+        from zenml.client import Client
+        from zenml.enums import MetadataResourceTypes
+        from zenml.models import RunMetadataResource
+
+        settings = self._core_settings(step_run)
+        labels = self._node_labels(finished.timeline.node) if finished.timeline.gpus else None
+        metadata = run_metadata.step_metadata(
+            finished, gpu_model=run_metadata.gpu_model(labels, settings)
+        )
+        Client().create_run_metadata(
+            metadata={run_metadata.METADATA_KEY: metadata},
+            resources=[RunMetadataResource(id=step_run.id, type=MetadataResourceTypes.STEP_RUN)],
+            stack_component_id=self.id,
+        )
+
+    def _node_labels(self, node: str) -> dict[str, str] | None:
+        """The labels of ``node``; None when nodes cannot be read (no node reader) or it is gone."""
+        if not node:
+            return None
+        try:
+            nodes = self.core.access().list_nodes()
+        except StepOperatorError as e:
+            log.debug("cannot read node %s for its GPU model: %s", node, e)
+            return None
+        for item in nodes:
+            if item["metadata"]["name"] == node:
+                return dict(item["metadata"].get("labels") or {})
+        return None
+
+    def _followers(self) -> dict[str, threading.Thread]:
+        with self._core_lock:
+            threads: dict[str, threading.Thread] = self.__dict__.setdefault("_threads", {})
+        return threads
+
+    def _follow_in_background(self, step_run: StepRunResponse, settings: CoreSettings) -> None:
+        key = str(step_run.id)
+        followers = self._followers()
+        with self._core_lock:
+            if key in followers:
+                return
+            thread = threading.Thread(
+                target=self._follow_quietly,
+                args=(_convert.identity(step_run), settings),
+                name=f"follow-{step_run.name}",
+                daemon=True,
+            )
+            followers[key] = thread
+        thread.start()
+
+    def _follow_quietly(self, step: Any, settings: CoreSettings) -> None:
+        # The outcome reaches ZenML through get_status, and the metadata through the recorder.
+        try:
+            self.core.attach(step, settings=settings).follow_or_clean_up(interrupts=())
+        except (StepError, NotFoundError):
+            pass
+        except Exception as e:
+            log.warning("following step %s stopped: %s", step.step_name, e)
 
     def _follow(self, run: StepRun) -> None:
         try:

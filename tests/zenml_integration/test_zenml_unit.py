@@ -45,8 +45,11 @@ from k8s_step_operator.integrations.zenml import (  # noqa: E402
     _convert,
 )
 from k8s_step_operator.integrations.zenml.validation import (  # noqa: E402
+    ClusterService,
     StackFacts,
     check_stack,
+    cluster_service,
+    is_loopback,
 )
 
 SOURCE = "k8s_step_operator.integrations.zenml.flavor.KubernetesJobStepOperatorFlavor"
@@ -654,3 +657,70 @@ def test_polling_follows_the_job_in_a_thread_whose_end_cleanup_records() -> None
     assert recorded_run is run and finished.timeline.node == "n"
     # Nothing is kept once recorded.
     assert list(operator.recorder.pending()) == []
+
+
+def test_addresses_pods_cannot_reach_are_refused_naming_the_component() -> None:
+    ok, why = check_stack(facts(store_url="http://127.0.0.1:8237"))
+    assert not ok
+    assert why.startswith("step operator 'k8s' ")
+    assert "http://127.0.0.1:8237" in why and "loopback" in why
+    assert "ZENML_STORE_URL" in why and "zenml login" in why
+    # The orchestrator's pods get another address: that is the one that counts.
+    assert check_stack(
+        facts(
+            store_url="http://127.0.0.1:8237",
+            pod_store_url="http://zenml.zenml.svc.cluster.local:8080",
+        )
+    ) == (True, "")
+    ok, why = check_stack(facts(artifact_store_endpoint="http://localhost:8333"))
+    assert not ok and "artifact store 's3''s endpoint http://localhost:8333" in why
+    assert "--client_kwargs" in why
+    url = "http://zenml.nowhere.svc.cluster.local:8080"
+    ok, why = check_stack(
+        facts(store_url=url, missing_services={url: ClusterService("zenml", "nowhere")})
+    )
+    assert not ok and "Service zenml in namespace nowhere" in why and "cannot resolve" in why
+
+
+def test_an_identity_without_the_rbac_is_refused_saying_what_it_lacks() -> None:
+    ok, why = check_stack(
+        facts(
+            identity="the ServiceAccount zenml/default of ZenML's step pods",
+            namespace="ml",
+            missing_permissions=("create jobs.batch", "create secrets"),
+        )
+    )
+    assert not ok
+    assert "the ServiceAccount zenml/default of ZenML's step pods may not create jobs.batch, " in (
+        why
+    )
+    assert "in namespace ml" in why and "--step_pod_service_account_name=" in why
+    assert "helm install" in why
+
+
+def test_local_mode_cannot_serve_a_remote_orchestrator() -> None:
+    ok, why = check_stack(
+        facts(
+            local=True,
+            claim="c",
+            orchestrator="k8s-orchestrator",
+            orchestrator_flavor="kubernetes",
+            orchestrator_is_remote=True,
+        )
+    )
+    assert not ok and "'k8s-orchestrator' (kubernetes)" in why and "--local=false" in why
+
+
+def test_urls_naming_cluster_services_and_loopback() -> None:
+    assert cluster_service("http://zenml.ml.svc.cluster.local:8080") == ClusterService(
+        "zenml", "ml"
+    )
+    assert cluster_service("http://seaweedfs.k8sso-system.svc:8333") == ClusterService(
+        "seaweedfs", "k8sso-system"
+    )
+    assert cluster_service("https://zenml.example.com") is None
+    assert cluster_service("https://s3.eu-west-1.amazonaws.com") is None
+    for url in ("http://127.0.0.1:1", "http://localhost", "http://[::1]:8", "http://0.0.0.0:9"):
+        assert is_loopback(url), url
+    for url in ("http://10.0.0.1", "https://zenml.example.com", "not a url"):
+        assert not is_loopback(url), url

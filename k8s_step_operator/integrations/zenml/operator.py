@@ -48,12 +48,12 @@ from k8s_step_operator import (
 from k8s_step_operator import KubernetesJobStepOperator as CoreOperator
 from k8s_step_operator import KubernetesJobStepOperatorConfig as CoreConfig
 from k8s_step_operator import KubernetesJobStepOperatorSettings as CoreSettings
-from k8s_step_operator.integrations.zenml import _compat, _convert, run_metadata
+from k8s_step_operator.integrations.zenml import _compat, _convert, probe, run_metadata
 from k8s_step_operator.integrations.zenml.config import (
     KubernetesJobStepOperatorConfig,
     KubernetesJobStepOperatorSettings,
 )
-from k8s_step_operator.integrations.zenml.validation import StackFacts, check_stack
+from k8s_step_operator.integrations.zenml.validation import check_stack
 
 if TYPE_CHECKING:
     from zenml.config.step_run_info import StepRunInfo
@@ -194,22 +194,15 @@ class KubernetesJobStepOperator(BaseStepOperator):
         from zenml.client import Client
 
         store = Client().zen_store
-        artifact_store = stack.artifact_store
-        return check_stack(
-            StackFacts(
-                component=self.name,
-                local=self.config.local,
-                claim=self.config.local_stores_claim,
-                restricted=self.config.pod_security_profile == "restricted",
-                run_as_user=self.config.run_as_user,
-                uid=os.getuid(),
-                store_is_local=store.is_local_store(),
-                store_url=str(store.config.url),
-                artifact_store=artifact_store.name,
-                artifact_store_is_local=artifact_store.config.is_local,
-                stores_path=_local_stores_path(),
-            )
+        facts = probe.stack_facts(
+            stack,
+            component=self.name,
+            config=self.config,
+            store_is_local=store.is_local_store(),
+            store_url=str(store.config.url),
+            stores_path=_local_stores_path(),
         )
+        return check_stack(facts)
 
     # -- the calls ZenML makes ----------------------------------------------------------------
 

@@ -254,6 +254,10 @@ class KubernetesJobStepOperator(BaseStepOperator):
         settings = self._core_settings(step_run)
         self._follow_in_background(step_run, settings)
         status = self.core.status_of(self.core.namespace_of(settings), _convert.identity(step_run))
+        if status.value == ExecutionStatus.QUEUED.value:
+            # ZenML 0.98's dynamic runner takes only initializing, provisioning and running for
+            # "still on its way": a step queued by Kueue is provisioning to it.
+            return ExecutionStatus.PROVISIONING
         return ExecutionStatus(status.value)
 
     def cancel(self, step_run: StepRunResponse) -> None:

@@ -22,7 +22,7 @@ import os
 import shlex
 import subprocess
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +71,6 @@ class StackSpec:
         stack: The stack's name; the components are named after it.
         operator_settings: Extra ``zenml step-operator register`` options (``--name=value``).
         orchestrator_settings: Extra ``zenml orchestrator register`` options.
-        step_operator_flavor: ``kubernetes_job`` (ours) or ``kubernetes`` (ZenML's own).
     """
 
     namespace: str
@@ -82,7 +81,6 @@ class StackSpec:
     stack: str = "k8s-prod"
     operator_settings: Mapping[str, str] = field(default_factory=dict)
     orchestrator_settings: Mapping[str, str] = field(default_factory=dict)
-    step_operator_flavor: str = "kubernetes_job"
 
     def name(self, component: str) -> str:
         """A component's name: ``<stack>-<component>``."""
@@ -91,9 +89,7 @@ class StackSpec:
     @property
     def step_operator(self) -> str:
         """The step operator's component name (a step's settings key is ``step_operator:<it>``)."""
-        return self.name(
-            "gpu-jobs" if self.step_operator_flavor == "kubernetes_job" else "zenml-k8s"
-        )
+        return self.name("gpu-jobs")
 
 
 def _json(value: Any) -> str:
@@ -123,17 +119,11 @@ def registration(services: Services, spec: StackSpec) -> list[list[str]]:
         "step-operator",
         "register",
         spec.step_operator,
-        f"--flavor={spec.step_operator_flavor}",
+        "--flavor=kubernetes_job",
+        f"--namespace={spec.namespace}",
+        f"--service_account_name={spec.step_account}",
+        *(f"--{k}={v}" for k, v in spec.operator_settings.items()),
     ]
-    if spec.step_operator_flavor == "kubernetes_job":
-        operator += [f"--namespace={spec.namespace}", f"--service_account_name={spec.step_account}"]
-    else:
-        operator += [
-            f"--kubernetes_namespace={spec.namespace}",
-            f"--service_account_name={spec.step_account}",
-            "--incluster=true",
-        ]
-    operator += [f"--{k}={v}" for k, v in spec.operator_settings.items()]
     return [
         [
             "secret",
@@ -161,11 +151,7 @@ def registration(services: Services, spec: StackSpec) -> list[list[str]]:
         ],
         ["image-builder", "register", spec.name("builder"), "--flavor=local"],
         orchestrator,
-        *(
-            [["step-operator", "flavor", "register", FLAVOR_SOURCE]]
-            if spec.step_operator_flavor == "kubernetes_job"
-            else []
-        ),
+        ["step-operator", "flavor", "register", FLAVOR_SOURCE],
         operator,
         [
             "stack",
@@ -217,14 +203,41 @@ def local_spec(
     )
 
 
-def with_zenmls_operator(spec: StackSpec) -> StackSpec:
-    """The same stack, with ZenML's own kubernetes step operator instead of ours."""
-    return replace(
-        spec,
-        stack=spec.stack + "-zenml-op",
-        step_operator_flavor="kubernetes",
-        operator_settings={"pod_settings": _json(real_node_pod_settings())},
-    )
+def zenmls_operator(spec: StackSpec) -> tuple[str, list[list[str]]]:
+    """ZenML's own kubernetes step operator, and a stack that differs from ``spec``'s only in it.
+
+    Returns:
+        The stack's name and the ``zenml`` commands that register both (the stack not set).
+    """
+    operator = spec.name("zenml-k8s")
+    stack = spec.stack + "-zenml-op"
+    return stack, [
+        [
+            "step-operator",
+            "register",
+            operator,
+            "--flavor=kubernetes",
+            f"--kubernetes_namespace={spec.namespace}",
+            f"--service_account_name={spec.step_account}",
+            # Its submit runs in ZenML's step pods, which have no kubeconfig.
+            "--incluster=true",
+        ],
+        [
+            "stack",
+            "register",
+            stack,
+            "-o",
+            spec.name("orchestrator"),
+            "-a",
+            spec.name("s3"),
+            "-s",
+            operator,
+            "-c",
+            spec.name("registry"),
+            "-i",
+            spec.name("builder"),
+        ],
+    ]
 
 
 # -- the local cluster's services ---------------------------------------------------------------

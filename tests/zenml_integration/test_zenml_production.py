@@ -389,3 +389,59 @@ def test_a_service_account_without_the_rbac_is_refused(prod: Prod) -> None:
     assert f"step operator '{prod.spec.step_operator}'" in text
     assert f"the ServiceAccount {prod.namespace}/default of ZenML's step pods may not" in text
     assert "create jobs.batch" in text and "--step_pod_service_account_name=" in text
+
+
+# -- a drop-in for ZenML's own kubernetes step operator -------------------------------------
+
+PORTABLE = HERE / "pipelines" / "portable_pipeline.py"
+
+
+def _plain(obj: Any) -> Any:
+    return k8s.ApiClient().sanitize_for_serialization(obj)
+
+
+def test_a_pipeline_written_for_zenmls_kubernetes_operator_runs_on_ours_with_the_same_job(
+    prod: Prod,
+) -> None:
+    """The same pipeline on both flavors, only the step operator component changed."""
+    shutil.copy(PORTABLE, prod.project.repo / PORTABLE.name)
+    theirs_stack, commands = server_stack.zenmls_operator(prod.spec)
+    for args in commands:
+        ok(prod.project.zenml(*args, timeout=300))
+    env = {"STEP_ACCOUNT": prod.chart.step_account}
+    runs: dict[str, dict[str, Any]] = {}
+    try:
+        for stack in (theirs_stack, prod.spec.stack):
+            ok(prod.project.zenml("stack", "set", stack))
+            ok(prod.project.run([sys.executable, PORTABLE.name], timeout=900, env=env))
+            runs[stack] = prod.details("portable")
+            assert runs[stack]["status"] == "completed", runs[stack]
+    finally:
+        ok(prod.project.zenml("stack", "set", prod.spec.stack))
+    batch = k8s.BatchV1Api(prod.api)
+    # ZenML's operator labels its Job with the step run's id.
+    theirs_step = step(runs[theirs_stack], "train")["id"]
+    (theirs,) = batch.list_namespaced_job(
+        prod.namespace, label_selector=f"step_run_id={theirs_step}"
+    ).items
+    (ours,) = prod.our_jobs(runs[prod.spec.stack]["id"], "train")
+    a, b = _plain(theirs), _plain(ours)
+    pa, pb = a["spec"]["template"]["spec"], b["spec"]["template"]["spec"]
+    (ca,), (cb,) = pa["containers"], pb["containers"]
+    assert pb["nodeSelector"] == pa["nodeSelector"]
+    assert pb["affinity"] == pa["affinity"]
+    assert all(t in pb["tolerations"] for t in pa["tolerations"])
+    assert cb["resources"] == ca["resources"]
+    assert all(v in pb["volumes"] for v in pa["volumes"])
+    assert all(m in cb["volumeMounts"] for m in ca["volumeMounts"])
+    assert pb["serviceAccountName"] == pa["serviceAccountName"] == prod.chart.step_account
+    labels_a, labels_b = a["spec"]["template"]["metadata"], b["spec"]["template"]["metadata"]
+    assert labels_b["labels"]["team"] == labels_a["labels"]["team"] == "ml"
+    assert labels_b["annotations"]["owner"] == labels_a["annotations"]["owner"]
+    env_a = {e["name"]: e.get("value") for e in ca["env"]}
+    env_b = {e["name"]: e.get("value") for e in cb["env"]}
+    assert env_a["EPOCHS"] == env_b["EPOCHS"] == "3"
+    for key in ("ttlSecondsAfterFinished", "activeDeadlineSeconds"):
+        assert b["spec"][key] == a["spec"][key], key
+    # Ours adds what it always does: the restricted profile, and no privilege to begin with.
+    assert cb["securityContext"]["allowPrivilegeEscalation"] is False

@@ -649,23 +649,31 @@ def package_hash() -> str:
     return _hash_parts(*parts)
 
 
+# The benchmark's trace of ZenML's step launcher (e2e/images/zenml_trace.py), imported at every
+# start by a .pth file and inert unless K8SSO_ZENML_TRACE is set.
+ZENML_TRACE = Path(__file__).with_name("zenml_trace.py")
+
+
 def build_zenml() -> Image:
     """Two layers: :func:`zenml_base_layer` and this project's wheel; ``/app`` open to any UID.
 
     Pipeline code is not in the image: ZenML uploads the pipeline's source root to the artifact
-    store, and the step downloads it into ``/app/code``.
+    store, and the step downloads it into ``/app/code``. The second layer also holds the
+    benchmark's launcher trace (``zenml_trace.py``), off unless ``K8SSO_ZENML_TRACE`` is set.
     """
     base = zenml_base_layer()
-    h = _hash_parts(FORMAT_VERSION, _script_hash(), base.name, package_hash())
+    trace = ZENML_TRACE.read_bytes()
+    h = _hash_parts(FORMAT_VERSION, _script_hash(), base.name, package_hash(), trace)
     img = Image("zenml", h, CACHE / f"zenml-{h}.oci.tar")
     if img.tarball.exists():
         return img
-    return _wheel_image(
-        img,
-        base,
-        lambda tar: _add_dir(tar, f"./{ZENML_APP_DIR}", 0o1777),
-        compile_pyc=True,
-    )
+
+    def add(tar: tarfile.TarFile) -> None:
+        _add_dir(tar, f"./{ZENML_APP_DIR}", 0o1777)
+        _add_bytes(tar, f"./{PY_SITE}/k8sso_zenml_trace.py", trace)
+        _add_bytes(tar, f"./{PY_SITE}/k8sso_zenml_trace.pth", b"import k8sso_zenml_trace\n")
+
+    return _wheel_image(img, base, add, compile_pyc=True)
 
 
 BUILDERS = {

@@ -445,3 +445,70 @@ def test_a_pipeline_written_for_zenmls_kubernetes_operator_runs_on_ours_with_the
         assert b["spec"][key] == a["spec"][key], key
     # Ours adds what it always does: the restricted profile, and no privilege to begin with.
     assert cb["securityContext"]["allowPrivilegeEscalation"] is False
+
+
+# -- faults ------------------------------------------------------------------------------------
+
+
+def restart_service(name: str) -> None:
+    """Stop one of the stack services and start it again (``e2e/stack.py``)."""
+    import importlib.util
+
+    from tests.conftest import load_cluster_module
+
+    load_cluster_module()
+    sys.path.insert(0, str(HERE.parents[1] / "e2e"))
+    sys.path.insert(0, str(HERE.parents[1] / "e2e" / "realnode"))
+    spec = importlib.util.spec_from_file_location(
+        "k8sso_e2e_stack", HERE.parents[1] / "e2e" / "stack.py"
+    )
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    st = mod.cluster.State.load()
+    assert mod.stop(st, name), f"{name} was not running"
+    done = subprocess.run(
+        [sys.executable, str(HERE.parents[1] / "e2e" / "stack.py"), "up", "--only", name,
+         "--zenml-python", sys.executable],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+@pytest.mark.parametrize("service", ["zenml-server", "seaweedfs"])
+def test_a_restart_of_the_server_or_the_object_store_during_a_gpu_step_loses_nothing(
+    prod: Prod, service: str
+) -> None:
+    env = {**prod.project.env, "LONG_STEP_SECONDS": "30"}
+    proc = subprocess.Popen(
+        [sys.executable, PIPELINES.name, "long_running"],
+        cwd=prod.project.repo,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        run_id, _ = running_gpu_step(prod, proc)
+        restart_service(service)
+        proc.communicate(timeout=900)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    run = prod.details("long_running")
+    assert run["id"] == run_id
+    long = step(run, "long_step")
+    if run["status"] == "completed":
+        (result,) = long["outputs"].values()
+        assert result["value"] == repr("slept 30 s")
+        assert card(long)["outcome"] == "succeeded"
+    else:
+        # Failed with a reason that says what happened, never a hang.
+        assert run["status"] == "failed", run["status"]
+        assert long["message"], long
+    # Nothing of ours is left running.
+    for pod in prod.our_pods(run_id):
+        assert pod.status.phase in ("Succeeded", "Failed"), (pod.metadata.name, pod.status.phase)
+    for job in prod.our_jobs(run_id):
+        assert job.status.active in (None, 0), job.metadata.name

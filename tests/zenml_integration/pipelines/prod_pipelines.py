@@ -96,9 +96,11 @@ def deadline() -> None:
 
 
 @step(step_operator=True, settings={"resources": ResourceSettings(gpu_count=1)})
-def long_step() -> None:
+def long_step() -> str:
     print("long step started", flush=True)
-    time.sleep(float(os.environ.get("LONG_STEP_SECONDS", "600")))
+    seconds = float(os.environ.get("LONG_STEP_SECONDS", "600"))
+    time.sleep(seconds)
+    return f"slept {seconds:.0f} s"
 
 
 @pipeline(settings={"docker": DOCKER}, environment=ENVIRONMENT, enable_cache=False)

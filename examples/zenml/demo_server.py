@@ -187,7 +187,7 @@ def register(
             zenml, args, env=env, cwd=repo, hide=(services.secret_key, services.access_key)
         )
         text = done.stdout + done.stderr
-        if done.returncode != 0 and "already exists" not in text:
+        if done.returncode != 0 and not server_stack.already_there(args, done):
             print(text[-4000:])
             raise SystemExit(f"`zenml {args[0]} {args[1]}` failed")
 

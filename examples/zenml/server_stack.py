@@ -191,6 +191,8 @@ def local_spec(
         prefix=prefix,
         stack=stack,
         operator_settings={
+            # The real node is labelled as an H100 node by GPU feature discovery would be.
+            "gpu_type": "NVIDIA-H100-80GB-HBM3",
             "node_selector": _json(REAL_NODE_SELECTOR),
             "tolerations": _json(REAL_NODE_TOLERATIONS),
             "image_pull_policy": "IfNotPresent",
@@ -326,4 +328,18 @@ def run_zenml(
         print("$ " + shown, flush=True)
     return subprocess.run(
         [zenml, *args], env=dict(env), cwd=cwd, capture_output=True, text=True, check=False
+    )
+
+
+def already_there(args: Sequence[str], done: subprocess.CompletedProcess[str]) -> bool:
+    """Whether a failed registration failed only because the flavor is registered already.
+
+    A flavor is registered once per ZenML server; every stack registered after the first finds
+    it there.
+    """
+    text = done.stdout + done.stderr
+    return (
+        done.returncode != 0
+        and list(args[:3]) == ["step-operator", "flavor", "register"]
+        and "existing flavor with the same name" in text
     )

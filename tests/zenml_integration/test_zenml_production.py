@@ -148,7 +148,9 @@ def prod(
                 stack=f"t-{tag}",
             )
             for args in server_stack.registration(services, spec):
-                ok(project.zenml(*args, timeout=300))
+                done = project.zenml(*args, timeout=300)
+                if not server_stack.already_there(args, done):
+                    ok(done)
             yield Prod(project, namespace, spec, services, chart, api_client)
 
 
@@ -239,8 +241,9 @@ def test_cpu_gpu_and_retried_steps_complete_with_artifacts_and_metadata_in_the_s
 def test_an_unschedulable_gpu_step_fails_the_run_within_60_s_with_the_schedulers_reason(
     prod: Prod,
 ) -> None:
-    done = prod.pipeline("unschedulable")
-    assert done.returncode != 0
+    # ZenML's client reports a failed run of the kubernetes orchestrator but exits 0: the run's
+    # status in the server is what counts.
+    prod.pipeline("unschedulable")
     run = prod.details("unschedulable")
     assert run["status"] == "failed"
     too_big = step(run, "too_big")
@@ -255,14 +258,14 @@ def test_an_unschedulable_gpu_step_fails_the_run_within_60_s_with_the_schedulers
 
 
 def test_an_oom_killed_step_and_a_deadline_are_reported_as_such(prod: Prod) -> None:
-    assert prod.pipeline("oom").returncode != 0
+    prod.pipeline("oom")
     run = prod.details("oom")
     hog = step(run, "hog_memory")
     assert run["status"] == "failed" and hog["status"] == "failed"
     assert "OOM" in (hog["message"] or ""), hog
     assert (card(hog)["failure"], card(hog)["exit_code"]) == ("OOMKilledError", 137)
 
-    assert prod.pipeline("deadline").returncode != 0
+    prod.pipeline("deadline")
     run = prod.details("deadline")
     overrun = step(run, "overrun")
     assert run["status"] == "failed" and overrun["status"] == "failed"
@@ -310,11 +313,11 @@ def test_stopping_the_run_deletes_the_running_gpu_steps_job_and_pods_within_seco
             assert time.monotonic() - stopped < 30, "our Job or its pods outlived the stop"
             time.sleep(0.2)
         gone_after = time.monotonic() - stopped
-        proc.wait(timeout=300)
+        proc.communicate(timeout=300)
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
-            proc.wait(timeout=120)
+            proc.communicate(timeout=120)
     assert gone_after < 15, gone_after
     run = prod.details("long_running")
     assert run["status"] in ("stopped", "failed"), run["status"]
@@ -495,7 +498,7 @@ def test_a_restart_of_the_server_or_the_object_store_during_a_gpu_step_loses_not
     finally:
         if proc.poll() is None:
             proc.kill()
-            proc.wait()
+            proc.communicate()
     run = prod.details("long_running")
     assert run["id"] == run_id
     long = step(run, "long_step")

@@ -727,3 +727,12 @@ def test_urls_naming_cluster_services_and_loopback() -> None:
         assert is_loopback(url), url
     for url in ("http://10.0.0.1", "https://zenml.example.com", "not a url"):
         assert not is_loopback(url), url
+
+
+def test_a_zenml_steps_pod_shares_its_process_namespace_unless_told(render: Render) -> None:
+    """ZenML's entrypoint is the container's PID 1 and ignores SIGTERM: a stopped step would
+    keep its GPUs for the grace period. With the pause process as PID 1 it exits at once."""
+    pod = render().job["spec"]["template"]["spec"]
+    assert pod["shareProcessNamespace"] is True
+    told = render(pod_spec_overrides={"shareProcessNamespace": False}).job
+    assert told["spec"]["template"]["spec"]["shareProcessNamespace"] is False

@@ -41,6 +41,7 @@ __all__ = [
     "image_for",
     "local_mode_settings",
     "split_environment",
+    "step_pod_defaults",
     "translated",
 ]
 
@@ -76,6 +77,22 @@ def translated(settings: KubernetesJobStepOperatorSettings) -> _compat.Translati
     from k8s_step_operator.integrations.zenml.config import translated
 
     return translated(settings)
+
+
+def step_pod_defaults(settings: CoreSettings) -> CoreSettings:
+    """What a ZenML step's pod needs besides the core's defaults, unless the settings say.
+
+    ZenML's step entrypoint is the container's first process, and the first process of a PID
+    namespace ignores SIGTERM unless it handles it; ZenML's does not. A stopped run's step would
+    then hold its GPUs for the whole grace period (30 s) before the kubelet kills it. With the
+    pod's process namespace shared, the pause process is the first one and the step gets
+    Python's default: it exits on SIGTERM at once.
+    """
+    if "shareProcessNamespace" in settings.pod_spec_overrides:
+        return settings
+    data = settings.model_dump(exclude_unset=True)
+    data["pod_spec_overrides"] = {**settings.pod_spec_overrides, "shareProcessNamespace": True}
+    return CoreSettings.model_validate(data)
 
 
 def core_settings(settings: KubernetesJobStepOperatorSettings) -> CoreSettings:

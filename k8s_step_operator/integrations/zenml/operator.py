@@ -17,11 +17,11 @@ Two things are ZenML's own:
   after handing it to ZenML as the step's exception information, so that ZenML shows and
   stores the diagnosis; a step that raised keeps its own traceback, which its pod stored first.
 * Each step's timeline and diagnosis become the step run's metadata (``run_metadata``):
-  recorded in ``cleanup_step_submission``, which ZenML calls after ``wait`` in every path, so
-  that ZenML sees the step's end without waiting for the recording. The dynamic-pipeline
-  runner polls ``get_status`` instead of calling ``wait``: its first poll of a step run starts
-  a follower thread (the core's watch, log streaming included), whose end is recorded the same
-  way.
+  recorded in ``cleanup_step_submission``, which ZenML calls after ``wait``, so that ZenML sees
+  the step's end without waiting for the recording. The dynamic-pipeline runner polls
+  ``get_status`` instead of calling ``wait``: its first poll of a step run starts a follower
+  thread (the core's watch, log streaming included), which records the end as soon as it sees
+  it.
 """
 
 from __future__ import annotations
@@ -273,11 +273,14 @@ class KubernetesJobStepOperator(BaseStepOperator):
         The Job itself is left to its TTL, which removes it with its pods and its Secret.
         Recording never fails the step: a failure to record is logged.
         """
-        key = str(step_run.id)
-        follower = self._followers().pop(key, None)
+        follower = self._followers().pop(str(step_run.id), None)
         if follower is not None:
+            # It records the end itself.
             follower.join(FOLLOWER_JOIN_SECONDS)
-        finished = self.recorder.take(key)
+        self._record_if_ended(step_run)
+
+    def _record_if_ended(self, step_run: StepRunResponse) -> None:
+        finished = self.recorder.take(str(step_run.id))
         if finished is None:
             return
         try:
@@ -291,7 +294,7 @@ class KubernetesJobStepOperator(BaseStepOperator):
         self, info: StepRunInfo, entrypoint_command: list[str], environment: dict[str, str]
     ) -> StepRun:
         translation = _convert.translated(self.get_settings(info))
-        settings = CoreSettings.model_validate(translation.settings)
+        settings = _convert.step_pod_defaults(CoreSettings.model_validate(translation.settings))
         plain, secret = _convert.split_environment(environment)
         # ResourceSettings and pod_settings.resources disagreeing is named by both.
         step = _convert.from_step_run_info(info, settings, translation.resources)
@@ -351,21 +354,25 @@ class KubernetesJobStepOperator(BaseStepOperator):
                 return
             thread = threading.Thread(
                 target=self._follow_quietly,
-                args=(_convert.identity(step_run), settings),
+                args=(step_run, settings),
                 name=f"follow-{step_run.name}",
                 daemon=True,
             )
             followers[key] = thread
         thread.start()
 
-    def _follow_quietly(self, step: Any, settings: CoreSettings) -> None:
-        # The outcome reaches ZenML through get_status, and the metadata through the recorder.
+    def _follow_quietly(self, step_run: StepRunResponse, settings: CoreSettings) -> None:
+        # The outcome reaches ZenML through get_status. The metadata is recorded here, as soon
+        # as the Job ends: ZenML's dynamic runner may finish the pipeline (a later step only
+        # waits for this one's outputs) before its monitoring loop cleans this step up.
+        step = _convert.identity(step_run)
         try:
             self.core.attach(step, settings=settings).follow_or_clean_up(interrupts=())
         except (StepError, NotFoundError):
             pass
         except Exception as e:
             log.warning("following step %s stopped: %s", step.step_name, e)
+        self._record_if_ended(step_run)
 
     def _follow(self, run: StepRun) -> None:
         try:

@@ -501,6 +501,7 @@ def test_a_restart_of_the_server_or_the_object_store_during_a_gpu_step_loses_not
             proc.communicate()
     run = prod.details("long_running")
     assert run["id"] == run_id
+    print(f"{service} restarted during the GPU step: the run {run['status']}")
     long = step(run, "long_step")
     if run["status"] == "completed":
         (result,) = long["outputs"].values()

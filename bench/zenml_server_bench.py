@@ -161,6 +161,23 @@ def namespace(core: k8s.CoreV1Api) -> Iterator[str]:
         core.delete_namespace(name, propagation_policy="Background")
 
 
+@contextlib.contextmanager
+def chart(ns: str, config: str) -> Iterator[str]:
+    """The chart in ``ns``, its pipeline account allowed to run ZenML's orchestrator; its
+    cluster-scoped objects are named after the release, which is uninstalled at the end."""
+    release = ns
+    common = ["-n", ns, "--kubeconfig", config]
+    subprocess.run(
+        [helm(), "install", release, str(ROOT / "charts" / "k8s-step-operator"), *common,
+         "--set", "pipeline.rbac.zenmlOrchestrator=true"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    try:
+        yield release
+    finally:
+        subprocess.run([helm(), "uninstall", release, *common], check=False, capture_output=True)
+
+
 def helm() -> str:
     versions = dict(
         line.split("=", 1)
@@ -203,13 +220,11 @@ def main(argv: list[str] | None = None) -> int:
     context = str(yaml.safe_load(Path(config).read_text())["current-context"])
     per: dict[str, list[dict[str, float]]] = {"ours": [], "zenml": []}
     runs: dict[str, list[float]] = {"ours": [], "zenml": []}
-    with tempfile.TemporaryDirectory(prefix="zenml-prod-bench-") as tmp, namespace(core) as ns:
-        release = "bench"
-        subprocess.run(
-            [helm(), "install", release, str(ROOT / "charts" / "k8s-step-operator"), "-n", ns,
-             "--kubeconfig", config, "--set", "pipeline.rbac.zenmlOrchestrator=true"],
-            check=True, capture_output=True,
-        )  # fmt: skip
+    with (
+        tempfile.TemporaryDirectory(prefix="zenml-prod-bench-") as tmp,
+        namespace(core) as ns,
+        chart(ns, config) as release,
+    ):
         repo = Path(tmp) / "repo"
         repo.mkdir()
         shutil.copy(PIPELINE, repo / PIPELINE.name)

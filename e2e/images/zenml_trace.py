@@ -9,9 +9,10 @@ one line per step run that goes through a step operator::
     K8SSO-TRACE {"step_run_id": ..., "operator": "KubernetesJobStepOperator",
                  "submit_at": <time.time()>, "returned_at": <time.time()>, "requests": N}
 
-``submit_at`` is when the launcher starts the step operator's part, ``returned_at`` when the
-step operator's ``wait`` has returned (ZenML then finalizes the step), ``requests`` the
-Kubernetes API requests the process made in between (watches and log streams count once). Every
+``submit_at`` is when the launcher calls the step operator (right after ZenML computed the
+step's environment), ``returned_at`` when the step operator's ``wait`` has returned (ZenML then
+finalizes the step), ``requests`` the Kubernetes API requests the process made in between
+(watches and log streams count once). Every
 pod on one machine shares its clock, so the benchmark sets these against its own watch.
 """
 
@@ -48,11 +49,29 @@ def _count_requests(module: ModuleType) -> None:
     cls.call_api = call_api
 
 
+# The step run being launched in this thread, and when.
+state = threading.local()
+
+
+def _time_environment(module: ModuleType) -> None:
+    """The step operator is called right after ZenML computes the step's environment (which may
+    ask the ZenML server for a token): that is when ``submit_at`` is taken."""
+    original = module.get_runtime_environment
+
+    def get_runtime_environment(*args: Any, **kwargs: Any) -> Any:
+        result = original(*args, **kwargs)
+        record = getattr(state, "record", None)
+        if record is not None and "returned_at" not in record:
+            record["submit_at"] = time.time()
+        return result
+
+    module.get_runtime_environment = get_runtime_environment
+
+
 def _time_launcher(module: ModuleType) -> None:
     cls = module.StepLauncher
     run = cls._run_step_with_step_operator
     finalize = cls._finalize_remote_step
-    state = threading.local()
 
     def run_with_operator(self: Any, *args: Any, **kwargs: Any) -> Any:
         info = kwargs["step_run_info"] if "step_run_info" in kwargs else args[1]
@@ -81,6 +100,7 @@ def _time_launcher(module: ModuleType) -> None:
 
 _PATCHES: dict[str, Callable[[ModuleType], None]] = {
     "kubernetes.client.api_client": _count_requests,
+    "zenml.utils.env_utils": _time_environment,
     "zenml.orchestrators.step_launcher": _time_launcher,
 }
 

@@ -12,10 +12,13 @@ tarball (layer, config, manifest, ``index.json``, ``oci-layout``) and imported w
   dependencies from PyPI (Debian's python3 is 3.11, the wheels match) in one layer, and the
   project's wheel plus the pipeline code of ``examples/`` (under ``/app``, on ``PYTHONPATH``) in
   a small second one.
-* ``zenml`` - the same rootfs with ZenML (``zenml[local]``, the project's ``zenml`` extra) and
-  the project's dependencies resolved together, byte-compiled, in one layer; the project's wheel
-  and an ``/app`` any UID may write (ZenML's step entrypoint works there) in a second one. Built
-  on request only (``make demo-zenml``, ``make test``), never by ``make demo``.
+* ``zenml`` - the same rootfs with ZenML (``zenml[local]``, the project's ``zenml`` extra), the
+  requirements of ZenML's ``kubernetes`` and ``s3`` integrations (what its orchestrator pods
+  and an S3 artifact store need) and the project's dependencies resolved together,
+  byte-compiled, in one layer; the project's wheel and an ``/app`` any UID may write (ZenML's
+  entrypoints work there) in a second one. One image for ZenML's orchestrator pods, its step
+  pods and our step Jobs. Built on request only (``make demo-zenml``, ``make test``), never by
+  ``make demo``.
 
 Every image is named by a hash of what goes into it (``k8s-step-operator/python:<hash>``), so a
 change to the project's sources gives a new tag and an unchanged tree reuses the cached tarball
@@ -587,20 +590,36 @@ def build_python() -> Image:
     return _wheel_image(img, base, add_sources, env=[f"PYTHONPATH=/{SOURCE_ROOT}"])
 
 
-# The ZenML image: this project with its `zenml` extra (ZenML and its local store), resolved
-# together as `pip install 'k8s-step-operator[zenml]'` resolves them. Bump when zenml_base_layer()
-# changes what goes into its base layer.
-ZENML_BASE_VERSION = "1"
+# The ZenML image: this project with its `zenml` extra (ZenML and its local store) and the
+# requirements of ZenML's integrations the production stack uses, resolved together as `pip
+# install 'k8s-step-operator[zenml]'` plus `zenml integration install kubernetes s3` resolve
+# them. Bump when zenml_base_layer() changes what goes into its base layer.
+ZENML_BASE_VERSION = "2"
+# ZenML 0.98's kubernetes and s3 integrations' REQUIREMENTS, as `zenml integration
+# export-requirements kubernetes s3` prints them (a test in the ZenML environment keeps them
+# equal). Kubernetes' client resolves to 25.3 with them: the low end of the core's bounds.
+ZENML_INTEGRATIONS = ("kubernetes", "s3")
+ZENML_INTEGRATION_REQUIREMENTS = (
+    "kubernetes>=21.7,<26",
+    "Jinja2",
+    "s3fs>2022.3.0,!=2025.3.1",
+    "boto3",
+    "aws-profile-manager",
+)
 # Where ZenML's step entrypoint creates its working directory (`/app`, code in `/app/code`), as
 # whatever UID the step runs as.
 ZENML_APP_DIR = "app"
 
 
 def zenml_requirements() -> list[str]:
-    """The project's dependencies and its `zenml` extra, as pyproject.toml states them."""
+    """The project's dependencies, its `zenml` extra and ZenML's integrations' requirements."""
     with open(REPO / "pyproject.toml", "rb") as f:
         project = tomllib.load(f)["project"]
-    return [*project["dependencies"], *project["optional-dependencies"]["zenml"]]
+    return [
+        *project["dependencies"],
+        *project["optional-dependencies"]["zenml"],
+        *ZENML_INTEGRATION_REQUIREMENTS,
+    ]
 
 
 def zenml_base_layer() -> Path:
@@ -630,23 +649,31 @@ def package_hash() -> str:
     return _hash_parts(*parts)
 
 
+# The benchmark's trace of ZenML's step launcher (e2e/images/zenml_trace.py), imported at every
+# start by a .pth file and inert unless K8SSO_ZENML_TRACE is set.
+ZENML_TRACE = Path(__file__).with_name("zenml_trace.py")
+
+
 def build_zenml() -> Image:
     """Two layers: :func:`zenml_base_layer` and this project's wheel; ``/app`` open to any UID.
 
     Pipeline code is not in the image: ZenML uploads the pipeline's source root to the artifact
-    store, and the step downloads it into ``/app/code``.
+    store, and the step downloads it into ``/app/code``. The second layer also holds the
+    benchmark's launcher trace (``zenml_trace.py``), off unless ``K8SSO_ZENML_TRACE`` is set.
     """
     base = zenml_base_layer()
-    h = _hash_parts(FORMAT_VERSION, _script_hash(), base.name, package_hash())
+    trace = ZENML_TRACE.read_bytes()
+    h = _hash_parts(FORMAT_VERSION, _script_hash(), base.name, package_hash(), trace)
     img = Image("zenml", h, CACHE / f"zenml-{h}.oci.tar")
     if img.tarball.exists():
         return img
-    return _wheel_image(
-        img,
-        base,
-        lambda tar: _add_dir(tar, f"./{ZENML_APP_DIR}", 0o1777),
-        compile_pyc=True,
-    )
+
+    def add(tar: tarfile.TarFile) -> None:
+        _add_dir(tar, f"./{ZENML_APP_DIR}", 0o1777)
+        _add_bytes(tar, f"./{PY_SITE}/k8sso_zenml_trace.py", trace)
+        _add_bytes(tar, f"./{PY_SITE}/k8sso_zenml_trace.pth", b"import k8sso_zenml_trace\n")
+
+    return _wheel_image(img, base, add, compile_pyc=True)
 
 
 BUILDERS = {

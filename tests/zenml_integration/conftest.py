@@ -185,14 +185,26 @@ class ChartInstall:
 
 @contextlib.contextmanager
 def chart_in_namespace(
-    helm_bin: str, kubeconfig: Path, api_client: Any, namespace: str, workdir: Path
+    helm_bin: str,
+    kubeconfig: Path,
+    api_client: Any,
+    namespace: str,
+    workdir: Path,
+    values: Mapping[str, Any] | None = None,
 ) -> Iterator[ChartInstall]:
-    """The chart with default values in ``namespace``; its pipeline account's kubeconfig."""
+    """The chart in ``namespace`` (default values, or ``values``); its pipeline account's
+    kubeconfig."""
     from tests.cluster.conftest import release_name, request_token, run, write_kubeconfig
 
     release = release_name(namespace, "zenml")
     common = ["--namespace", namespace, "--kubeconfig", str(kubeconfig)]
-    run([helm_bin, "install", release, str(REPO / "charts" / "k8s-step-operator"), *common])
+    extra: list[str] = []
+    if values:
+        values_file = workdir / f"values-{release}.yaml"
+        values_file.write_text(yaml.safe_dump(dict(values)))
+        extra = ["--values", str(values_file)]
+    chart = str(REPO / "charts" / "k8s-step-operator")
+    run([helm_bin, "install", release, chart, *common, *extra])
     try:
         manifest = run([helm_bin, "get", "manifest", release, *common]).stdout
         accounts = {

@@ -45,8 +45,11 @@ from k8s_step_operator.integrations.zenml import (  # noqa: E402
     _convert,
 )
 from k8s_step_operator.integrations.zenml.validation import (  # noqa: E402
+    ClusterService,
     StackFacts,
     check_stack,
+    cluster_service,
+    is_loopback,
 )
 
 SOURCE = "k8s_step_operator.integrations.zenml.flavor.KubernetesJobStepOperatorFlavor"
@@ -547,7 +550,10 @@ def test_get_status_maps_every_core_status_to_zenmls(status: ExecutionStatus) ->
     with_core(operator, core)
     got = operator.get_status(step_run())
     assert isinstance(got, ZenMLStatus)
-    assert got.value == status.value
+    # Queued (by Kueue) is provisioning to ZenML's dynamic runner, which would otherwise take
+    # the step for ended.
+    expected = "provisioning" if status is ExecutionStatus.QUEUED else status.value
+    assert got.value == expected
 
 
 def test_cancel_and_cleanup() -> None:
@@ -607,3 +613,126 @@ def test_local_mode_needs_a_claim_and_a_user_the_profile_allows() -> None:
     assert check_stack(facts(local=True, claim="c", uid=0, restricted=False)) == (True, "")
     assert check_stack(facts(local=True, claim="c", uid=0, run_as_user=1000)) == (True, "")
     assert check_stack(facts(local=True, claim="c", store_is_local=True)) == (True, "")
+
+
+def test_polling_follows_the_job_in_a_thread_whose_end_cleanup_records() -> None:
+    """The dynamic-pipeline runner polls get_status and never calls wait."""
+    from datetime import UTC
+
+    from k8s_step_operator import Finished, Timeline
+
+    operator = make_operator(namespace="ml")
+    core = RecordingCore(status=ExecutionStatus.RUNNING)
+    with_core(operator, core)
+    run = step_run()
+    recorded: list[Any] = []
+    operator._record = lambda step_run, finished: recorded.append((step_run, finished))  # type: ignore[method-assign]
+
+    original = core.attach
+
+    def attach(step: Any, **kwargs: Any) -> Any:
+        followed = original(step, **kwargs)
+
+        def follow_or_clean_up(*, interrupts: Any) -> None:
+            followed.follow_or_clean_up(interrupts=interrupts)
+            operator.recorder.on_event(
+                Finished(
+                    at=datetime.now(UTC),
+                    step="train",
+                    job="j",
+                    namespace="ml",
+                    step_run_id=step.step_run_id,
+                    succeeded=True,
+                    timeline=Timeline(node="n"),
+                )
+            )
+
+        return SimpleNamespace(follow_or_clean_up=follow_or_clean_up)
+
+    core.attach = attach  # type: ignore[method-assign]
+    assert operator.get_status(run) is ZenMLStatus.RUNNING
+    assert operator.get_status(run) is ZenMLStatus.RUNNING
+    operator.cleanup_step_submission(run)
+    follows = [c for c in core.calls if c[0] == "follow"]
+    assert len(follows) == 1, core.calls
+    assert follows[0][1][2] == ()  # a thread: no interrupt reaches it
+    ((recorded_run, finished),) = recorded
+    assert recorded_run is run and finished.timeline.node == "n"
+    # Nothing is kept once recorded.
+    assert list(operator.recorder.pending()) == []
+
+
+def test_addresses_pods_cannot_reach_are_refused_naming_the_component() -> None:
+    ok, why = check_stack(facts(store_url="http://127.0.0.1:8237"))
+    assert not ok
+    assert why.startswith("step operator 'k8s' ")
+    assert "http://127.0.0.1:8237" in why and "loopback" in why
+    assert "ZENML_STORE_URL" in why and "zenml login" in why
+    # The orchestrator's pods get another address: that is the one that counts.
+    assert check_stack(
+        facts(
+            store_url="http://127.0.0.1:8237",
+            pod_store_url="http://zenml.zenml.svc.cluster.local:8080",
+        )
+    ) == (True, "")
+    ok, why = check_stack(facts(artifact_store_endpoint="http://localhost:8333"))
+    assert not ok and "artifact store 's3''s endpoint http://localhost:8333" in why
+    assert "--client_kwargs" in why
+    url = "http://zenml.nowhere.svc.cluster.local:8080"
+    ok, why = check_stack(
+        facts(store_url=url, missing_services={url: ClusterService("zenml", "nowhere")})
+    )
+    assert not ok and "Service zenml in namespace nowhere" in why and "cannot resolve" in why
+
+
+def test_an_identity_without_the_rbac_is_refused_saying_what_it_lacks() -> None:
+    ok, why = check_stack(
+        facts(
+            identity="the ServiceAccount zenml/default of ZenML's step pods",
+            namespace="ml",
+            missing_permissions=("create jobs.batch", "create secrets"),
+        )
+    )
+    assert not ok
+    assert "the ServiceAccount zenml/default of ZenML's step pods may not create jobs.batch, " in (
+        why
+    )
+    assert "in namespace ml" in why and "--step_pod_service_account_name=" in why
+    assert "helm install" in why
+
+
+def test_local_mode_cannot_serve_a_remote_orchestrator() -> None:
+    ok, why = check_stack(
+        facts(
+            local=True,
+            claim="c",
+            orchestrator="k8s-orchestrator",
+            orchestrator_flavor="kubernetes",
+            orchestrator_is_remote=True,
+        )
+    )
+    assert not ok and "'k8s-orchestrator' (kubernetes)" in why and "--local=false" in why
+
+
+def test_urls_naming_cluster_services_and_loopback() -> None:
+    assert cluster_service("http://zenml.ml.svc.cluster.local:8080") == ClusterService(
+        "zenml", "ml"
+    )
+    assert cluster_service("http://seaweedfs.k8sso-system.svc:8333") == ClusterService(
+        "seaweedfs", "k8sso-system"
+    )
+    assert cluster_service("https://zenml.example.com") is None
+    assert cluster_service("https://s3.eu-west-1.amazonaws.com") is None
+    for url in ("http://127.0.0.1:1", "http://localhost", "http://[::1]:8", "http://0.0.0.0:9"):
+        assert is_loopback(url), url
+    for url in ("http://10.0.0.1", "https://zenml.example.com", "not a url"):
+        assert not is_loopback(url), url
+
+
+def test_a_zenml_steps_pod_shares_its_process_namespace_unless_told(render: Render) -> None:
+    """ZenML's entrypoint is the container's PID 1 and ignores SIGTERM: a stopped step would
+    keep its GPUs for the grace period. With the pause process as PID 1 it exits at once."""
+    pod = render().job["spec"]["template"]["spec"]
+    assert pod["shareProcessNamespace"] is True
+    told = render(pod_spec_overrides={"shareProcessNamespace": False}).job
+    assert told["spec"]["template"]["spec"]["shareProcessNamespace"] is False

@@ -6,6 +6,14 @@ a fresh process per action keeps every test's ZenML isolated, exactly as a user'
     setup ROOT COMPONENT_JSON   zenml init in ROOT; register the flavor, the step operator
                                 component "k8s" with that configuration, the stack "s"; activate it
     runs PIPELINE               the last run of PIPELINE and its steps, as JSON
+    run PIPELINE                the same with times, run metadata, the steps' logs as the
+                                server keeps them and each step's outputs loaded from the
+                                artifact store (a ZenML server's client)
+    variant JSON                a stack like JSON's "base" with some components changed:
+                                "artifact_store" (a name), "s3_endpoint" (the S3 store's
+                                endpoint), "orchestrator_env" (variables of the orchestrator's
+                                pod), "step_pod_service_account_name"; registered and activated;
+                                prints its name
     status STEP_RUN_ID          the step operator's get_status(step run), as a restarted caller
     wait STEP_RUN_ID            its wait(step run)
     cancel STEP_RUN_ID          its cancel(step run)
@@ -70,6 +78,105 @@ def runs(pipeline: str) -> dict[str, Any]:
     }
 
 
+def _logs(step: Any) -> list[str]:
+    """Every log line the server keeps for a step run, from every source (launcher, step)."""
+    from zenml.client import Client
+    from zenml.constants import LOGS, STEPS
+
+    store: Any = Client().zen_store
+    lines: list[str] = []
+    for logs in step.log_collection or []:
+        try:
+            entries = store.get(f"{STEPS}/{step.id}{LOGS}", params={"logs_id": str(logs.id)})
+        except Exception as e:  # a source without entries
+            lines.append(f"<no entries for {logs.source}: {e}>")
+            continue
+        lines += [f"[{logs.source}] {e.get('message', '')}" for e in entries or []]
+    return lines
+
+
+def _outputs(step: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, versions in (step.outputs or {}).items():
+        for version in versions:
+            out[name] = {"uri": version.uri, "value": repr(version.load())}
+    return out
+
+
+def run_details(pipeline: str) -> dict[str, Any]:
+    from zenml.client import Client
+
+    client = Client()
+    run = client.get_pipeline(pipeline).last_run
+    steps = client.list_run_steps(pipeline_run_id=run.id, sort_by="asc:created", size=100).items
+    return {
+        "id": str(run.id),
+        "name": run.name,
+        "status": str(run.status.value),
+        "start": run.start_time.timestamp() if run.start_time else None,
+        "end": run.end_time.timestamp() if run.end_time else None,
+        "steps": [
+            {
+                "name": s.name,
+                "id": str(s.id),
+                "status": str(s.status.value),
+                "start": s.start_time.timestamp() if s.start_time else None,
+                "end": s.end_time.timestamp() if s.end_time else None,
+                "message": (s.exception_info.message if s.exception_info else None),
+                "metadata": dict(s.run_metadata),
+                "logs": _logs(s),
+                "outputs": _outputs(s) if s.status.value == "completed" else {},
+            }
+            for s in steps
+        ],
+    }
+
+
+def variant(spec: str) -> str:
+    import uuid
+
+    from zenml.client import Client
+    from zenml.enums import StackComponentType as T
+
+    client = Client()
+    data = json.loads(spec)
+    base = client.get_stack(data["base"])
+    tag = uuid.uuid4().hex[:6]
+    components: dict[T, Any] = {t: cs[0].id for t, cs in base.components.items() if cs}
+
+    def copy(kind: T, changes: dict[str, Any]) -> None:
+        old = base.components[kind][0]
+        configuration = {**dict(old.configuration), **changes}
+        new = client.create_stack_component(
+            name=f"{old.name}-{tag}",
+            flavor=old.flavor_name,
+            component_type=kind,
+            configuration=configuration,
+        )
+        components[kind] = new.id
+
+    if "artifact_store" in data:
+        components[T.ARTIFACT_STORE] = data["artifact_store"]
+    if "s3_endpoint" in data:
+        old = base.components[T.ARTIFACT_STORE][0]
+        kwargs = dict(old.configuration.get("client_kwargs") or {})
+        copy(T.ARTIFACT_STORE, {"client_kwargs": {**kwargs, "endpoint_url": data["s3_endpoint"]}})
+    orchestrator: dict[str, Any] = {}
+    if "orchestrator_env" in data:
+        old = base.components[T.ORCHESTRATOR][0]
+        pod = dict(old.configuration.get("orchestrator_pod_settings") or {})
+        pod["env"] = [{"name": k, "value": v} for k, v in data["orchestrator_env"].items()]
+        orchestrator["orchestrator_pod_settings"] = pod
+    if "step_pod_service_account_name" in data:
+        orchestrator["step_pod_service_account_name"] = data["step_pod_service_account_name"]
+    if orchestrator:
+        copy(T.ORCHESTRATOR, orchestrator)
+    name = f"{base.name}-v-{tag}"
+    client.create_stack(name=name, components=components)
+    client.activate_stack(name)
+    return name
+
+
 def operator_call(action: str, step_run_id: str) -> str:
     from zenml.client import Client
 
@@ -87,6 +194,10 @@ def main(argv: list[str]) -> int:
         print("ok")
     elif action == "runs":
         print(json.dumps(runs(*args)))
+    elif action == "run":
+        print(json.dumps(run_details(*args), default=str))
+    elif action == "variant":
+        print(variant(*args))
     elif action in ("status", "wait", "cancel"):
         print(operator_call("get_status" if action == "status" else action, *args))
     else:

@@ -10,12 +10,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from k8s_step_operator import (
+    ConfigurationError,
+    PipelineConfiguration,
+    StepConfiguration,
+    StepIdentity,
+)
 from k8s_step_operator import KubernetesJobStepOperatorSettings as CoreSettings
-from k8s_step_operator import PipelineConfiguration, StepConfiguration, StepIdentity
 from k8s_step_operator import ResourceSettings as CoreResources
 from k8s_step_operator import StepRunInfo as CoreStepRunInfo
 from k8s_step_operator._job.env import is_secret_like
 from k8s_step_operator._job.spec import IMAGE_KEY
+from k8s_step_operator.integrations.zenml import _compat
 
 if TYPE_CHECKING:
     from zenml.config.resource_settings import ResourceSettings
@@ -35,6 +41,8 @@ __all__ = [
     "image_for",
     "local_mode_settings",
     "split_environment",
+    "step_pod_defaults",
+    "translated",
 ]
 
 # The store's API token that ZenML mints for the run: never a plain variable of the Job.
@@ -60,18 +68,70 @@ def split_environment(environment: Mapping[str, Any]) -> tuple[dict[str, str], d
     return plain, secret
 
 
+def translated(settings: KubernetesJobStepOperatorSettings) -> _compat.Translation:
+    """``settings`` in the core's fields, ZenML's kubernetes operator's fields translated.
+
+    Raises:
+        ConfigurationError: Naming the field as the user wrote it.
+    """
+    from k8s_step_operator.integrations.zenml.config import translated
+
+    return translated(settings)
+
+
+def step_pod_defaults(settings: CoreSettings) -> CoreSettings:
+    """What a ZenML step's pod needs besides the core's defaults, unless the settings say.
+
+    ZenML's step entrypoint is the container's first process, and the first process of a PID
+    namespace ignores SIGTERM unless it handles it; ZenML's does not. A stopped run's step would
+    then hold its GPUs for the whole grace period (30 s) before the kubelet kills it. With the
+    pod's process namespace shared, the pause process is the first one and the step gets
+    Python's default: it exits on SIGTERM at once.
+    """
+    if "shareProcessNamespace" in settings.pod_spec_overrides:
+        return settings
+    data = settings.model_dump(exclude_unset=True)
+    data["pod_spec_overrides"] = {**settings.pod_spec_overrides, "shareProcessNamespace": True}
+    return CoreSettings.model_validate(data)
+
+
 def core_settings(settings: KubernetesJobStepOperatorSettings) -> CoreSettings:
-    """The core's own settings object with the same fields set."""
-    return CoreSettings.model_validate(settings.model_dump(exclude_unset=True))
+    """The core's own settings object with the same fields set (ZenML's translated)."""
+    translation = translated(settings)
+    return CoreSettings.model_validate(translation.settings)
 
 
-def core_resources(resources: ResourceSettings) -> CoreResources:
-    """CPU, GPUs and memory, the fields a Job requests; ZenML's resource pools play no part."""
-    return CoreResources(
-        cpu_count=resources.cpu_count,
-        gpu_count=resources.gpu_count,
-        memory=resources.memory,
-    )
+def core_resources(
+    resources: ResourceSettings, from_pod_settings: Mapping[str, Any] | None = None
+) -> CoreResources:
+    """CPU, GPUs and memory, the fields a Job requests; ZenML's resource pools play no part.
+
+    ``from_pod_settings`` are the same read from ZenML's ``pod_settings.resources``; a value set
+    in both places must agree.
+
+    Raises:
+        ConfigurationError: If the two give different values for one resource.
+    """
+    values: dict[str, Any] = {
+        "cpu_count": resources.cpu_count,
+        "gpu_count": resources.gpu_count,
+        "memory": resources.memory,
+    }
+    for name, value in (from_pod_settings or {}).items():
+        mine = values[name]
+        same = (
+            _compat.memory_bytes(mine) == _compat.memory_bytes(value)
+            if name == "memory" and mine is not None
+            else mine is None or float(mine) == float(value)
+        )
+        if not same:
+            raise ConfigurationError(
+                f"resource_settings.{name}",
+                f"the value pod_settings.resources gives ({value}), or only one of the two",
+                mine,
+            )
+        values[name] = value
+    return CoreResources(**values)
 
 
 def image_for(info: StepRunInfo, settings: CoreSettings) -> str:
@@ -91,8 +151,16 @@ def image_for(info: StepRunInfo, settings: CoreSettings) -> str:
         raise
 
 
-def from_step_run_info(info: StepRunInfo, settings: CoreSettings) -> CoreStepRunInfo:
-    """The core's step run for ZenML's: ids, names, resources and image."""
+def from_step_run_info(
+    info: StepRunInfo,
+    settings: CoreSettings,
+    from_pod_settings: Mapping[str, Any] | None = None,
+) -> CoreStepRunInfo:
+    """The core's step run for ZenML's: ids, names, resources and image.
+
+    Raises:
+        ConfigurationError: If ``ResourceSettings`` and ``pod_settings.resources`` disagree.
+    """
     return CoreStepRunInfo(
         step_run_id=str(info.step_run_id),
         run_id=str(info.run_id),
@@ -100,7 +168,7 @@ def from_step_run_info(info: StepRunInfo, settings: CoreSettings) -> CoreStepRun
         pipeline_step_name=info.pipeline_step_name,
         config=StepConfiguration(
             name=info.pipeline_step_name,
-            resource_settings=core_resources(info.config.resource_settings),
+            resource_settings=core_resources(info.config.resource_settings, from_pod_settings),
         ),
         pipeline=PipelineConfiguration(name=info.pipeline.name or ""),
         images={IMAGE_KEY: image_for(info, settings)},

@@ -16,10 +16,17 @@ Two things are ZenML's own:
 * A failed step makes ``wait`` raise the core's ``StepError`` (exit code, reason, log tail)
   after handing it to ZenML as the step's exception information, so that ZenML shows and
   stores the diagnosis; a step that raised keeps its own traceback, which its pod stored first.
+* Each step's timeline and diagnosis become the step run's metadata (``run_metadata``):
+  recorded in ``cleanup_step_submission``, which ZenML calls after ``wait``, so that ZenML sees
+  the step's end without waiting for the recording. The dynamic-pipeline runner polls
+  ``get_status`` instead of calling ``wait``: its first poll of a step run starts a follower
+  thread (the core's watch, log streaming included), which records the end as soon as it sees
+  it.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from typing import TYPE_CHECKING, Any, cast
@@ -30,16 +37,23 @@ from zenml.exceptions import RunInterruptedException, RunStoppedException
 from zenml.step_operators import BaseStepOperator
 from zenml.utils import settings_utils
 
+from k8s_step_operator import (
+    ConfigurationError,
+    Finished,
+    NotFoundError,
+    StepError,
+    StepOperatorError,
+    StepRun,
+)
 from k8s_step_operator import KubernetesJobStepOperator as CoreOperator
 from k8s_step_operator import KubernetesJobStepOperatorConfig as CoreConfig
 from k8s_step_operator import KubernetesJobStepOperatorSettings as CoreSettings
-from k8s_step_operator import StepError, StepRun
-from k8s_step_operator.integrations.zenml import _convert
+from k8s_step_operator.integrations.zenml import _compat, _convert, probe, run_metadata
 from k8s_step_operator.integrations.zenml.config import (
     KubernetesJobStepOperatorConfig,
     KubernetesJobStepOperatorSettings,
 )
-from k8s_step_operator.integrations.zenml.validation import StackFacts, check_stack
+from k8s_step_operator.integrations.zenml.validation import check_stack
 
 if TYPE_CHECKING:
     from zenml.config.step_run_info import StepRunInfo
@@ -47,6 +61,12 @@ if TYPE_CHECKING:
     from zenml.stack import Stack, StackValidator
 
 __all__ = ["INTERRUPTS", "KubernetesJobStepOperator"]
+
+log = logging.getLogger(__name__)
+
+# How long cleanup waits for a follower thread to see its Job's end (the Job has ended when
+# ZenML's dynamic runner cleans up: the watch has it within a second).
+FOLLOWER_JOIN_SECONDS = 30.0
 
 # What "the caller is going away" looks like under ZenML: its signal handler raises its own
 # exceptions on SIGINT and SIGTERM.
@@ -72,7 +92,7 @@ def _publish_diagnosis(error: BaseException) -> None:
 class KubernetesJobStepOperator(BaseStepOperator):
     """Runs each ZenML step run as a Kubernetes Job, through the core step operator."""
 
-    _core_lock = threading.Lock()
+    _core_lock = threading.RLock()
 
     @property
     def config(self) -> KubernetesJobStepOperatorConfig:
@@ -100,8 +120,18 @@ class KubernetesJobStepOperator(BaseStepOperator):
                         self.config.model_dump(include=fields, exclude_unset=True)
                     )
                     core = CoreOperator(self.name, config=config)
+                    core.subscribe(self.recorder.on_event)
                     self.__dict__["_core"] = core
         return core
+
+    @property
+    def recorder(self) -> run_metadata.Recorder:
+        """Keeps the end of each step run until it is recorded as the step's metadata."""
+        with self._core_lock:
+            recorder: run_metadata.Recorder | None = self.__dict__.get("_recorder")
+            if recorder is None:
+                recorder = self.__dict__["_recorder"] = run_metadata.Recorder()
+        return recorder
 
     # -- settings -------------------------------------------------------------------------
 
@@ -164,22 +194,15 @@ class KubernetesJobStepOperator(BaseStepOperator):
         from zenml.client import Client
 
         store = Client().zen_store
-        artifact_store = stack.artifact_store
-        return check_stack(
-            StackFacts(
-                component=self.name,
-                local=self.config.local,
-                claim=self.config.local_stores_claim,
-                restricted=self.config.pod_security_profile == "restricted",
-                run_as_user=self.config.run_as_user,
-                uid=os.getuid(),
-                store_is_local=store.is_local_store(),
-                store_url=str(store.config.url),
-                artifact_store=artifact_store.name,
-                artifact_store_is_local=artifact_store.config.is_local,
-                stores_path=_local_stores_path(),
-            )
+        facts = probe.stack_facts(
+            stack,
+            component=self.name,
+            config=self.config,
+            store_is_local=store.is_local_store(),
+            store_url=str(store.config.url),
+            stores_path=_local_stores_path(),
         )
+        return check_stack(facts)
 
     # -- the calls ZenML makes ----------------------------------------------------------------
 
@@ -222,9 +245,19 @@ class KubernetesJobStepOperator(BaseStepOperator):
         return ExecutionStatus.COMPLETED
 
     def get_status(self, step_run: StepRunResponse) -> ExecutionStatus:
-        """The step run's status, read from its Job and pods (``stopped`` when it has none)."""
+        """The step run's status, read from its Job and pods (``stopped`` when it has none).
+
+        The first call for a step run also starts following its Job in a thread (its output
+        streamed, its end recorded as the step's metadata at ``cleanup_step_submission``):
+        ZenML's dynamic-pipeline runner polls this instead of calling ``wait``.
+        """
         settings = self._core_settings(step_run)
+        self._follow_in_background(step_run, settings)
         status = self.core.status_of(self.core.namespace_of(settings), _convert.identity(step_run))
+        if status.value == ExecutionStatus.QUEUED.value:
+            # ZenML 0.98's dynamic runner takes only initializing, provisioning and running for
+            # "still on its way": a step queued by Kueue is provisioning to it.
+            return ExecutionStatus.PROVISIONING
         return ExecutionStatus(status.value)
 
     def cancel(self, step_run: StepRunResponse) -> None:
@@ -235,22 +268,111 @@ class KubernetesJobStepOperator(BaseStepOperator):
         )
 
     def cleanup_step_submission(self, step_run: StepRunResponse) -> None:
-        """Nothing to do: the Job's TTL removes it with its pods and its Secret."""
+        """Record the step's timeline and diagnosis as its run metadata.
+
+        The Job itself is left to its TTL, which removes it with its pods and its Secret.
+        Recording never fails the step: a failure to record is logged.
+        """
+        follower = self._followers().pop(str(step_run.id), None)
+        if follower is not None:
+            # It records the end itself.
+            follower.join(FOLLOWER_JOIN_SECONDS)
+        self._record_if_ended(step_run)
+
+    def _record_if_ended(self, step_run: StepRunResponse) -> None:
+        finished = self.recorder.take(str(step_run.id))
+        if finished is None:
+            return
+        try:
+            self._record(step_run, finished)
+        except Exception as e:
+            log.warning("could not record the step's metadata in ZenML: %s", e)
 
     # -- plumbing -----------------------------------------------------------------------------
 
     def _step_run(
         self, info: StepRunInfo, entrypoint_command: list[str], environment: dict[str, str]
     ) -> StepRun:
-        settings = self._core_settings(info)
+        translation = _convert.translated(self.get_settings(info))
+        settings = _convert.step_pod_defaults(CoreSettings.model_validate(translation.settings))
         plain, secret = _convert.split_environment(environment)
-        return self.core.step_run(
-            _convert.from_step_run_info(info, settings),
-            entrypoint_command,
-            plain,
-            settings=settings,
-            secret_environment=secret,
+        # ResourceSettings and pod_settings.resources disagreeing is named by both.
+        step = _convert.from_step_run_info(info, settings, translation.resources)
+        try:
+            return self.core.step_run(
+                step,
+                entrypoint_command,
+                plain,
+                settings=settings,
+                secret_environment=secret,
+            )
+        except ConfigurationError as e:
+            # An error about a value translated from ZenML's own operator's settings names
+            # the field the user wrote.
+            raise _compat.rename(e, translation.origins) from e
+
+    def _record(self, step_run: StepRunResponse, finished: Finished) -> None:
+        from zenml.client import Client
+        from zenml.enums import MetadataResourceTypes
+        from zenml.models import RunMetadataResource
+
+        settings = self._core_settings(step_run)
+        labels = self._node_labels(finished.timeline.node) if finished.timeline.gpus else None
+        metadata = run_metadata.step_metadata(
+            finished, gpu_model=run_metadata.gpu_model(labels, settings)
         )
+        Client().create_run_metadata(
+            metadata={run_metadata.METADATA_KEY: metadata},
+            resources=[RunMetadataResource(id=step_run.id, type=MetadataResourceTypes.STEP_RUN)],
+            stack_component_id=self.id,
+        )
+
+    def _node_labels(self, node: str) -> dict[str, str] | None:
+        """The labels of ``node``; None when nodes cannot be read (no node reader) or it is gone."""
+        if not node:
+            return None
+        try:
+            nodes = self.core.access().list_nodes()
+        except StepOperatorError as e:
+            log.debug("cannot read node %s for its GPU model: %s", node, e)
+            return None
+        for item in nodes:
+            if item["metadata"]["name"] == node:
+                return dict(item["metadata"].get("labels") or {})
+        return None
+
+    def _followers(self) -> dict[str, threading.Thread]:
+        with self._core_lock:
+            threads: dict[str, threading.Thread] = self.__dict__.setdefault("_threads", {})
+        return threads
+
+    def _follow_in_background(self, step_run: StepRunResponse, settings: CoreSettings) -> None:
+        key = str(step_run.id)
+        followers = self._followers()
+        with self._core_lock:
+            if key in followers:
+                return
+            thread = threading.Thread(
+                target=self._follow_quietly,
+                args=(step_run, settings),
+                name=f"follow-{step_run.name}",
+                daemon=True,
+            )
+            followers[key] = thread
+        thread.start()
+
+    def _follow_quietly(self, step_run: StepRunResponse, settings: CoreSettings) -> None:
+        # The outcome reaches ZenML through get_status. The metadata is recorded here, as soon
+        # as the Job ends: ZenML's dynamic runner may finish the pipeline (a later step only
+        # waits for this one's outputs) before its monitoring loop cleans this step up.
+        step = _convert.identity(step_run)
+        try:
+            self.core.attach(step, settings=settings).follow_or_clean_up(interrupts=())
+        except (StepError, NotFoundError):
+            pass
+        except Exception as e:
+            log.warning("following step %s stopped: %s", step.step_name, e)
+        self._record_if_ended(step_run)
 
     def _follow(self, run: StepRun) -> None:
         try:

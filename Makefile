@@ -18,9 +18,10 @@ TEST_KUBECONFIG ?=
 # What the ZenML environment runs: the core's unit tests, the ZenML tests, and the core's launch,
 # logs and cancel tests, all with the kubernetes client a ZenML install resolves to.
 ZENML_TESTS := tests/unit tests/zenml_integration tests/cluster/test_launch.py
-# Where `make demo-zenml` keeps its ZenML (store, artifact store, source root).
 # Where `make demo-zenml` keeps its ZenML (empty: examples/zenml/demo.py's own choice).
 ZENML_DEMO_DIR ?=
+# Runs of the production-stack benchmark's pipeline per step operator (ours, ZenML's).
+ZENML_SERVER_BENCH_RUNS ?= 2
 # The unit tests at both ends of the core's dependency bounds, in environments cached by
 # pyproject.toml's hash (~/.cache is kept between CI runs; a fresh machine creates them).
 VENV_CACHE := $(K8SSO_CACHE)/venvs
@@ -31,7 +32,7 @@ LOWEST_PINS := kubernetes==25.3.0 pydantic==2.10.0 tenacity==8.2.0 pyyaml==6.0 u
 ZENML_INTEGRATIONS := kubernetes s3
 
 .PHONY: help venv venv-zenml binaries core-binaries system-deps cluster cluster-up realnode \
-	stack-services cluster-down cluster-status demo demo-zenml zenml-image test test-unit \
+	stack-services cluster-down cluster-status demo demo-zenml demo-zenml-server zenml-image test test-unit \
 	test-zenml test-bounds bench lint manifests wheel fmt
 
 help: ## List the targets
@@ -115,6 +116,11 @@ demo-zenml: venv venv-zenml core-binaries ## Run a three-step ZenML pipeline (tr
 	@$(MAKE) --no-print-directory zenml-image
 	KUBECONFIG=$(LOCAL_KUBECONFIG) $(PYZ) examples/zenml/demo.py $(if $(ZENML_DEMO_DIR),--dir $(ZENML_DEMO_DIR))
 
+demo-zenml-server: cluster venv-zenml ## The production ZenML stack from nothing (ZenML server, S3, ZenML's kubernetes orchestrator, our step operator): a run, its steps and their metadata
+	@$(MAKE) --no-print-directory zenml-image
+	@$(MAKE) --no-print-directory stack-services
+	KUBECONFIG=$(LOCAL_KUBECONFIG) $(PYZ) examples/zenml/demo_server.py
+
 ifeq ($(TEST_KUBECONFIG),)
 test: cluster venv-zenml ## Run the whole test suite against the local cluster (or TEST_KUBECONFIG's), ZenML's part in the ZenML environment
 	@$(MAKE) --no-print-directory zenml-image
@@ -148,6 +154,8 @@ bench: cluster venv-zenml ## Run the benchmarks against the local cluster (ZenML
 	KUBECONFIG=$(LOCAL_KUBECONFIG) $(PY) bench/run.py
 	@$(MAKE) --no-print-directory zenml-image
 	KUBECONFIG=$(LOCAL_KUBECONFIG) $(PYZ) bench/zenml_bench.py
+	@$(MAKE) --no-print-directory stack-services
+	KUBECONFIG=$(LOCAL_KUBECONFIG) $(PYZ) bench/zenml_server_bench.py --runs $(ZENML_SERVER_BENCH_RUNS)
 
 lint: venv venv-zenml ## ruff, ruff format --check, mypy --strict (the ZenML integration in the ZenML environment), import-linter
 	$(VENV)/bin/ruff check .

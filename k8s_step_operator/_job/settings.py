@@ -75,6 +75,7 @@ __all__ = [
     "ALLOWED_CONTAINER_OVERRIDE_KEYS",
     "ALLOWED_POD_SPEC_OVERRIDE_KEYS",
     "DEFAULT_NAMESPACE",
+    "DEFAULT_RENDEZVOUS_PORT",
     "DEFAULT_RUN_AS_USER",
     "EXIT_CODE_RANGE",
     "MAX_ANNOTATION_BYTES",
@@ -82,6 +83,7 @@ __all__ = [
     "MAX_GPUS",
     "MAX_INT32",
     "MAX_INT64",
+    "MAX_NODES",
     "KubernetesJobStepOperatorConfig",
     "KubernetesJobStepOperatorSettings",
     "SecretKeyRef",
@@ -102,6 +104,11 @@ DEFAULT_RUN_AS_USER = 1000
 # Far above any node; a typo (a memory size in GPUs) fails here instead of pending forever.
 MAX_GPUS = 1_000_000
 MAX_CPU_CORES = 1_000_000
+# Ranks of one step. Kubernetes allows up to 10^5 pods in an Indexed Job; each rank's hostname is
+# ``<job>-<index>`` (a DNS label), and the Job's name keeps room for four digits of index.
+MAX_NODES = 10_000
+# torchrun's default rendezvous port.
+DEFAULT_RENDEZVOUS_PORT = 29500
 # The API server's limit on all annotations of one object, keys and values together.
 MAX_ANNOTATION_BYTES = 256 * 1024
 # A container's exit status; 0 is success, and podFailurePolicy refuses it in onExitCodes.
@@ -134,6 +141,10 @@ ExitCode = Annotated[
     _int_in(*EXIT_CODE_RANGE, "an exit code"),
 ]
 UserId = Annotated[int, Field(ge=0, le=MAX_INT32), _int_in(0, MAX_INT32, "an id")]
+NodeCount = Annotated[
+    int, Field(ge=1, le=MAX_NODES), _int_in(1, MAX_NODES, "a whole number of nodes")
+]
+Port = Annotated[int, Field(ge=1, le=65535), _int_in(1, 65535, "a port number")]
 DNSLabel = Annotated[str, _syntax(check_dns_label)]
 DNSSubdomain = Annotated[str, _syntax(check_dns_subdomain)]
 QualifiedName = Annotated[str, _syntax(check_qualified_name)]
@@ -358,6 +369,36 @@ class KubernetesJobStepOperatorSettings(BaseSettings):
         default=True,
         description="Tolerate the vendor's GPU taint (e.g. nvidia.com/gpu) when GPUs are "
         "requested.",
+    )
+
+    # --- several nodes ----------------------------------------------------------------------
+    num_nodes: NodeCount = Field(
+        default=1,
+        description="Nodes (pods) the step runs on, each with the step's gpu_count GPUs. 1 is "
+        "one pod; N > 1 is an Indexed Job of N ranks behind a headless Service, each rank told "
+        "the rendezvous (MASTER_ADDR, MASTER_PORT, WORLD_SIZE, NNODES, NODE_RANK, "
+        "NPROC_PER_NODE and torchrun's PET_ variables), admitted together and failed together.",
+    )
+    rendezvous_port: Port = Field(
+        default=DEFAULT_RENDEZVOUS_PORT,
+        description="Port on rank 0 where the ranks meet (MASTER_PORT); num_nodes > 1 only.",
+    )
+    topology: QualifiedName | None = Field(
+        default=None,
+        description="A node label naming a topology level (a block, a rack) that every rank "
+        "must share; num_nodes > 1 only. With queue_name, Kueue's topology-aware scheduling "
+        "places the ranks (the ClusterQueue's ResourceFlavor needs a Topology with this level); "
+        "without, pod affinity on that label.",
+    )
+    topology_mode: Literal["required", "preferred"] = Field(
+        default="required",
+        description="required: the ranks run in one domain of the topology level or not at "
+        "all; preferred: in one domain when they fit, else spread over the fewest.",
+    )
+    log_ranks: Literal["all", "first"] = Field(
+        default="all",
+        description="With num_nodes > 1, whose output is streamed: every rank's, each line "
+        "prefixed with its rank (all), or rank 0's alone (first).",
     )
 
     # --- CPU, memory, shared memory -----------------------------------------------------------

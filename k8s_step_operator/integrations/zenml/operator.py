@@ -39,6 +39,7 @@ from k8s_step_operator.integrations.zenml.config import (
     KubernetesJobStepOperatorConfig,
     KubernetesJobStepOperatorSettings,
 )
+from k8s_step_operator.integrations.zenml.ranks import RankEntrypointConfiguration
 from k8s_step_operator.integrations.zenml.validation import StackFacts, check_stack
 
 if TYPE_CHECKING:
@@ -83,6 +84,11 @@ class KubernetesJobStepOperator(BaseStepOperator):
     def settings_class(self) -> type[KubernetesJobStepOperatorSettings]:
         """Steps override ``KubernetesJobStepOperatorSettings`` fields."""
         return KubernetesJobStepOperatorSettings
+
+    @property
+    def entrypoint_config_class(self) -> type[RankEntrypointConfiguration]:
+        """ZenML's step entrypoint, with ranks above 0 of a step on several nodes as workers."""
+        return RankEntrypointConfiguration
 
     @property
     def core(self) -> CoreOperator:

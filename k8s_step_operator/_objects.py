@@ -564,9 +564,10 @@ class NodeClaimTemplate(TypedDict, total=False):
 
 
 class NodePoolSpec(TypedDict, total=False):
-    """Only the template is read (the fit of a pending pod, not the pool's limits)."""
+    """The template (the fit of a pending pod) and the limits (how many such pods in all)."""
 
     template: NodeClaimTemplate
+    limits: dict[str, Quantity]
 
 
 class NodePool(TypedDict, total=False):

@@ -230,7 +230,11 @@ class KubernetesJobStepOperator(BaseStepOperator):
     def get_status(self, step_run: StepRunResponse) -> ExecutionStatus:
         """The step run's status, read from its Job and pods (``stopped`` when it has none)."""
         settings = self._core_settings(step_run)
-        status = self.core.status_of(self.core.namespace_of(settings), _convert.identity(step_run))
+        status = self.core.status_of(
+            self.core.namespace_of(settings),
+            _convert.identity(step_run),
+            ranks=settings.num_nodes,
+        )
         return ExecutionStatus(status.value)
 
     def cancel(self, step_run: StepRunResponse) -> None:

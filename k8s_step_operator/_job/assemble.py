@@ -7,9 +7,10 @@ the validation stage guarantees.
 
 A step of one rank is a Job of one pod. A step of several ranks (``spec.ranks > 1``) is an
 Indexed Job of that many pods, all or nothing: ``backoffLimit`` 0 fails the Job at the first
-failed rank (the Job controller then stops the others), and the success policy ends it when
-rank 0 succeeds (the others are stopped too). The pods' subdomain is the Job's headless
-Service (``ranks.build_rank_service``), and each gets the ranks' environment
+failed rank (the Job controller then stops the others), and the Job succeeds when every rank
+has (Kubernetes' own success criterion for Indexed Jobs: a rank that finished first does not
+mean the others have, they may still be writing their part). The pods' subdomain is the Job's
+headless Service (``ranks.build_rank_service``), and each gets the ranks' environment
 (``ranks.rank_environment``).
 """
 
@@ -135,8 +136,6 @@ def _indexed(
     """Turn the Job of one pod into the Indexed Job of ``spec.ranks`` ranks."""
     job_spec["completionMode"] = "Indexed"
     job_spec["completions"] = job_spec["parallelism"] = spec.ranks
-    # Rank 0 is the step: when it has succeeded, the step has (the other ranks are stopped).
-    job_spec["successPolicy"] = {"rules": [{"succeededIndexes": "0"}]}
     pod_spec["subdomain"] = spec.name
     plain = len(spec.plain_env)
     container["env"][plain:plain] = rank_environment(

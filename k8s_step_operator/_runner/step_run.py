@@ -453,7 +453,16 @@ class StepRun:
             now = self.clock.monotonic()
             queued_for = state.in_phase(now) if state.phase is Phase.QUEUED else 0.0
             queue = self._queue_context(watcher, workload, queued_for)
-        obs = observe(job, pods, events, queue)
+        seen_pods = pods
+        if self.context.ranks > 1 and _has_failed(job):
+            # The rank that failed may be gone already (the Job controller deletes the ranks
+            # once the step failed): read it as it was last seen.
+            current = {name_of(p) for p in pods}
+            gone = [p for p in watcher.gone_pods_of(self.uid) if name_of(p) not in current]
+            seen_pods = sorted(
+                [*pods, *gone], key=lambda p: str(p["metadata"].get("creationTimestamp", ""))
+            )
+        obs = observe(job, seen_pods, events, queue)
         placement = self._placement(job, obs) if obs.problem is Problem.UNSCHEDULABLE else None
         domains = None
         if self.context.topology and obs.ranks and not self.state.placed:
@@ -856,6 +865,13 @@ class StepRun:
             return
         if self._ours(job):
             self.uid = str(job["metadata"]["uid"])
+
+
+def _has_failed(job: Job) -> bool:
+    return any(
+        c.get("type") in ("FailureTarget", "Failed") and c.get("status") == "True"
+        for c in job.get("status", {}).get("conditions") or []
+    )
 
 
 def _pod_spec(job: Job) -> PodSpec:

@@ -149,8 +149,8 @@ def test_the_ranks_service_is_created_with_the_job_and_the_gang_runs_to_success(
     script(
         kube,
         *((1, lambda j, r=r: running(kube, j, r)) for r in range(3)),
-        (5, lambda j: ended(kube, j, 0, 0)),
-        (5, lambda j: kube.set_job_condition(j, "SuccessCriteriaMet", "SuccessPolicy")),
+        *((5, lambda j, r=r: ended(kube, j, r, 0)) for r in range(3)),
+        (5, lambda j: kube.set_job_condition(j, "SuccessCriteriaMet", "CompletionsReached")),
     )
     run.run()
     job = kube.job(NS, run.name)
@@ -336,7 +336,7 @@ def test_log_ranks_first_follows_rank_0_alone() -> None:
         *((1, lambda j, r=r: running(kube, j, r)) for r in range(2)),
         (2, lambda j: ended(kube, j, 0, 0)),
         (2, lambda j: ended(kube, j, 1, 0)),
-        (2, lambda j: kube.set_job_condition(j, "SuccessCriteriaMet", "SuccessPolicy")),
+        (2, lambda j: kube.set_job_condition(j, "SuccessCriteriaMet", "CompletionsReached")),
     )
     run.run()
     said = [(e.prefix, e.text) for e in events if isinstance(e, LogLine)]

@@ -15,7 +15,11 @@ newest pod of each completion index). The step is only as far as its least advan
 runs when every rank runs, and until then the summary counts them ("3 of 4 ranks scheduled;
 rank 3: unschedulable: ..."). A problem of any rank is the step's (the most serious first). When
 the Job fails, the rank that failed first is the culprit (not the ranks the Job controller
-stopped because of it), and the outcome names it.
+stopped because of it), and the outcome names it. The step's verdict does not wait for the Job
+controller's (which batches pod updates for a second): a rank that failed on its own, in a Job
+whose first counted failure fails it (``backoffLimit`` 0) and whose pod failure policy does not
+ignore that failure, is the step's failure as soon as it is seen; the controller then fails the
+Job and stops the other ranks by the same rules.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from k8s_step_operator._objects import (
     Event,
     Job,
     Pod,
+    PodFailurePolicyRule,
     labels_of,
     name_of,
 )
@@ -279,6 +284,53 @@ def _culprits(pods: Sequence[Pod]) -> list[Pod]:
     return sorted(failed, key=blame, reverse=True)
 
 
+def _failed_rank(job: Job, pods: Sequence[Pod]) -> Pod | None:
+    """The rank whose failure fails the Job, before the Job controller says so (or ``None``).
+
+    Only a pod that failed on its own (not being deleted: the controller or an eviction stops
+    it otherwise), in a Job failed by its first counted failure, and not ignored by the pod
+    failure policy.
+    """
+    spec = job.get("spec", {})
+    if spec.get("backoffLimit", 6) != 0:
+        return None
+    rules = spec.get("podFailurePolicy", {}).get("rules") or []
+    failed = [
+        p
+        for p in pods
+        if p.get("status", {}).get("phase") == "Failed"
+        and not p.get("metadata", {}).get("deletionTimestamp")
+        and _policy_action(rules, p) != "Ignore"
+    ]
+    return min(failed, key=_finished_at) if failed else None
+
+
+def _policy_action(rules: Sequence[PodFailurePolicyRule], pod: Pod) -> str:
+    """What the Job's pod failure policy does with a failed pod (``Count`` when no rule says)."""
+    conds = conditions_by_type(pod)
+    codes = {
+        str(cs.get("name", "")): int(t.get("exitCode") or 0)
+        for cs in container_statuses(pod)
+        if (t := cs.get("state", {}).get("terminated"))
+    }
+    for rule in rules:
+        for wanted in rule.get("onPodConditions") or []:
+            cond = conds.get(str(wanted.get("type")))
+            if cond is not None and cond.get("status") == wanted.get("status", _TRUE):
+                return str(rule.get("action"))
+        on_codes = rule.get("onExitCodes")
+        if on_codes:
+            container = on_codes.get("containerName")
+            values = set(on_codes.get("values") or [])
+            inside = on_codes.get("operator") == "In"
+            for name, code in codes.items():
+                if (container and name != container) or code == 0:
+                    continue
+                if (code in values) == inside:
+                    return str(rule.get("action"))
+    return "Count"
+
+
 def _failure_outcome(job: Job, pods: Sequence[Pod], cond: Condition) -> Outcome:
     reason = str(cond.get("reason") or "")
     message = str(cond.get("message") or "")
@@ -312,7 +364,7 @@ def _failure_outcome(job: Job, pods: Sequence[Pod], cond: Condition) -> Outcome:
             specific = t_reason not in ("", "Error", "Completed")
             if several:
                 said = f"exited with code {code}" if code is not None else "ended"
-                message = f"rank {rank} {said} and the step's other ranks were stopped"
+                message = f"rank {rank} {said}; the step's other ranks are stopped"
             return Outcome(
                 succeeded=False,
                 reason=t_reason if specific else (reason or t_reason),
@@ -368,6 +420,20 @@ def observe(
         return Observation(
             Phase.FAILED,
             f"failed: {who}{outcome.reason or 'unknown reason'}",
+            pod=outcome.pod,
+            container=outcome.container,
+            reason=outcome.reason,
+            message=outcome.message,
+            outcome=outcome,
+        )
+
+    early = _failed_rank(job, pods) if ranks_of(job) > 1 else None
+    if early is not None:
+        cond: Condition = {"type": "FailureTarget", "status": "True"}
+        outcome = _failure_outcome(job, [early], cond)
+        return Observation(
+            Phase.FAILED,
+            f"failed: rank {outcome.rank} {outcome.reason or 'unknown reason'}",
             pod=outcome.pod,
             container=outcome.container,
             reason=outcome.reason,

@@ -205,13 +205,57 @@ def test_the_rank_that_failed_first_is_named_not_those_the_controller_stopped() 
     outcome = obs.outcome
     assert outcome is not None and not outcome.succeeded
     assert (outcome.rank, outcome.pod, outcome.exit_code) == (2, "train-2-x", 3)
-    assert outcome.message == "rank 2 exited with code 3 and the step's other ranks were stopped"
+    assert outcome.message == "rank 2 exited with code 3; the step's other ranks are stopped"
     assert obs.summary == "failed: rank 2 BackoffLimitExceeded"
     error = outcome_error(outcome, job="train", namespace="ml", log_tail=["boom"])
     assert isinstance(error, StepFailedError)
     assert error.rank == 2 and error.exit_code == 3
     assert "rank 2, pod train-2-x container step" in str(error)
     assert "last lines of rank 2's log" in str(error)
+
+
+IGNORE_DISRUPTIONS = {
+    "rules": [
+        {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+        {
+            "action": "FailJob",
+            "onExitCodes": {"containerName": "step", "operator": "In", "values": [42]},
+        },
+    ]
+}
+
+
+def gang_job(**spec: Any) -> dict[str, Any]:
+    j = job(4)
+    j["spec"].update({"backoffLimit": 0, "podFailurePolicy": IGNORE_DISRUPTIONS, **spec})
+    return j
+
+
+def test_a_rank_that_failed_on_its_own_fails_the_step_before_the_controller_says_so() -> None:
+    pods = [pod(0), pod(1), pod(2, "failed", code=3), pod(3)]
+    obs = observe(gang_job(), pods)  # no FailureTarget on the Job yet
+    assert obs.phase is Phase.FAILED
+    assert obs.outcome is not None
+    assert (obs.outcome.rank, obs.outcome.exit_code) == (2, 3)
+    assert obs.summary == "failed: rank 2 Error"
+    # FailJob's exit codes fail it too.
+    obs = observe(gang_job(), [pod(0), pod(1, "failed", code=42), pod(2), pod(3)])
+    assert obs.outcome is not None and obs.outcome.rank == 1
+
+
+def test_what_the_job_controller_would_not_count_waits_for_its_verdict() -> None:
+    # A disruption the policy ignores: the rank is replaced, the step goes on.
+    disrupted = pod(1, "failed", code=143, disrupted=True)
+    assert observe(gang_job(), [pod(0), disrupted, pod(2), pod(3)]).phase is not Phase.FAILED
+    # A rank being deleted (by an eviction, by the controller): the Job decides.
+    assert observe(gang_job(), [pod(0), pod(1, "stopped"), pod(2), pod(3)]).outcome is None
+    # A Job that tolerates failures.
+    lenient = gang_job(backoffLimit=3)
+    assert observe(lenient, [pod(0), pod(1, "failed"), pod(2), pod(3)]).outcome is None
+    # A Job of one pod: as before, the Job's conditions decide.
+    one = job(1)
+    one["spec"]["backoffLimit"] = 0
+    assert observe(one, [pod(0, "failed")]).outcome is None
 
 
 def test_of_two_ranks_that_failed_the_earlier_is_the_cause() -> None:

@@ -9,6 +9,7 @@ to end by the real-node tests.
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -134,3 +135,18 @@ def test_other_ranks_run_the_function_as_workers_and_write_nothing(
     assert seen == [("worker", uuid.UUID(STEP_RUN))]
     assert store.calls == ["get_run_step"]
     assert config.rank == 2
+
+
+def test_the_readmes_multi_node_step_defines_a_step_of_four_nodes() -> None:
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    start = text.index("## Multi-node steps\n")
+    section = text[start : text.index("\n## ", start + 1)]
+    (snippet,) = [
+        b.split("```", 1)[0] for b in section.split("```python\n")[1:] if "from zenml" in b
+    ]
+    namespace: dict[str, object] = {}
+    exec(compile(snippet, "README.md", "exec"), namespace)
+    settings = namespace["train"].configuration.settings  # type: ignore[attr-defined]
+    chosen = settings["step_operator:gpu-jobs"].model_dump()
+    assert chosen["num_nodes"] == 4 and chosen["queue_name"] == "gpu"
+    assert settings["resources"].gpu_count == 8

@@ -115,6 +115,8 @@ MAX_ANNOTATION_BYTES = 256 * 1024
 EXIT_CODE_RANGE = (1, 255)
 
 _AFFINITY_KEYS = frozenset({"nodeAffinity", "podAffinity", "podAntiAffinity"})
+# What other tools call the number of pods of a step; num_nodes is this library's word.
+_RANK_COUNT_WORDS = ("parallelism", "completions", "pod_count", "replicas", "nnodes")
 
 
 # --- field types: each refuses a bad value with a ConfigurationError saying what is accepted ---
@@ -572,6 +574,22 @@ class KubernetesJobStepOperatorSettings(BaseSettings):
         "(and free its GPUs), or detach and leave it running, so that a restarted caller "
         "reattaches to it.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _ranks_by_another_name(cls, data: Any) -> Any:
+        # Other tools' words for the number of pods: a setting here would contradict num_nodes.
+        if isinstance(data, Mapping):
+            for key in _RANK_COUNT_WORDS:
+                if key in data:
+                    raise ConfigurationError(
+                        key,
+                        "num_nodes for the number of nodes (pods) the step runs on, each with "
+                        "gpu_count GPUs (this library sets the Job's parallelism and completions "
+                        "from it)",
+                        data[key],
+                    )
+        return data
 
     @field_validator("gpu_vendor", mode="before")
     @classmethod

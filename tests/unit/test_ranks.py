@@ -278,15 +278,20 @@ def test_num_nodes_out_of_range(value: Any) -> None:
         ({"topology": "bad key!"}, "settings.topology"),
         ({"topology_mode": "sometimes"}, "settings.topology_mode"),
         ({"log_ranks": "some"}, "settings.log_ranks"),
-        # A Job-level knob the settings do not have: the number of ranks is num_nodes.
-        ({"parallelism": 4}, "settings.parallelism"),
-        ({"completions": 4}, "settings.completions"),
     ],
 )
 def test_bad_rank_settings(settings: dict[str, Any], field: str) -> None:
     with pytest.raises(ConfigurationError) as exc:
         S(**settings)
     assert exc.value.field == field
+
+
+@pytest.mark.parametrize("key", ["parallelism", "completions", "pod_count", "replicas", "nnodes"])
+def test_other_tools_words_for_the_ranks_point_to_num_nodes(key: str) -> None:
+    with pytest.raises(ConfigurationError) as exc:
+        S(**{key: 4, "num_nodes": 2})
+    assert exc.value.field == f"settings.{key}"
+    assert exc.value.accepted.startswith("num_nodes for the number of nodes")
 
 
 def test_retries_contradict_all_or_nothing() -> None:

@@ -32,8 +32,8 @@ LOWEST_PINS := kubernetes==25.3.0 pydantic==2.10.0 tenacity==8.2.0 pyyaml==6.0 u
 ZENML_INTEGRATIONS := kubernetes s3
 
 .PHONY: help venv venv-zenml binaries core-binaries system-deps cluster cluster-up realnode \
-	stack-services cluster-down cluster-status demo demo-zenml demo-zenml-server zenml-image test test-unit \
-	test-zenml test-bounds bench lint manifests wheel fmt
+	stack-services cluster-down cluster-status demo demo-zenml demo-zenml-server zenml-image \
+	torch-image test test-unit test-zenml test-bounds bench lint manifests wheel fmt
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -105,6 +105,14 @@ else
 	@echo "zenml-image: no real node (needs root; REAL_NODE=$(REAL_NODE)): nothing to import into"
 endif
 
+# Built on request only: the steps on several nodes that run a real torch.distributed all-reduce.
+torch-image: venv ## Build (or reuse) the torch step image (ZenML and Debian's python3-torch) and import it into the real node
+ifeq ($(REAL_NODE),1)
+	$(PY) e2e/realnode/node.py images torch
+else
+	@echo "torch-image: no real node (needs root; REAL_NODE=$(REAL_NODE)): nothing to import into"
+endif
+
 # No add-on build on a fresh machine: the demo runs on the core cluster (Kueue and Karpenter
 # join it when they are built).
 demo: venv core-binaries ## Run the sample two-step pipeline with a GPU training step on the local cluster
@@ -124,6 +132,7 @@ demo-zenml-server: cluster venv-zenml ## The production ZenML stack from nothing
 ifeq ($(TEST_KUBECONFIG),)
 test: cluster venv-zenml ## Run the whole test suite against the local cluster (or TEST_KUBECONFIG's), ZenML's part in the ZenML environment
 	@$(MAKE) --no-print-directory zenml-image
+	@$(MAKE) --no-print-directory torch-image
 	@$(MAKE) --no-print-directory stack-services
 	KUBECONFIG=$(LOCAL_KUBECONFIG) $(PY) -m pytest
 	KUBECONFIG=$(LOCAL_KUBECONFIG) $(PYZ) -m pytest $(ZENML_TESTS)

@@ -6,7 +6,10 @@
   for the verbs and resources the operator uses, less the same counters' idle rate;
 * fan-out: N steps launched at once from one child process; its wall time against the job
   controller's (first Job seen created to last Job seen finished, by an independent watch), the
-  child's peak RSS, and the most watch connections open on the server at once.
+  child's peak RSS, and the most watch connections open on the server at once;
+* steps on several nodes (``ranks.py``): 8- and 32-rank steps from launch to every rank
+  running, and from one rank's failure to the error and to the other ranks gone, with and
+  without Kueue.
 
 Usage: ``python bench/run.py [--steps 50] [--fanout 500] [--long 60] [--only NAME ...]``.
 The machine is shared and noisy: each figure is reported with min / median / max where it is a
@@ -683,7 +686,7 @@ def main(argv: Iterable[str] | None = None) -> int:
     p.add_argument(
         "--only",
         nargs="*",
-        default=["latency", "unschedulable", "requests", "kueue", "fanout"],
+        default=["latency", "unschedulable", "requests", "kueue", "fanout", "ranks"],
     )
     opts = p.parse_args(args)
     logging.basicConfig(level=logging.WARNING)
@@ -707,6 +710,10 @@ def main(argv: Iterable[str] | None = None) -> int:
         results["kueue"] = bench_kueue(admin, opts.queued, 8, "2s")
     if "fanout" in opts.only:
         results["fanout"] = bench_fanout(admin, opts.fanout, opts.fanout_duration)
+    if "ranks" in opts.only:
+        from ranks import bench_ranks  # bench/ranks.py, beside this script
+
+        results["ranks"] = bench_ranks(admin, [8, 32], 3)
     drop_namespaces(admin)
     print(json.dumps(results, indent=2))
     return 0

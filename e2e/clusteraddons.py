@@ -215,6 +215,25 @@ def kueue_webhooks(manifests: Path, *, webhook_base: str, ca_crt: Path) -> list[
     return out
 
 
+HOSTNAME_LABEL = "kubernetes.io/hostname"
+
+
+def topology(name: str, levels: Sequence[str]) -> Obj:
+    """A Kueue Topology: node label ``levels`` from the widest to the narrowest, then the host.
+
+    A ResourceFlavor that names it (``topologyName``) makes Kueue place the pods of the Jobs it
+    admits by these levels (topology-aware scheduling): a Job whose pod template asks for one
+    level (``kueue.x-k8s.io/podset-required-topology``) gets all its pods in one domain of it.
+    The hostname level, last, lets Kueue choose the node of each pod.
+    """
+    return {
+        "apiVersion": KUEUE_API,
+        "kind": "Topology",
+        "metadata": {"name": name},
+        "spec": {"levels": [{"nodeLabel": k} for k in [*levels, HOSTNAME_LABEL]]},
+    }
+
+
 def kueue_queues(
     namespace: str,
     *,
@@ -225,12 +244,14 @@ def kueue_queues(
     tolerations: Sequence[Mapping[str, Any]] = (),
     quota: Mapping[str, str | int] | None = None,
     preemption: Mapping[str, Any] | None = None,
+    topology_name: str | None = None,
 ) -> list[Obj]:
     """A ResourceFlavor, a ClusterQueue with ``quota`` and a LocalQueue in ``namespace``.
 
     The ClusterQueue (default name ``<namespace>-<local_queue>``) admits only workloads of
     ``namespace``. ``node_labels`` and ``tolerations`` are what Kueue adds to an admitted Job's
     pods (typically a pool of ``e2e/nodes.yaml``: its ``node_selector`` and ``tolerations``).
+    ``topology_name`` names a Topology (``topology``): the flavor's pods are then placed by it.
     """
     cq = cluster_queue or f"{namespace}-{local_queue}"
     quota = dict(quota or {"nvidia.com/gpu": 8})
@@ -239,6 +260,8 @@ def kueue_queues(
         flavor_spec["nodeLabels"] = dict(node_labels)
     if tolerations:
         flavor_spec["tolerations"] = [dict(t) for t in tolerations]
+    if topology_name:
+        flavor_spec["topologyName"] = topology_name
     cq_spec: Obj = {
         "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
         "queueingStrategy": "BestEffortFIFO",

@@ -169,6 +169,7 @@ class StepError(StepOperatorError):
         job: Job name.
         namespace: Job namespace.
         pod: The pod the facts come from, when there is one.
+        rank: That pod's rank, when the step runs on several nodes (``None`` otherwise).
         container: The container, when there is one.
         reason: Kubernetes' reason (``BackoffLimitExceeded``, ``OOMKilled``, ``Unschedulable``...).
         exit_code: The container's exit code, when it ran.
@@ -189,10 +190,12 @@ class StepError(StepOperatorError):
         reason: str = "",
         exit_code: int | None = None,
         log_tail: Sequence[str] = (),
+        rank: int | None = None,
     ) -> None:
         self.job = job
         self.namespace = namespace
         self.pod = pod
+        self.rank = rank
         self.container = container
         self.reason = reason
         self.exit_code = exit_code
@@ -203,6 +206,8 @@ class StepError(StepOperatorError):
     def _render(self) -> str:
         where = "/".join(p for p in (self.namespace, self.job) if p)
         parts = [f"{self.summary}: {where}" if where else self.summary]
+        if self.rank is not None:
+            parts.append(f"rank {self.rank}")
         if self.pod:
             container = f" container {self.container}" if self.container else ""
             parts.append(f"pod {self.pod}{container}")
@@ -214,7 +219,8 @@ class StepError(StepOperatorError):
         if self.message:
             text += f": {self.message}"
         if self.log_tail:
-            text += "\n--- last lines of the step's log ---\n" + "\n".join(self.log_tail)
+            whose = f"rank {self.rank}'s" if self.rank is not None else "the step's"
+            text += f"\n--- last lines of {whose} log ---\n" + "\n".join(self.log_tail)
         return text
 
 

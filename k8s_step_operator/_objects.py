@@ -61,6 +61,10 @@ __all__ = [
     "OwnerReference",
     "PendingWorkload",
     "Pod",
+    "PodFailurePolicy",
+    "PodFailurePolicyOnExitCodes",
+    "PodFailurePolicyOnPodCondition",
+    "PodFailurePolicyRule",
     "PodSetAssignment",
     "PodSpec",
     "PodStatus",
@@ -279,11 +283,50 @@ class PodTemplateSpec(TypedDict, total=False):
     spec: PodSpec
 
 
+class PodFailurePolicyOnExitCodes(TypedDict, total=False):
+    """A rule's exit codes: ``operator`` In or NotIn ``values``, of one container or any."""
+
+    containerName: str
+    operator: str
+    values: list[int]
+
+
+class PodFailurePolicyOnPodCondition(TypedDict, total=False):
+    """A rule's pod condition (``DisruptionTarget`` True)."""
+
+    type: str
+    status: str
+
+
+class PodFailurePolicyRule(TypedDict, total=False):
+    """What a failed pod that matches does to the Job: FailJob, FailIndex, Ignore or Count."""
+
+    action: str
+    onExitCodes: PodFailurePolicyOnExitCodes
+    onPodConditions: list[PodFailurePolicyOnPodCondition]
+
+
+class PodFailurePolicy(TypedDict, total=False):
+    """The Job's rules for failed pods, the first match wins."""
+
+    rules: list[PodFailurePolicyRule]
+
+
 class JobSpec(TypedDict, total=False):
-    """``suspend`` is how Kueue holds a queued Job; ``template`` is its pods' spec."""
+    """What the runner reads of a Job's spec.
+
+    ``suspend`` is how Kueue holds a queued Job; ``template`` is its pods' spec; a step on
+    several nodes is ``Indexed`` with ``completions`` ranks, failed by its first failed pod
+    (``backoffLimit`` 0) unless ``podFailurePolicy`` ignores it.
+    """
 
     suspend: bool
     template: PodTemplateSpec
+    completionMode: str
+    completions: int
+    parallelism: int
+    backoffLimit: int
+    podFailurePolicy: PodFailurePolicy
 
 
 class JobStatus(TypedDict, total=False):
@@ -564,9 +607,10 @@ class NodeClaimTemplate(TypedDict, total=False):
 
 
 class NodePoolSpec(TypedDict, total=False):
-    """Only the template is read (the fit of a pending pod, not the pool's limits)."""
+    """The template (the fit of a pending pod) and the limits (how many such pods in all)."""
 
     template: NodeClaimTemplate
+    limits: dict[str, Quantity]
 
 
 class NodePool(TypedDict, total=False):

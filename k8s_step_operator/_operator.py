@@ -210,7 +210,10 @@ class KubernetesJobStepOperator(BaseStepOperator):
 
     def get_status(self, info: StepRunInfo) -> ExecutionStatus:
         """The step's status, read from its Job and pods."""
-        return self.status_of(self.namespace_of(self.get_settings(info)), _identity(info))
+        settings = self.get_settings(info)
+        return self.status_of(
+            self.namespace_of(settings), _identity(info), ranks=settings.num_nodes
+        )
 
     def wait(self, info: StepRunInfo) -> None:
         """Wait for a submitted step to end, as ``launch`` does.
@@ -286,7 +289,7 @@ class KubernetesJobStepOperator(BaseStepOperator):
         """
         settings = settings or self.get_settings(StepConfiguration())
         namespace = namespace or self.namespace_of(settings)
-        run = self._runner(self._ref(namespace, step), step, settings)
+        run = self._runner(self._ref(namespace, step, settings.num_nodes), step, settings)
         run.attach()
         return run
 
@@ -316,9 +319,13 @@ class KubernetesJobStepOperator(BaseStepOperator):
             interrupts=interrupts
         )
 
-    def status_of(self, namespace: str, step: StepIdentity) -> ExecutionStatus:
-        """The status of a step run's Job (``STOPPED`` when it has none)."""
-        name = job_name(step.run_id, step.step_name, step.step_run_id)
+    def status_of(self, namespace: str, step: StepIdentity, *, ranks: int = 1) -> ExecutionStatus:
+        """The status of a step run's Job (``STOPPED`` when it has none).
+
+        ``ranks`` is the step's ``num_nodes``: the Job of a step on several nodes may have a
+        shorter name.
+        """
+        name = job_name(step.run_id, step.step_name, step.step_run_id, ranks=ranks)
         obs = job_status(self.access(), namespace, name)
         if obs is None:
             return ExecutionStatus.STOPPED
@@ -404,8 +411,8 @@ class KubernetesJobStepOperator(BaseStepOperator):
             job["metadata"]["namespace"] = self.namespace_of(settings)
         return job
 
-    def _ref(self, namespace: str, step: StepIdentity) -> Job:
-        name = job_name(step.run_id, step.step_name, step.step_run_id)
+    def _ref(self, namespace: str, step: StepIdentity, ranks: int = 1) -> Job:
+        name = job_name(step.run_id, step.step_name, step.step_run_id, ranks=ranks)
         return {"metadata": {"name": name, "namespace": namespace}}
 
     def _runner(

@@ -19,6 +19,10 @@ tarball (layer, config, manifest, ``index.json``, ``oci-layout``) and imported w
   entrypoints work there) in a second one. One image for ZenML's orchestrator pods, its step
   pods and our step Jobs. Built on request only (``make demo-zenml``, ``make test``), never by
   ``make demo``.
+* ``torch`` - the ``zenml`` image on a rootfs that also has Debian's ``python3-torch`` (CPU,
+  gloo, ``torch.distributed``; no CUDA wheels), with the pipeline code of ``python``: the
+  steps on several nodes that run a real all-reduce, as commands and as ZenML steps. Built on
+  request only (``make test``).
 
 Every image is named by a hash of what goes into it (``k8s-step-operator/python:<hash>``), so a
 change to the project's sources gives a new tag and an unchanged tree reuses the cached tarball
@@ -148,7 +152,7 @@ def _hash_parts(*parts: str | bytes) -> str:
 SOURCE_ROOT = "app"
 # Packages, or single modules: the end-to-end tests' step functions are importable in the image
 # as tests.realnode.real_steps (implicit namespace packages), as they are from the checkout.
-SOURCE_PACKAGES = ("examples", "tests/realnode/real_steps.py")
+SOURCE_PACKAGES = ("examples", "tests/realnode/real_steps.py", "tests/realnode/torch_steps.py")
 
 
 def _source_files() -> list[Path]:
@@ -386,10 +390,10 @@ def _debian_mirror() -> str:
     raise SystemExit("no Debian mirror found in apt's sources; set DEBIAN_MIRROR")
 
 
-def rootfs_tarball() -> Path:
-    """The debootstrap'ed bookworm + python3 rootfs as a tarball, built once and cached."""
-    key = _hash_parts(FORMAT_VERSION, SUITE, "minbase", "python3", "rootfs-v1")
-    out = CACHE / f"rootfs-{SUITE}-python3-{key}.tar"
+def rootfs_tarball(packages: Sequence[str] = ("python3",)) -> Path:
+    """The debootstrap'ed bookworm + ``packages`` rootfs as a tarball, built once and cached."""
+    key = _hash_parts(FORMAT_VERSION, SUITE, "minbase", *packages, "rootfs-v1")
+    out = CACHE / f"rootfs-{SUITE}-{'-'.join(packages)}-{key}.tar"
     if out.exists():
         return out
     if shutil.which("debootstrap") is None:
@@ -401,7 +405,7 @@ def rootfs_tarball() -> Path:
             [
                 "debootstrap",
                 "--variant=minbase",
-                "--include=python3",
+                f"--include={','.join(packages)}",
                 SUITE,
                 str(root),
                 _debian_mirror(),
@@ -571,6 +575,16 @@ def _wheel_image(
     return img
 
 
+def _add_sources(tar: tarfile.TarFile, root_mode: int = 0o755) -> None:
+    """The pipeline code under ``/app`` (``root_mode``: who may write there)."""
+    _add_dir(tar, f"./{SOURCE_ROOT}", root_mode)
+    for f in _source_files():
+        rel = f.relative_to(REPO)
+        for i in range(1, len(rel.parts)):
+            _add_dir(tar, f"./{SOURCE_ROOT}/" + "/".join(rel.parts[:i]))
+        _add_bytes(tar, f"./{SOURCE_ROOT}/{rel.as_posix()}", f.read_bytes())
+
+
 def build_python() -> Image:
     """Two layers: :func:`python_base_layer` and this project's wheel, installed without deps."""
     base = python_base_layer()
@@ -578,16 +592,7 @@ def build_python() -> Image:
     img = Image("python", h, CACHE / f"python-{h}.oci.tar")
     if img.tarball.exists():
         return img
-
-    def add_sources(tar: tarfile.TarFile) -> None:
-        _add_dir(tar, f"./{SOURCE_ROOT}")
-        for f in _source_files():
-            rel = f.relative_to(REPO)
-            for i in range(1, len(rel.parts)):
-                _add_dir(tar, f"./{SOURCE_ROOT}/" + "/".join(rel.parts[:i]))
-            _add_bytes(tar, f"./{SOURCE_ROOT}/{rel.as_posix()}", f.read_bytes())
-
-    return _wheel_image(img, base, add_sources, env=[f"PYTHONPATH=/{SOURCE_ROOT}"])
+    return _wheel_image(img, base, _add_sources, env=[f"PYTHONPATH=/{SOURCE_ROOT}"])
 
 
 # The ZenML image: this project with its `zenml` extra (ZenML and its local store) and the
@@ -676,11 +681,52 @@ def build_zenml() -> Image:
     return _wheel_image(img, base, add, compile_pyc=True)
 
 
+# Debian's PyTorch: the CPU build with the gloo backend and torch.distributed (its launcher is
+# `python3 -m torch.distributed.run`, torchrun's module), no CUDA wheels to download.
+TORCH_PACKAGES = ("python3", "python3-torch")
+# Bump when torch_base_layer() changes what goes into its base layer.
+TORCH_BASE_VERSION = "1"
+
+
+def torch_base_layer() -> Path:
+    """Debian's python3-torch rootfs with ZenML and the project's dependencies, byte-compiled."""
+    rootfs = rootfs_tarball(TORCH_PACKAGES)
+    requirements = zenml_requirements()
+    key = _hash_parts(FORMAT_VERSION, TORCH_BASE_VERSION, rootfs.name, *requirements)
+    out = CACHE / f"torch-base-{key}.layer.tar"
+    if out.exists():
+        return out
+    _site_layer(rootfs, requirements, out, "torch-base-", compile_pyc=True)
+    _prune_cache("torch-base", out, suffix=".layer.tar")
+    return out
+
+
+def build_torch() -> Image:
+    """Two layers: :func:`torch_base_layer` and this project's wheel with the pipeline code.
+
+    ``/app`` holds the pipeline code (on ``PYTHONPATH``) and is open to any UID, for ZenML's
+    step entrypoint, which works there and downloads the pipeline's code into ``/app/code``.
+    """
+    base = torch_base_layer()
+    h = _hash_parts(FORMAT_VERSION, _script_hash(), base.name, project_sources_hash())
+    img = Image("torch", h, CACHE / f"torch-{h}.oci.tar")
+    if img.tarball.exists():
+        return img
+    return _wheel_image(
+        img,
+        base,
+        lambda tar: _add_sources(tar, 0o1777),
+        compile_pyc=True,
+        env=[f"PYTHONPATH=/{SOURCE_ROOT}"],
+    )
+
+
 BUILDERS = {
     "pause": build_pause,
     "shell": build_shell,
     "python": build_python,
     "zenml": build_zenml,
+    "torch": build_torch,
 }
 # What `build`, `import` and `names` do without names: the ZenML image is built on request only
 # (`make demo-zenml`, `make test`, CI), so that `make demo` never waits for it.

@@ -3,7 +3,9 @@
 One table, kept equal to what the chart's Role and ClusterRole grant (a unit test compares them):
 the required verbs on Jobs, pods, pods/log and events in the steps' namespace; creating Secrets
 there (optional: only steps with secret environment values, such as ZenML's store API token, need
-it; each such Secret is owned by its Job); nodes cluster-wide (optional: the fit check and the GPU
+it; each such Secret is owned by its Job); creating Services there (optional: only steps on
+several nodes need it, for the headless Service that names their ranks, owned by the Job); nodes
+cluster-wide (optional: the fit check and the GPU
 inventory are skipped without them); the cluster autoscaler's status ConfigMap in kube-system
 (optional: that one object, to tell whether a node may still be added); Kueue Workloads
 (optional, or required with ``--kueue``).
@@ -88,6 +90,13 @@ OPERATOR_PERMISSIONS: tuple[Permission, ...] = (
         "secrets",
         required=False,
         purpose="steps with secret environment values (ZenML's store API token) cannot start",
+    ),
+    Permission(
+        "create",
+        "services",
+        required=False,
+        purpose="steps on several nodes (num_nodes > 1) cannot start: their ranks need the "
+        "headless Service that names rank 0",
     ),
 )
 NODE_PERMISSIONS: tuple[Permission, ...] = (

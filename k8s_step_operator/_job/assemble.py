@@ -4,6 +4,14 @@ Nothing here decides or refuses: ``step_checks.validate_step`` has checked every
 functions only write the objects, with the API's camelCase field names, as plain JSON-ready
 dicts that can be printed, diffed, dry-run and submitted unchanged. An ``assert`` marks what
 the validation stage guarantees.
+
+A step of one rank is a Job of one pod. A step of several ranks (``spec.ranks > 1``) is an
+Indexed Job of that many pods, all or nothing: ``backoffLimit`` 0 fails the Job at the first
+failed rank (the Job controller then stops the others), and the Job succeeds when every rank
+has (Kubernetes' own success criterion for Indexed Jobs: a rank that finished first does not
+mean the others have, they may still be writing their part). The pods' subdomain is the Job's
+headless Service (``ranks.build_rank_service``), and each gets the ranks' environment
+(``ranks.rank_environment``).
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ from typing import Any
 
 from k8s_step_operator._job.kube_syntax import deep_copy
 from k8s_step_operator._job.overrides import RESTRICTED_CONTAINER_CONTEXT, harden_init_containers
+from k8s_step_operator._job.ranks import rank_environment
 from k8s_step_operator._job.settings import Toleration
 from k8s_step_operator._job.spec import (
     CONTAINER_NAME,
@@ -102,6 +111,8 @@ def assemble_job(spec: StepSpec) -> dict[str, Any]:
         job_spec["ttlSecondsAfterFinished"] = spec.ttl_seconds_after_finished
     if spec.suspend:
         job_spec["suspend"] = True
+    if spec.ranks > 1:
+        _indexed(spec, job_spec, pod_spec, container)
 
     return {
         "apiVersion": "batch/v1",
@@ -114,6 +125,25 @@ def assemble_job(spec: StepSpec) -> dict[str, Any]:
         },
         "spec": job_spec,
     }
+
+
+def _indexed(
+    spec: StepSpec,
+    job_spec: dict[str, Any],
+    pod_spec: dict[str, Any],
+    container: dict[str, Any],
+) -> None:
+    """Turn the Job of one pod into the Indexed Job of ``spec.ranks`` ranks."""
+    job_spec["completionMode"] = "Indexed"
+    job_spec["completions"] = job_spec["parallelism"] = spec.ranks
+    pod_spec["subdomain"] = spec.name
+    plain = len(spec.plain_env)
+    container["env"][plain:plain] = rank_environment(
+        spec.name,
+        ranks=spec.ranks,
+        procs_per_rank=spec.procs_per_rank,
+        port=spec.rendezvous_port,
+    )
 
 
 def _env(spec: StepSpec) -> list[dict[str, Any]]:

@@ -28,11 +28,14 @@ __all__ = [
     "ANNOTATION_STEP_NAME",
     "ANNOTATION_STEP_RUN_ID",
     "APPARMOR_ANNOTATION_PREFIX",
+    "JOB_COMPLETION_INDEX_ANNOTATION",
     "JOB_CONTROLLER_UID_LABEL",
     "JOB_NAME_LABEL",
     "KUEUE_JOB_UID_LABEL",
+    "KUEUE_PREFERRED_TOPOLOGY_ANNOTATION",
     "KUEUE_PRIORITY_CLASS_LABEL",
     "KUEUE_QUEUE_LABEL",
+    "KUEUE_REQUIRED_TOPOLOGY_ANNOTATION",
     "LABEL_MANAGED_BY",
     "LABEL_RUN_ID",
     "LABEL_STEP_NAME",
@@ -67,6 +70,8 @@ MANAGED_BY_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
 # --- Kubernetes' Job controller (on the pods of a Job) -----------------------------------------
 JOB_CONTROLLER_UID_LABEL = "batch.kubernetes.io/controller-uid"
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
+# On each pod of an Indexed Job: its completion index (the rank of a step of several ranks).
+JOB_COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 # Written next to the prefixed ones until Kubernetes drops them; older clusters write only these.
 LEGACY_CONTROLLER_UID_LABEL = "controller-uid"
 LEGACY_JOB_NAME_LABEL = "job-name"
@@ -88,6 +93,10 @@ KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 KUEUE_PRIORITY_CLASS_LABEL = "kueue.x-k8s.io/priority-class"
 # Set by Kueue on the Workload it makes for a Job: the Job's uid.
 KUEUE_JOB_UID_LABEL = "kueue.x-k8s.io/job-uid"
+# On the pod template: the topology level (a node label) all pods of the Job must (or should)
+# share, for Kueue's topology-aware scheduling.
+KUEUE_REQUIRED_TOPOLOGY_ANNOTATION = "kueue.x-k8s.io/podset-required-topology"
+KUEUE_PREFERRED_TOPOLOGY_ANNOTATION = "kueue.x-k8s.io/podset-preferred-topology"
 
 # --- the cluster autoscaler (read, never written) ---------------------------------------------
 # The ConfigMap in which the cluster autoscaler publishes its status: its presence says one runs.

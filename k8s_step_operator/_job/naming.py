@@ -10,6 +10,12 @@ anything; ``same_step`` reads them to tell our Job from another run's or another
 
 ``job_name(run_id, step_name)`` without a step run id is the name of releases that had one Job
 per (run, step); it is kept for code that computes it.
+
+A step of several ranks (``ranks > 1``) has a shorter slug, starting with a letter: the Job
+controller names each rank's host ``<job>-<index>`` (a DNS label of at most 63 characters), and
+the headless Service that makes the ranks resolvable carries the Job's name (a DNS-1035 label,
+which starts with a letter). The hash is the same, so only slugs of more than 41 characters, or
+starting with a digit, differ from the one-pod name.
 """
 
 from __future__ import annotations
@@ -36,6 +42,9 @@ __all__ = [
 
 _HASH_CHARS = 16  # 64 bits: collisions are out of reach for any realistic number of steps
 _MAX_NAME = 63  # the Job controller copies the name into a pod label value
+# Room a rank's hostname ``<job>-<index>`` needs after the name: a dash and four digits
+# (settings.MAX_NODES is 10 000, so indexes up to 9999).
+_INDEX_ROOM = 5
 _NON_SLUG = re.compile(r"[^a-z0-9]+")
 
 
@@ -51,18 +60,26 @@ def _slug(text: str, max_len: int) -> str:
     return slug[:max_len].rstrip("-")
 
 
-def job_name(run_id: str, step_name: str, step_run_id: str | None = None) -> str:
+def job_name(run_id: str, step_name: str, step_run_id: str | None = None, *, ranks: int = 1) -> str:
     """The Job name of one attempt of ``step_name`` in run ``run_id``: ``<step slug>-<hash>``.
 
     Always a DNS-1123 label of at most 63 characters; equal inputs give equal names. A UUID
     (as ZenML passes ids) names the same Job as its string form. Without ``step_run_id``, the
-    name that releases with one Job per (run, step) used.
+    name that releases with one Job per (run, step) used. With ``ranks > 1`` the name is also a
+    DNS-1035 label (it starts with a letter) that leaves room for ``-<index>`` within 63
+    characters.
     """
     parts = [str(run_id), str(step_name)]
     if step_run_id is not None:
         parts.append(str(step_run_id))
     suffix = _digest(*parts)
-    slug = _slug(parts[1], _MAX_NAME - _HASH_CHARS - 1) or "step"
+    room = _MAX_NAME - _HASH_CHARS - 1
+    if ranks <= 1:
+        return f"{_slug(parts[1], room) or 'step'}-{suffix}"
+    slug = _slug(parts[1], room) or "step"
+    if not slug[:1].isalpha():
+        slug = "s" + slug
+    slug = slug[: room - _INDEX_ROOM].rstrip("-")
     return f"{slug}-{suffix}"
 
 

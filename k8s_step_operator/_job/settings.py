@@ -75,6 +75,7 @@ __all__ = [
     "ALLOWED_CONTAINER_OVERRIDE_KEYS",
     "ALLOWED_POD_SPEC_OVERRIDE_KEYS",
     "DEFAULT_NAMESPACE",
+    "DEFAULT_RENDEZVOUS_PORT",
     "DEFAULT_RUN_AS_USER",
     "EXIT_CODE_RANGE",
     "MAX_ANNOTATION_BYTES",
@@ -82,6 +83,7 @@ __all__ = [
     "MAX_GPUS",
     "MAX_INT32",
     "MAX_INT64",
+    "MAX_NODES",
     "KubernetesJobStepOperatorConfig",
     "KubernetesJobStepOperatorSettings",
     "SecretKeyRef",
@@ -102,12 +104,19 @@ DEFAULT_RUN_AS_USER = 1000
 # Far above any node; a typo (a memory size in GPUs) fails here instead of pending forever.
 MAX_GPUS = 1_000_000
 MAX_CPU_CORES = 1_000_000
+# Ranks of one step. Kubernetes allows up to 10^5 pods in an Indexed Job; each rank's hostname is
+# ``<job>-<index>`` (a DNS label), and the Job's name keeps room for four digits of index.
+MAX_NODES = 10_000
+# torchrun's default rendezvous port.
+DEFAULT_RENDEZVOUS_PORT = 29500
 # The API server's limit on all annotations of one object, keys and values together.
 MAX_ANNOTATION_BYTES = 256 * 1024
 # A container's exit status; 0 is success, and podFailurePolicy refuses it in onExitCodes.
 EXIT_CODE_RANGE = (1, 255)
 
 _AFFINITY_KEYS = frozenset({"nodeAffinity", "podAffinity", "podAntiAffinity"})
+# What other tools call the number of pods of a step; num_nodes is this library's word.
+_RANK_COUNT_WORDS = ("parallelism", "completions", "pod_count", "replicas", "nnodes")
 
 
 # --- field types: each refuses a bad value with a ConfigurationError saying what is accepted ---
@@ -134,6 +143,10 @@ ExitCode = Annotated[
     _int_in(*EXIT_CODE_RANGE, "an exit code"),
 ]
 UserId = Annotated[int, Field(ge=0, le=MAX_INT32), _int_in(0, MAX_INT32, "an id")]
+NodeCount = Annotated[
+    int, Field(ge=1, le=MAX_NODES), _int_in(1, MAX_NODES, "a whole number of nodes")
+]
+Port = Annotated[int, Field(ge=1, le=65535), _int_in(1, 65535, "a port number")]
 DNSLabel = Annotated[str, _syntax(check_dns_label)]
 DNSSubdomain = Annotated[str, _syntax(check_dns_subdomain)]
 QualifiedName = Annotated[str, _syntax(check_qualified_name)]
@@ -360,6 +373,36 @@ class KubernetesJobStepOperatorSettings(BaseSettings):
         "requested.",
     )
 
+    # --- several nodes ----------------------------------------------------------------------
+    num_nodes: NodeCount = Field(
+        default=1,
+        description="Nodes (pods) the step runs on, each with the step's gpu_count GPUs. 1 is "
+        "one pod; N > 1 is an Indexed Job of N ranks behind a headless Service, each rank told "
+        "the rendezvous (MASTER_ADDR, MASTER_PORT, WORLD_SIZE, NNODES, NODE_RANK, "
+        "NPROC_PER_NODE and torchrun's PET_ variables), admitted together and failed together.",
+    )
+    rendezvous_port: Port = Field(
+        default=DEFAULT_RENDEZVOUS_PORT,
+        description="Port on rank 0 where the ranks meet (MASTER_PORT); num_nodes > 1 only.",
+    )
+    topology: QualifiedName | None = Field(
+        default=None,
+        description="A node label naming a topology level (a block, a rack) that every rank "
+        "must share; num_nodes > 1 only. With queue_name, Kueue's topology-aware scheduling "
+        "places the ranks (the ClusterQueue's ResourceFlavor needs a Topology with this level); "
+        "without, pod affinity on that label.",
+    )
+    topology_mode: Literal["required", "preferred"] = Field(
+        default="required",
+        description="required: the ranks run in one domain of the topology level or not at "
+        "all; preferred: in one domain when they fit, else spread over the fewest.",
+    )
+    log_ranks: Literal["all", "first"] = Field(
+        default="all",
+        description="With num_nodes > 1, whose output is streamed: every rank's, each line "
+        "prefixed with its rank (all), or rank 0's alone (first).",
+    )
+
     # --- CPU, memory, shared memory -----------------------------------------------------------
     shm_size: Annotated[str, BeforeValidator(_positive_size)] | None = Field(
         default=None,
@@ -531,6 +574,22 @@ class KubernetesJobStepOperatorSettings(BaseSettings):
         "(and free its GPUs), or detach and leave it running, so that a restarted caller "
         "reattaches to it.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _ranks_by_another_name(cls, data: Any) -> Any:
+        # Other tools' words for the number of pods: a setting here would contradict num_nodes.
+        if isinstance(data, Mapping):
+            for key in _RANK_COUNT_WORDS:
+                if key in data:
+                    raise ConfigurationError(
+                        key,
+                        "num_nodes for the number of nodes (pods) the step runs on, each with "
+                        "gpu_count GPUs (this library sets the Job's parallelism and completions "
+                        "from it)",
+                        data[key],
+                    )
+        return data
 
     @field_validator("gpu_vendor", mode="before")
     @classmethod

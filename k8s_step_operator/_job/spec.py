@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from k8s_step_operator._job.settings import SecretKeyRef, Toleration
+from k8s_step_operator._job.settings import DEFAULT_RENDEZVOUS_PORT, SecretKeyRef, Toleration
 
 __all__ = [
     "CONTAINER_NAME",
@@ -76,6 +76,9 @@ class StepSpec:
         active_deadline_seconds: The Job's activeDeadlineSeconds, or None.
         ttl_seconds_after_finished: The Job's ttlSecondsAfterFinished, or None.
         suspend: Whether the Job is created suspended (for Kueue to admit).
+        ranks: The number of ranks (pods); 1 is a Job of one pod, more an Indexed Job.
+        rendezvous_port: Rank 0's rendezvous port (``ranks > 1``).
+        procs_per_rank: Processes each rank runs: its GPUs, 1 without any (``ranks > 1``).
     """
 
     name: str
@@ -115,3 +118,6 @@ class StepSpec:
     active_deadline_seconds: int | None
     ttl_seconds_after_finished: int | None
     suspend: bool
+    ranks: int = 1
+    rendezvous_port: int = DEFAULT_RENDEZVOUS_PORT
+    procs_per_rank: int = 1

@@ -4,7 +4,8 @@ The settings model has checked every field on its own (types, bounds, Kubernetes
 is left needs several fields or the step itself, and is checked here, once, in the order the
 Job is read: the namespace, the step's ids, image and command; GPUs, CPU and memory; the GPU
 model against its label scheme; metadata with the run's names; the environment; the security
-profile; the overrides against everything else. The first problem raises ``ConfigurationError``
+profile; the overrides against everything else; for a step of several ranks, what would contradict
+their number or their names. The first problem raises ``ConfigurationError``
 naming our field (``resource_settings.memory``, ``environment['HF_TOKEN']``,
 ``settings.pod_spec_overrides['volumes'][0].name``) and saying what is accepted; nothing has
 been sent. The assembler then only writes what this stage decided.
@@ -43,8 +44,11 @@ from k8s_step_operator._job.keys import (
     ANNOTATION_RUN_NAME,
     ANNOTATION_STEP_NAME,
     ANNOTATION_STEP_RUN_ID,
+    JOB_NAME_LABEL,
+    KUEUE_PREFERRED_TOPOLOGY_ANNOTATION,
     KUEUE_PRIORITY_CLASS_LABEL,
     KUEUE_QUEUE_LABEL,
+    KUEUE_REQUIRED_TOPOLOGY_ANNOTATION,
     LABEL_MANAGED_BY,
     LABEL_RUN_ID,
     LABEL_STEP_NAME,
@@ -61,6 +65,7 @@ from k8s_step_operator._job.kube_syntax import (
 )
 from k8s_step_operator._job.naming import job_name, label_value
 from k8s_step_operator._job.overrides import check_overrides_fit
+from k8s_step_operator._job.ranks import DISTRIBUTED_ENV
 from k8s_step_operator._job.settings import (
     DEFAULT_NAMESPACE,
     DEFAULT_RUN_AS_USER,
@@ -128,7 +133,8 @@ def validate_step(
     ):
         if not text:
             raise ConfigurationError(field, "a non-empty string", "")
-    name = job_name(run_id, step_name, step_run_id)
+    ranks = s.num_nodes
+    name = job_name(run_id, step_name, step_run_id, ranks=ranks)
     image = s.image if s.image is not None else _info_image(info)
     command = _command(entrypoint_command)
 
@@ -138,6 +144,8 @@ def validate_step(
     node_selector = dict(s.node_selector)
     gpu_expression = _gpu_selector(node_selector, s, gpu_count, vendor, gpu_label_schemes)
     affinity = _affinity(s.affinity, gpu_expression)
+    if ranks > 1 and s.topology is not None and s.queue_name is None:
+        _topology_affinity(affinity, name, s.topology, s.topology_mode)
     gpu_taint_key = (
         vendor.taint_key
         if gpu_count > 0
@@ -167,6 +175,8 @@ def validate_step(
     job_annotations = {**s.annotations, **raw_names}
     pod_labels = {**s.pod_labels, **run_labels}
     pod_annotations = {**s.pod_annotations, **raw_names}
+    if ranks > 1 and s.topology is not None and s.queue_name is not None:
+        pod_annotations[_KUEUE_TOPOLOGY[s.topology_mode]] = s.topology
     _check_annotation_size("settings.annotations", job_annotations)
     _check_annotation_size("settings.pod_annotations", pod_annotations)
 
@@ -174,6 +184,16 @@ def validate_step(
     secret_refs = _secret_refs(s, plain_env)
     generated = _generated_secret_env(secret_environment, plain_env, s)
     secret_name = env_secret_name(name) if generated else None
+    if ranks > 1:
+        _check_ranks(
+            s,
+            [
+                *((f"environment[{n!r}]", n) for n in environment),
+                *((f"settings.env[{n!r}]", n) for n in s.env),
+                *((f"settings.secret_env[{n!r}]", n) for n in s.secret_env),
+                *((f"secret_environment[{n!r}]", n) for n, _ in generated),
+            ],
+        )
 
     if s.pod_security_profile == "restricted" and s.run_as_user == 0:
         raise ConfigurationError(
@@ -235,6 +255,9 @@ def validate_step(
         ttl_seconds_after_finished=s.ttl_seconds_after_finished,
         # Kueue admits suspended Jobs; it un-suspends them when quota is available.
         suspend=s.queue_name is not None,
+        ranks=ranks,
+        rendezvous_port=s.rendezvous_port,
+        procs_per_rank=max(1, gpu_count),
     )
 
 
@@ -408,6 +431,67 @@ def _affinity(
     for term in terms:
         term.setdefault("matchExpressions", []).append(dict(expression))
     return result
+
+
+_KUEUE_TOPOLOGY = {
+    "required": KUEUE_REQUIRED_TOPOLOGY_ANNOTATION,
+    "preferred": KUEUE_PREFERRED_TOPOLOGY_ANNOTATION,
+}
+
+
+def _topology_affinity(affinity: dict[str, Any], job: str, level: str, mode: str) -> None:
+    """Without Kueue, keep the ranks in one domain of ``level`` by pod affinity to each other.
+
+    The first rank may go anywhere its own selectors allow (a pod that matches its own affinity
+    term is exempt while no other matches); every later one joins its domain.
+    """
+    term = {"labelSelector": {"matchLabels": {JOB_NAME_LABEL: job}}, "topologyKey": level}
+    pod = affinity.setdefault("podAffinity", {})
+    if mode == "required":
+        pod.setdefault("requiredDuringSchedulingIgnoredDuringExecution", []).append(term)
+    else:
+        pod.setdefault("preferredDuringSchedulingIgnoredDuringExecution", []).append(
+            {"weight": 100, "podAffinityTerm": term}
+        )
+
+
+def _check_ranks(
+    s: KubernetesJobStepOperatorSettings, env_names: Sequence[tuple[str, str]]
+) -> None:
+    """What would contradict a step of several ranks: their number, names or all-or-nothing."""
+    n = s.num_nodes
+    if s.backoff_limit != 0:
+        raise ConfigurationError(
+            "settings.backoff_limit",
+            f"0 with num_nodes {n}: a rank that fails fails the whole step at once (retry the "
+            "step instead)",
+            s.backoff_limit,
+        )
+    for key in ("hostname", "subdomain"):
+        if key in s.pod_spec_overrides:
+            raise ConfigurationError(
+                f"settings.pod_spec_overrides[{key!r}]",
+                f"no {key} with num_nodes {n}: each rank's host is <job>-<rank> in the "
+                "subdomain of the step's headless Service",
+                s.pod_spec_overrides[key],
+            )
+    for field, name in env_names:
+        if name in DISTRIBUTED_ENV:
+            raise ConfigurationError(
+                field,
+                f"no {name} with num_nodes {n}: every rank gets "
+                + ", ".join(DISTRIBUTED_ENV)
+                + " from the operator (set num_nodes, rendezvous_port and gpu_count instead)",
+                name,
+            )
+    if s.topology is not None:
+        for key in _KUEUE_TOPOLOGY.values():
+            if key in s.pod_annotations:
+                raise ConfigurationError(
+                    f"settings.pod_annotations[{key!r}]",
+                    "no Kueue topology annotation next to settings.topology (it sets it)",
+                    s.pod_annotations[key],
+                )
 
 
 def _check_annotation_size(field: str, annotations: Mapping[str, str]) -> None:

@@ -189,6 +189,20 @@ class KubeApi:
         created: KubeObject = read_json(resp)
         return created
 
+    def create_service(self, namespace: str, service: Mapping[str, Any]) -> KubeObject:
+        """Create a Service."""
+        name = (service.get("metadata") or {}).get("name", "")
+        resp = self._call(
+            f"create Service {namespace}/{name}",
+            self._core.create_namespaced_service,
+            namespace,
+            dict(service),
+            _preload_content=False,
+            _request_timeout=_TIMEOUT,
+        )
+        created: KubeObject = read_json(resp)
+        return created
+
     # -- lists and watches -----------------------------------------------------------------
 
     def _list_fn(self, kind: str) -> Any:

@@ -187,8 +187,9 @@ def load_api_client(
 def disable_transport_retries(configuration: Any) -> None:
     """Turn off urllib3's own retries: they would multiply ours and hide the failures."""
     configuration.retries = urllib3.util.Retry(total=0, connect=0, read=0, redirect=3)
-    # Many threads share one client; the pool must hold at least the watches and log streams.
-    configuration.connection_pool_maxsize = max(configuration.connection_pool_maxsize, 32)
+    # Many threads share one client; the pool must hold at least the watches and log streams
+    # (a step on N nodes follows N streams at once, and an operator runs steps in parallel).
+    configuration.connection_pool_maxsize = max(configuration.connection_pool_maxsize, 128)
 
 
 def _status_body(exc: ApiException) -> Status:

@@ -30,6 +30,7 @@ from k8s_step_operator._job.keys import (
     CLUSTER_AUTOSCALER_STATUS_CONFIGMAP,
     CLUSTER_AUTOSCALER_STATUS_NAMESPACE,
 )
+from k8s_step_operator._job.quantity import parse_quantity
 from k8s_step_operator._objects import (
     ConfigMap,
     Event,
@@ -39,7 +40,7 @@ from k8s_step_operator._objects import (
     labels_of,
     name_of,
 )
-from k8s_step_operator._runner.fit import required_node_terms, tolerates
+from k8s_step_operator._runner.fit import pod_requests, required_node_terms, tolerates
 from k8s_step_operator._runner.ports import SYSTEM_CLOCK, Clock
 
 __all__ = [
@@ -47,6 +48,7 @@ __all__ = [
     "AutoscalerView",
     "Presence",
     "latest_signal",
+    "nodepool_room",
     "nodepools_admitting",
 ]
 
@@ -214,6 +216,24 @@ def nodepools_admitting(
         else:
             admitting.append(name)
     return admitting, refusals
+
+
+def nodepool_room(pool: NodePool, pod_spec: PodSpec) -> int | None:
+    """How many pods of ``pod_spec`` the NodePool's limits let it hold in all.
+
+    Karpenter's limits cap the summed resources of a NodePool's nodes. ``None``: the NodePool
+    limits none of the resources the pod requests.
+    """
+    limits = pool.get("spec", {}).get("limits") or {}
+    counts: list[int] = []
+    for resource, amount in pod_requests(pod_spec).items():
+        if amount <= 0 or resource not in limits:
+            continue
+        try:
+            counts.append(int(float(parse_quantity(limits[resource])) // amount))
+        except ValueError:
+            continue
+    return min(counts) if counts else None
 
 
 # -- which autoscalers exist ---------------------------------------------------------------------

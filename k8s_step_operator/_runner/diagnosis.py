@@ -9,6 +9,17 @@ reads the clock, so every branch is tested with plain dictionaries.
 The phases, in order: ``submitted`` (the Job exists, no pod yet), ``queued`` (suspended, e.g. by
 Kueue), ``scheduling`` (a pod waits for a node), ``starting`` (on a node, image and volumes being
 prepared), ``running``, then ``succeeded`` or ``failed``.
+
+A step on several nodes is one Indexed Job of N ranks, read rank by rank (``RankView``, the
+newest pod of each completion index). The step is only as far as its least advanced rank: it
+runs when every rank runs, and until then the summary counts them ("3 of 4 ranks scheduled;
+rank 3: unschedulable: ..."). A problem of any rank is the step's (the most serious first). When
+the Job fails, the rank that failed first is the culprit (not the ranks the Job controller
+stopped because of it), and the outcome names it. The step's verdict does not wait for the Job
+controller's (which batches pod updates for a second): a rank that failed on its own, in a Job
+whose first counted failure fails it (``backoffLimit`` 0) and whose pod failure policy does not
+ignore that failure, is the step's failure as soon as it is seen; the controller then fails the
+Job and stops the other ranks by the same rules.
 """
 
 from __future__ import annotations
@@ -30,12 +41,14 @@ from k8s_step_operator._errors import (
     UnschedulableError,
 )
 from k8s_step_operator._job.keys import KUEUE_QUEUE_LABEL
+from k8s_step_operator._job.ranks import ranks_of
 from k8s_step_operator._objects import (
     Condition,
     ContainerStateTerminated,
     Event,
     Job,
     Pod,
+    PodFailurePolicyRule,
     labels_of,
     name_of,
 )
@@ -45,7 +58,7 @@ from k8s_step_operator._runner.autoscaler import (
     latest_signal,
 )
 from k8s_step_operator._runner.kueue import WorkloadState
-from k8s_step_operator._runner.pods import conditions_by_type, container_statuses
+from k8s_step_operator._runner.pods import conditions_by_type, container_statuses, rank_of
 
 __all__ = [
     "Bounds",
@@ -54,7 +67,9 @@ __all__ = [
     "Phase",
     "Placement",
     "Problem",
+    "RankView",
     "decide",
+    "never_admissible",
     "observe",
 ]
 
@@ -120,6 +135,31 @@ class Outcome:
     exit_code: int | None = None
     oom_killed: bool = False
     job_reason: str = ""  # the reason of the Job's own failure condition
+    rank: int | None = None  # the failed pod's rank, when the step runs on several nodes
+
+
+@dataclass(frozen=True)
+class RankView:
+    """One rank of a step on several nodes, as its newest pod shows it.
+
+    Attributes:
+        rank: The rank (the pod's completion index).
+        phase: Where the rank is (``submitted``: its pod is not created yet; ``succeeded``:
+            it finished).
+        summary: Why, in one line.
+        pod: Its newest pod (``""`` before the Job controller made one).
+        node: The node of that pod, once scheduled.
+        problem: What keeps the rank from progressing, if anything.
+        replaced: Why an earlier pod of the rank was disrupted (it was replaced), or ``""``.
+    """
+
+    rank: int
+    phase: Phase
+    summary: str
+    pod: str = ""
+    node: str = ""
+    problem: Problem | None = None
+    replaced: str = ""
 
 
 @dataclass(frozen=True)
@@ -137,6 +177,7 @@ class Observation:
     queue: str = ""
     autoscaler: AutoscalerSignal | None = None
     node: str = ""
+    ranks: tuple[RankView, ...] = ()  # a step on several nodes: every rank, in order
 
 
 class Bounds(Protocol):
@@ -176,12 +217,16 @@ class Placement:
             not said so yet): the pod waits for it, up to scale_up_timeout.
         autoscaler_wait: Instead of scale_up_timeout, how long to wait for an autoscaler that
             may exist (the identity cannot tell) to say something.
+        gang: For a step on several nodes whose ranks can never all be placed although one
+            could (too few nodes of the model, no domain of its topology level large enough):
+            why, and what to change. ``never_fits`` is set with it.
     """
 
     never_fits: bool = False
     advice: str = ""
     autoscaler_may_act: bool = False
     autoscaler_wait: float | None = None
+    gang: str = ""
 
 
 _TRUE = "True"
@@ -209,12 +254,105 @@ def _terminated(pod: Pod) -> tuple[str, ContainerStateTerminated] | None:
     return done[0] if done else None
 
 
+def _finished_at(pod: Pod) -> str:
+    times = [
+        str(t.get("finishedAt") or "")
+        for cs in container_statuses(pod)
+        if (t := cs.get("state", {}).get("terminated"))
+    ]
+    return min((t for t in times if t), default="~")  # "~" sorts after every timestamp
+
+
+def _disrupted(pod: Pod) -> Condition | None:
+    return _true(conditions_by_type(pod), "DisruptionTarget")
+
+
+def _culprits(pods: Sequence[Pod]) -> list[Pod]:
+    """The failed pods of a Job of several ranks, the one that failed the Job last in the list.
+
+    The Job controller stops the other ranks once one has failed: they are being deleted (and
+    terminate with 143) or are gone. The first rank that failed on its own is the cause; a rank
+    disrupted (preempted, evicted) comes next; the ranks stopped by the controller last.
+    """
+    failed = [p for p in pods if p.get("status", {}).get("phase") == "Failed"] or list(pods)
+
+    def blame(pod: Pod) -> tuple[int, str]:
+        deleting = bool(pod.get("metadata", {}).get("deletionTimestamp"))
+        kind = 0 if not deleting and _disrupted(pod) is None else 1 if _disrupted(pod) else 2
+        return (kind, _finished_at(pod))
+
+    return sorted(failed, key=blame, reverse=True)
+
+
+def _failed_rank(job: Job, pods: Sequence[Pod]) -> Pod | None:
+    """The rank whose failure fails the Job, before the Job controller says so (or ``None``).
+
+    Only a pod that failed on its own (not being deleted: the controller or an eviction stops
+    it otherwise), in a Job failed by its first counted failure, and not ignored by the pod
+    failure policy.
+    """
+    spec = job.get("spec", {})
+    if spec.get("backoffLimit", 6) != 0:
+        return None
+    rules = spec.get("podFailurePolicy", {}).get("rules") or []
+    failed = [
+        p
+        for p in pods
+        if p.get("status", {}).get("phase") == "Failed"
+        and not p.get("metadata", {}).get("deletionTimestamp")
+        and _policy_action(rules, p) != "Ignore"
+    ]
+    return min(failed, key=_finished_at) if failed else None
+
+
+def _policy_action(rules: Sequence[PodFailurePolicyRule], pod: Pod) -> str:
+    """What the Job's pod failure policy does with a failed pod (``Count`` when no rule says)."""
+    conds = conditions_by_type(pod)
+    codes = {
+        str(cs.get("name", "")): int(t.get("exitCode") or 0)
+        for cs in container_statuses(pod)
+        if (t := cs.get("state", {}).get("terminated"))
+    }
+    for rule in rules:
+        for wanted in rule.get("onPodConditions") or []:
+            cond = conds.get(str(wanted.get("type")))
+            if cond is not None and cond.get("status") == wanted.get("status", _TRUE):
+                return str(rule.get("action"))
+        on_codes = rule.get("onExitCodes")
+        if on_codes:
+            container = on_codes.get("containerName")
+            values = set(on_codes.get("values") or [])
+            inside = on_codes.get("operator") == "In"
+            for name, code in codes.items():
+                if (container and name != container) or code == 0:
+                    continue
+                if (code in values) == inside:
+                    return str(rule.get("action"))
+    return "Count"
+
+
 def _failure_outcome(job: Job, pods: Sequence[Pod], cond: Condition) -> Outcome:
     reason = str(cond.get("reason") or "")
     message = str(cond.get("message") or "")
-    failed = [p for p in pods if p.get("status", {}).get("phase") == "Failed"]
-    candidates = failed or list(pods)
+    several = ranks_of(job) > 1
+    if several:
+        candidates = _culprits(pods)
+    else:
+        failed = [p for p in pods if p.get("status", {}).get("phase") == "Failed"]
+        candidates = failed or list(pods)
     for pod in reversed(candidates):
+        rank = rank_of(pod) if several else None
+        disrupted = _disrupted(pod) if several else None
+        if disrupted is not None:
+            why = str(disrupted.get("message") or disrupted.get("reason") or "")
+            return Outcome(
+                succeeded=False,
+                reason=str(disrupted.get("reason") or "DisruptionTarget"),
+                message=f"rank {rank} was disrupted: {why}",
+                pod=name_of(pod),
+                job_reason=reason,
+                rank=rank,
+            )
         term = _terminated(pod)
         if term is not None:
             container, t = term
@@ -224,6 +362,9 @@ def _failure_outcome(job: Job, pods: Sequence[Pod], cond: Condition) -> Outcome:
             # The container's own reason says more than the Job's (BackoffLimitExceeded...),
             # unless it is the generic "Error".
             specific = t_reason not in ("", "Error", "Completed")
+            if several:
+                said = f"exited with code {code}" if code is not None else "ended"
+                message = f"rank {rank} {said}; the step's other ranks are stopped"
             return Outcome(
                 succeeded=False,
                 reason=t_reason if specific else (reason or t_reason),
@@ -233,6 +374,7 @@ def _failure_outcome(job: Job, pods: Sequence[Pod], cond: Condition) -> Outcome:
                 exit_code=int(code) if code is not None else None,
                 oom_killed=t_reason == "OOMKilled",
                 job_reason=reason,
+                rank=rank,
             )
         status = pod.get("status", {})
         if status.get("phase") == "Failed" and status.get("reason"):
@@ -243,6 +385,7 @@ def _failure_outcome(job: Job, pods: Sequence[Pod], cond: Condition) -> Outcome:
                 message=str(status.get("message") or message),
                 pod=name_of(pod),
                 job_reason=reason,
+                rank=rank,
             )
     return Outcome(succeeded=False, reason=reason, message=message, job_reason=reason)
 
@@ -273,9 +416,24 @@ def observe(
     failed = _true(conds, "FailureTarget") or _true(conds, "Failed")
     if failed is not None:
         outcome = _failure_outcome(job, pods, failed)
+        who = f"rank {outcome.rank} " if outcome.rank is not None else ""
         return Observation(
             Phase.FAILED,
-            f"failed: {outcome.reason or 'unknown reason'}",
+            f"failed: {who}{outcome.reason or 'unknown reason'}",
+            pod=outcome.pod,
+            container=outcome.container,
+            reason=outcome.reason,
+            message=outcome.message,
+            outcome=outcome,
+        )
+
+    early = _failed_rank(job, pods) if ranks_of(job) > 1 else None
+    if early is not None:
+        cond: Condition = {"type": "FailureTarget", "status": "True"}
+        outcome = _failure_outcome(job, [early], cond)
+        return Observation(
+            Phase.FAILED,
+            f"failed: rank {outcome.rank} {outcome.reason or 'unknown reason'}",
             pod=outcome.pod,
             container=outcome.container,
             reason=outcome.reason,
@@ -295,6 +453,9 @@ def observe(
         if p.get("status", {}).get("phase") not in ("Succeeded", "Failed")
         and not p.get("metadata", {}).get("deletionTimestamp")
     ]
+    ranks = ranks_of(job)
+    if ranks > 1 and active:
+        return _observe_ranks(ranks, active, pods, events)
     if not active:
         rejected = [
             e
@@ -312,10 +473,14 @@ def observe(
                 message=message,
             )
         if pods:
-            return Observation(Phase.RUNNING, "pod finished; waiting for the Job's verdict")
+            finished = "ranks finished" if ranks > 1 else "pod finished"
+            return Observation(Phase.RUNNING, f"{finished}; waiting for the Job's verdict")
         return Observation(Phase.SUBMITTED, "waiting for the Job controller to create a pod")
+    return _observe_pod(active[-1], events)
 
-    pod = active[-1]
+
+def _observe_pod(pod: Pod, events: Sequence[Event]) -> Observation:
+    """Where one (active) pod is: scheduling, scaling up, starting or running, and why."""
     pod_name = name_of(pod)
     pod_conds = conditions_by_type(pod)
     scheduled = pod_conds.get("PodScheduled")
@@ -381,6 +546,110 @@ def observe(
     return Observation(Phase.STARTING, f"starting on {node}", pod=pod_name, node=node)
 
 
+# The order in which a rank's problem becomes the step's: what fails soonest first.
+_PROBLEM_ORDER = (
+    Problem.IMAGE_INVALID,
+    Problem.MISSING_CONFIG,
+    Problem.IMAGE_PULL,
+    Problem.UNSCHEDULABLE,
+    Problem.SCALING_UP,
+)
+# How far a rank is; the step is as far as its least advanced rank.
+_PROGRESS = {
+    Phase.SUBMITTED: 0,
+    Phase.SCHEDULING: 1,
+    Phase.SCALING_UP: 1,
+    Phase.STARTING: 2,
+    Phase.RUNNING: 3,
+    Phase.SUCCEEDED: 4,
+}
+
+
+def _observe_ranks(
+    ranks: int, active: Sequence[Pod], pods: Sequence[Pod], events: Sequence[Event]
+) -> Observation:
+    """The step on ``ranks`` nodes as its ranks show it: the least advanced one leads."""
+    newest: dict[int, Pod] = {}
+    for pod in active:  # the Job controller keeps one active pod per index; keep the newest
+        rank = rank_of(pod)
+        if rank not in newest or _created(pod) >= _created(newest[rank]):
+            newest[rank] = pod
+    succeeded = {rank_of(p) for p in pods if p.get("status", {}).get("phase") == "Succeeded"} - set(
+        newest
+    )
+    replaced: dict[int, str] = {}
+    for pod in pods:
+        rank = rank_of(pod)
+        cond = _disrupted(pod)
+        if cond is not None and rank in newest and name_of(newest[rank]) != name_of(pod):
+            replaced[rank] = str(cond.get("reason") or "DisruptionTarget")
+    views: list[RankView] = []
+    by_rank: dict[int, Observation] = {}
+    for rank in range(ranks):
+        if rank in newest:
+            obs = _observe_pod(newest[rank], events)
+            by_rank[rank] = obs
+            views.append(
+                RankView(
+                    rank,
+                    obs.phase,
+                    obs.summary,
+                    pod=obs.pod,
+                    node=obs.node,
+                    problem=obs.problem,
+                    replaced=replaced.get(rank, ""),
+                )
+            )
+        elif rank in succeeded:
+            views.append(RankView(rank, Phase.SUCCEEDED, "finished"))
+        else:
+            views.append(RankView(rank, Phase.SUBMITTED, "waiting for the Job controller"))
+    scheduled = sum(1 for v in views if v.node or v.phase is Phase.SUCCEEDED)
+    running = sum(1 for v in views if v.phase in (Phase.RUNNING, Phase.SUCCEEDED))
+    lead = min(views, key=lambda v: (_PROGRESS[v.phase], v.rank))
+    troubled = sorted(
+        (v for v in views if v.problem is not None),
+        key=lambda v: _PROBLEM_ORDER.index(v.problem) if v.problem in _PROBLEM_ORDER else 9,
+    )
+    focus = troubled[0] if troubled else lead
+    phase = lead.phase if lead.phase is not Phase.SUCCEEDED else Phase.RUNNING
+    if troubled and focus.phase is Phase.SCALING_UP and phase is not Phase.SUBMITTED:
+        phase = Phase.SCALING_UP
+    if scheduled < ranks:
+        count = f"{scheduled} of {ranks} ranks scheduled"
+    elif running < ranks:
+        count = f"{ranks} of {ranks} ranks scheduled, {running} running"
+    else:
+        nodes = ", ".join(v.node or "-" for v in views)
+        count = f"{ranks} ranks running on {nodes}"
+    all_running = running == ranks and not troubled
+    summary = count if all_running else f"{count}; rank {focus.rank}: {focus.summary}"
+    notes = [
+        f"rank {r} replaced after a disruption ({why})"
+        for r, why in sorted(replaced.items())
+        if views[r].phase is not Phase.RUNNING
+    ]
+    if notes:
+        summary += "; " + "; ".join(notes)
+    detail = by_rank.get(focus.rank)
+    return Observation(
+        phase,
+        summary,
+        pod=focus.pod or views[0].pod,
+        container=detail.container if detail is not None else "",
+        problem=focus.problem,
+        reason=detail.reason if detail is not None else "",
+        message=detail.message if detail is not None else "",
+        autoscaler=detail.autoscaler if detail is not None else None,
+        node=views[0].node,
+        ranks=tuple(views),
+    )
+
+
+def _created(pod: Pod) -> str:
+    return str(pod.get("metadata", {}).get("creationTimestamp") or "")
+
+
 def _queued(name: str, ctx: QueueContext | None) -> Observation:
     """The queued phase, in Kueue's words when its Workload says more than "suspended"."""
     if not name or ctx is None:
@@ -393,6 +662,12 @@ def _queued(name: str, ctx: QueueContext | None) -> Observation:
         )
         return _refused(name, message)
     wl = ctx.workload
+    if wl is not None and not wl.admitted and never_admissible(wl.message):
+        return _refused(
+            name,
+            f"Kueue can never admit it as it is: {wl.message} (ask for fewer GPUs or ranks, or "
+            "a ClusterQueue with more quota, or a topology level its ResourceFlavor has)",
+        )
     if (wl is not None and wl.inadmissible) or ctx.cluster_queue == "":
         said = f"Kueue cannot admit it: {wl.message}" if wl is not None and wl.message else ""
         if ctx.cluster_queue == "":
@@ -419,6 +694,22 @@ def _queued(name: str, ctx: QueueContext | None) -> Observation:
     if wl is not None and wl.evicted and not wl.admitted:
         why = f"preempted ({wl.evicted}); queued again: {why}"
     return Observation(Phase.QUEUED, f"{where}: {why}", queue=name, message=why)
+
+
+# Kueue's words when no wait can admit a Workload under the queue's configuration: the request
+# exceeds what the ClusterQueue could ever lend it (its quota plus what it may borrow), or the
+# ResourceFlavor has no topology, or not the level the pods ask for. Kueue says "Pending" for
+# these as for a full queue.
+_NEVER = (
+    "> maximum capacity (",
+    "does not contain the requested level",
+    "does not support TopologyAwareScheduling",
+)
+
+
+def never_admissible(message: str) -> bool:
+    """Whether Kueue's message says no wait can admit the Workload (see ``_NEVER``)."""
+    return any(words in message for words in _NEVER)
 
 
 def _refused(name: str, message: str) -> Observation:
@@ -451,6 +742,7 @@ def outcome_error(outcome: Outcome, **facts: Any) -> StepError:
         container=outcome.container,
         reason=outcome.reason,
         exit_code=outcome.exit_code,
+        rank=outcome.rank,
     )
     base.update(facts)
     if outcome.job_reason == "DeadlineExceeded":
@@ -488,6 +780,9 @@ def decide(
     never_fits, advice = place.never_fits, place.advice
     autoscaler_may_act, autoscaler_wait = place.autoscaler_may_act, place.autoscaler_wait
     facts = {**facts, "pod": obs.pod, "container": obs.container, "reason": obs.reason}
+    rank = next((v.rank for v in obs.ranks if obs.pod and v.pod == obs.pod), None)
+    if rank is not None:
+        facts["rank"] = rank
     if obs.problem is Problem.ADMISSION:
         return AdmissionRejectedError(obs.message, **facts)
     if obs.problem is Problem.QUEUE_REFUSED:
@@ -512,14 +807,19 @@ def decide(
         signal = obs.autoscaler
         if never_fits and signal is not None and not signal.limited:
             # No current node fits and the autoscaler will add none: waiting cannot help.
+            head = f"{place.gang}; " if place.gang else "no node fits and "
             return UnschedulableError(
-                f"no node fits and {signal.who} will not add one: {signal.message}"
-                + (f" ({advice})" if advice else ""),
+                f"{head}{signal.who} will not add one: {signal.message}"
+                + (f" ({advice})" if advice and not place.gang else ""),
                 breakdown=obs.message,
                 **facts,
             )
         if never_fits and signal is None:
             if not autoscaler_may_act:
+                if place.gang:
+                    return UnschedulableError(
+                        f"{place.gang} ({obs.summary})", breakdown=obs.message, **facts
+                    )
                 why = f"{advice} (scheduler: {obs.message})" if advice else obs.message
                 return UnschedulableError(
                     f"no node could ever fit this pod: {why}", breakdown=obs.message, **facts
@@ -529,15 +829,15 @@ def decide(
                 which = "scale_up_timeout" if autoscaler_wait is None else "no autoscaler spoke"
                 return UnschedulableError(
                     f"no node fits, and no autoscaler added one within {seen_for:.0f}s "
-                    f"({which}): {advice or obs.message}",
+                    f"({which}): {place.gang or advice or obs.message}",
                     breakdown=obs.message,
                     **facts,
                 )
         if _over(seen_for, limits.pending_timeout):
             limited = f" ({signal.words})" if signal is not None else ""
+            what = obs.summary if obs.ranks else obs.message
             return UnschedulableError(
-                f"still unschedulable after {seen_for:.0f}s (pending timeout): "
-                f"{obs.message}{limited}",
+                f"still unschedulable after {seen_for:.0f}s (pending timeout): {what}{limited}",
                 breakdown=obs.message,
                 **facts,
             )

@@ -20,6 +20,7 @@ from k8s_step_operator._runner.events import (
     LogLine,
     PhaseChanged,
     Preempted,
+    RanksPlaced,
     Submitted,
 )
 
@@ -75,5 +76,7 @@ def log_event(event: Event) -> None:
             event.reason,
             event.message,
         )
+    elif isinstance(event, RanksPlaced):
+        log.info("step %s: %s", event.step, event.text)
     elif isinstance(event, Finished) and event.succeeded:
         log.info("step %s: succeeded (Job %s)", event.step, event.where)

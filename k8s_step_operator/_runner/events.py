@@ -31,6 +31,7 @@ __all__ = [
     "LogLine",
     "PhaseChanged",
     "Preempted",
+    "RanksPlaced",
     "Retrying",
     "StepEvent",
     "Submitted",
@@ -163,6 +164,38 @@ class Preempted(StepEvent):
 
 
 @dataclass(frozen=True, kw_only=True)
+class RanksPlaced(StepEvent):
+    """Every rank of a step on several nodes has a node: where the step landed.
+
+    Attributes:
+        nodes: The node of each rank, by rank.
+        level: The topology level the ranks were asked to share (``settings.topology``), or
+            ``""``.
+        domains: With a level, each node's domain in it (its value of that label; ``""`` when
+            the nodes could not be read).
+    """
+
+    nodes: Mapping[int, str]
+    level: str = ""
+    domains: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def text(self) -> str:
+        """``2 ranks placed: rank 0 on a, rank 1 on b; all in <level>=<domain>``."""
+        where = ", ".join(f"rank {r} on {n}" for r, n in sorted(self.nodes.items()))
+        text = f"{len(self.nodes)} ranks placed: {where}"
+        if self.level:
+            values = {self.domains.get(n, "") for n in self.nodes.values()}
+            if len(values) == 1 and "" not in values:
+                text += f"; all in {self.level}={values.pop()}"
+            elif "" in values:
+                text += f"; their {self.level} is not known (nodes not readable)"
+            else:
+                text += f"; across {self.level} " + ", ".join(sorted(values))
+        return text
+
+
+@dataclass(frozen=True, kw_only=True)
 class LogLine(StepEvent):
     """One line the step printed.
 
@@ -170,7 +203,9 @@ class LogLine(StepEvent):
         pod: The pod that printed it.
         container: Its container.
         text: The line, without its timestamp.
-        prefix: ``"[pod/container] "`` when the Job has several pods or containers, else ``""``.
+        prefix: ``"[rank N] "`` for a step on several nodes (``"[rank N/container] "`` with
+            several containers), ``"[pod/container] "`` when a Job of one rank has several pods
+            or containers, else ``""``.
     """
 
     pod: str
@@ -186,15 +221,17 @@ class Timeline:
     Attributes:
         seconds: Seconds spent in each phase (a phase entered twice, as after a preemption,
             counts both stays).
-        node: The node the step ran on last (``""``: it never got one).
+        node: The node the step ran on last (``""``: it never got one; rank 0's with several).
         gpus: GPUs per pod the step requested.
         gpu_resource: The extended resource its GPUs are (``nvidia.com/gpu``...), ``""`` if none.
+        ranks: Pods that ran at once (the step's nodes).
     """
 
     seconds: Mapping[Phase, float] = field(default_factory=dict)
     node: str = ""
     gpus: int = 0
     gpu_resource: str = ""
+    ranks: int = 1
 
     def of(self, phase: Phase) -> float:
         """Seconds spent in ``phase``."""
@@ -202,8 +239,8 @@ class Timeline:
 
     @property
     def gpu_seconds(self) -> float:
-        """GPUs held times seconds running: what the step cost in GPU time."""
-        return self.gpus * self.of(Phase.RUNNING)
+        """GPUs held times seconds running: what the step cost in GPU time (every rank's)."""
+        return self.gpus * self.ranks * self.of(Phase.RUNNING)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -29,9 +29,12 @@ from k8s_step_operator._objects import (
 
 __all__ = [
     "FitVerdict",
+    "GangRoom",
     "NodeMiss",
     "check_fit",
     "fits_somewhere",
+    "gang_room",
+    "pod_requests",
     "required_node_terms",
     "tolerates",
 ]
@@ -156,6 +159,11 @@ def required_node_terms(pod_spec: PodSpec) -> list[NodeSelectorTerm]:
     return required.get("nodeSelectorTerms") or []
 
 
+def pod_requests(pod_spec: PodSpec) -> dict[str, float]:
+    """What one pod requests, per resource (a limit alone counts as the request)."""
+    return _requests(pod_spec)
+
+
 def _requests(pod_spec: PodSpec) -> dict[str, float]:
     requests: dict[str, float] = {}
     for c in pod_spec.get("containers") or []:
@@ -175,55 +183,124 @@ def check_fit(pod_spec: PodSpec, nodes: Sequence[Node]) -> FitVerdict:
         pod_spec: The pod's ``PodSpec`` (a Job's ``spec.template.spec``).
         nodes: The cluster's ``Node`` objects.
     """
+    misses: list[NodeMiss] = []
+    for node in nodes:
+        miss = _miss(pod_spec, node)
+        if miss is None:
+            return FitVerdict(True)
+        misses.append(miss)
+    return FitVerdict(False, tuple(misses), pod_spec.get("nodeSelector", {}))
+
+
+def _miss(pod_spec: PodSpec, node: Node) -> NodeMiss | None:
+    """Why ``node`` can never run the pod (the first filter it fails), or ``None``."""
     selector = pod_spec.get("nodeSelector", {})
     tolerations = pod_spec.get("tolerations") or []
     terms = required_node_terms(pod_spec)
     requests = _requests(pod_spec)
-    misses: list[NodeMiss] = []
+    name = name_of(node)
+    labels = labels_of(node)
+    if any(labels.get(k) != v for k, v in selector.items()):
+        return NodeMiss(name, SELECTOR, "node selector does not match")
+    if terms and not any(
+        all(_matches_expression(labels, e) for e in (term.get("matchExpressions") or []))
+        for term in terms
+    ):
+        return NodeMiss(name, AFFINITY, "required node affinity does not match")
+    untolerated = [
+        t
+        for t in node.get("spec", {}).get("taints") or []
+        if t.get("effect") in ("NoSchedule", "NoExecute") and not tolerates(tolerations, t)
+    ]
+    if untolerated:
+        t = untolerated[0]
+        shown = f"{t.get('key')}{'=' + t['value'] if t.get('value') else ''}:{t.get('effect')}"
+        return NodeMiss(name, TAINT, f"untolerated taint {shown}", key=shown)
+    allocatable = node.get("status", {}).get("allocatable", {})
+    short = [
+        key
+        for key, amount in requests.items()
+        if amount > 0 and _quantity(allocatable.get(key, 0)) < amount
+    ]
+    if short:
+        key = short[0]
+        have = _quantity(allocatable.get(key, 0))
+        return NodeMiss(
+            name,
+            CAPACITY,
+            f"{key} requested {requests[key]:g}, allocatable {have:g}",
+            key=key,
+            requested=requests[key],
+            allocatable=have,
+        )
+    return None
+
+
+@dataclass(frozen=True)
+class GangRoom:
+    """How many ranks of a step on several nodes the nodes could ever hold at once.
+
+    Attributes:
+        ranks: Ranks the nodes that fit one could hold together, ignoring what runs there now
+            (with a topology level: in its largest domain).
+        nodes: The nodes that could take a rank.
+        level: The topology level (node label) the ranks must share, or ``""``.
+        domain: With a level, the value of its largest domain.
+        per_domain: With a level, the ranks each domain could hold.
+        unlabelled: With a level, nodes that could take a rank but do not carry it.
+    """
+
+    ranks: int
+    nodes: tuple[str, ...] = ()
+    level: str = ""
+    domain: str = ""
+    per_domain: Mapping[str, int] | None = None
+    unlabelled: tuple[str, ...] = ()
+
+
+def gang_room(pod_spec: PodSpec, nodes: Sequence[Node], level: str = "") -> GangRoom:
+    """How many pods of ``pod_spec`` the nodes could hold at once, all in one domain of ``level``.
+
+    Each node that fits one pod (``check_fit``'s filters) holds as many as its allocatable
+    capacity allows for every resource the pod requests (and its ``pods`` count), whatever runs
+    there now: the room of an empty cluster, the most that waiting could ever give.
+
+    Args:
+        pod_spec: One rank's ``PodSpec``.
+        nodes: The cluster's ``Node`` objects.
+        level: A node label all ranks must share (``""``: none).
+    """
+    requests = {k: v for k, v in _requests(pod_spec).items() if v > 0}
+    room: dict[str, int] = {}
+    fitting: list[str] = []
+    unlabelled: list[str] = []
     for node in nodes:
+        if _miss(pod_spec, node) is not None:
+            continue
         name = name_of(node)
-        labels = labels_of(node)
-        if any(labels.get(k) != v for k, v in selector.items()):
-            misses.append(NodeMiss(name, SELECTOR, "node selector does not match"))
-            continue
-        if terms and not any(
-            all(_matches_expression(labels, e) for e in (term.get("matchExpressions") or []))
-            for term in terms
-        ):
-            misses.append(NodeMiss(name, AFFINITY, "required node affinity does not match"))
-            continue
-        untolerated = [
-            t
-            for t in node.get("spec", {}).get("taints") or []
-            if t.get("effect") in ("NoSchedule", "NoExecute") and not tolerates(tolerations, t)
-        ]
-        if untolerated:
-            t = untolerated[0]
-            shown = f"{t.get('key')}{'=' + t['value'] if t.get('value') else ''}:{t.get('effect')}"
-            misses.append(NodeMiss(name, TAINT, f"untolerated taint {shown}", key=shown))
-            continue
         allocatable = node.get("status", {}).get("allocatable", {})
-        short = [
-            key
-            for key, amount in requests.items()
-            if amount > 0 and _quantity(allocatable.get(key, 0)) < amount
-        ]
-        if short:
-            key = short[0]
-            have = _quantity(allocatable.get(key, 0))
-            misses.append(
-                NodeMiss(
-                    name,
-                    CAPACITY,
-                    f"{key} requested {requests[key]:g}, allocatable {have:g}",
-                    key=key,
-                    requested=requests[key],
-                    allocatable=have,
-                )
-            )
+        holds = min(
+            [int(_quantity(allocatable.get(k, 0)) // amount) for k, amount in requests.items()]
+            + ([int(_quantity(allocatable["pods"]))] if "pods" in allocatable else []),
+            default=1_000_000,
+        )
+        fitting.append(name)
+        key = labels_of(node).get(level) if level else ""
+        if key is None:
+            unlabelled.append(name)
             continue
-        return FitVerdict(True)
-    return FitVerdict(False, tuple(misses), selector)
+        room[key] = room.get(key, 0) + holds
+    if not level:
+        return GangRoom(room.get("", 0), tuple(fitting))
+    best = max(room.items(), key=lambda kv: (kv[1], kv[0]), default=("", 0))
+    return GangRoom(
+        best[1],
+        tuple(fitting),
+        level=level,
+        domain=best[0],
+        per_domain=dict(room),
+        unlabelled=tuple(unlabelled),
+    )
 
 
 def fits_somewhere(pod_spec: PodSpec, nodes: Sequence[Node]) -> tuple[bool, list[str]]:

@@ -1,10 +1,12 @@
 """Streams a step's output to the caller as the step prints it (as ``LogLine`` events).
 
-Every pod of the Job is followed, each container once it has started. Lines are requested with
-timestamps, so a stream that is cut (an API server restart, a read time-out) resumes from the
-last second seen and drops what was already emitted: nothing is lost, nothing is said twice. The
-end of a stream is not the end of the step: the outcome comes from the Job alone. The runner drains
-the streams before it returns, so the last lines arrive before the Job may be deleted.
+Every pod of the Job is followed, each container once it has started. The lines of a step on
+several nodes carry their rank (``[rank 2] ``), and ``only_rank`` follows one rank alone. Lines
+are requested with timestamps, so a stream that is cut (an API server restart, a read time-out)
+resumes from the last second seen and drops what was already emitted: nothing is lost, nothing
+is said twice. The end of a stream is not the end of the step: the outcome comes from the Job
+alone. The runner drains the streams before it returns (every stream's end at once), so the last
+lines arrive before the Job may be deleted.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from datetime import datetime
 
 from k8s_step_operator._errors import ApiError
 from k8s_step_operator._objects import Pod
-from k8s_step_operator._runner.pods import container_statuses
+from k8s_step_operator._runner.pods import container_statuses, rank_of
 from k8s_step_operator._runner.ports import SYSTEM_CLOCK, Clock, KubeAccess, Stream
 
 __all__ = ["LogFollower"]
@@ -159,10 +161,13 @@ class LogFollower:
         api: The API access.
         namespace: The Job's namespace.
         emit: Where each line goes: ``emit(pod, container, prefix, text)``; ``prefix`` is
+            ``"[rank N] "`` (``"[rank N/container] "``) for a step of several ranks, else
             ``"[pod/container] "`` when the Job has several pods or containers.
         container_done: Tells whether a container has terminated (from the watcher's cache).
         read_timeout: Seconds of silence after which a stream is re-opened.
         clock: The clock (resume points, retry pauses).
+        ranks: The step's ranks (1: a Job of one pod).
+        only_rank: Follow this rank's pods alone (``None``: every pod).
     """
 
     def __init__(
@@ -173,8 +178,13 @@ class LogFollower:
         container_done: Callable[[str, str], bool],
         read_timeout: float = 300.0,
         clock: Clock = SYSTEM_CLOCK,
+        ranks: int = 1,
+        only_rank: int | None = None,
     ) -> None:
         self.api = api
+        self.ranks = ranks
+        self.only_rank = only_rank
+        self._tails: dict[str, deque[str]] = {}
         self.clock = clock
         self.namespace = namespace
         self.emit = emit
@@ -189,6 +199,7 @@ class LogFollower:
         """Send one line of the step's output on, and keep it for the tail."""
         with self._lock:
             self.tail.append(text)
+            self._tails.setdefault(stream.pod, deque(maxlen=TAIL_LINES)).append(text)
         self.emit(stream.pod, stream.container, stream.prefix, text)
 
     def update(self, pods: Sequence[Pod]) -> None:
@@ -196,6 +207,9 @@ class LogFollower:
         several = len(pods) > 1
         for pod in pods:
             name = str(pod["metadata"]["name"])
+            rank = rank_of(pod) if self.ranks > 1 else None
+            if self.only_rank is not None and rank is not None and rank != self.only_rank:
+                continue
             statuses = container_statuses(pod)
             multi = len(statuses) > 1
             for cs in statuses:
@@ -208,8 +222,11 @@ class LogFollower:
                         # Fetch the end now, while the Job controller is still deciding.
                         self._streams[key].settle()
                     continue
-                parts = [p for p in (name if several else "", key[1] if multi else "") if p]
-                prefix = f"[{'/'.join(parts)}] " if parts else ""
+                if rank is not None:
+                    prefix = f"[rank {rank}/{key[1]}] " if multi else f"[rank {rank}] "
+                else:
+                    parts = [p for p in (name if several else "", key[1] if multi else "") if p]
+                    prefix = f"[{'/'.join(parts)}] " if parts else ""
                 stream = _Stream(self, name, key[1], prefix)
                 stream.settling = "terminated" in state  # nothing to follow: fetch it whole
                 self._streams[key] = stream
@@ -233,9 +250,20 @@ class LogFollower:
         for stream in streams:
             if stream.thread.ident is not None:
                 stream.thread.join(max(0.0, deadline - self.clock.monotonic()))
-        for stream in streams:
-            if not stream.complete:
-                stream.finish()
+        unfinished = [s for s in streams if not s.complete]
+        if len(unfinished) == 1:
+            unfinished[0].finish()
+        elif unfinished:
+            # Every rank's end at once: the last lines of N ranks cost one round trip, not N.
+            workers = [
+                threading.Thread(target=s.finish, name=f"logs-end-{s.pod}", daemon=True)
+                for s in unfinished
+            ]
+            for worker in workers:
+                worker.start()
+            end = self.clock.monotonic() + timeout
+            for worker in workers:
+                worker.join(max(0.0, end - self.clock.monotonic()))
 
     def stop(self) -> None:
         """Stop following; open streams are closed."""
@@ -243,7 +271,9 @@ class LogFollower:
         for stream in list(self._streams.values()):
             stream.cut()
 
-    def last_lines(self) -> list[str]:
-        """The last lines the step printed."""
+    def last_lines(self, pod: str | None = None) -> list[str]:
+        """The last lines the step printed (``pod``'s alone, when given)."""
         with self._lock:
+            if pod is not None:
+                return list(self._tails.get(pod, ()))
             return list(self.tail)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from k8s_step_operator._job.keys import JOB_COMPLETION_INDEX_ANNOTATION
 from k8s_step_operator._objects import (
     Condition,
     ContainerState,
@@ -18,7 +19,13 @@ from k8s_step_operator._objects import (
     conditions_of,
 )
 
-__all__ = ["conditions_by_type", "container_state", "container_statuses", "pod_finished"]
+__all__ = [
+    "conditions_by_type",
+    "container_state",
+    "container_statuses",
+    "pod_finished",
+    "rank_of",
+]
 
 
 def conditions_by_type(obj: Job | Pod | Workload) -> dict[str, Condition]:
@@ -46,3 +53,12 @@ def container_state(pod: Pod, container: str) -> ContainerState | None:
 def pod_finished(pod: Pod) -> bool:
     """Whether a ``Pod`` reached Succeeded or Failed."""
     return pod.get("status", {}).get("phase") in ("Succeeded", "Failed")
+
+
+def rank_of(pod: Pod) -> int:
+    """A pod's rank: its completion index (0 for a pod of a Job that is not Indexed)."""
+    value = pod.get("metadata", {}).get("annotations", {}).get(JOB_COMPLETION_INDEX_ANNOTATION)
+    try:
+        return int(str(value)) if value is not None else 0
+    except ValueError:
+        return 0

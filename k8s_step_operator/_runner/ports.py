@@ -83,6 +83,10 @@ class KubeAccess(Protocol):
         """Create a Secret; a 409 raises ``ConflictError``."""
         ...
 
+    def create_service(self, namespace: str, service: Mapping[str, Any]) -> KubeObject:
+        """Create a Service; a 409 raises ``ConflictError``."""
+        ...
+
     @overload
     def list_objects(
         self, kind: Literal["jobs"], namespace: str, label_selector: str | None

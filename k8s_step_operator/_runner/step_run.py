@@ -13,6 +13,13 @@ watcher's caches, asks the nodes, autoscalers and Kueue when the tracker's input
 the tracker, publishes the events it returns and carries out its action. Everything it needs
 from the outside comes in as parameters: the API access, the clock, the watcher registry, the
 event bus and the node view. Unit tests pass in-memory fakes of each.
+
+A step on several nodes is the same loop over one Indexed Job: right after the Job, the runner
+creates its headless Service (owned by the Job, like the env Secret), and if it cannot, deletes
+the Job again; before the Job, a ``topology`` level that no readable node carries is refused.
+The fit check also asks whether all the ranks could ever be placed at once (enough nodes of the
+model, in one domain of the topology level, counting what Karpenter's NodePools may add), and the
+logs of every rank (or of rank 0 alone, ``log_ranks``) are prefixed with the rank.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from typing import Any, cast
 
 from k8s_step_operator._errors import (
     ApiError,
+    ConfigurationError,
     ConflictError,
     DeletedExternallyError,
     ForbiddenError,
@@ -37,9 +45,14 @@ from k8s_step_operator._errors import (
 )
 from k8s_step_operator._job.keys import JOB_CONTROLLER_UID_LABEL, KUEUE_QUEUE_LABEL
 from k8s_step_operator._job.naming import same_step
+from k8s_step_operator._job.ranks import build_rank_service, ranks_of
 from k8s_step_operator._job.settings import KubernetesJobStepOperatorSettings
-from k8s_step_operator._objects import Job, Node, Pod, PodSpec, labels_of
-from k8s_step_operator._runner.autoscaler import AutoscalerView, nodepools_admitting
+from k8s_step_operator._objects import Job, Node, NodePool, Pod, PodSpec, labels_of, name_of
+from k8s_step_operator._runner.autoscaler import (
+    AutoscalerView,
+    nodepool_room,
+    nodepools_admitting,
+)
 from k8s_step_operator._runner.diagnosis import (
     Observation,
     Phase,
@@ -51,7 +64,7 @@ from k8s_step_operator._runner.diagnosis import (
 )
 from k8s_step_operator._runner.event_log import log_event
 from k8s_step_operator._runner.events import Event, EventBus, Finished, LogLine, Submitted
-from k8s_step_operator._runner.fit import check_fit
+from k8s_step_operator._runner.fit import check_fit, gang_room
 from k8s_step_operator._runner.kueue import QueueView, WorkloadState, read_workload
 from k8s_step_operator._runner.logs import TAIL_LINES, LogFollower
 from k8s_step_operator._runner.pods import container_state, pod_finished
@@ -78,6 +91,8 @@ _TICK = 1.0
 _CLEANUP_BUDGET = 15.0
 # How long a step no node fits waits for an autoscaler the identity cannot see to speak.
 AUTOSCALER_GRACE = 20.0
+# Karpenter's label on the nodes it made: their NodePool.
+_NODEPOOL_LABEL = "karpenter.sh/nodepool"
 
 
 @dataclass(frozen=True)
@@ -192,16 +207,22 @@ class StepRun:
         self.cancel_wait_timeout = cancel_wait_timeout
         self.log_drain_timeout = log_drain_timeout
         self.uid = ""
-        self.context = StepContext(
-            step=step.step_name,
+        self.context = self._context(self.job)
+        self.state: TrackerState = start(clock.monotonic())
+
+    def _context(self, job: Job) -> StepContext:
+        ranks = ranks_of(job)
+        return StepContext(
+            step=self.step.step_name,
             job=self.name,
             namespace=self.namespace,
-            bounds=settings,
-            step_run_id=step.step_run_id,
-            gpus=_gpus(self.job),
-            gpu_resource=_gpu_resource(self.job),
+            bounds=self.settings,
+            step_run_id=self.step.step_run_id,
+            gpus=_gpus(job),
+            gpu_resource=_gpu_resource(job),
+            ranks=ranks,
+            topology=(self.settings.topology or "") if ranks > 1 else "",
         )
-        self.state: TrackerState = start(clock.monotonic())
 
     @property
     def step_name(self) -> str:
@@ -240,8 +261,12 @@ class StepRun:
 
         Raises:
             NameCollisionError: A Job of that name belongs to another run, step or attempt.
-            ApiError: The server refused the Job.
+            ConfigurationError: The step's topology level is carried by no node (nothing was
+                created).
+            ApiError: The server refused the Job, or its Secret or Service (the Job it created
+                is deleted again).
         """
+        self._check_topology()
         reattached = False
         try:
             job = self.api.create_job(self.namespace, self.job)
@@ -251,7 +276,15 @@ class StepRun:
             job = self._adopt(self.get(), operation=f"create Job {self.where}")
             reattached = True
         self.uid = str(job["metadata"]["uid"])
-        self._create_companion(job)
+        try:
+            self._create_companion(job)
+        except ApiError as e:
+            if not reattached:
+                # Without its Secret or Service the Job cannot run: leave nothing behind.
+                log.error("step %s: %s; deleting Job %s", self.step_name, e, self.where)
+                with contextlib.suppress(Exception):
+                    self.cancel(budget=_CLEANUP_BUDGET)
+            raise
         self.state = start(self.clock.monotonic())
         self._publish(Submitted(**self._ids(), reattached=reattached))
         return job
@@ -280,15 +313,7 @@ class StepRun:
             )
         self.uid = str(job["metadata"]["uid"])
         self.job = job
-        self.context = StepContext(
-            step=self.context.step,
-            job=self.name,
-            namespace=self.namespace,
-            bounds=self.settings,
-            step_run_id=self.step.step_run_id,
-            gpus=_gpus(job),
-            gpu_resource=_gpu_resource(job),
-        )
+        self.context = self._context(job)
         self.queue_name = str(labels_of(job).get(KUEUE_QUEUE_LABEL, ""))
         return job
 
@@ -296,11 +321,41 @@ class StepRun:
         return same_step(job, self.step.run_id, self.step.step_name, self.step.step_run_id)
 
     def _create_companion(self, job: Job) -> None:
-        if self.companion is None:
+        if self.companion is not None:
+            obj = self.companion(job)
+            with contextlib.suppress(ConflictError):  # a reattaching caller made it already
+                self.api.create_secret(self.namespace, obj)
+        if ranks_of(self.job) > 1:
+            service = build_rank_service(self.job, job_uid=str(job["metadata"]["uid"]))
+            with contextlib.suppress(ConflictError):
+                self.api.create_service(self.namespace, service)
+
+    def _check_topology(self) -> None:
+        """Refuse a topology level no node carries (when the nodes can be read)."""
+        level = self.context.topology
+        if not level:
             return
-        obj = self.companion(job)
-        with contextlib.suppress(ConflictError):  # a reattaching caller made it already
-            self.api.create_secret(self.namespace, obj)
+        nodes = self.nodes.nodes()
+        if nodes is None:
+            return
+        pod_spec = _pod_spec(self.job)
+        candidates = [n for n in nodes if check_fit(pod_spec, [n]).fits] or nodes
+        if any(level in labels_of(n) for n in candidates):
+            return
+        seen = sorted(
+            {
+                k
+                for n in candidates
+                for k in labels_of(n)
+                if any(w in k for w in ("topology", "zone", "region", "rack", "block"))
+            }
+        )
+        raise ConfigurationError(
+            "settings.topology",
+            "a node label that the nodes a rank could run on carry"
+            + (f" (they carry {', '.join(seen)})" if seen else " (they carry no topology label)"),
+            level,
+        )
 
     def get(self) -> Job:
         """Read the Job from the server."""
@@ -323,12 +378,15 @@ class StepRun:
         sub = watcher.subscribe(self.name)
         follower: LogFollower | None = None
         if self.settings.stream_logs:
+            ranks = self.context.ranks
             follower = LogFollower(
                 self.api,
                 self.namespace,
                 self._log_line,
                 container_done=lambda pod, c: self._container_done(watcher, pod, c),
                 clock=self.clock,
+                ranks=ranks,
+                only_rank=0 if ranks > 1 and self.settings.log_ranks == "first" else None,
             )
 
         def wait_for_change(timeout: float) -> bool:
@@ -395,9 +453,26 @@ class StepRun:
             now = self.clock.monotonic()
             queued_for = state.in_phase(now) if state.phase is Phase.QUEUED else 0.0
             queue = self._queue_context(watcher, workload, queued_for)
-        obs = observe(job, pods, events, queue)
+        seen_pods = pods
+        if self.context.ranks > 1 and _has_failed(job):
+            # The rank that failed may be gone already (the Job controller deletes the ranks
+            # once the step failed): read it as it was last seen.
+            current = {name_of(p) for p in pods}
+            gone = [p for p in watcher.gone_pods_of(self.uid) if name_of(p) not in current]
+            seen_pods = sorted(
+                [*pods, *gone], key=lambda p: str(p["metadata"].get("creationTimestamp", ""))
+            )
+        obs = observe(job, seen_pods, events, queue)
         placement = self._placement(job, obs) if obs.problem is Problem.UNSCHEDULABLE else None
-        return Seen(obs, workload=workload, placement=placement), pods
+        domains = None
+        if self.context.topology and obs.ranks and not self.state.placed:
+            domains = self._domains(self.context.topology)
+        return Seen(obs, workload=workload, placement=placement, domains=domains), pods
+
+    def _domains(self, level: str) -> dict[str, str]:
+        """Each node's value of the topology label ``level`` (empty when nodes are unreadable)."""
+        nodes = self.nodes.nodes() or []
+        return {name_of(n): labels_of(n).get(level, "") for n in nodes}
 
     def _finish(
         self,
@@ -426,6 +501,8 @@ class StepRun:
             self._ended(None)
             return
         facts = self._facts(follower)
+        if follower is not None and outcome.rank is not None and outcome.pod:
+            facts["log_tail"] = follower.last_lines(outcome.pod)
         if follower is None and outcome.pod:
             facts["log_tail"] = self._log_tail(outcome.pod, outcome.container)
         error = outcome_error(outcome, **facts)
@@ -534,6 +611,10 @@ class StepRun:
         pod_spec = _pod_spec(job)
         verdict = check_fit(pod_spec, nodes)
         if verdict.fits:
+            if self.context.ranks > 1:
+                gang = self._gang_placement(pod_spec, nodes)
+                if gang is not None:
+                    return gang
             return Placement(advice=verdict.advice())
         log.debug("no node fits Job %s: %s", self.where, "; ".join(verdict.reasons))
         advice = verdict.advice()
@@ -546,6 +627,59 @@ class StepRun:
             autoscaler_may_act=may_scale,
             autoscaler_wait=wait,
         )
+
+    def _gang_placement(self, pod_spec: PodSpec, nodes: list[Node]) -> Placement | None:
+        """Whether all the ranks could ever run at once (``None``: they could, or may)."""
+        n = self.context.ranks
+        level = ""
+        if self.settings.topology_mode == "required" and not self.queue_name:
+            level = self.context.topology  # with Kueue, its topology-aware scheduling judges
+        presence = self.autoscalers.presence()
+        pools: dict[str, NodePool] = {}
+        if presence.karpenter:
+            admitting, _ = nodepools_admitting(pod_spec, presence.nodepools)
+            pools = {name_of(p): p for p in presence.nodepools if name_of(p) in admitting}
+        # Nodes a NodePool made count in its limit, not twice.
+        own = [x for x in nodes if labels_of(x).get(_NODEPOOL_LABEL) not in pools]
+        room = gang_room(pod_spec, own, level)
+        more: int | None = 0
+        for pool in pools.values():
+            pool_room = nodepool_room(pool, pod_spec)
+            more = None if pool_room is None or more is None else more + pool_room
+        if pools and level:
+            more = None  # which domain Karpenter's nodes would join is not known
+        if more is None or room.ranks + more >= n:
+            return None
+        if level and not room.per_domain:
+            why = (
+                f"settings.topology: no node that could run a rank carries the label {level} "
+                f"(set topology to a label they carry, or unset it)"
+            )
+        elif level:
+            why = (
+                f"settings.num_nodes {n} with topology {level} (required): the largest domain "
+                f"({level}={room.domain}) could hold {room.ranks} ranks at most: ask for at "
+                f"most {room.ranks} nodes, fewer GPUs per rank, or topology_mode 'preferred'"
+            )
+        else:
+            pooled = f" and {more} more from Karpenter's NodePools" if pools else ""
+            why = (
+                f"settings.num_nodes {n}: the nodes that could run a rank "
+                f"({', '.join(room.nodes) or 'none'}) hold {room.ranks} ranks at most{pooled}: "
+                f"ask for at most {room.ranks + more} nodes, or fewer GPUs per rank"
+            )
+        why = f"the {n} ranks can never all be placed at once: {why}"
+        log.debug("Job %s: %s", self.where, why)
+        ca = presence.cluster_autoscaler
+        if ca or (ca is None and not presence.karpenter):
+            # A cluster autoscaler may grow a node group; it says so on the pods.
+            return Placement(
+                never_fits=True,
+                gang=why,
+                autoscaler_may_act=True,
+                autoscaler_wait=None if ca else AUTOSCALER_GRACE,
+            )
+        return Placement(never_fits=True, gang=why)
 
     def _may_scale(self, pod_spec: PodSpec) -> tuple[bool, float | None, str]:
         """Whether an autoscaler may still add a node for the pod.
@@ -731,6 +865,13 @@ class StepRun:
             return
         if self._ours(job):
             self.uid = str(job["metadata"]["uid"])
+
+
+def _has_failed(job: Job) -> bool:
+    return any(
+        c.get("type") in ("FailureTarget", "Failed") and c.get("status") == "True"
+        for c in job.get("status", {}).get("conditions") or []
+    )
 
 
 def _pod_spec(job: Job) -> PodSpec:

@@ -8,7 +8,9 @@ drive it with plain values, one call per look, through every phase and bound.
 
 The state is per step and per pod: each pod of the Job is tracked by its rank (its completion
 index; 0 for a Job of one pod), and the step's outcome is derived from the Job's own verdict,
-which covers every pod. A step of one pod is a gang of one.
+which covers every pod. A step of one pod is a gang of one. For a step on several nodes the
+diagnosis reads every rank (``Observation.ranks``); the tracker remembers each one's pod, phase
+and node, and says once where the step landed (``RanksPlaced``) when every rank has a node.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from k8s_step_operator._runner.diagnosis import (
     Phase,
     Placement,
     Problem,
+    RankView,
     decide,
 )
 from k8s_step_operator._runner.events import (
@@ -36,6 +39,7 @@ from k8s_step_operator._runner.events import (
     Heartbeat,
     PhaseChanged,
     Preempted,
+    RanksPlaced,
     Timeline,
 )
 from k8s_step_operator._runner.kueue import WorkloadState
@@ -89,6 +93,8 @@ class StepContext:
         gpus: GPUs per pod the step requested.
         gpu_resource: Which extended resource they are (``""`` when none).
         heartbeat: Seconds of silence before a heartbeat.
+        ranks: The step's pods that run at once (its nodes; 1 for a Job of one pod).
+        topology: The topology level its ranks share (``settings.topology``), or ``""``.
     """
 
     step: str
@@ -99,6 +105,8 @@ class StepContext:
     gpus: int = 0
     gpu_resource: str = ""
     heartbeat: float = HEARTBEAT_SECONDS
+    ranks: int = 1
+    topology: str = ""
 
 
 @dataclass(frozen=True)
@@ -112,12 +120,15 @@ class Seen:
         workload: Kueue's Workload of the Job, when it has a queue and Kueue made one.
         placement: What the nodes and autoscalers say of an unschedulable pod (looked at only
             when the observation says unschedulable).
+        domains: For a step on several nodes with a topology level, each node's domain in it
+            (``None``: not looked up).
     """
 
     observation: Observation | None
     deleted: bool = False
     workload: WorkloadState | None = None
     placement: Placement | None = None
+    domains: Mapping[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -153,6 +164,7 @@ class TrackerState:
         admitted: Whether Kueue's admission was said (and not undone by an eviction since).
         spent: Seconds spent in each phase left so far.
         ranks: The pods, by rank.
+        placed: Where every rank landed was said (``RanksPlaced``).
     """
 
     started: float
@@ -166,6 +178,7 @@ class TrackerState:
     admitted: bool = False
     spent: Mapping[Phase, float] = field(default_factory=lambda: MappingProxyType({}))
     ranks: Mapping[int, RankState] = field(default_factory=lambda: MappingProxyType({}))
+    placed: bool = False
 
     def in_phase(self, now: float) -> float:
         """Seconds in the current phase."""
@@ -244,6 +257,7 @@ def timeline(context: StepContext, state: TrackerState, now: float) -> Timeline:
         node=state.node,
         gpus=context.gpus,
         gpu_resource=context.gpu_resource,
+        ranks=context.ranks,
     )
 
 
@@ -326,6 +340,17 @@ def advance(
         )
         state = replace(state, said_at=now)
     state = replace(state, last_summary=obs.summary)
+    if context.ranks > 1 and not state.placed and _all_placed(context, state):
+        nodes = {rank: r.node for rank, r in sorted(state.ranks.items())}
+        events.append(
+            RanksPlaced(
+                **ident,
+                nodes=MappingProxyType(nodes),
+                level=context.topology,
+                domains=MappingProxyType(dict(seen.domains or {})),
+            )
+        )
+        state = replace(state, placed=True)
 
     outcome = obs.outcome
     if outcome is not None:
@@ -357,22 +382,31 @@ def advance(
     return Advance(state, tuple(events))
 
 
+def _all_placed(context: StepContext, state: TrackerState) -> bool:
+    ranks = state.ranks
+    return len(ranks) >= context.ranks and all(ranks[r].node for r in range(context.ranks))
+
+
 def _track_rank(state: TrackerState, obs: Observation, now: float) -> TrackerState:
-    """Remember the pod the observation was read from, under its rank."""
-    if not obs.pod:
+    """Remember the pod of each rank the observation was read from (rank 0 for one pod)."""
+    views = obs.ranks or (
+        (RankView(0, obs.phase, obs.summary, pod=obs.pod, node=obs.node),) if obs.pod else ()
+    )
+    ranks = dict(state.ranks)
+    for view in views:
+        if not view.pod:
+            continue
+        before = ranks.get(view.rank)
+        if before is not None and before.pod == view.pod and before.phase is view.phase:
+            if view.node and not before.node:
+                ranks[view.rank] = replace(before, node=view.node)
+            continue
+        same = before is not None and before.pod == view.pod
+        node = view.node or (before.node if same and before is not None else "")
+        ranks[view.rank] = RankState(pod=view.pod, phase=view.phase, since=now, node=node)
+    if ranks == state.ranks:
         return state
-    rank = 0
-    before = state.ranks.get(rank)
-    if before is not None and before.pod == obs.pod and before.phase is obs.phase:
-        if obs.node and not before.node:
-            return replace(
-                state,
-                ranks=MappingProxyType({**state.ranks, rank: replace(before, node=obs.node)}),
-            )
-        return state
-    node = obs.node or (before.node if before is not None and before.pod == obs.pod else "")
-    entry = RankState(pod=obs.pod, phase=obs.phase, since=now, node=node)
-    return replace(state, ranks=MappingProxyType({**state.ranks, rank: entry}))
+    return replace(state, ranks=MappingProxyType(ranks))
 
 
 def _phase_event(

@@ -29,7 +29,7 @@ import json
 import logging
 import random
 import threading
-from collections import defaultdict, deque
+from collections import OrderedDict, defaultdict, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar, cast
@@ -65,6 +65,8 @@ POD_SELECTOR = JOB_CONTROLLER_UID_LABEL
 JOB_SELECTOR = MANAGED_BY_SELECTOR
 
 _EVENTS_PER_OBJECT = 20
+# Deleted pods remembered per namespace (their last state), for the diagnosis of a failure.
+_GONE_PODS = 512
 # How long a watch that worked may be refused (401/403) before the steps are told: an API server
 # that has just restarted refuses until its authorization caches are filled.
 _REFUSAL_GRACE = 30.0
@@ -174,6 +176,10 @@ class NamespaceWatcher:
             lambda: deque(maxlen=_EVENTS_PER_OBJECT)
         )
         self._deleted_jobs: dict[str, str] = {}  # name -> uid of a Job seen deleted
+        # The last state of pods seen deleted, newest last: the Job controller deletes the rank
+        # that failed a step on several nodes (and its other ranks) within a second, and the
+        # diagnosis still names it.
+        self._gone_pods: OrderedDict[str, Pod] = OrderedDict()
         self._jobs = _KindState[Job]("jobs", job_label_selector)
         self._pods = _KindState[Pod]("pods", POD_SELECTOR)
         # Each kind's state by name; ``_jobs``, ``_pods`` and ``_workloads`` are the same states,
@@ -310,6 +316,18 @@ class NamespaceWatcher:
             pods = [
                 p
                 for p in self._pods.objects.values()
+                if any(
+                    r.get("uid") == job_uid for r in (p["metadata"].get("ownerReferences") or [])
+                )
+            ]
+        return sorted(pods, key=lambda p: str(p["metadata"].get("creationTimestamp", "")))
+
+    def gone_pods_of(self, job_uid: str) -> list[Pod]:
+        """The last state of the Job's pods seen deleted (the newest few), oldest first."""
+        with self._lock:
+            pods = [
+                p
+                for p in self._gone_pods.values()
                 if any(
                     r.get("uid") == job_uid for r in (p["metadata"].get("ownerReferences") or [])
                 )
@@ -500,6 +518,10 @@ class NamespaceWatcher:
                 kind.objects.pop(obj_name, None)
                 if kind.name == "jobs":
                     self._deleted_jobs[obj_name] = obj["metadata"].get("uid", "")
+                elif kind.name == "pods":
+                    self._gone_pods[obj_name] = cast(Pod, obj)
+                    while len(self._gone_pods) > _GONE_PODS:
+                        self._gone_pods.popitem(last=False)
             else:
                 kind.objects[obj_name] = obj
                 if kind.name == "jobs":

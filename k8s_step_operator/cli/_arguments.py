@@ -38,6 +38,9 @@ def _add_step_arguments(p: argparse.ArgumentParser, *, run_id_default: str | Non
         "context's, else the pod's; render without a kubeconfig: default)",
     )
     p.add_argument("--gpus", type=int, metavar="N", help="number of GPUs (or MIG slices)")
+    p.add_argument(
+        "--nodes", type=int, metavar="N", help="nodes (pods) the step runs on, each with --gpus"
+    )
     p.add_argument("--gpu-type", help="GPU model, in the label scheme's vocabulary")
     p.add_argument("--gpu-vendor", help="nvidia, amd, intel, or a resource key")
     p.add_argument("--mig-profile", help="NVIDIA MIG profile, e.g. 1g.5gb")
@@ -92,6 +95,7 @@ def _step_from_args(
         ("image", "image"),
         ("namespace", "namespace"),
         ("gpus", "gpu_count"),
+        ("nodes", "num_nodes"),
         ("gpu_type", "gpu_type"),
         ("gpu_vendor", "gpu_vendor"),
         ("mig_profile", "mig_profile"),

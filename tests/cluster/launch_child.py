@@ -2,11 +2,14 @@
 
 Usage: ``python launch_child.py KUBECONFIG NAMESPACE RUN_ID STEP DURATION [STEP_ACCOUNT]``.
 Exits 0 on success, 1 on a step error, and as the signal dictates when interrupted.
+``$K8SSO_CHILD_SETTINGS`` (JSON) adds step settings (``num_nodes``, ``gpu_count``...).
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import sys
 
 from k8s_step_operator import (
@@ -37,7 +40,8 @@ def main(argv: list[str]) -> int:
             name=step,
             settings={
                 "step_operator.kubernetes_job": {
-                    "pod_annotations": {"sim.k8s-step-operator.io/run-duration": duration}
+                    "pod_annotations": {"sim.k8s-step-operator.io/run-duration": duration},
+                    **json.loads(os.environ.get("K8SSO_CHILD_SETTINGS") or "{}"),
                 }
             },
         ),

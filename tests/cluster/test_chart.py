@@ -35,6 +35,8 @@ ALL_ON = [
     "resourceQuota.enabled=true,limitRange.enabled=true,priorityClass.enabled=true",
     "--set",
     "kueue.enabled=true,kueue.createQueues=true",
+    "--set",
+    "kueue.topology.levels={example.com/block,example.com/rack}",
 ]
 
 
@@ -135,6 +137,9 @@ def test_defaults_render_least_privilege_only(helm_bin: str) -> None:
             # Secrets: create only (a step's secret environment values, owned by its Job).
             if "secrets" in rule["resources"]:
                 assert rule["resources"] == ["secrets"] and rule["verbs"] == ["create"]
+            # Services: create only (the headless Service of a step's ranks, owned by its Job).
+            if "services" in rule["resources"]:
+                assert rule["resources"] == ["services"] and rule["verbs"] == ["create"]
             assert "pods/exec" not in rule["resources"]
 
 
@@ -150,7 +155,16 @@ def test_every_optional_object_renders(helm_bin: str) -> None:
         "ResourceFlavor",
         "ClusterQueue",
         "LocalQueue",
+        "Topology",
     } <= kinds
+    (topology,) = (d for d in docs if d["kind"] == "Topology")
+    assert [level["nodeLabel"] for level in topology["spec"]["levels"]] == [
+        "example.com/block",
+        "example.com/rack",
+        "kubernetes.io/hostname",
+    ]
+    flavors = [d for d in docs if d["kind"] == "ResourceFlavor"]
+    assert flavors[0]["spec"]["topologyName"] == topology["metadata"]["name"]
     namespace = next(d for d in docs if d["kind"] == "Namespace")
     labels = namespace["metadata"]["labels"]
     for mode in ("enforce", "audit", "warn"):
@@ -162,6 +176,7 @@ def test_every_optional_object_renders(helm_bin: str) -> None:
         "PriorityClass",
         "ResourceFlavor",
         "ClusterQueue",
+        "Topology",
     }
     for d in docs:
         if d["kind"] not in cluster_scoped and not d["metadata"]["name"].endswith(
@@ -232,8 +247,9 @@ def test_chart_test_pod_checks_each_permission(helm_bin: str) -> None:
     assert ("get", "pods", "--subresource=log") in checks
     assert ("create", "jobs.batch") in checks
     assert ("create", "secrets") in checks
+    assert ("create", "services") in checks
     assert not any("nodes" in c for c in checks)
-    assert len(checks) == 13
+    assert len(checks) == 14
 
 
 # ---------------------------------------------------------------------------------------------

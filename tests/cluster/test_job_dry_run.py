@@ -31,6 +31,7 @@ from k8s_step_operator import (
     build_job,
 )
 from k8s_step_operator._job.builder import build_env_secret
+from k8s_step_operator._job.ranks import build_rank_service
 from k8s_step_operator._job.settings import parse_settings
 
 pytestmark = pytest.mark.cluster
@@ -504,6 +505,11 @@ VALID: dict[str, st.SearchStrategy[Any]] = {
     "run_as_group": st.one_of(st.none(), st.integers(0, 2**31 - 1)),
     "fs_group": st.one_of(st.none(), st.integers(0, 2**31 - 1)),
     "pending_timeout": st.one_of(st.none(), st.floats(0.1, 1e6)),
+    "num_nodes": st.one_of(st.just(1), st.integers(2, 8), st.just(10_000)),
+    "rendezvous_port": st.integers(1, 65535),
+    "topology": st.one_of(st.none(), qualified_key),
+    "topology_mode": st.sampled_from(["required", "preferred"]),
+    "log_ranks": st.sampled_from(["all", "first"]),
 }
 
 # Values that must be refused (by the model or the builder), never sent.
@@ -546,6 +552,10 @@ INVALID: dict[str, st.SearchStrategy[Any]] = {
     "pod_spec_overrides": bad_pod_overrides,
     "container_overrides": bad_container_overrides,
     "pending_timeout": st.floats(-10, 0),
+    "num_nodes": st.one_of(st.integers(-3, 0), st.integers(10_001, 10**9), st.floats(1.5, 2.5)),
+    "rendezvous_port": st.one_of(st.integers(-3, 0), st.integers(65536, 10**6)),
+    "topology": any_text.filter(lambda t: not t or " " in t or len(t) > 317),
+    "topology_mode": any_text,
     "no_such_setting": st.integers(),
 }
 
@@ -754,6 +764,67 @@ def test_secret_environment_jobs_and_their_secrets_are_accepted(
         pytest.fail(f"the API server rejected what we built: {exc.status} {exc.body}")
     if profile == "restricted":
         _check_pod_passes_restricted(api_client, namespace, job)
+
+
+@settings(
+    max_examples=100,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    who=identity,
+    ranks=st.one_of(st.integers(2, 16), st.just(10_000)),
+    gpus=st.integers(0, 8),
+    port=st.integers(1, 65535),
+    topology=st.one_of(st.none(), qualified_key),
+    mode=st.sampled_from(["required", "preferred"]),
+    queue=st.sampled_from([None, "gpu"]),
+)
+def test_jobs_of_several_ranks_and_their_services_are_accepted(
+    api_client: Any,
+    namespace: str,
+    who: dict[str, str],
+    ranks: int,
+    gpus: int,
+    port: int,
+    topology: str | None,
+    mode: str,
+    queue: str | None,
+) -> None:
+    """An Indexed Job of several ranks, its headless Service, and a rank's pod as the Job
+    controller makes it (``<job>-<last index>`` as its hostname) are all valid."""
+    info = StepRunInfo(
+        run_id=who["run_id"],
+        step_run_id=who["step_run_id"],
+        pipeline_step_name=who["pipeline_step_name"],
+        config=StepConfiguration(resource_settings=ResourceSettings(gpu_count=gpus)),
+        images={"default": "python:3.11-slim"},
+    )
+    data = {"num_nodes": ranks, "rendezvous_port": port, "topology_mode": mode}
+    if topology is not None:
+        data["topology"] = topology
+    if queue is not None:
+        data["queue_name"] = queue
+    job = build_job(info, ["torchrun", "train.py"], {}, parse_settings(data), namespace=namespace)
+    try:
+        created = k8s.BatchV1Api(api_client).create_namespaced_job(namespace, job, dry_run="All")
+        service = build_rank_service(job, job_uid=created.metadata.uid)
+        k8s.CoreV1Api(api_client).create_namespaced_service(namespace, service, dry_run="All")
+    except ApiException as exc:
+        pytest.fail(f"the API server rejected what we built: {exc.status} {exc.body}")
+    # The last rank's pod: the name of its host is the longest any rank has.
+    template = job["spec"]["template"]
+    spec = {**template["spec"], "hostname": f"{job['metadata']['name']}-{ranks - 1}"}
+    body = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": f"{job['metadata']['name']}-{ranks - 1}-x", **template["metadata"]},
+        "spec": spec,
+    }
+    try:
+        k8s.CoreV1Api(api_client).create_namespaced_pod(namespace, body, dry_run="All")
+    except ApiException as exc:
+        pytest.fail(f"a rank's pod was refused: {exc.status} {exc.body}")
 
 
 def _check_pod_passes_restricted(api_client: Any, namespace: str, job: dict[str, Any]) -> None:

@@ -1,7 +1,8 @@
 """Least privilege, proven on the cluster: the chart's pipeline ServiceAccount can do exactly what
 the step operator needs (Jobs, pods, logs, events, creating the Secret of a step's secret
-environment values, read-only nodes) and is refused everything else that matters (reading or
-changing secrets, pods/exec, pod creation, other namespaces, nodes when switched off).
+environment values and the headless Service of a step's ranks, read-only nodes) and is refused
+everything else that matters (reading or changing secrets and services, pods/exec, pod creation,
+other namespaces, nodes when switched off).
 
 Every request below is a real request as the ServiceAccount; a 404 or 400 (not 403) proves the
 request got past authorization when no object of that name exists.
@@ -34,6 +35,7 @@ OPERATOR_RULES = {("batch", "jobs", v) for v in ("create", "get", "list", "watch
     ("", "events", "list"),
     ("", "events", "watch"),
     ("", "secrets", "create"),
+    ("", "services", "create"),
 }
 NODE_RULES = {("", "nodes", v) for v in ("get", "list", "watch")} | {
     ("karpenter.sh", "nodepools", v) for v in ("get", "list", "watch")
@@ -176,6 +178,27 @@ def test_pipeline_creates_secrets_but_never_reads_or_changes_them(
     assert kept.metadata.labels is None
     # Only in the steps' namespace.
     assert status_of(core.create_namespaced_secret, "default", secret) == 403
+
+
+def test_pipeline_creates_services_but_never_reads_or_changes_them(
+    operator_sa: OperatorIdentity, api_client: k8s.ApiClient
+) -> None:
+    """The one Service verb: create (the headless Service of a step's ranks); nothing else."""
+    ns = operator_sa.namespace
+    core = k8s.CoreV1Api(operator_sa.api_client)
+    service = k8s.V1Service(
+        metadata=k8s.V1ObjectMeta(name="ranks"),
+        spec=k8s.V1ServiceSpec(cluster_ip="None", selector={"app": "x"}),
+    )
+    assert core.create_namespaced_service(ns, service).metadata.name == "ranks"
+    assert status_of(core.read_namespaced_service, "ranks", ns) == 403
+    assert status_of(core.list_namespaced_service, ns) == 403
+    patch = {"metadata": {"labels": {"x": "y"}}}
+    assert status_of(core.patch_namespaced_service, "ranks", ns, patch) == 403
+    assert status_of(core.delete_namespaced_service, "ranks", ns) == 403
+    kept = k8s.CoreV1Api(api_client).read_namespaced_service("ranks", ns)
+    assert kept.metadata.labels is None
+    assert status_of(core.create_namespaced_service, "default", service) == 403
 
 
 def test_pipeline_is_refused_secrets_exec_and_pod_writes(operator_sa: OperatorIdentity) -> None:

@@ -249,10 +249,16 @@ class FakeKube:
             if any(r.get("uid") == uid for r in p["metadata"].get("ownerReferences") or [])
         ]
 
-    def set_pod(self, job: Obj, suffix: str = "abcde", **status: Any) -> Obj:
-        """Create or update the Job's pod ``<job>-<suffix>``; ``status`` and ``spec`` merge."""
+    def set_pod(
+        self, job: Obj, suffix: str = "abcde", *, rank: int | None = None, **status: Any
+    ) -> Obj:
+        """Create or update the Job's pod ``<job>-<suffix>``; ``status`` and ``spec`` merge.
+
+        With ``rank``, the pod is that rank of an Indexed Job (``<job>-<rank>-<suffix>``, with
+        the completion index annotation the Job controller sets). ``metadata`` merges too.
+        """
         ns, name = job["metadata"]["namespace"], job["metadata"]["name"]
-        pod_name = f"{name}-{suffix}"
+        pod_name = f"{name}-{suffix}" if rank is None else f"{name}-{rank}-{suffix}"
         existing = self.store["pods"].get((ns, pod_name))
         pod = (
             copy.deepcopy(existing)
@@ -265,6 +271,9 @@ class FakeKube:
                         "batch.kubernetes.io/controller-uid": job["metadata"]["uid"],
                         "batch.kubernetes.io/job-name": name,
                     },
+                    "annotations": {}
+                    if rank is None
+                    else {"batch.kubernetes.io/job-completion-index": str(rank)},
                     "ownerReferences": [
                         {"kind": "Job", "name": name, "uid": job["metadata"]["uid"]}
                     ],
@@ -276,6 +285,9 @@ class FakeKube:
         spec = status.pop("spec", None)
         if spec:
             pod["spec"].update(spec)
+        metadata = status.pop("metadata", None)
+        if metadata:
+            pod["metadata"].update(metadata)
         pod["status"].update(status)
         return self.put("pods", ns, pod)
 
@@ -356,6 +368,13 @@ class FakeKube:
         if self.delete_removes_pods:
             for pod in pods:
                 self.remove("pods", namespace, pod["metadata"]["name"])
+        # The garbage collector: the Job's companions (its Secret, its ranks' Service) go too.
+        uid = job["metadata"]["uid"]
+        for kind in ("secrets", "services"):
+            for (ns, other), obj in list(self.store[kind].items()):
+                owners = obj["metadata"].get("ownerReferences") or []
+                if ns == namespace and any(o.get("uid") == uid for o in owners):
+                    self.remove(kind, ns, other)
 
     def create_secret(self, namespace: str, secret: Mapping[str, Any]) -> Obj:
         self._record("create_secret", namespace, secret)
@@ -363,6 +382,13 @@ class FakeKube:
         if (namespace, name) in self.store["secrets"]:
             raise ConflictError("exists", status=409, reason="AlreadyExists")
         return copy.deepcopy(self.put("secrets", namespace, copy.deepcopy(dict(secret))))
+
+    def create_service(self, namespace: str, service: Mapping[str, Any]) -> Obj:
+        self._record("create_service", namespace, service)
+        name = service["metadata"]["name"]
+        if (namespace, name) in self.store["services"]:
+            raise ConflictError("exists", status=409, reason="AlreadyExists")
+        return copy.deepcopy(self.put("services", namespace, copy.deepcopy(dict(service))))
 
     def list_objects(self, kind: Kind, namespace: str, label_selector: str | None) -> Obj:
         self._record("list", kind, namespace, label_selector)

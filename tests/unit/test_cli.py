@@ -71,6 +71,22 @@ def test_render_prints_the_job_as_yaml(capsys: pytest.CaptureFixture[str], tmp_p
     assert annotations["sim.k8s-step-operator.io/run-duration"] == "2s"
 
 
+def test_render_nodes_makes_an_indexed_job(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = render(
+        capsys, "--nodes", "4", "--gpus", "8", "--image", "i:1", "--", "torchrun", "train.py"
+    )
+    assert code == 0, err
+    job = yaml.safe_load(out)
+    assert job["spec"]["completionMode"] == "Indexed"
+    assert job["spec"]["completions"] == job["spec"]["parallelism"] == 4
+    env = {
+        e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert env["WORLD_SIZE"] == "32" and env["NNODES"] == "4"
+    code, _, err = render(capsys, "--nodes", "0", "--image", "i:1", "--", "x")
+    assert code == 2 and "settings.num_nodes" in err
+
+
 @pytest.mark.parametrize(
     ("argv", "needle"),
     [

@@ -52,6 +52,7 @@ EXPECTED_ALL = [
     "Preempted",
     "Problem",
     "QueueError",
+    "RanksPlaced",
     "ResourceSettings",
     "Retrying",
     "SecretKeyRef",

@@ -483,7 +483,7 @@ class RecordingCore:
 
         return SimpleNamespace(follow_or_clean_up=follow_or_clean_up)
 
-    def status_of(self, namespace: str, step: Any) -> Any:
+    def status_of(self, namespace: str, step: Any, *, ranks: int = 1) -> Any:
         self.calls.append(("status_of", (namespace, step)))
         return self.status
 

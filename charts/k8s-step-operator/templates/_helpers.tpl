@@ -76,6 +76,10 @@ app.kubernetes.io/instance: {{ .Release.Name | trunc 63 | trimSuffix "-" }}
 {{- include "k8s-step-operator.suffixed" (list . "gpu") }}
 {{- end }}
 
+{{- define "k8s-step-operator.topologyName" -}}
+{{- default (include "k8s-step-operator.suffixed" (list . "topology")) .Values.kueue.topology.name }}
+{{- end }}
+
 {{- define "k8s-step-operator.localQueueName" -}}
 {{- default "gpu" .Values.kueue.localQueue.name }}
 {{- end }}

@@ -53,6 +53,7 @@ from k8s_step_operator.integrations.zenml.config import (
     KubernetesJobStepOperatorConfig,
     KubernetesJobStepOperatorSettings,
 )
+from k8s_step_operator.integrations.zenml.ranks import RankEntrypointConfiguration
 from k8s_step_operator.integrations.zenml.validation import check_stack
 
 if TYPE_CHECKING:
@@ -103,6 +104,11 @@ class KubernetesJobStepOperator(BaseStepOperator):
     def settings_class(self) -> type[KubernetesJobStepOperatorSettings]:
         """Steps override ``KubernetesJobStepOperatorSettings`` fields."""
         return KubernetesJobStepOperatorSettings
+
+    @property
+    def entrypoint_config_class(self) -> type[RankEntrypointConfiguration]:
+        """ZenML's step entrypoint, with ranks above 0 of a step on several nodes as workers."""
+        return RankEntrypointConfiguration
 
     @property
     def core(self) -> CoreOperator:
@@ -253,7 +259,11 @@ class KubernetesJobStepOperator(BaseStepOperator):
         """
         settings = self._core_settings(step_run)
         self._follow_in_background(step_run, settings)
-        status = self.core.status_of(self.core.namespace_of(settings), _convert.identity(step_run))
+        status = self.core.status_of(
+            self.core.namespace_of(settings),
+            _convert.identity(step_run),
+            ranks=settings.num_nodes,
+        )
         if status.value == ExecutionStatus.QUEUED.value:
             # ZenML 0.98's dynamic runner takes only initializing, provisioning and running for
             # "still on its way": a step queued by Kueue is provisioning to it.

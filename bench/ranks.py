@@ -1,0 +1,383 @@
+"""Benchmarks of steps on several nodes (``num_nodes``) on simulated 8-GPU nodes; JSON figures.
+
+For 8- and 32-rank steps, with and without Kueue (a ClusterQueue with quota for all of them):
+
+* ``start``: from ``launch`` being called to every rank running, as an independent watch on the
+  namespace's pods sees it (the Job's creation, the Service, Kueue's admission, the Job
+  controller creating N pods, the scheduler placing them, the simulated kubelet starting them);
+* ``failure``: one rank (the middle one) exits 3 five seconds in while the others would run ten
+  minutes. From the moment the independent watch first sees that rank's pod Failed:
+  ``to_error_s`` until ``launch`` raised the error naming the rank, ``to_others_stopped_s``
+  until no other rank is running, and ``to_others_gone_s`` until the last other rank's pod is
+  deleted (the Job controller deletes them; the failed rank's pod stays, holding no GPU, until
+  the Job's TTL). ``termination_grace_s`` is the pods' grace period: the target is every other
+  pod gone within it, and the error within 1 s.
+
+The ranks run on ``bench/gang-nodes.yaml`` (32 nodes of 8 GPUs, added to the cluster first).
+``python bench/ranks.py [--repeat 3] [--ranks 8 32]``, or ``bench/run.py --only ranks``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+from kubernetes.client.exceptions import ApiException
+from kubernetes.watch.watch import iter_resp_lines
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from k8s_step_operator import (  # noqa: E402
+    KubernetesJobStepOperator,
+    KubernetesJobStepOperatorConfig,
+    ResourceSettings,
+    StepConfiguration,
+    StepFailedError,
+    StepRunInfo,
+)
+
+SIM = "sim.k8s-step-operator.io/"
+INDEX = "batch.kubernetes.io/job-completion-index"
+POOL = {"k8s-step-operator.io/pool": "bench-gpu"}
+GRACE_S = 30  # Kubernetes' default terminationGracePeriodSeconds, which the step pods keep
+KUEUE = ("kueue.x-k8s.io", "v1beta2")
+
+
+def kubeconfig() -> str:
+    return os.environ.get("KUBECONFIG") or str(ROOT / ".cluster" / "kubeconfig")
+
+
+class PodTimes:
+    """An independent watch on a namespace's pods: when each rank first ran, failed, was gone."""
+
+    def __init__(self, api: k8s.ApiClient, namespace: str) -> None:
+        self.core = k8s.CoreV1Api(api)
+        self.namespace = namespace
+        self.running: dict[str, float] = {}
+        self.failed: dict[str, float] = {}
+        self.stopped: dict[str, float] = {}
+        self.gone: dict[str, float] = {}
+        self.rank: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._resp: Any = None
+        self.ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        listed = json.loads(
+            self.core.list_namespaced_pod(self.namespace, _preload_content=False).data
+        )
+        rv = listed["metadata"]["resourceVersion"]
+        while not self._stop.is_set():
+            self._resp = self.core.list_namespaced_pod(
+                self.namespace,
+                watch=True,
+                resource_version=rv,
+                allow_watch_bookmarks=True,
+                timeout_seconds=300,
+                _preload_content=False,
+            )
+            self.ready.set()
+            try:
+                for line in iter_resp_lines(self._resp):
+                    now = time.monotonic()
+                    event = json.loads(line)
+                    pod = event["object"]
+                    rv = pod["metadata"].get("resourceVersion", rv)
+                    if event["type"] == "BOOKMARK":
+                        continue
+                    self._seen(event["type"], pod, now)
+            except Exception:  # the watch was closed by stop(), or timed out: resume
+                if self._stop.is_set():
+                    return
+
+    def _seen(self, etype: str, pod: dict[str, Any], now: float) -> None:
+        name = pod["metadata"]["name"]
+        self.rank.setdefault(name, int(pod["metadata"].get("annotations", {}).get(INDEX, -1)))
+        phase = pod.get("status", {}).get("phase")
+        if etype == "DELETED":
+            self.gone.setdefault(name, now)
+            self.stopped.setdefault(name, now)
+            return
+        if phase == "Running":
+            self.running.setdefault(name, now)
+        if phase in ("Failed", "Succeeded"):
+            self.stopped.setdefault(name, now)
+            if phase == "Failed":
+                self.failed.setdefault(name, now)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._resp is not None:
+            self._resp.close()
+
+
+def step(run: str, name: str, ranks: int, **sim: str) -> StepRunInfo:
+    return StepRunInfo(
+        step_run_id=str(uuid.uuid4()),
+        run_id=run,
+        run_name=run,
+        pipeline_step_name=name,
+        config=StepConfiguration(
+            name=name,
+            resource_settings=ResourceSettings(gpu_count=8),
+            settings={
+                "step_operator.kubernetes_job": {
+                    "num_nodes": ranks,
+                    "node_selector": POOL,
+                    "pod_annotations": {f"{SIM}{k.replace('_', '-')}": v for k, v in sim.items()},
+                }
+            },
+        ),
+    )
+
+
+def new_namespace(admin: k8s.ApiClient, prefix: str) -> str:
+    name = f"{prefix}-{uuid.uuid4().hex[:6]}"
+    core = k8s.CoreV1Api(admin)
+    core.create_namespace({"metadata": {"name": name}})
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if any(
+            sa.metadata.name == "default" for sa in core.list_namespaced_service_account(name).items
+        ):
+            break
+        time.sleep(0.2)
+    return name
+
+
+def kueue_queue(admin: k8s.ApiClient, namespace: str, gpus: int) -> list[tuple[str, str]]:
+    """A flavor for the bench pool, a ClusterQueue of ``gpus`` GPUs for ``namespace``, LocalQueue
+    ``gpu``; returns the cluster-scoped objects to delete afterwards."""
+    custom = k8s.CustomObjectsApi(admin)
+    group, version = KUEUE
+    tag = namespace.rsplit("-", 1)[-1]
+    flavor, cq = f"bench-gpu-{tag}", f"bench-ranks-{tag}"
+    api_version = f"{group}/{version}"
+    tolerations = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    custom.create_cluster_custom_object(
+        group,
+        version,
+        "resourceflavors",
+        {
+            "apiVersion": api_version,
+            "kind": "ResourceFlavor",
+            "metadata": {"name": flavor},
+            "spec": {"nodeLabels": POOL, "tolerations": tolerations},
+        },
+    )
+    custom.create_cluster_custom_object(
+        group,
+        version,
+        "clusterqueues",
+        {
+            "apiVersion": api_version,
+            "kind": "ClusterQueue",
+            "metadata": {"name": cq},
+            "spec": {
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
+                "resourceGroups": [
+                    {
+                        "coveredResources": ["nvidia.com/gpu"],
+                        "flavors": [
+                            {
+                                "name": flavor,
+                                "resources": [{"name": "nvidia.com/gpu", "nominalQuota": gpus}],
+                            }
+                        ],
+                    }
+                ],
+            },
+        },
+    )
+    custom.create_namespaced_custom_object(
+        group,
+        version,
+        namespace,
+        "localqueues",
+        {
+            "apiVersion": api_version,
+            "kind": "LocalQueue",
+            "metadata": {"name": "gpu"},
+            "spec": {"clusterQueue": cq},
+        },
+    )
+    return [("clusterqueues", cq), ("resourceflavors", flavor)]
+
+
+def others(times: PodTimes, job: str, bad: int) -> list[str]:
+    """The pods of the Job's ranks other than ``bad`` that the watch has seen."""
+    return [n for n, r in times.rank.items() if n.startswith(f"{job}-") and r != bad]
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {}
+    return {
+        "n": len(values),
+        "min": round(min(values), 3),
+        "p50": round(statistics.median(values), 3),
+        "max": round(max(values), 3),
+    }
+
+
+def bench_gang(admin: k8s.ApiClient, ranks: int, kueue: bool, repeat: int) -> dict[str, Any]:
+    ns = new_namespace(admin, f"bench-ranks-{ranks}")
+    cluster_objects: list[tuple[str, str]] = []
+    times = PodTimes(admin, ns)
+    times.ready.wait(10)
+    settings: dict[str, Any] = {}
+    if kueue:
+        cluster_objects = kueue_queue(admin, ns, ranks * 8)
+        settings["queue_name"] = "gpu"
+    operator = KubernetesJobStepOperator(
+        "bench",
+        config=KubernetesJobStepOperatorConfig(
+            kubeconfig_path=kubeconfig(),
+            namespace=ns,
+            image="localhost/bench:1",
+            image_pull_policy="IfNotPresent",
+            **settings,
+        ),
+    )
+    run = f"ranks-{uuid.uuid4().hex[:6]}"
+    start_s: list[float] = []
+    to_error: list[float] = []
+    to_stopped: list[float] = []
+    to_gone: list[float] = []
+    errors: list[str] = []
+    try:
+        for i in range(repeat):
+            # Start: every rank running. The step then runs 1 s and succeeds.
+            info = step(run, f"start-{i}", ranks, run_duration="1s")
+            job = operator.build_job(info, ["torchrun", "train.py"], {})["metadata"]["name"]
+            called = time.monotonic()
+            operator.launch(info, ["torchrun", "train.py"], {})
+            mine = [t for n, t in times.running.items() if n.startswith(f"{job}-")]
+            if len(mine) == ranks:
+                start_s.append(max(mine) - called)
+            else:
+                errors.append(f"start-{i}: saw {len(mine)} of {ranks} ranks running")
+
+            # Failure: the middle rank exits 3 after 5 s; the others would run ten minutes.
+            bad = ranks // 2
+            info = step(
+                run,
+                f"fail-{i}",
+                ranks,
+                run_duration="10m",
+                **{f"run_duration.rank-{bad}": "5s", f"exit_code.rank-{bad}": "3"},
+            )
+            job = operator.build_job(info, ["torchrun", "train.py"], {})["metadata"]["name"]
+            try:
+                operator.launch(info, ["torchrun", "train.py"], {})
+                errors.append(f"fail-{i}: the step succeeded")
+                continue
+            except StepFailedError as e:
+                raised = time.monotonic()
+                if e.rank != bad or e.exit_code != 3:
+                    errors.append(f"fail-{i}: reported rank {e.rank} exit {e.exit_code}")
+            deadline = time.monotonic() + GRACE_S + 30
+            while time.monotonic() < deadline:
+                rest = others(times, job, bad)
+                if rest and all(n in times.gone for n in rest):
+                    break
+                time.sleep(0.05)
+            failed = [
+                t
+                for n, t in times.failed.items()
+                if times.rank.get(n) == bad and n.startswith(f"{job}-")
+            ]
+            if not failed:
+                errors.append(f"fail-{i}: the failed rank was not seen failing")
+                continue
+            t_fail = min(failed)
+            to_error.append(raised - t_fail)
+            rest = others(times, job, bad)
+            if rest and all(n in times.stopped for n in rest):
+                to_stopped.append(max(times.stopped[n] for n in rest) - t_fail)
+            if rest and all(n in times.gone for n in rest):
+                to_gone.append(max(times.gone[n] for n in rest) - t_fail)
+            else:
+                errors.append(f"fail-{i}: other ranks still there after {GRACE_S + 30}s")
+    finally:
+        times.stop()
+        operator.close()
+        custom = k8s.CustomObjectsApi(admin)
+        for kind, name in cluster_objects:
+            try:
+                custom.delete_cluster_custom_object(*KUEUE, kind, name)
+            except ApiException as e:
+                logging.warning("could not delete %s %s: %s", kind, name, e)
+        k8s.CoreV1Api(admin).delete_namespace(ns)
+    return {
+        "ranks": ranks,
+        "kueue": kueue,
+        "gpus_per_rank": 8,
+        "start_to_all_ranks_running_s": summary(start_s),
+        "failure": {
+            "to_error_s": summary(to_error),
+            "to_others_stopped_s": summary(to_stopped),
+            "to_others_gone_s": summary(to_gone),
+            "termination_grace_s": GRACE_S,
+        },
+        "errors": errors[:5],
+    }
+
+
+def add_nodes() -> None:
+    subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "e2e" / "cluster.py"),
+            "add-nodes",
+            str(ROOT / "bench" / "gang-nodes.yaml"),
+        ],
+        check=True,
+    )
+
+
+def bench_ranks(admin: k8s.ApiClient, sizes: list[int], repeat: int) -> dict[str, Any]:
+    add_nodes()
+    try:
+        k8s.CustomObjectsApi(admin).get_api_resources(*KUEUE)
+        with_kueue = [False, True]
+    except ApiException:
+        with_kueue = [False]
+    results: dict[str, Any] = {}
+    for ranks in sizes:
+        for kueue in with_kueue:
+            key = f"{ranks}_ranks{'_kueue' if kueue else ''}"
+            results[key] = bench_gang(admin, ranks, kueue, repeat)
+    if len(with_kueue) == 1:
+        results["kueue"] = "skipped: Kueue is not installed in this cluster"
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--ranks", type=int, nargs="*", default=[8, 32])
+    p.add_argument("--repeat", type=int, default=3)
+    opts = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    admin = k8s_config.new_client_from_config(config_file=kubeconfig())
+    print(json.dumps(bench_ranks(admin, opts.ranks, opts.repeat), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

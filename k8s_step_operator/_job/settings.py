@@ -581,7 +581,9 @@ class KubernetesJobStepOperatorSettings(BaseSettings):
         # Other tools' words for the number of pods: a setting here would contradict num_nodes.
         if isinstance(data, Mapping):
             for key in _RANK_COUNT_WORDS:
-                if key in data:
+                # A subclass that declares one of these words as its own field (ZenML's drop-in
+                # settings: pod_count) translates it itself.
+                if key in data and key not in cls.model_fields:
                     raise ConfigurationError(
                         key,
                         "num_nodes for the number of nodes (pods) the step runs on, each with "

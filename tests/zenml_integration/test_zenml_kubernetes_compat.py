@@ -274,7 +274,7 @@ REFUSED = [
         "settings.privileged",
         "never runs a privileged container",
     ),
-    ({"pod_count": 4}, "settings.pod_count", "num_nodes"),
+    ({"pod_count": 4, "num_nodes": 2}, "settings.pod_count", "the same number as num_nodes"),
     ({"job_name_prefix": "nightly"}, "settings.job_name_prefix", "labels="),
     (
         {"fail_on_container_waiting_reasons": ["ErrImagePull"]},
@@ -348,6 +348,16 @@ REFUSED = [
         "node_selector['pool'] has",
     ),
 ]
+
+
+def test_zenmls_pod_count_runs_the_step_on_as_many_nodes() -> None:
+    settings = KubernetesJobStepOperatorSettings(pod_count=3, gpu_count=8)
+    translation = _compat.translate(settings.model_dump(exclude_unset=True))
+    assert translation.settings["num_nodes"] == 3
+    assert ("num_nodes", "pod_count") in translation.origins
+    # ZenML's default asks for nothing; the same number in both names is no contradiction.
+    assert "num_nodes" not in _compat.translate({"pod_count": 1}).settings
+    assert _compat.translate({"pod_count": 2, "num_nodes": 2}).settings["num_nodes"] == 2
 
 
 @pytest.mark.parametrize(("given", "field", "instead"), REFUSED)

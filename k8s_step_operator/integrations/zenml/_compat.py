@@ -2,7 +2,7 @@
 
 A team switching from ZenML's ``kubernetes`` step operator keeps its pipelines: the settings
 its steps carry (``KubernetesStepOperatorSettings``: ``pod_settings``, ``service_account_name``,
-``privileged``, ``pod_count``, ``ttl_seconds_after_finished``, ``active_deadline_seconds`` ...)
+``privileged``, ``pod_count`` (``num_nodes``), ``ttl_seconds_after_finished``, ``active_deadline_seconds`` ...)
 are accepted under the same names and turned into the core's fields here. What this operator
 cannot honour, or refuses on purpose, is refused under ZenML's name, saying what to use instead;
 nothing is dropped. A value equal to ZenML's own default asks for nothing and passes (ZenML's
@@ -150,11 +150,7 @@ _REFUSED = {
         "None (unused by ZenML's operator too): use the step's retry=StepRetryConfig(backoff=...)"
     ),
 }
-_POD_COUNT = (
-    "1: a step on several pods maps onto multi-node steps (the num_nodes setting), which this "
-    "version of k8s-step-operator does not have yet; run the step on one pod, or keep this "
-    "step on ZenML's own kubernetes step operator until then"
-)
+_POD_COUNT = "the same number as num_nodes, or only one of the two"
 # The container security context fields the restricted profile sets itself, with the value it
 # sets: asking for the same is asking for nothing more.
 _RESTRICTED_CONTAINER = {
@@ -248,14 +244,30 @@ def translate(data: Mapping[str, Any]) -> Translation:
         if name == "pod_settings" or name not in data:
             continue
         value = parse_json(data[name])
-        if value != default:
-            raise ConfigurationError(
-                name, _POD_COUNT if name == "pod_count" else _REFUSED[name], value
-            )
+        if name == "pod_count":
+            _pod_count(value, data, out)
+        elif value != default:
+            raise ConfigurationError(name, _REFUSED[name], value)
     pod = parse_json(data.get("pod_settings"))
     if pod is not None:
         _pod_settings(as_plain(pod), out)
     return out
+
+
+def _pod_count(value: Any, data: Mapping[str, Any], out: Translation) -> None:
+    """ZenML's ``pod_count`` (a step on several pods) is the core's ``num_nodes``.
+
+    ZenML runs such a step as one Job of ``pod_count`` pods with its distributed environment;
+    ours is the same Job as an Indexed Job with torchrun's environment, for command and Python
+    steps alike. ZenML's default (1) asks for nothing.
+    """
+    if value == 1:
+        return
+    ours = data.get("num_nodes")
+    if ours not in (None, 1) and ours != value:
+        raise ConfigurationError("pod_count", _POD_COUNT, value)
+    out.settings["num_nodes"] = value
+    out.came_from("num_nodes", "pod_count")
 
 
 # -- pod_settings ---------------------------------------------------------------------------------

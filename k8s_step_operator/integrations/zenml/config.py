@@ -67,7 +67,8 @@ class KubernetesJobStepOperatorSettings(ZenMLBaseSettings, CoreSettings):
         "honour is refused by name.",
     )
     pod_count: int = Field(
-        default=1, description="ZenML's pod_count: only 1 (multi-node steps come separately)."
+        default=1,
+        description="ZenML's pod_count: the number of nodes (pods) the step runs on, as num_nodes.",
     )
     privileged: bool = Field(
         default=False, description="ZenML's privileged: only False (never a privileged step)."

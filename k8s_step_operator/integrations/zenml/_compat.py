@@ -2,11 +2,11 @@
 
 A team switching from ZenML's ``kubernetes`` step operator keeps its pipelines: the settings
 its steps carry (``KubernetesStepOperatorSettings``: ``pod_settings``, ``service_account_name``,
-``privileged``, ``pod_count`` (``num_nodes``), ``ttl_seconds_after_finished``, ``active_deadline_seconds`` ...)
-are accepted under the same names and turned into the core's fields here. What this operator
-cannot honour, or refuses on purpose, is refused under ZenML's name, saying what to use instead;
-nothing is dropped. A value equal to ZenML's own default asks for nothing and passes (ZenML's
-settings objects carry every field, set or not).
+``privileged``, ``pod_count`` (``num_nodes``), ``ttl_seconds_after_finished``,
+``active_deadline_seconds`` ...) are accepted under the same names and turned into the core's
+fields here. What this operator cannot honour, or refuses on purpose, is refused under ZenML's
+name, saying what to use instead; nothing is dropped. A value equal to ZenML's own default asks
+for nothing and passes (ZenML's settings objects carry every field, set or not).
 
 The translation is pure: ZenML-named values in, the core's field values out, plus where each
 came from (``origins``), so that an error the core raises later about a translated value is

@@ -145,4 +145,5 @@ def _first_line(text: str) -> str:
 
 
 def _error_line(subcommand: str, message: str) -> None:
-    print(f"{PROG} {subcommand}: error: {message}", file=sys.stderr, flush=True)
+    where = f"{PROG} {subcommand}" if subcommand else PROG
+    print(f"{where}: error: {message}", file=sys.stderr, flush=True)

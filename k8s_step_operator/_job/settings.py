@@ -62,7 +62,6 @@ from k8s_step_operator._job.overrides import (
     check_container_overrides,
     check_pod_spec_overrides,
 )
-from k8s_step_operator._job.quantity import check_quantity
 from k8s_step_operator._step_operator_api.base_settings import (
     BaseSettings,
     SettingsModel,
@@ -70,6 +69,7 @@ from k8s_step_operator._step_operator_api.base_settings import (
     whole_number,
 )
 from k8s_step_operator._step_operator_api.base_step_operator import BaseStepOperatorConfig
+from k8s_step_operator._step_operator_api.sizes import check_size
 
 __all__ = [
     "ALLOWED_CONTAINER_OVERRIDE_KEYS",
@@ -217,9 +217,7 @@ def _affinity(value: object) -> object:
 
 def _positive_size(value: object) -> object:
     if value is not None:
-        size = check_quantity("", value, allow_milli=False)
-        if size <= 0 or size > MAX_INT64:
-            raise ConfigurationError("", "a positive size below 8Ei, such as '1Gi'", value)
+        check_size("", value)
     return value
 
 
@@ -363,8 +361,8 @@ class KubernetesJobStepOperatorSettings(BaseSettings):
     # --- CPU, memory, shared memory -----------------------------------------------------------
     shm_size: Annotated[str, BeforeValidator(_positive_size)] | None = Field(
         default=None,
-        description="Size of /dev/shm (an in-memory emptyDir), e.g. 1Gi; None keeps the "
-        "container runtime's default (64 MiB).",
+        description="Size of /dev/shm (an in-memory emptyDir), e.g. 16Gi or 16GiB; None keeps "
+        "the container runtime's default (64 MiB).",
     )
     cpu_limit: bool = Field(
         default=False,

@@ -67,7 +67,6 @@ from k8s_step_operator._job.settings import (
     MAX_ANNOTATION_BYTES,
     MAX_CPU_CORES,
     MAX_GPUS,
-    MAX_INT64,
     KubernetesJobStepOperatorSettings,
     annotation_bytes,
 )
@@ -78,7 +77,7 @@ from k8s_step_operator._job.spec import (
     SHM_VOLUME,
     StepSpec,
 )
-from k8s_step_operator._step_operator_api.resource_settings import split_memory
+from k8s_step_operator._step_operator_api.sizes import check_size
 from k8s_step_operator._step_operator_api.step_run_info import StepRunInfo
 
 __all__ = ["NO_SECRET_ENVIRONMENT", "validate_step"]
@@ -224,7 +223,9 @@ def validate_step(
         run_as_user=run_as_user,
         run_as_group=s.run_as_group,
         fs_group=s.fs_group,
-        shm_size=s.shm_size,
+        shm_size=check_size("settings.shm_size", s.shm_size).quantity
+        if s.shm_size is not None
+        else None,
         pod_spec_overrides=MappingProxyType(dict(s.pod_spec_overrides)),
         container_overrides=MappingProxyType(dict(s.container_overrides)),
         backoff_limit=s.backoff_limit,
@@ -302,18 +303,8 @@ def _resources(
             "settings.cpu_limit", "ResourceSettings.cpu_count set when cpu_limit is on", True
         )
     if rs.memory is not None:
-        try:
-            number, unit = split_memory(rs.memory)
-        except (ValueError, TypeError) as exc:
-            raise ConfigurationError(
-                "resource_settings.memory", "a size such as '16GB' or '512MiB'", rs.memory
-            ) from exc
-        if number <= 0 or number * unit.byte_value > MAX_INT64:
-            raise ConfigurationError(
-                "resource_settings.memory", "a positive size below 8EiB", rs.memory
-            )
         # Request == limit: the step gets what it asked for and is OOM-killed past it.
-        memory = f"{number}{unit.kubernetes_suffix}"
+        memory = check_size("resource_settings.memory", rs.memory).quantity
         requests["memory"] = limits["memory"] = memory
 
     vendor = resolve_gpu_vendor("settings.gpu_vendor", s.gpu_vendor)

@@ -78,7 +78,7 @@ def test_render_prints_the_job_as_yaml(capsys: pytest.CaptureFixture[str], tmp_p
         (["--gpus", "-1", "--image", "i", "--", "a"], "settings.gpu_count"),
         (["--gpu-vendor", "foo", "--image", "i", "--", "a"], "settings.gpu_vendor"),
         (["--image", "i"], "command"),
-        (["--", "a"], "settings.image or"),
+        (["--", "a"], "--image: expected the step's container image"),
         (["--settings", "/nonexistent/x.yaml", "--", "a"], "--settings"),
         (["--image", "i", "--memory", "3XB", "--", "a"], "--memory"),
         (["--image", "i", "--cpu", "0", "--", "a"], "--cpu"),
@@ -112,6 +112,54 @@ def test_settings_file_errors(capsys: pytest.CaptureFixture[str], tmp_path: Path
     unknown.write_text("gpus: 1\n", encoding="utf-8")
     code, _, err = render(capsys, "--settings", str(unknown), "--", "a")
     assert code == 2 and "settings.gpus" in err
+
+
+def test_a_mistyped_flag_or_setting_names_the_closest(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, out, err = render(capsys, "--memroy", "16GiB", "--image", "a:1", "--", "a")
+    assert code == 2 and out == ""
+    assert "--memroy: did you mean --memory?" in err
+    assert main(["run", "--pending-timout", "5", "--", "a"]) == 2
+    assert "did you mean --pending-timeout?" in capsys.readouterr().err
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("shm_sise: 16Gi\n", encoding="utf-8")
+    code, _, err = render(capsys, "--settings", str(typo), "--image", "a:1", "--", "a")
+    assert code == 2
+    assert "settings.shm_sise: expected one of the known settings: did you mean 'shm_size'?" in err
+    assert "The others: active_deadline_seconds, affinity" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("argv", "field"),
+    [
+        (["--gpu-type", "NVIDIA-H100-80GB-HBM3"], "--gpu-type"),
+        (["--gpus", "0", "--gpu-type", "NVIDIA-H100-80GB-HBM3"], "--gpu-type"),
+        (["--mig-profile", "1g.10gb"], "--mig-profile"),
+        (["--gpu-vendor", "amd"], "--gpu-vendor"),
+    ],
+)
+def test_gpu_flags_without_a_gpu_count_are_refused(
+    capsys: pytest.CaptureFixture[str], argv: list[str], field: str
+) -> None:
+    # Without a count the Job asks for no GPU: it would run, CPU-only, on any node.
+    code, out, err = render(capsys, *argv, "--image", "a:1", "--", "a")
+    assert code == 2 and out == ""
+    assert f"error: {field}: expected a GPU count as well (--gpus N" in err
+
+
+def test_a_gpu_type_from_the_settings_file_needs_a_count_too(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    settings = tmp_path / "s.yaml"
+    settings.write_text("gpu_type: NVIDIA-H100-80GB-HBM3\n", encoding="utf-8")
+    code, _, err = render(capsys, "--settings", str(settings), "--image", "a:1", "--", "a")
+    assert code == 2 and "settings.gpu_type: expected a GPU count as well" in err
+    settings.write_text("gpu_type: NVIDIA-H100-80GB-HBM3\ngpu_count: 1\n", encoding="utf-8")
+    code, out, err = render(capsys, "--settings", str(settings), "--image", "a:1", "--", "a")
+    assert code == 0, err
+    assert yaml.safe_load(out)["spec"]["template"]["spec"]["nodeSelector"]
 
 
 def test_no_subcommand_is_usage_error(capsys: pytest.CaptureFixture[str]) -> None:

@@ -43,16 +43,15 @@ from k8s_step_operator._job.keys import (
     is_reserved_key,
 )
 from k8s_step_operator._job.kube_syntax import (
-    IMAGE_RULE,
     MAX_INT32,
     MAX_INT64,
     check_dns_label,
     check_dns_subdomain,
+    check_image,
     check_label_value,
     check_qualified_name,
     check_secret_key,
     is_dns_subdomain,
-    is_image_ref,
     is_label_value,
     json_copy,
 )
@@ -140,8 +139,8 @@ QualifiedName = Annotated[str, _syntax(check_qualified_name)]
 
 
 def _image(value: object) -> object:
-    if value is not None and not is_image_ref(value):
-        raise ConfigurationError("", IMAGE_RULE, value)
+    if value is not None:
+        check_image("", value)
     return value
 
 

@@ -52,12 +52,11 @@ from k8s_step_operator._job.keys import (
     MANAGED_BY,
 )
 from k8s_step_operator._job.kube_syntax import (
-    IMAGE_RULE,
     check_dns_label,
+    check_image,
     check_label_value,
     check_secret_key,
     deep_copy,
-    is_image_ref,
 )
 from k8s_step_operator._job.naming import job_name, label_value
 from k8s_step_operator._job.overrides import check_overrides_fit
@@ -243,10 +242,7 @@ def validate_step(
 
 
 def _info_image(info: StepRunInfo) -> str:
-    image = info.get_image(IMAGE_KEY)
-    if not is_image_ref(image):
-        raise ConfigurationError(f"info.images[{IMAGE_KEY!r}]", IMAGE_RULE, image)
-    return image
+    return check_image(f"info.images[{IMAGE_KEY!r}]", info.get_image(IMAGE_KEY))
 
 
 def _command(entrypoint_command: Sequence[str]) -> list[str]:

@@ -19,10 +19,10 @@ from k8s_step_operator._job.kube_syntax import (
     MAX_INT32,
     check_dns_label,
     check_dns_subdomain,
+    check_image,
     check_label_value,
     check_qualified_name,
     check_secret_key,
-    is_image_ref,
 )
 from k8s_step_operator._step_operator_api.sizes import check_size
 
@@ -179,9 +179,9 @@ def relative_path(*, allow_empty: bool = False) -> Check:
 
 def image(path: str, value: Any) -> str:
     """A container image reference."""
-    if not is_image_ref(value):
+    if not isinstance(value, str):
         raise fail(path, IMAGE_RULE, value)
-    return str(value)
+    return check_image(path, value)
 
 
 def size(*, positive: bool) -> Check:

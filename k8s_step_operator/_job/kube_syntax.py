@@ -17,8 +17,11 @@ from k8s_step_operator._errors import ConfigurationError
 
 __all__ = [
     "IMAGE_RULE",
+    "MAX_ARG_BYTES",
     "MAX_INT32",
     "MAX_INT64",
+    "MAX_OBJECT_BYTES",
+    "MAX_SECRET_BYTES",
     "check_dns_label",
     "check_dns_subdomain",
     "check_env_name",
@@ -161,6 +164,18 @@ MAX_INT32 = 2**31 - 1
 # The API's int64 fields: activeDeadlineSeconds, tolerationSeconds, grace periods; quantities in
 # bytes.
 MAX_INT64 = 2**63 - 1
+
+# The sizes the server (or the node) refuses, checked before anything is sent.
+# etcd stores an object of at most 1.5 MiB (its default --max-request-bytes); the API server
+# answers a bigger Job with a 422 about its labels, or 413 past 3 MiB. The Job's JSON must leave
+# room for what the server adds (uid, status, managed fields), and the pod (and Kueue's Workload)
+# copy its template.
+MAX_OBJECT_BYTES = 1_500_000
+# Linux refuses to start a process whose argument or "NAME=value" string is 128 KiB or more
+# (MAX_ARG_STRLEN): the container would fail with "argument list too long".
+MAX_ARG_BYTES = 128 * 1024 - 1
+# A Secret holds at most 1 MiB of data.
+MAX_SECRET_BYTES = 1024 * 1024
 
 IMAGE_RULE = (
     "an image reference [registry[:port]/]repository[:tag][@digest] with the repository in lower "

@@ -16,6 +16,7 @@ knows none of Kubernetes' bounds.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
@@ -23,6 +24,7 @@ from types import MappingProxyType
 from typing import Any
 
 from k8s_step_operator._errors import ConfigurationError
+from k8s_step_operator._format import size
 from k8s_step_operator._job.env import (
     SECRET_LIKE_ACCEPTED,
     check_env_name_allowed,
@@ -52,6 +54,9 @@ from k8s_step_operator._job.keys import (
     MANAGED_BY,
 )
 from k8s_step_operator._job.kube_syntax import (
+    MAX_ARG_BYTES,
+    MAX_OBJECT_BYTES,
+    MAX_SECRET_BYTES,
     check_dns_label,
     check_image,
     check_label_value,
@@ -79,7 +84,7 @@ from k8s_step_operator._job.spec import (
 from k8s_step_operator._step_operator_api.sizes import check_size
 from k8s_step_operator._step_operator_api.step_run_info import StepRunInfo
 
-__all__ = ["NO_SECRET_ENVIRONMENT", "validate_step"]
+__all__ = ["NO_SECRET_ENVIRONMENT", "check_job_size", "validate_step"]
 
 NO_SECRET_ENVIRONMENT: Mapping[str, str] = MappingProxyType({})
 
@@ -165,8 +170,8 @@ def validate_step(
     job_annotations = {**s.annotations, **raw_names}
     pod_labels = {**s.pod_labels, **run_labels}
     pod_annotations = {**s.pod_annotations, **raw_names}
-    _check_annotation_size("settings.annotations", job_annotations)
-    _check_annotation_size("settings.pod_annotations", pod_annotations)
+    _check_annotation_size("settings.annotations", s.annotations, raw_names)
+    _check_annotation_size("settings.pod_annotations", s.pod_annotations, raw_names)
 
     plain_env = _plain_env(environment, s)
     secret_refs = _secret_refs(s, plain_env)
@@ -254,6 +259,7 @@ def _command(entrypoint_command: Sequence[str]) -> list[str]:
     for i, part in enumerate(command):
         if not isinstance(part, str):
             raise ConfigurationError(f"entrypoint_command[{i}]", "a string", part)
+        _check_arg_size(f"entrypoint_command[{i}]", part, "an argument")
     if not command[0]:
         raise ConfigurationError("entrypoint_command[0]", "a non-empty program name", "")
     return command
@@ -397,13 +403,50 @@ def _affinity(
     return result
 
 
-def _check_annotation_size(field: str, annotations: Mapping[str, str]) -> None:
-    total = annotation_bytes(annotations)
-    if total > MAX_ANNOTATION_BYTES:
+def _check_annotation_size(
+    field: str, annotations: Mapping[str, str], raw_names: Mapping[str, str]
+) -> None:
+    """Annotations with the run's names: at most 256 KiB, naming the field that fills them."""
+    total = annotation_bytes({**annotations, **raw_names})
+    if total <= MAX_ANNOTATION_BYTES:
+        return
+    # The run's names are kept whole in annotations: a huge one is the cause, not the settings.
+    sources = {field: annotation_bytes(annotations)}
+    for key, field_name in _RAW_NAME_FIELDS.items():
+        sources[field_name] = annotation_bytes({key: raw_names.get(key, "")})
+    culprit = max(sources, key=lambda f: sources[f])
+    raise ConfigurationError(
+        culprit,
+        "annotations (with the run and step names) of at most 256 KiB in total",
+        f"{size(total, up=True)}",
+        detail=f"{size(sources[culprit], up=True)} of it from {culprit}",
+    )
+
+
+# The fields the run's names come from, by the annotation that keeps each.
+_RAW_NAME_FIELDS = {
+    ANNOTATION_RUN_ID: "info.run_id",
+    ANNOTATION_STEP_RUN_ID: "info.step_run_id",
+    ANNOTATION_STEP_NAME: "info.pipeline_step_name",
+    ANNOTATION_RUN_NAME: "info.run_name",
+    ANNOTATION_PIPELINE_NAME: "info.pipeline.name",
+}
+
+
+def _text_bytes(text: str) -> int:
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+def _check_arg_size(field: str, text: str, what: str) -> None:
+    """An argument or ``NAME=value`` string the kernel accepts when the container starts."""
+    n = _text_bytes(text)
+    if n > MAX_ARG_BYTES:
+        # Never the value itself: it may be a secret.
         raise ConfigurationError(
             field,
-            "annotations (with the run and step names) of at most 256 KiB in total",
-            f"{total} bytes",
+            f"{what} of less than 128 KiB (Linux refuses to start a process with a longer one: "
+            "'argument list too long'); pass large data in a file or a volume",
+            f"{size(n, up=True)}",
         )
 
 
@@ -431,6 +474,7 @@ def _plain_env(
             if refused(name, value):
                 # Never echo the value: it is probably a secret.
                 raise ConfigurationError(field, SECRET_LIKE_ACCEPTED, None)
+            _check_arg_size(field, f"{name}={value}", "a variable (NAME=value)")
             plain[name] = value
     plain.setdefault("PYTHONUNBUFFERED", "1")
     return plain
@@ -468,5 +512,45 @@ def _generated_secret_env(
             )
         if name in s.secret_env:
             raise ConfigurationError(field, "a name not also in settings.secret_env", name)
+        _check_arg_size(field, f"{name}={value}", "a variable (NAME=value)")
         result.append((name, name))
+    total = sum(_text_bytes(k) + _text_bytes(v) for k, v in secret_environment.items())
+    if total > MAX_SECRET_BYTES:
+        raise ConfigurationError(
+            "secret_environment",
+            "values of at most 1 MiB in total (what a Secret holds)",
+            size(total, up=True),
+        )
     return result
+
+
+# --- the whole Job ------------------------------------------------------------------------------
+
+
+def check_job_size(job: Mapping[str, Any], inputs: Mapping[str, Any]) -> None:
+    """Refuse a Job too big for the API server to store, naming the input that fills it.
+
+    Args:
+        job: The assembled Job.
+        inputs: The inputs that may make it big, by the field an error names.
+
+    Raises:
+        ConfigurationError: If the Job's JSON exceeds ``MAX_OBJECT_BYTES``.
+    """
+    total = len(json.dumps(job, separators=(",", ":")).encode("utf-8", "surrogatepass"))
+    if total <= MAX_OBJECT_BYTES:
+        return
+    shares = {
+        field: len(json.dumps(value, separators=(",", ":"), default=str).encode())
+        for field, value in inputs.items()
+        if value
+    }
+    culprit = max(shares, key=lambda f: shares[f]) if shares else "settings"
+    raise ConfigurationError(
+        culprit,
+        f"a Job of at most {size(MAX_OBJECT_BYTES)} as JSON (the API server stores objects of "
+        "at most 1.5MiB, and its pod copies the template); pass large data in a file or a "
+        "volume",
+        f"a Job of {size(total, up=True)}",
+        detail=f"{size(shares.get(culprit, 0), up=True)} of it from {culprit}",
+    )

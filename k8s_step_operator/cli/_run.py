@@ -10,6 +10,7 @@ import sys
 from typing import Any
 
 from k8s_step_operator._errors import ApiError, ConfigurationError, StepError, StepFailedError
+from k8s_step_operator._job.builder import build_job
 from k8s_step_operator._job.settings import parse_settings
 from k8s_step_operator._kube.client import load_client
 from k8s_step_operator._runner.signals import Terminated, terminations_raise
@@ -112,7 +113,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     info, command, environment, data = _step_from_args(args)
     data = run_settings(args, data)
-    parse_settings(data)  # a clear error naming the field before anything else
+    # The whole step is checked as render checks it (its settings, image, environment, sizes)
+    # before the kubeconfig is read: bad input is one error naming the field, whatever the cluster.
+    build_job(info, command, environment, parse_settings(data))
     # Found as kubectl finds it; the library does the same again, but an error here is one line
     # before anything is sent, and it says whether the pod's ServiceAccount is the identity.
     loaded = load_client(args.kubeconfig, args.context, True if args.in_cluster else None)

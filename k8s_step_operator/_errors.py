@@ -385,6 +385,7 @@ def configuration_error(
         ("Value error, ", ""),
         ("Input should be ", ""),
         ("String should match pattern ", "a string matching "),
+        ("String should have ", "a string with "),
     ):
         if accepted.startswith(lead):
             accepted = replacement + accepted[len(lead) :]
@@ -395,7 +396,7 @@ def configuration_error(
         where = tuple(first["loc"])
         holder = _model_at(model, where[:-1]) if model is not None and where else None
         if holder is not None:
-            what = "settings" if len(where) == 1 else f"keys of a {holder.__name__}"
+            what = getattr(holder, "error_keys", "") or f"keys of a {holder.__name__}"
             accepted = unknown_key(where[-1], holder.model_fields, what)
         elif isinstance(exc, ConfigurationError):
             # Described already, with the model, when it was raised.

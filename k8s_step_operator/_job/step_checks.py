@@ -119,6 +119,7 @@ def validate_step(
         ConfigurationError: If any input would be refused by Kubernetes or breaks a rule of this
             library.
     """
+    _check_input_types(info, entrypoint_command, environment, settings, secret_environment)
     s = settings
     ns = check_dns_label("namespace", namespace) if namespace else s.namespace or DEFAULT_NAMESPACE
     # str(): ZenML's own StepRunInfo carries UUIDs; any object with these attributes works.
@@ -244,6 +245,42 @@ def validate_step(
 
 
 # --- the step's own inputs -------------------------------------------------------------------
+
+_INFO_ATTRIBUTES = ("run_id", "step_run_id", "pipeline_step_name", "config", "get_image")
+
+
+def _check_input_types(
+    info: Any,
+    entrypoint_command: Any,
+    environment: Any,
+    settings: Any,
+    secret_environment: Any,
+) -> None:
+    """Refuse an argument of the wrong kind (swapped, or a mapping for a model) by its name."""
+    if not all(hasattr(info, a) for a in _INFO_ATTRIBUTES):
+        raise ConfigurationError(
+            "info",
+            "a StepRunInfo (run_id, step_run_id, pipeline_step_name, config, images)",
+            type(info).__name__,
+        )
+    if isinstance(entrypoint_command, Mapping):
+        raise ConfigurationError(
+            "entrypoint_command",
+            "a non-empty list of strings (the environment is the next argument)",
+            type(entrypoint_command).__name__,
+        )
+    for field, value in (("environment", environment), ("secret_environment", secret_environment)):
+        if not isinstance(value, Mapping):
+            raise ConfigurationError(
+                field, "a mapping of variable names to string values", type(value).__name__
+            )
+    if not isinstance(settings, KubernetesJobStepOperatorSettings):
+        raise ConfigurationError(
+            "settings",
+            "a KubernetesJobStepOperatorSettings (from a mapping: parse_settings(mapping) or "
+            "KubernetesJobStepOperatorSettings(**mapping))",
+            type(settings).__name__,
+        )
 
 
 def _info_image(info: StepRunInfo) -> str:

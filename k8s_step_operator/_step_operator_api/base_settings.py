@@ -144,4 +144,10 @@ class SettingsModel(BaseModel):
 
 
 class BaseSettings(SettingsModel):
-    """Base class for settings attached to a step or a stack component (immutable)."""
+    """Base class for settings attached to a step or a stack component (immutable).
+
+    Attributes:
+        error_keys: What an unknown key's error calls the known ones.
+    """
+
+    error_keys: ClassVar[str] = "settings"

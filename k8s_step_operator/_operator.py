@@ -30,6 +30,7 @@ from k8s_step_operator._job.settings import (
 )
 from k8s_step_operator._kube.access import KubeApi
 from k8s_step_operator._kube.client import load_client
+from k8s_step_operator._objects import Job
 from k8s_step_operator._runner.autoscaler import AutoscalerView
 from k8s_step_operator._runner.diagnosis import Phase
 from k8s_step_operator._runner.event_log import log_event
@@ -253,10 +254,10 @@ class KubernetesJobStepOperator(BaseStepOperator):
         settings = settings or self.get_settings(info)
         secrets = dict(secret_environment or {})
         job = self._build(info, entrypoint_command, environment, settings, secrets)
-        companion: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None
+        companion: Callable[[Job], Mapping[str, Any]] | None = None
         if secrets:
 
-            def companion(created: Mapping[str, Any]) -> Mapping[str, Any]:
+            def companion(created: Job) -> Mapping[str, Any]:
                 return build_env_secret(job, secrets, job_uid=str(created["metadata"]["uid"]))
 
         return self._runner(job, _identity(info), settings, companion=companion)
@@ -403,7 +404,7 @@ class KubernetesJobStepOperator(BaseStepOperator):
             job["metadata"]["namespace"] = self.namespace_of(settings)
         return job
 
-    def _ref(self, namespace: str, step: StepIdentity) -> dict[str, Any]:
+    def _ref(self, namespace: str, step: StepIdentity) -> Job:
         name = job_name(step.run_id, step.step_name, step.step_run_id)
         return {"metadata": {"name": name, "namespace": namespace}}
 
@@ -413,7 +414,7 @@ class KubernetesJobStepOperator(BaseStepOperator):
         step: StepIdentity,
         settings: KubernetesJobStepOperatorSettings,
         *,
-        companion: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None,
+        companion: Callable[[Job], Mapping[str, Any]] | None = None,
     ) -> StepRun:
         access = self.access()
         return StepRun(

@@ -40,6 +40,7 @@ from k8s_step_operator._errors import (
     ServerUnavailableError,
     TooManyRequestsError,
 )
+from k8s_step_operator._objects import Status
 
 __all__ = [
     "LoadedClient",
@@ -190,20 +191,21 @@ def disable_transport_retries(configuration: Any) -> None:
     configuration.connection_pool_maxsize = max(configuration.connection_pool_maxsize, 32)
 
 
-def _status_body(exc: ApiException) -> dict[str, Any]:
+def _status_body(exc: ApiException) -> Status:
+    """The server's ``Status`` (``{}`` when it sent none; a text body is its message)."""
     body = exc.body
     if isinstance(body, bytes):
         body = body.decode("utf-8", "replace")
     if not body:
         return {}
     try:
-        parsed = json.loads(body)
+        parsed: Status = json.loads(body)
     except (TypeError, ValueError):
         return {"message": str(body)[:2000]}
-    return parsed if isinstance(parsed, dict) else {}
+    return parsed if isinstance(parsed, dict) else {}  # any JSON may come: only an object is one
 
 
-def _retry_after(exc: ApiException, body: dict[str, Any]) -> float | None:
+def _retry_after(exc: ApiException, body: Status) -> float | None:
     headers = exc.headers or {}
     value = headers.get("Retry-After") if hasattr(headers, "get") else None
     if value is None:

@@ -23,7 +23,7 @@ import re
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, cast
+from typing import Protocol
 
 from k8s_step_operator._errors import ApiError, ForbiddenError, NotFoundError
 from k8s_step_operator._job.keys import (
@@ -114,10 +114,9 @@ def _signal(event: Event) -> AutoscalerSignal | None:
     return None
 
 
-def latest_signal(events: Sequence[Mapping[str, Any]], pod: str) -> AutoscalerSignal | None:
+def latest_signal(events: Sequence[Event], pod: str) -> AutoscalerSignal | None:
     """The latest autoscaler ``Event`` about ``pod`` (events oldest first), or ``None``."""
-    # The diagnosis holds them as untyped dicts.
-    for event in reversed(cast("Sequence[Event]", events)):
+    for event in reversed(events):
         if event.get("involvedObject", {}).get("name") != pod:
             continue
         signal = _signal(event)
@@ -126,9 +125,9 @@ def latest_signal(events: Sequence[Mapping[str, Any]], pod: str) -> AutoscalerSi
     return None
 
 
-def is_autoscaler_event(event: Mapping[str, Any]) -> bool:
+def is_autoscaler_event(event: Event) -> bool:
     """Whether an autoscaler wrote the ``Event`` (its FailedScheduling is not the scheduler's)."""
-    return _signal(cast(Event, event)) is not None
+    return _signal(event) is not None
 
 
 # -- which NodePools could make a node for the pod ---------------------------------------------
@@ -191,7 +190,7 @@ def _refusal(pool: NodePool, pod_spec: PodSpec) -> str:
 
 
 def nodepools_admitting(
-    pod_spec: Mapping[str, Any], nodepools: Sequence[NodePool]
+    pod_spec: PodSpec, nodepools: Sequence[NodePool]
 ) -> tuple[list[str], list[str]]:
     """The NodePools that may make a node for the pod, and why each other one cannot.
 
@@ -199,18 +198,17 @@ def nodepools_admitting(
     to the instance type (the GPU model, say) are given the benefit of the doubt.
 
     Args:
-        pod_spec: The pod's ``PodSpec`` (the runner holds it as an untyped dict).
+        pod_spec: The pod's ``PodSpec``.
         nodepools: Karpenter's NodePools.
 
     Returns:
         ``(admitting names, ["<pool>: <why not>", ...])``.
     """
-    spec = cast(PodSpec, pod_spec)
     admitting: list[str] = []
     refusals: list[str] = []
     for pool in nodepools:
         name = name_of(pool)
-        why = _refusal(pool, spec)
+        why = _refusal(pool, pod_spec)
         if why:
             refusals.append(f"NodePool {name}: {why}")
         else:

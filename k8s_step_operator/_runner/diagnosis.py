@@ -30,6 +30,15 @@ from k8s_step_operator._errors import (
     UnschedulableError,
 )
 from k8s_step_operator._job.keys import KUEUE_QUEUE_LABEL
+from k8s_step_operator._objects import (
+    Condition,
+    ContainerStateTerminated,
+    Event,
+    Job,
+    Pod,
+    labels_of,
+    name_of,
+)
 from k8s_step_operator._runner.autoscaler import (
     AutoscalerSignal,
     is_autoscaler_event,
@@ -48,8 +57,6 @@ __all__ = [
     "decide",
     "observe",
 ]
-
-Obj = Mapping[str, Any]
 
 
 class Phase(enum.StrEnum):
@@ -184,20 +191,16 @@ _CONFIG = {"CreateContainerConfigError"}
 _STARTING = {"ContainerCreating", "PodInitializing"}
 
 
-def _true(conds: Mapping[str, Mapping[str, Any]], kind: str) -> Mapping[str, Any] | None:
+def _true(conds: Mapping[str, Condition], kind: str) -> Condition | None:
     c = conds.get(kind)
     return c if c is not None and c.get("status") == _TRUE else None
 
 
-def _name(obj: Obj) -> str:
-    return str((obj.get("metadata") or {}).get("name", ""))
-
-
-def _terminated(pod: Obj) -> tuple[str, Mapping[str, Any]] | None:
+def _terminated(pod: Pod) -> tuple[str, ContainerStateTerminated] | None:
     """The first container that terminated unsuccessfully, else the first that terminated."""
-    done: list[tuple[str, Mapping[str, Any]]] = []
+    done: list[tuple[str, ContainerStateTerminated]] = []
     for cs in container_statuses(pod):
-        terminated = (cs.get("state") or {}).get("terminated")
+        terminated = cs.get("state", {}).get("terminated")
         if terminated:
             done.append((str(cs.get("name", "")), terminated))
     for n, t in done:
@@ -206,10 +209,10 @@ def _terminated(pod: Obj) -> tuple[str, Mapping[str, Any]] | None:
     return done[0] if done else None
 
 
-def _failure_outcome(job: Obj, pods: Sequence[Obj], cond: Mapping[str, Any]) -> Outcome:
+def _failure_outcome(job: Job, pods: Sequence[Pod], cond: Condition) -> Outcome:
     reason = str(cond.get("reason") or "")
     message = str(cond.get("message") or "")
-    failed = [p for p in pods if (p.get("status") or {}).get("phase") == "Failed"]
+    failed = [p for p in pods if p.get("status", {}).get("phase") == "Failed"]
     candidates = failed or list(pods)
     for pod in reversed(candidates):
         term = _terminated(pod)
@@ -225,29 +228,29 @@ def _failure_outcome(job: Obj, pods: Sequence[Obj], cond: Mapping[str, Any]) -> 
                 succeeded=False,
                 reason=t_reason if specific else (reason or t_reason),
                 message=detail or message or t_reason,
-                pod=_name(pod),
+                pod=name_of(pod),
                 container=container,
                 exit_code=int(code) if code is not None else None,
                 oom_killed=t_reason == "OOMKilled",
                 job_reason=reason,
             )
-        status = pod.get("status") or {}
+        status = pod.get("status", {})
         if status.get("phase") == "Failed" and status.get("reason"):
             # Rejected by the kubelet before any container ran (UnexpectedAdmissionError, ...).
             return Outcome(
                 succeeded=False,
                 reason=str(status.get("reason")),
                 message=str(status.get("message") or message),
-                pod=_name(pod),
+                pod=name_of(pod),
                 job_reason=reason,
             )
     return Outcome(succeeded=False, reason=reason, message=message, job_reason=reason)
 
 
 def observe(
-    job: Obj,
-    pods: Sequence[Obj],
-    events: Sequence[Obj] = (),
+    job: Job,
+    pods: Sequence[Pod],
+    events: Sequence[Event] = (),
     queue: QueueContext | None = None,
 ) -> Observation:
     """Read a step's phase and problems from its Job, the Job's pods and their events.
@@ -280,24 +283,24 @@ def observe(
             outcome=outcome,
         )
 
-    labels = (job.get("metadata") or {}).get("labels") or {}
+    labels = labels_of(job)
     queue_name = str(labels.get(KUEUE_QUEUE_LABEL, ""))
-    suspended = _true(conds, "Suspended") or (job.get("spec") or {}).get("suspend") is True
+    suspended = _true(conds, "Suspended") or job.get("spec", {}).get("suspend") is True
     if suspended:
         return _queued(queue_name, queue)
 
     active = [
         p
         for p in pods
-        if (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
-        and not (p.get("metadata") or {}).get("deletionTimestamp")
+        if p.get("status", {}).get("phase") not in ("Succeeded", "Failed")
+        and not p.get("metadata", {}).get("deletionTimestamp")
     ]
     if not active:
         rejected = [
             e
             for e in events
             if e.get("reason") == "FailedCreate"
-            and (e.get("involvedObject") or {}).get("kind") == "Job"
+            and e.get("involvedObject", {}).get("kind") == "Job"
         ]
         if rejected and not pods:
             message = str(rejected[-1].get("message") or "")
@@ -313,10 +316,10 @@ def observe(
         return Observation(Phase.SUBMITTED, "waiting for the Job controller to create a pod")
 
     pod = active[-1]
-    pod_name = _name(pod)
+    pod_name = name_of(pod)
     pod_conds = conditions_by_type(pod)
     scheduled = pod_conds.get("PodScheduled")
-    if not (pod.get("spec") or {}).get("nodeName"):
+    if not pod.get("spec", {}).get("nodeName"):
         if scheduled is not None and scheduled.get("reason") == "Unschedulable":
             message = str(scheduled.get("message") or "")
             if not message:
@@ -344,9 +347,9 @@ def observe(
             )
         return Observation(Phase.SCHEDULING, "waiting for the scheduler", pod=pod_name)
 
-    node = str((pod.get("spec") or {}).get("nodeName"))
+    node = str(pod.get("spec", {}).get("nodeName"))
     for cs in container_statuses(pod):
-        waiting = (cs.get("state") or {}).get("waiting")
+        waiting = cs.get("state", {}).get("waiting")
         if not waiting:
             continue
         reason = str(waiting.get("reason") or "")
@@ -372,8 +375,8 @@ def observe(
                 message=message,
                 node=node,
             )
-    running = any("running" in (cs.get("state") or {}) for cs in container_statuses(pod))
-    if running or (pod.get("status") or {}).get("phase") == "Running":
+    running = any("running" in cs.get("state", {}) for cs in container_statuses(pod))
+    if running or pod.get("status", {}).get("phase") == "Running":
         return Observation(Phase.RUNNING, f"running on {node}", pod=pod_name, node=node)
     return Observation(Phase.STARTING, f"starting on {node}", pod=pod_name, node=node)
 
@@ -429,12 +432,12 @@ def _refused(name: str, message: str) -> Observation:
     )
 
 
-def _latest_message(events: Sequence[Obj], name: str, reason: str) -> str:
+def _latest_message(events: Sequence[Event], name: str, reason: str) -> str:
     """The latest message of the scheduler's (not an autoscaler's) event of that reason."""
     for e in reversed(events):
         if (
             e.get("reason") == reason
-            and (e.get("involvedObject") or {}).get("name") == name
+            and e.get("involvedObject", {}).get("name") == name
             and not is_autoscaler_event(e)
         ):
             return str(e.get("message") or "")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
 
 from k8s_step_operator._job.quantity import parse_quantity
 from k8s_step_operator._objects import (
@@ -167,7 +166,7 @@ def _requests(pod_spec: PodSpec) -> dict[str, float]:
     return requests
 
 
-def check_fit(pod_spec: Mapping[str, Any], nodes: Sequence[Mapping[str, Any]]) -> FitVerdict:
+def check_fit(pod_spec: PodSpec, nodes: Sequence[Node]) -> FitVerdict:
     """Whether any node could ever run the pod, ignoring what currently runs there.
 
     A fitting answer means "maybe"; a non-fitting one means no node, even empty, can take it.
@@ -176,14 +175,12 @@ def check_fit(pod_spec: Mapping[str, Any], nodes: Sequence[Mapping[str, Any]]) -
         pod_spec: The pod's ``PodSpec`` (a Job's ``spec.template.spec``).
         nodes: The cluster's ``Node`` objects.
     """
-    # The runner holds them as untyped dicts.
-    spec = cast(PodSpec, pod_spec)
-    selector = spec.get("nodeSelector", {})
-    tolerations = spec.get("tolerations") or []
-    terms = required_node_terms(spec)
-    requests = _requests(spec)
+    selector = pod_spec.get("nodeSelector", {})
+    tolerations = pod_spec.get("tolerations") or []
+    terms = required_node_terms(pod_spec)
+    requests = _requests(pod_spec)
     misses: list[NodeMiss] = []
-    for node in cast("Sequence[Node]", nodes):
+    for node in nodes:
         name = name_of(node)
         labels = labels_of(node)
         if any(labels.get(k) != v for k, v in selector.items()):
@@ -229,9 +226,7 @@ def check_fit(pod_spec: Mapping[str, Any], nodes: Sequence[Mapping[str, Any]]) -
     return FitVerdict(False, tuple(misses), selector)
 
 
-def fits_somewhere(
-    pod_spec: Mapping[str, Any], nodes: Sequence[Mapping[str, Any]]
-) -> tuple[bool, list[str]]:
+def fits_somewhere(pod_spec: PodSpec, nodes: Sequence[Node]) -> tuple[bool, list[str]]:
     """``check_fit`` as ``(fits, reasons)``: per node that cannot fit, why not."""
     verdict = check_fit(pod_spec, nodes)
     return verdict.fits, verdict.reasons

@@ -17,7 +17,7 @@ import logging
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Generic, Protocol, TypeVar, cast
+from typing import Generic, Protocol, TypeVar
 
 from k8s_step_operator._errors import ApiError, NotFoundError
 from k8s_step_operator._objects import LocalQueue, PendingWorkload, Workload, name_of
@@ -66,11 +66,10 @@ class WorkloadState:
         return ", ".join(f"{r}={f}" for r, f in sorted(self.flavors.items()))
 
 
-def read_workload(workload: Mapping[str, Any]) -> WorkloadState:
+def read_workload(workload: Workload) -> WorkloadState:
     """The state of a ``Workload`` (``kueue.x-k8s.io`` v1beta1 or v1beta2: same fields)."""
-    wl = cast(Workload, workload)  # the watcher's objects are untyped dicts
-    conds = conditions_by_type(wl)
-    admission = wl.get("status", {}).get("admission", {})
+    conds = conditions_by_type(workload)
+    admission = workload.get("status", {}).get("admission", {})
     flavors: dict[str, str] = {}
     for assignment in admission.get("podSetAssignments") or []:
         for resource, flavor in assignment.get("flavors", {}).items():
@@ -88,7 +87,7 @@ def read_workload(workload: Mapping[str, Any]) -> WorkloadState:
         evicted_message = str(evicted.get("message") or "")
         evicted_reason = str(evicted.get("reason") or "")
     return WorkloadState(
-        name=name_of(wl),
+        name=name_of(workload),
         cluster_queue=str(admission.get("clusterQueue") or ""),
         admitted=admitted,
         flavors=flavors,

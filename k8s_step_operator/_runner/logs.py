@@ -13,11 +13,11 @@ import logging
 import math
 import threading
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any
 
 from k8s_step_operator._errors import ApiError
+from k8s_step_operator._objects import Pod
 from k8s_step_operator._runner.pods import container_statuses
 from k8s_step_operator._runner.ports import SYSTEM_CLOCK, Clock, KubeAccess, Stream
 
@@ -191,7 +191,7 @@ class LogFollower:
             self.tail.append(text)
         self.emit(stream.pod, stream.container, stream.prefix, text)
 
-    def update(self, pods: Sequence[Mapping[str, Any]]) -> None:
+    def update(self, pods: Sequence[Pod]) -> None:
         """Start following any container of these pods that has started and is not followed."""
         several = len(pods) > 1
         for pod in pods:
@@ -218,7 +218,7 @@ class LogFollower:
                 else:
                     stream.finished.set()
 
-    def drain(self, pods: Sequence[Mapping[str, Any]], timeout: float) -> None:
+    def drain(self, pods: Sequence[Pod], timeout: float) -> None:
         """Deliver every line the step printed, then stop; called once the Job has ended.
 
         A follow stream may stay open after its container stopped (some log back ends keep

@@ -14,10 +14,11 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeAlias, overload
 
 from k8s_step_operator._objects import (
     ConfigMap,
+    Event,
     Job,
     KubeObject,
     LocalQueue,
@@ -25,12 +26,25 @@ from k8s_step_operator._objects import (
     NodePool,
     ObjectList,
     PendingWorkload,
+    Pod,
+    Workload,
 )
 
-__all__ = ["SYSTEM_CLOCK", "Clock", "Kind", "KubeAccess", "Stream", "SystemClock"]
+__all__ = [
+    "SYSTEM_CLOCK",
+    "AnyList",
+    "Clock",
+    "Kind",
+    "KubeAccess",
+    "Stream",
+    "SystemClock",
+]
 
 # The namespaced kinds the watcher lists and watches.
 Kind = Literal["jobs", "pods", "events", "workloads"]
+
+AnyList: TypeAlias = ObjectList[Job] | ObjectList[Pod] | ObjectList[Event] | ObjectList[Workload]
+"""The list of a kind known only as a ``Kind``: one of the four."""
 
 
 class Stream(Protocol):
@@ -69,9 +83,25 @@ class KubeAccess(Protocol):
         """Create a Secret; a 409 raises ``ConflictError``."""
         ...
 
+    @overload
     def list_objects(
-        self, kind: Kind, namespace: str, label_selector: str | None
-    ) -> ObjectList[Any]:
+        self, kind: Literal["jobs"], namespace: str, label_selector: str | None
+    ) -> ObjectList[Job]: ...
+    @overload
+    def list_objects(
+        self, kind: Literal["pods"], namespace: str, label_selector: str | None
+    ) -> ObjectList[Pod]: ...
+    @overload
+    def list_objects(
+        self, kind: Literal["events"], namespace: str, label_selector: str | None
+    ) -> ObjectList[Event]: ...
+    @overload
+    def list_objects(
+        self, kind: Literal["workloads"], namespace: str, label_selector: str | None
+    ) -> ObjectList[Workload]: ...
+    @overload
+    def list_objects(self, kind: Kind, namespace: str, label_selector: str | None) -> AnyList: ...
+    def list_objects(self, kind: Kind, namespace: str, label_selector: str | None) -> AnyList:
         """List a kind: the list object, with ``items`` and ``metadata.resourceVersion``.
 
         The items are of the kind listed: ``Job``, ``Pod``, ``Event`` or ``Workload``.

@@ -38,6 +38,7 @@ from k8s_step_operator._errors import (
 from k8s_step_operator._job.keys import JOB_CONTROLLER_UID_LABEL, KUEUE_QUEUE_LABEL
 from k8s_step_operator._job.naming import same_step
 from k8s_step_operator._job.settings import KubernetesJobStepOperatorSettings
+from k8s_step_operator._objects import Job, Node, Pod, PodSpec, labels_of
 from k8s_step_operator._runner.autoscaler import AutoscalerView, nodepools_admitting
 from k8s_step_operator._runner.diagnosis import (
     Observation,
@@ -101,18 +102,18 @@ class NodeView:
         self.api = api
         self.clock = clock
         self._lock = threading.Lock()
-        self._cached: tuple[float, list[dict[str, Any]] | None] | None = None
+        self._cached: tuple[float, list[Node] | None] | None = None
         self._warned = False
 
-    def nodes(self) -> list[dict[str, Any]] | None:
+    def nodes(self) -> list[Node] | None:
         """The nodes, or ``None`` when they cannot be read."""
         with self._lock:
             now = self.clock.monotonic()
             if self._cached is not None and now - self._cached[0] < self.TTL:
                 return self._cached[1]
-            nodes: list[dict[str, Any]] | None
+            nodes: list[Node] | None
             try:
-                nodes = cast("list[dict[str, Any]]", self.api.list_nodes())
+                nodes = self.api.list_nodes()
             except ForbiddenError:
                 if not self._warned:
                     log.warning(
@@ -164,12 +165,13 @@ class StepRun:
         nodes: NodeView | None = None,
         autoscalers: AutoscalerView | None = None,
         queues: QueueView | None = None,
-        companion: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None,
+        companion: Callable[[Job], Mapping[str, Any]] | None = None,
         cancel_wait_timeout: float = 120.0,
         log_drain_timeout: float = 10.0,
     ) -> None:
         self.api = api
-        self.job = dict(job)
+        # The builder writes a Job's fields; after ``attach``, the Job as the server has it.
+        self.job: Job = cast(Job, dict(job))
         self.name = str(job["metadata"]["name"])
         self.namespace = str(job["metadata"]["namespace"])
         self.step = step
@@ -230,7 +232,7 @@ class StepRun:
 
     # -- submit and attach -------------------------------------------------------------------
 
-    def submit(self) -> dict[str, Any]:
+    def submit(self) -> Job:
         """Create the Job, or adopt the one already there for the same step run.
 
         Returns:
@@ -242,19 +244,11 @@ class StepRun:
         """
         reattached = False
         try:
-            job = cast("dict[str, Any]", self.api.create_job(self.namespace, self.job))
+            job = self.api.create_job(self.namespace, self.job)
         except ConflictError:
             # Also the path after a create whose answer was lost (a 5xx, a cut connection):
-            # the retry meets our own Job and adopts it.
-            job = self.get()
-            if not self._ours(job):
-                raise NameCollisionError(
-                    f"Job {self.where} exists but belongs to another run, step or attempt "
-                    f"({(job.get('metadata') or {}).get('annotations')})",
-                    status=409,
-                    reason="AlreadyExists",
-                    operation=f"create Job {self.where}",
-                ) from None
+            # the retry meets our own Job and adopts it, as a restarted caller does.
+            job = self._adopt(self.get(), operation=f"create Job {self.where}")
             reattached = True
         self.uid = str(job["metadata"]["uid"])
         self._create_companion(job)
@@ -262,7 +256,7 @@ class StepRun:
         self._publish(Submitted(**self._ids(), reattached=reattached))
         return job
 
-    def attach(self) -> dict[str, Any]:
+    def attach(self) -> Job:
         """Find the step run's existing Job and follow that one from now on.
 
         Returns:
@@ -272,14 +266,17 @@ class StepRun:
             NotFoundError: The step run has no Job.
             NameCollisionError: The Job of that name belongs to another run, step or attempt.
         """
-        job = self.get()
+        return self._adopt(self.get(), operation=f"attach to Job {self.where}")
+
+    def _adopt(self, job: Job, *, operation: str) -> Job:
+        """Make ``job`` (read from the server) the one this runner follows, if it is ours."""
         if not self._ours(job):
             raise NameCollisionError(
-                f"Job {self.where} belongs to another run, step or attempt "
-                f"({(job.get('metadata') or {}).get('annotations')})",
+                f"Job {self.where} exists but belongs to another run, step or attempt "
+                f"({job.get('metadata', {}).get('annotations')})",
                 status=409,
                 reason="AlreadyExists",
-                operation=f"attach to Job {self.where}",
+                operation=operation,
             )
         self.uid = str(job["metadata"]["uid"])
         self.job = job
@@ -292,23 +289,22 @@ class StepRun:
             gpus=_gpus(job),
             gpu_resource=_gpu_resource(job),
         )
-        labels = (job.get("metadata") or {}).get("labels") or {}
-        self.queue_name = str(labels.get(KUEUE_QUEUE_LABEL, ""))
+        self.queue_name = str(labels_of(job).get(KUEUE_QUEUE_LABEL, ""))
         return job
 
-    def _ours(self, job: Mapping[str, Any]) -> bool:
+    def _ours(self, job: Job) -> bool:
         return same_step(job, self.step.run_id, self.step.step_name, self.step.step_run_id)
 
-    def _create_companion(self, job: Mapping[str, Any]) -> None:
+    def _create_companion(self, job: Job) -> None:
         if self.companion is None:
             return
         obj = self.companion(job)
         with contextlib.suppress(ConflictError):  # a reattaching caller made it already
             self.api.create_secret(self.namespace, obj)
 
-    def get(self) -> dict[str, Any]:
+    def get(self) -> Job:
         """Read the Job from the server."""
-        return cast("dict[str, Any]", self.api.get_job(self.namespace, self.name))
+        return self.api.get_job(self.namespace, self.name)
 
     # -- wait ----------------------------------------------------------------------------
 
@@ -382,7 +378,7 @@ class StepRun:
 
     def _look(
         self, watcher: NamespaceWatcher, follower: LogFollower | None
-    ) -> tuple[Seen, list[dict[str, Any]]]:
+    ) -> tuple[Seen, list[Pod]]:
         """Read the caches (and, where the diagnosis needs them, Kueue, nodes, autoscalers)."""
         job = watcher.job(self.name)
         if job is None or job["metadata"].get("uid") != self.uid:
@@ -408,7 +404,7 @@ class StepRun:
         step: Advance,
         watcher: NamespaceWatcher,
         follower: LogFollower | None,
-        pods: list[dict[str, Any]],
+        pods: list[Pod],
     ) -> None:
         """Carry out a terminal action: return on success, raise otherwise."""
         if step.action is Action.DELETED:
@@ -501,7 +497,7 @@ class StepRun:
             return []
         return lines[-TAIL_LINES:]
 
-    def _get_or_deleted(self, follower: LogFollower | None) -> dict[str, Any]:
+    def _get_or_deleted(self, follower: LogFollower | None) -> Job:
         try:
             job = self.get()
         except NotFoundError:
@@ -524,18 +520,18 @@ class StepRun:
             return bool(state and state.get("terminated"))
         return True  # the pod is gone: nothing more will come
 
-    def _drain(self, follower: LogFollower | None, pods: list[dict[str, Any]]) -> None:
+    def _drain(self, follower: LogFollower | None, pods: list[Pod]) -> None:
         if follower is not None:
             follower.drain(pods, self.log_drain_timeout)
 
-    def _placement(self, job: Mapping[str, Any], obs: Observation) -> Placement | None:
+    def _placement(self, job: Job, obs: Observation) -> Placement | None:
         """What the nodes and autoscalers say of the unschedulable pod (``None``: not checked)."""
         if not self.settings.preflight_fit_check:
             return None
         nodes = self.nodes.nodes()
         if nodes is None:
             return None
-        pod_spec = ((job.get("spec") or {}).get("template") or {}).get("spec") or {}
+        pod_spec = _pod_spec(job)
         verdict = check_fit(pod_spec, nodes)
         if verdict.fits:
             return Placement(advice=verdict.advice())
@@ -551,7 +547,7 @@ class StepRun:
             autoscaler_wait=wait,
         )
 
-    def _may_scale(self, pod_spec: Mapping[str, Any]) -> tuple[bool, float | None, str]:
+    def _may_scale(self, pod_spec: PodSpec) -> tuple[bool, float | None, str]:
         """Whether an autoscaler may still add a node for the pod.
 
         Returns:
@@ -737,19 +733,23 @@ class StepRun:
             self.uid = str(job["metadata"]["uid"])
 
 
-def _gpus(job: Mapping[str, Any]) -> int:
+def _pod_spec(job: Job) -> PodSpec:
+    """The Job's pods' spec (``spec.template.spec``)."""
+    return job.get("spec", {}).get("template", {}).get("spec", {})
+
+
+def _gpus(job: Job) -> int:
     """GPUs per pod the Job requests (the first GPU-like resource limit of its containers)."""
     return _gpu_request(job)[1]
 
 
-def _gpu_resource(job: Mapping[str, Any]) -> str:
+def _gpu_resource(job: Job) -> str:
     return _gpu_request(job)[0]
 
 
-def _gpu_request(job: Mapping[str, Any]) -> tuple[str, int]:
-    spec = ((job.get("spec") or {}).get("template") or {}).get("spec") or {}
-    for container in spec.get("containers") or []:
-        limits = (container.get("resources") or {}).get("limits") or {}
+def _gpu_request(job: Job) -> tuple[str, int]:
+    for container in _pod_spec(job).get("containers") or []:
+        limits = container.get("resources", {}).get("limits", {})
         for resource, value in limits.items():
             if resource.endswith("/gpu") or "/mig-" in resource:
                 try:

@@ -32,7 +32,7 @@ import threading
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar, cast
 
 from k8s_step_operator._errors import ApiError
 from k8s_step_operator._job.keys import (
@@ -41,6 +41,15 @@ from k8s_step_operator._job.keys import (
     KUEUE_JOB_UID_LABEL,
     LEGACY_JOB_NAME_LABEL,
     MANAGED_BY_SELECTOR,
+)
+from k8s_step_operator._objects import (
+    Event,
+    Job,
+    KubeObject,
+    Pod,
+    WatchLine,
+    Workload,
+    labels_of,
 )
 from k8s_step_operator._runner.ports import SYSTEM_CLOCK, Clock, Kind, KubeAccess, Stream
 
@@ -66,8 +75,11 @@ SERVER_TIMEOUT = 40
 READ_SLACK = 15.0
 
 
-def _rv(obj: dict[str, Any]) -> str:
-    return str((obj.get("metadata") or {}).get("resourceVersion") or "")
+Obj = TypeVar("Obj", bound=KubeObject)
+
+
+def _rv(obj: KubeObject) -> str:
+    return str(obj.get("metadata", {}).get("resourceVersion") or "")
 
 
 def _newer_or_equal(a: str, b: str) -> bool:
@@ -78,13 +90,16 @@ def _newer_or_equal(a: str, b: str) -> bool:
         return True
 
 
-def job_name_of_pod(pod: dict[str, Any]) -> str:
-    """The name of the Job that owns a pod, from its labels or, failing that, its owner."""
-    labels = (pod.get("metadata") or {}).get("labels") or {}
+def job_name_of_pod(pod: KubeObject) -> str:
+    """The name of the Job that owns a pod, from its labels or, failing that, its owner.
+
+    Also a Kueue Workload's: any object a Job owns.
+    """
+    labels = labels_of(pod)
     name = labels.get(JOB_NAME_LABEL) or labels.get(LEGACY_JOB_NAME_LABEL)
     if name:
         return str(name)
-    for ref in (pod.get("metadata") or {}).get("ownerReferences") or []:
+    for ref in pod.get("metadata", {}).get("ownerReferences") or []:
         if ref.get("kind") == "Job":
             return str(ref.get("name", ""))
     return ""
@@ -103,12 +118,12 @@ class _Gone(Exception):
 
 
 @dataclass
-class _KindState:
-    """The state of one watched resource kind."""
+class _KindState(Generic[Obj]):
+    """The state of one watched resource kind, whose objects are ``Obj`` s."""
 
     name: Kind
     label_selector: str | None
-    objects: dict[str, dict[str, Any]] = field(default_factory=dict)
+    objects: dict[str, Obj] = field(default_factory=dict)
     resource_version: str | None = None
     synced: threading.Event = field(default_factory=threading.Event)
     stream: Stream | None = None
@@ -155,17 +170,21 @@ class NamespaceWatcher:
         self._lock = threading.RLock()
         self._stopped = threading.Event()
         self._subs: dict[str, set[Subscription]] = defaultdict(set)
-        self._events: dict[str, deque[dict[str, Any]]] = defaultdict(
+        self._events: dict[str, deque[Event]] = defaultdict(
             lambda: deque(maxlen=_EVENTS_PER_OBJECT)
         )
         self._deleted_jobs: dict[str, str] = {}  # name -> uid of a Job seen deleted
-        self._kinds: dict[Kind, _KindState] = {
-            "jobs": _KindState("jobs", job_label_selector),
-            "pods": _KindState("pods", POD_SELECTOR),
-            "events": _KindState("events", None),
+        self._jobs = _KindState[Job]("jobs", job_label_selector)
+        self._pods = _KindState[Pod]("pods", POD_SELECTOR)
+        # Each kind's state by name; ``_jobs``, ``_pods`` and ``_workloads`` are the same states,
+        # typed by their objects. Events are kept per involved object (``_events``).
+        self._kinds: dict[Kind, _KindState[Any]] = {
+            "jobs": self._jobs,
+            "pods": self._pods,
+            "events": _KindState[Event]("events", None),
         }
         self._threads: list[threading.Thread] = []
-        self._workloads = _KindState("workloads", None, optional=True)
+        self._workloads = _KindState[Workload]("workloads", None, optional=True)
         self._workloads_started = False
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -204,12 +223,12 @@ class NamespaceWatcher:
         kind = self._workloads
         return kind.failure if self._workloads_started else None
 
-    def workload_of(self, job_uid: str) -> dict[str, Any] | None:
+    def workload_of(self, job_uid: str) -> Workload | None:
         """The cached Kueue Workload of the Job with this uid, or ``None``."""
         with self._lock:
             for wl in self._workloads.objects.values():
-                meta = wl.get("metadata") or {}
-                if (meta.get("labels") or {}).get(KUEUE_JOB_UID_LABEL) == job_uid or any(
+                meta = wl.get("metadata", {})
+                if meta.get("labels", {}).get(KUEUE_JOB_UID_LABEL) == job_uid or any(
                     r.get("uid") == job_uid for r in meta.get("ownerReferences") or []
                 ):
                     return wl
@@ -275,47 +294,47 @@ class NamespaceWatcher:
 
     # -- queries -------------------------------------------------------------------------
 
-    def job(self, name: str) -> dict[str, Any] | None:
+    def job(self, name: str) -> Job | None:
         """The cached Job, or ``None``."""
         with self._lock:
-            return self._kinds["jobs"].objects.get(name)
+            return self._jobs.objects.get(name)
 
     def was_deleted(self, name: str, uid: str) -> bool:
         """Whether the Job with this uid was seen deleted (or vanished from a fresh list)."""
         with self._lock:
             return self._deleted_jobs.get(name) == uid
 
-    def pods_of(self, job_uid: str) -> list[dict[str, Any]]:
+    def pods_of(self, job_uid: str) -> list[Pod]:
         """The cached pods owned by the Job with this uid, oldest first."""
         with self._lock:
             pods = [
                 p
-                for p in self._kinds["pods"].objects.values()
+                for p in self._pods.objects.values()
                 if any(
                     r.get("uid") == job_uid for r in (p["metadata"].get("ownerReferences") or [])
                 )
             ]
         return sorted(pods, key=lambda p: str(p["metadata"].get("creationTimestamp", "")))
 
-    def events_for(self, *names: str) -> list[dict[str, Any]]:
+    def events_for(self, *names: str) -> list[Event]:
         """The cached events whose involved object has one of these names, oldest first."""
         with self._lock:
             found = [e for n in names for e in self._events.get(n, ())]
         return sorted(found, key=_event_time)
 
-    def remember_job(self, job: dict[str, Any]) -> None:
+    def remember_job(self, job: Job) -> None:
         """Put a Job we just created or read into the cache, unless a newer one is there."""
         name = job["metadata"]["name"]
         with self._lock:
-            cached = self._kinds["jobs"].objects.get(name)
+            cached = self._jobs.objects.get(name)
             if cached is None or not _newer_or_equal(_rv(cached), _rv(job)):
-                self._kinds["jobs"].objects[name] = job
+                self._jobs.objects[name] = job
             self._deleted_jobs.pop(name, None)
             self._notify(name)
 
     # -- the watch loop ----------------------------------------------------------------------
 
-    def _run(self, kind: _KindState) -> None:
+    def _run(self, kind: _KindState[Obj]) -> None:
         failures = 0
         while not self._stopped.is_set():
             try:
@@ -357,7 +376,7 @@ class NamespaceWatcher:
                     self.on_retry(f"watch {kind.name} in {self.namespace}", str(e), delay)
                 self.clock.wait(self._stopped, delay)
 
-    def _refused(self, kind: _KindState, error: ApiError) -> None:
+    def _refused(self, kind: _KindState[Obj], error: ApiError) -> None:
         if error.status not in (401, 403):
             return
         # Credentials or RBAC. Right after an API server restart its authorizer may refuse for
@@ -369,7 +388,7 @@ class NamespaceWatcher:
             kind.failure = error
             self._notify_all()
 
-    def _accepted(self, kind: _KindState) -> None:
+    def _accepted(self, kind: _KindState[Obj]) -> None:
         kind.refused_since = None
         if kind.failure is not None:
             kind.failure = None
@@ -386,7 +405,7 @@ class NamespaceWatcher:
             if kind.name == "events":
                 self._events.clear()
                 for event in items:
-                    touched.add(self._add_event(event))
+                    touched.add(self._add_event(cast(Event, event)))  # the kind listed
             else:
                 for obj_name, old in kind.objects.items():
                     if obj_name not in fresh:
@@ -444,7 +463,7 @@ class NamespaceWatcher:
                 return
             raise
 
-    def _close(self, kind: _KindState) -> None:
+    def _close(self, kind: _KindState[Obj]) -> None:
         stream, kind.stream = kind.stream, None
         if stream is not None:
             stream.close()
@@ -452,18 +471,19 @@ class NamespaceWatcher:
     def handle(self, name: Kind, line: str) -> None:
         """Apply one watch event (a JSON line) to the cache and wake the steps concerned."""
         kind = self._kinds[name]
-        event = json.loads(line)
+        event: WatchLine[KubeObject] = json.loads(line)
         etype = event.get("type")
-        obj = event.get("object") or {}
-        if etype == "ERROR":
-            if obj.get("code") == 410:
+        if "type" in event and event["type"] == "ERROR":
+            status = event.get("object") or {}
+            if status.get("code") == 410:
                 raise _Gone()
             raise ApiError(
-                str(obj.get("message", "watch error")),
-                status=int(obj.get("code") or 0),
-                reason=str(obj.get("reason", "")),
+                str(status.get("message", "watch error")),
+                status=int(status.get("code") or 0),
+                reason=str(status.get("reason", "")),
                 operation=f"watch {kind.name} in {self.namespace}",
             )
+        obj = event.get("object") or {}
         rv = _rv(obj)
         if etype == "BOOKMARK":
             kind.resource_version = rv or kind.resource_version
@@ -473,7 +493,7 @@ class NamespaceWatcher:
                 kind.resource_version = rv
             if kind.name == "events":
                 if etype != "DELETED":
-                    self._notify(self._add_event(obj))
+                    self._notify(self._add_event(cast(Event, obj)))  # the kind watched
                 return
             obj_name = obj["metadata"]["name"]
             if etype == "DELETED":
@@ -486,17 +506,17 @@ class NamespaceWatcher:
                     self._deleted_jobs.pop(obj_name, None)
             self._notify(self._job_name_for(kind, obj))
 
-    def _job_name_for(self, kind: _KindState, obj: dict[str, Any]) -> str:
+    def _job_name_for(self, kind: _KindState[Obj], obj: KubeObject) -> str:
         if kind.name == "jobs":
             return str(obj["metadata"]["name"])
         return job_name_of_pod(obj)  # a pod's or a Workload's owning Job
 
-    def _add_event(self, event: dict[str, Any]) -> str:
-        involved = event.get("involvedObject") or {}
+    def _add_event(self, event: Event) -> str:
+        involved = event.get("involvedObject", {})
         name = str(involved.get("name", ""))
         self._events[name].append(event)
         if involved.get("kind") == "Pod":
-            pod = self._kinds["pods"].objects.get(name)
+            pod = self._pods.objects.get(name)
             if pod is not None:
                 return job_name_of_pod(pod)
             # Pods of a Job are named <job>-<5 random characters>.
@@ -509,7 +529,7 @@ class NamespaceWatcher:
 
     def safety_relist(self) -> None:
         """Re-list Jobs if the last list is older than the safety interval."""
-        jobs = self._kinds["jobs"]
+        jobs = self._jobs
         if self.clock.monotonic() - jobs.last_list < self.safety_interval:
             return
         try:
@@ -527,11 +547,11 @@ class NamespaceWatcher:
                     self._notify(item_name)
 
 
-def _event_time(event: dict[str, Any]) -> str:
+def _event_time(event: Event) -> str:
     return str(
         event.get("lastTimestamp")
         or event.get("eventTime")
-        or (event.get("metadata") or {}).get("creationTimestamp")
+        or event.get("metadata", {}).get("creationTimestamp")
         or ""
     )
 

@@ -131,7 +131,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     console = Console(sys.stderr)
     failure: BaseException | None = None
     with _console_logging(console, verbose=args.verbose, quiet=args.quiet) as view:
-        operator.subscribe(view)
+        unsubscribe = operator.subscribe(view)
         try:
             with terminations_raise():
                 if not args.quiet:
@@ -144,6 +144,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                 logging.getLogger(_OPERATOR_LOGGER).exception("unexpected error")
             failure = exc
         finally:
+            # Nothing reaches the console once it is closed (a watch failing as it stops).
+            unsubscribe()
             with contextlib.suppress(Exception):
                 operator.close()
     if failure is None:

@@ -39,7 +39,7 @@ from k8s_step_operator._objects import (
     labels_of,
     name_of,
 )
-from k8s_step_operator._runner.fit import required_node_terms, tolerates
+from k8s_step_operator._runner.fit import required_node_terms, tolerates, toleration_for
 from k8s_step_operator._runner.ports import SYSTEM_CLOCK, Clock
 
 __all__ = [
@@ -185,7 +185,10 @@ def _refusal(pool: NodePool, pod_spec: PodSpec) -> str:
         blocking = taint.get("effect") in ("NoSchedule", "NoExecute")
         if blocking and not tolerates(tolerations, taint):
             value = f"={taint['value']}" if taint.get("value") else ""
-            return f"its nodes carry the taint {taint.get('key')}{value}:{taint.get('effect')}"
+            return (
+                f"its nodes carry the taint {taint.get('key')}{value}:{taint.get('effect')} "
+                f"(a step meant for it tolerates it: {toleration_for(taint)})"
+            )
     return ""
 
 

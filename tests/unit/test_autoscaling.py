@@ -312,7 +312,9 @@ def test_nodepool_check_judges_labels_requirements_and_taints() -> None:
     assert nodepools_admitting(pod, [pool]) == (["np"], [])
     _, refused = nodepools_admitting({**pod, "tolerations": TOLERATIONS[:1]}, [pool])
     assert refused == [
-        "NodePool np: its nodes carry the taint k8s-step-operator.io/autoscaled=gpus:NoSchedule"
+        "NodePool np: its nodes carry the taint k8s-step-operator.io/autoscaled=gpus:NoSchedule "
+        "(a step meant for it tolerates it: {key: k8s-step-operator.io/autoscaled, operator: "
+        "Equal, value: gpus, effect: NoSchedule})"
     ]
     instance = {**pod, "nodeSelector": {POOL: "gpus", "node.kubernetes.io/instance-type": "y"}}
     _, refused = nodepools_admitting(instance, [pool])

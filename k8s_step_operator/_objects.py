@@ -14,7 +14,7 @@ The bottom layer: it imports nothing of ours, and every layer may import it.
 
 from __future__ import annotations
 
-from typing import Generic, Literal, Required, TypeAlias, TypedDict, TypeVar
+from typing import Any, Generic, Literal, Required, TypeAlias, TypedDict, TypeVar
 
 __all__ = [
     "APIGroup",
@@ -43,6 +43,7 @@ __all__ = [
     "ListMeta",
     "LocalQueue",
     "LocalQueueSpec",
+    "ManagedFieldsEntry",
     "Namespace",
     "Node",
     "NodeAffinity",
@@ -109,6 +110,15 @@ class OwnerReference(TypedDict):
     uid: str
 
 
+class ManagedFieldsEntry(TypedDict, total=False):
+    """Who set which fields, and when (``fieldsV1`` is a tree of ``f:<field>`` keys)."""
+
+    manager: str
+    operation: str
+    time: str
+    fieldsV1: dict[str, Any]
+
+
 class ObjectMeta(TypedDict, total=False):
     """``metadata``; ``creationTimestamp`` is ``null`` only on objects not stored yet."""
 
@@ -121,6 +131,7 @@ class ObjectMeta(TypedDict, total=False):
     labels: dict[str, str]
     annotations: dict[str, str]
     ownerReferences: list[OwnerReference]
+    managedFields: list[ManagedFieldsEntry]
 
 
 class KubeObject(TypedDict, total=False):
@@ -482,9 +493,10 @@ class FlavorUsage(TypedDict, total=False):
 
 
 class LocalQueueSpec(TypedDict, total=False):
-    """The ClusterQueue a LocalQueue submits to."""
+    """The ClusterQueue a LocalQueue submits to; ``stopPolicy`` Hold pauses it."""
 
     clusterQueue: str
+    stopPolicy: str
 
 
 class QueueStatus(TypedDict, total=False):
@@ -536,6 +548,7 @@ class ClusterQueueSpec(TypedDict, total=False):
     resourceGroups: list[ResourceGroup]
     cohortName: str
     cohort: str
+    stopPolicy: str
 
 
 class ClusterQueue(TypedDict, total=False):

@@ -14,6 +14,7 @@ prepared), ``running``, then ``succeeded`` or ``failed``.
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -44,7 +45,7 @@ from k8s_step_operator._runner.autoscaler import (
     is_autoscaler_event,
     latest_signal,
 )
-from k8s_step_operator._runner.kueue import WorkloadState
+from k8s_step_operator._runner.kueue import QueueState, WorkloadState, never_admissible
 from k8s_step_operator._runner.pods import conditions_by_type, container_statuses
 
 __all__ = [
@@ -82,6 +83,9 @@ class Problem(enum.StrEnum):
     MISSING_CONFIG = "missing-config"  # a Secret/ConfigMap may appear shortly: short grace
     ADMISSION = "admission"  # quota, Pod Security, webhook: the Job cannot create its pod
     QUEUE_REFUSED = "queue-refused"  # Kueue cannot admit it (no LocalQueue, no Kueue): at once
+    # The ClusterQueue is inactive for its configuration (a missing ResourceFlavor or admission
+    # check), which may be being applied: bounded by missing_config_grace, then fails.
+    QUEUE_INACTIVE = "queue-inactive"
 
 
 @dataclass(frozen=True)
@@ -95,6 +99,9 @@ class QueueContext:
         position: The Workload's position in its LocalQueue (0 is next), where Kueue says.
         kueue_missing: The cluster does not serve Kueue's API.
         waited_without_workload: Seconds the Job has been queued with no Workload yet.
+        local_queue_state: The LocalQueue's state, read while the Workload is inadmissible
+            (``None``: not read, or not readable).
+        cluster_queue_state: The ClusterQueue's, likewise.
     """
 
     workload: WorkloadState | None = None
@@ -102,6 +109,8 @@ class QueueContext:
     position: int | None = None
     kueue_missing: bool = False
     waited_without_workload: float = 0.0
+    local_queue_state: QueueState | None = None
+    cluster_queue_state: QueueState | None = None
 
 
 # Kueue makes a Job's Workload within a second; past this, say that Kueue is not acting.
@@ -393,16 +402,25 @@ def _queued(name: str, ctx: QueueContext | None) -> Observation:
         )
         return _refused(name, message)
     wl = ctx.workload
-    if (wl is not None and wl.inadmissible) or ctx.cluster_queue == "":
-        said = f"Kueue cannot admit it: {wl.message}" if wl is not None and wl.message else ""
-        if ctx.cluster_queue == "":
-            said = (said + "; " if said else "") + (
-                f"LocalQueue {name} does not exist in this namespace: create it (pointing at a "
-                "ClusterQueue), or set queue_name to an existing LocalQueue"
-            )
-        return _refused(name, said)
     cq = ctx.cluster_queue or (wl.cluster_queue if wl is not None else "")
     where = f"queued in LocalQueue {name}" + (f" (ClusterQueue {cq})" if cq else "")
+    if ctx.cluster_queue == "":
+        said = f"Kueue cannot admit it: {wl.message}" if wl is not None and wl.message else ""
+        said = (said + "; " if said else "") + (
+            f"LocalQueue {name} does not exist in this namespace: create it (pointing at a "
+            "ClusterQueue), or set queue_name to an existing LocalQueue"
+        )
+        return _refused(name, said)
+    if wl is not None and wl.inadmissible:
+        return _inadmissible(name, where, wl, ctx)
+    if wl is not None and not wl.admitted and wl.waiting_reason == "Pending":
+        never = never_admissible(wl.message, cq)
+        if never:
+            return _refused(
+                name,
+                f"Kueue can never admit it: {never}; ask for at most that much, or have the "
+                f"ClusterQueue's quota raised (Kueue: {wl.message})",
+            )
     if ctx.position is not None:
         where += f", position {ctx.position + 1}"
     if wl is None:
@@ -419,6 +437,50 @@ def _queued(name: str, ctx: QueueContext | None) -> Observation:
     if wl is not None and wl.evicted and not wl.admitted:
         why = f"preempted ({wl.evicted}); queued again: {why}"
     return Observation(Phase.QUEUED, f"{where}: {why}", queue=name, message=why)
+
+
+def _inadmissible(name: str, where: str, wl: WorkloadState, ctx: QueueContext) -> Observation:
+    """A Workload Kueue will not admit now: a paused queue waits, a broken one gets a grace."""
+    states = [s for s in (ctx.local_queue_state, ctx.cluster_queue_state) if s is not None]
+    stopped = next((s for s in states if s.stopped), None)
+    if stopped is not None:
+        why = (
+            f"{stopped.words()}: Kueue keeps the step and admits it when the queue resumes "
+            "(queue_timeout bounds the wait)"
+        )
+        return Observation(Phase.QUEUED, f"{where}: {why}", queue=name, message=why)
+    # A LocalQueue is inactive too while its ClusterQueue is ("ClusterQueueIsInactive"): the
+    # ClusterQueue says why.
+    broken = next(
+        (
+            s
+            for s in (ctx.cluster_queue_state, ctx.local_queue_state)
+            if s is not None and s.misconfigured and s.reason != "ClusterQueueIsInactive"
+        ),
+        None,
+    )
+    if broken is not None:
+        message = f"Kueue cannot admit it: {broken.words()}"
+        return Observation(
+            Phase.QUEUED,
+            f"{where}: {message}",
+            problem=Problem.QUEUE_INACTIVE,
+            reason=broken.reason or "Inactive",
+            message=message,
+            queue=name,
+        )
+    if _INACTIVE.search(wl.message) and not any(s.active is not None for s in states):
+        # Kueue keeps such Workloads; without the queue's status a pause and a broken queue look
+        # alike, and a pause is routine: wait, bounded by queue_timeout.
+        why = (
+            f"Kueue: {wl.message} (the queue's status is not readable: paused, or misconfigured; "
+            "`k8s-step-operator doctor` shows it)"
+        )
+        return Observation(Phase.QUEUED, f"{where}: {why}", queue=name, message=why)
+    return _refused(name, f"Kueue cannot admit it: {wl.message or wl.waiting_reason}")
+
+
+_INACTIVE = re.compile(r"(ClusterQueue|LocalQueue) \S+ is inactive")
 
 
 def _refused(name: str, message: str) -> Observation:
@@ -492,6 +554,10 @@ def decide(
         return AdmissionRejectedError(obs.message, **facts)
     if obs.problem is Problem.QUEUE_REFUSED:
         return QueueError(obs.message, **facts)
+    if obs.problem is Problem.QUEUE_INACTIVE and _over(seen_for, limits.missing_config_grace):
+        return QueueError(
+            f"{obs.message} (still after {seen_for:.0f}s, missing_config_grace)", **facts
+        )
     if obs.problem is Problem.IMAGE_INVALID:
         return ImageError(obs.message or obs.reason, **facts)
     if obs.problem is Problem.IMAGE_PULL and _over(seen_for, limits.image_pull_backoff_timeout):

@@ -9,10 +9,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from k8s_step_operator._objects import (
+    ClusterQueue,
     Condition,
     ContainerState,
     ContainerStatus,
     Job,
+    LocalQueue,
     Pod,
     Workload,
     conditions_of,
@@ -21,8 +23,10 @@ from k8s_step_operator._objects import (
 __all__ = ["conditions_by_type", "container_state", "container_statuses", "pod_finished"]
 
 
-def conditions_by_type(obj: Job | Pod | Workload) -> dict[str, Condition]:
-    """A ``Job``'s, ``Pod``'s or ``Workload``'s ``status.conditions`` by their ``type``."""
+def conditions_by_type(
+    obj: Job | Pod | Workload | LocalQueue | ClusterQueue,
+) -> dict[str, Condition]:
+    """A ``Job``'s, ``Pod``'s, ``Workload``'s or queue's ``status.conditions`` by ``type``."""
     conditions = conditions_of(obj)
     return {str(c.get("type")): c for c in conditions if isinstance(c, Mapping)}
 

@@ -52,7 +52,7 @@ from k8s_step_operator._runner.diagnosis import (
 from k8s_step_operator._runner.event_log import log_event
 from k8s_step_operator._runner.events import Event, EventBus, Finished, LogLine, Submitted
 from k8s_step_operator._runner.fit import check_fit
-from k8s_step_operator._runner.kueue import QueueView, WorkloadState, read_workload
+from k8s_step_operator._runner.kueue import QueueState, QueueView, WorkloadState, read_workload
 from k8s_step_operator._runner.logs import TAIL_LINES, LogFollower
 from k8s_step_operator._runner.pods import container_state, pod_finished
 from k8s_step_operator._runner.ports import SYSTEM_CLOCK, Clock, KubeAccess
@@ -467,11 +467,17 @@ class StepRun:
         position = None
         if workload is not None and workload.waiting_reason == "Pending":
             position = self.queues.position(self.namespace, self.queue_name, workload.name)
+        states: tuple[QueueState | None, QueueState | None] = (None, None)
+        if workload is not None and workload.inadmissible and cluster_queue != "":
+            # Paused, or broken? Only the queues' own status tells.
+            states = self.queues.queue_states(self.namespace, self.queue_name, cluster_queue or "")
         return QueueContext(
             workload=workload,
             cluster_queue=cluster_queue,
             position=position,
             waited_without_workload=queued_for if workload is None else 0.0,
+            local_queue_state=states[0],
+            cluster_queue_state=states[1],
         )
 
     def _facts(self, follower: LogFollower | None) -> dict[str, Any]:

@@ -222,7 +222,7 @@ def bound_of(obs: Observation, bounds: Bounds) -> tuple[str, float | None]:
     """The setting that bounds the current phase or problem, and its value."""
     if obs.problem is Problem.IMAGE_PULL:
         return "image_pull_backoff_timeout", bounds.image_pull_backoff_timeout
-    if obs.problem is Problem.MISSING_CONFIG:
+    if obs.problem in (Problem.MISSING_CONFIG, Problem.QUEUE_INACTIVE):
         return "missing_config_grace", bounds.missing_config_grace
     if obs.phase is Phase.QUEUED:
         return "queue_timeout", bounds.queue_timeout

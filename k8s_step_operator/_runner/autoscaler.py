@@ -47,6 +47,7 @@ __all__ = [
     "AutoscalerView",
     "Presence",
     "latest_signal",
+    "latest_signals",
     "nodepools_admitting",
 ]
 
@@ -54,6 +55,9 @@ log = logging.getLogger("k8s_step_operator")
 
 KARPENTER = "karpenter"
 CLUSTER_AUTOSCALER = "cluster-autoscaler"
+# An autoscaler the operator's identity cannot look for (the cluster autoscaler's status is not
+# readable): it may exist, and speaks on the pod when it does.
+UNSEEN = "unseen"
 # Words of a refusal that may pass when capacity frees up (a NodePool or node group at its limit).
 _LIMITED = ("exceed limits for nodepool", "max node group size reached", "max cluster")
 _NODECLAIM = re.compile(r"nodeclaim/([-a-z0-9.]+)")
@@ -116,13 +120,25 @@ def _signal(event: Event) -> AutoscalerSignal | None:
 
 def latest_signal(events: Sequence[Event], pod: str) -> AutoscalerSignal | None:
     """The latest autoscaler ``Event`` about ``pod`` (events oldest first), or ``None``."""
-    for event in reversed(events):
+    signals = latest_signals(events, pod)
+    return signals[-1] if signals else None
+
+
+def latest_signals(events: Sequence[Event], pod: str) -> tuple[AutoscalerSignal, ...]:
+    """What each autoscaler last said about ``pod``, oldest first (events oldest first).
+
+    One autoscaler's "no" does not cancel another's "a node is being added": a cluster may run
+    Karpenter and another autoscaler, each speaking for itself.
+    """
+    latest: dict[str, AutoscalerSignal] = {}
+    for event in events:
         if event.get("involvedObject", {}).get("name") != pod:
             continue
         signal = _signal(event)
         if signal is not None:
-            return signal
-    return None
+            latest.pop(signal.source, None)
+            latest[signal.source] = signal
+    return tuple(latest.values())
 
 
 def is_autoscaler_event(event: Event) -> bool:

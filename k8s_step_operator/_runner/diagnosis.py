@@ -41,9 +41,10 @@ from k8s_step_operator._objects import (
     name_of,
 )
 from k8s_step_operator._runner.autoscaler import (
+    UNSEEN,
     AutoscalerSignal,
     is_autoscaler_event,
-    latest_signal,
+    latest_signals,
 )
 from k8s_step_operator._runner.kueue import QueueState, WorkloadState, never_admissible
 from k8s_step_operator._runner.pods import conditions_by_type, container_statuses
@@ -146,6 +147,8 @@ class Observation:
     queue: str = ""
     autoscaler: AutoscalerSignal | None = None
     node: str = ""
+    # What each autoscaler last said about the pod (``autoscaler`` is the one that matters most).
+    autoscalers: tuple[AutoscalerSignal, ...] = ()
 
 
 class Bounds(Protocol):
@@ -181,16 +184,23 @@ class Placement:
     Attributes:
         never_fits: No current node could ever fit the pod (its size, labels or taints).
         advice: What to change so that a node would fit it.
-        autoscaler_may_act: An autoscaler exists that may still add a node that fits (it has
-            not said so yet): the pod waits for it, up to scale_up_timeout.
+        may_act: The autoscalers present that may still add a node that fits (``karpenter``
+            when one of its NodePools admits the pod, ``cluster-autoscaler``, or ``unseen``: one
+            the identity cannot look for). The pod waits until each has said no, up to
+            scale_up_timeout; "never" needs every one of them to agree.
         autoscaler_wait: Instead of scale_up_timeout, how long to wait for an autoscaler that
             may exist (the identity cannot tell) to say something.
     """
 
     never_fits: bool = False
     advice: str = ""
-    autoscaler_may_act: bool = False
+    may_act: frozenset[str] = frozenset()
     autoscaler_wait: float | None = None
+
+    @property
+    def autoscaler_may_act(self) -> bool:
+        """Some autoscaler present may still add a node for the pod."""
+        return bool(self.may_act)
 
 
 _TRUE = "True"
@@ -333,18 +343,21 @@ def observe(
             message = str(scheduled.get("message") or "")
             if not message:
                 message = _latest_message(events, pod_name, "FailedScheduling")
-            signal = latest_signal(events, pod_name)
-            if signal is not None and signal.scaling_up:
+            signals = latest_signals(events, pod_name)
+            # A scale-up by any autoscaler is a node on its way, whatever another one said.
+            adding = [s for s in signals if s.scaling_up]
+            if adding:
                 return Observation(
                     Phase.SCALING_UP,
-                    f"a node is being added: {signal.words}",
+                    f"a node is being added: {adding[-1].words}",
                     pod=pod_name,
                     problem=Problem.SCALING_UP,
                     reason="ScalingUp",
                     message=message,
-                    autoscaler=signal,
+                    autoscaler=adding[-1],
+                    autoscalers=signals,
                 )
-            said = f"; {signal.words}" if signal is not None else ""
+            said = "".join(f"; {s.words}" for s in signals)
             return Observation(
                 Phase.SCHEDULING,
                 f"unschedulable: {message}{said}",
@@ -352,7 +365,8 @@ def observe(
                 problem=Problem.UNSCHEDULABLE,
                 reason="Unschedulable",
                 message=message,
-                autoscaler=signal,
+                autoscaler=signals[-1] if signals else None,
+                autoscalers=signals,
             )
         return Observation(Phase.SCHEDULING, "waiting for the scheduler", pod=pod_name)
 
@@ -548,7 +562,7 @@ def decide(
     """
     place = placement or Placement()
     never_fits, advice = place.never_fits, place.advice
-    autoscaler_may_act, autoscaler_wait = place.autoscaler_may_act, place.autoscaler_wait
+    autoscaler_wait = place.autoscaler_wait
     facts = {**facts, "pod": obs.pod, "container": obs.container, "reason": obs.reason}
     if obs.problem is Problem.ADMISSION:
         return AdmissionRejectedError(obs.message, **facts)
@@ -576,16 +590,30 @@ def decide(
         )
     if obs.problem is Problem.UNSCHEDULABLE:
         signal = obs.autoscaler
-        if never_fits and signal is not None and not signal.limited:
-            # No current node fits and the autoscaler will add none: waiting cannot help.
+        said = obs.autoscalers or ((signal,) if signal is not None else ())
+        refused = [s for s in said if not s.scaling_up and not s.limited]
+        limited = any(s.limited for s in said)
+        # Each autoscaler present that may act must have said no; one that spoke is present, and
+        # an unseen one counts as answered once any autoscaler spoke.
+        waiting_on = set(place.may_act) - {s.source for s in refused}
+        if said:
+            waiting_on.discard(UNSEEN)
+        if never_fits and not limited and refused and not waiting_on:
+            # No current node fits and no autoscaler will add one: waiting cannot help.
+            if len(refused) == 1:
+                nobody = f"{refused[0].who} will not add one: {refused[0].message}"
+            else:
+                nobody = (
+                    f"neither {' nor '.join(s.who for s in refused)} will add one: "
+                    + "; ".join(s.words for s in refused)
+                )
             return UnschedulableError(
-                f"no node fits and {signal.who} will not add one: {signal.message}"
-                + (f" ({advice})" if advice else ""),
+                f"no node fits and {nobody}" + (f" ({advice})" if advice else ""),
                 breakdown=obs.message,
                 **facts,
             )
-        if never_fits and signal is None:
-            if not autoscaler_may_act:
+        if never_fits and not limited:
+            if not waiting_on:
                 why = f"{advice} (scheduler: {obs.message})" if advice else obs.message
                 return UnschedulableError(
                     f"no node could ever fit this pod: {why}", breakdown=obs.message, **facts
@@ -600,10 +628,10 @@ def decide(
                     **facts,
                 )
         if _over(seen_for, limits.pending_timeout):
-            limited = f" ({signal.words})" if signal is not None else ""
+            words = f" ({'; '.join(s.words for s in said)})" if said else ""
             return UnschedulableError(
                 f"still unschedulable after {seen_for:.0f}s (pending timeout): "
-                f"{obs.message}{limited}",
+                f"{obs.message}{words}",
                 breakdown=obs.message,
                 **facts,
             )

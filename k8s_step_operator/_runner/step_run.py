@@ -39,7 +39,13 @@ from k8s_step_operator._job.keys import JOB_CONTROLLER_UID_LABEL, KUEUE_QUEUE_LA
 from k8s_step_operator._job.naming import same_step
 from k8s_step_operator._job.settings import KubernetesJobStepOperatorSettings
 from k8s_step_operator._objects import Job, Node, Pod, PodSpec, labels_of
-from k8s_step_operator._runner.autoscaler import AutoscalerView, nodepools_admitting
+from k8s_step_operator._runner.autoscaler import (
+    CLUSTER_AUTOSCALER,
+    KARPENTER,
+    UNSEEN,
+    AutoscalerView,
+    nodepools_admitting,
+)
 from k8s_step_operator._runner.diagnosis import (
     Observation,
     Phase,
@@ -537,44 +543,47 @@ class StepRun:
         nodes = self.nodes.nodes()
         if nodes is None:
             return None
-        pod_spec = _pod_spec(job)
+        pod_spec = job.get("spec", {}).get("template", {}).get("spec", {})
         verdict = check_fit(pod_spec, nodes)
         if verdict.fits:
             return Placement(advice=verdict.advice())
         log.debug("no node fits Job %s: %s", self.where, "; ".join(verdict.reasons))
         advice = verdict.advice()
-        if obs.autoscaler is not None:
-            return Placement(never_fits=True, advice=advice)
-        may_scale, wait, refusals = self._may_scale(pod_spec)
+        # Even when one autoscaler said no: another one present may still add a node.
+        may_act, wait, refusals = self._may_scale(pod_spec)
         return Placement(
             never_fits=True,
             advice=f"{advice}; {refusals}" if refusals else advice,
-            autoscaler_may_act=may_scale,
+            may_act=may_act,
             autoscaler_wait=wait,
         )
 
-    def _may_scale(self, pod_spec: PodSpec) -> tuple[bool, float | None, str]:
-        """Whether an autoscaler may still add a node for the pod.
+    def _may_scale(self, pod_spec: PodSpec) -> tuple[frozenset[str], float | None, str]:
+        """Which autoscalers present may still add a node for the pod.
 
         Returns:
-            ``(may, wait, refusals)``: ``wait`` bounds the wait for an autoscaler that may exist
-            but cannot be seen (``None``: scale_up_timeout applies); ``refusals`` says why no
-            NodePool allows the pod.
+            ``(may_act, wait, refusals)``: ``wait`` bounds the wait for an autoscaler that may
+            exist but cannot be seen (``None``: scale_up_timeout applies); ``refusals`` says why
+            no NodePool allows the pod.
         """
         presence = self.autoscalers.presence()
+        may: set[str] = set()
+        wait: float | None = None
         refusals = ""
         if presence.karpenter:
             admitting, refused = nodepools_admitting(pod_spec, presence.nodepools)
             if admitting:
-                return True, None, ""
-            refusals = "; ".join(refused) if refused else "Karpenter has no NodePool"
+                may.add(KARPENTER)
+            else:
+                refusals = "; ".join(refused) if refused else "Karpenter has no NodePool"
         if presence.cluster_autoscaler:
-            return True, None, ""
+            may.add(CLUSTER_AUTOSCALER)
         if presence.cluster_autoscaler is None and not presence.karpenter:
             # A cluster autoscaler may run where this identity cannot look: it speaks on the
             # pod within its scan interval (10 s by default) when it does.
-            return True, AUTOSCALER_GRACE, refusals
-        return False, None, refusals
+            may.add(UNSEEN)
+            wait = AUTOSCALER_GRACE if not may - {UNSEEN} else None
+        return frozenset(may), wait, refusals
 
     # -- cancel --------------------------------------------------------------------------
 

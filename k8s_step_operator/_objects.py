@@ -32,6 +32,7 @@ __all__ = [
     "ContainerStateWaiting",
     "ContainerStatus",
     "Event",
+    "EventSeries",
     "EventSource",
     "FlavorQuotas",
     "FlavorUsage",
@@ -329,6 +330,12 @@ class EventSource(TypedDict, total=False):
     component: str
 
 
+class EventSeries(TypedDict, total=False):
+    """How often an event of events.k8s.io repeated."""
+
+    count: int
+
+
 class Event(TypedDict, total=False):
     """A core/v1 Event.
 
@@ -345,6 +352,8 @@ class Event(TypedDict, total=False):
     reportingComponent: str
     lastTimestamp: str | None
     eventTime: str | None
+    count: int
+    series: EventSeries
 
 
 # -- nodes and namespaces ------------------------------------------------------------------------

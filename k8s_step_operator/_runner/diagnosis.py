@@ -81,6 +81,9 @@ class Problem(enum.StrEnum):
     SCALING_UP = "scaling-up"  # an autoscaler is adding a node: bounded by scale_up_timeout
     IMAGE_INVALID = "image-invalid"  # fails at once: retrying cannot help
     IMAGE_PULL = "image-pull"  # a registry hiccup may pass: bounded wait
+    # A pull that will not get better (no such host, connection refused, manifest unknown,
+    # access denied): fails after a short grace (IMAGE_UNAVAILABLE_GRACE).
+    IMAGE_UNAVAILABLE = "image-unavailable"
     MISSING_CONFIG = "missing-config"  # a Secret/ConfigMap may appear shortly: short grace
     ADMISSION = "admission"  # quota, Pod Security, webhook: the Job cannot create its pod
     QUEUE_REFUSED = "queue-refused"  # Kueue cannot admit it (no LocalQueue, no Kueue): at once
@@ -149,6 +152,8 @@ class Observation:
     node: str = ""
     # What each autoscaler last said about the pod (``autoscaler`` is the one that matters most).
     autoscalers: tuple[AutoscalerSignal, ...] = ()
+    # How many times the problem was reported (a pull's attempts); 0: not counted.
+    count: int = 0
 
 
 class Bounds(Protocol):
@@ -387,6 +392,8 @@ def observe(
             if reason in _CONFIG
             else None
         )
+        if problem is Problem.IMAGE_PULL:
+            return _pull_failing(pod, pod_name, container, node, reason, message, events)
         if problem is not None:
             return Observation(
                 Phase.STARTING,
@@ -508,6 +515,100 @@ def _refused(name: str, message: str) -> Observation:
     )
 
 
+# What a failed pull says, read as "will not get better" or "may get better". A retry cannot
+# bring a registry host into existence, open a port nobody listens on, or push a missing tag; a
+# rate limit, a time-out or a server error may pass. Checked in this order: a time-out on the way
+# to a host that does not answer is the second kind.
+_PULL_MAY_IMPROVE = (
+    "toomanyrequests",
+    "too many requests",
+    "rate limit",
+    "429",
+    "timeout",
+    "timed out",
+    "deadline exceeded",
+    "connection reset",
+    "503",
+    "502",
+    "500 internal",
+    "service unavailable",
+    "bad gateway",
+    "unexpected eof",
+)
+_PULL_WILL_NOT_IMPROVE = (
+    "no such host",
+    "connection refused",
+    "manifest unknown",
+    "not found",
+    "name unknown",
+    "repository does not exist",
+    "pull access denied",
+    "unauthorized",
+    "authentication required",
+    "denied",
+    "server gave http response to https client",
+    "x509",
+)
+# A pull that will not get better fails after this long (the registry may be starting, a tag
+# being pushed, a pull Secret being created), never later than image_pull_backoff_timeout.
+IMAGE_UNAVAILABLE_GRACE = 30.0
+_BACKOFF_PREFIX = re.compile(r'^Back-off pulling image "[^"]*"(: )?(ErrImagePull: )?')
+_FAILED_PULL = re.compile(r'^Failed to pull image "[^"]*": ')
+
+
+def pull_will_not_improve(cause: str) -> bool:
+    """Whether a failed pull's words say that retrying cannot help."""
+    text = cause.lower()
+    if any(words in text for words in _PULL_MAY_IMPROVE):
+        return False
+    return any(words in text for words in _PULL_WILL_NOT_IMPROVE)
+
+
+def _pull_failing(
+    pod: Pod,
+    pod_name: str,
+    container: str,
+    node: str,
+    reason: str,
+    message: str,
+    events: Sequence[Event],
+) -> Observation:
+    """A failing pull: its cause, its attempts, and whether waiting may help.
+
+    The summary is the same whether the kubelet is pulling (ErrImagePull) or backing off
+    (ImagePullBackOff), so that it is said once, not at every retry.
+    """
+    cause = _BACKOFF_PREFIX.sub("", message).strip()
+    attempts = 0
+    for e in events:
+        text = str(e.get("message") or "")
+        if e.get("involvedObject", {}).get("name") != pod_name or not _FAILED_PULL.match(text):
+            continue
+        attempts = max(attempts, int(e.get("series", {}).get("count") or e.get("count") or 1))
+        if not cause:
+            # The back-off's own message may carry no cause: the kubelet's last event does.
+            cause = _FAILED_PULL.sub("", text)
+    cause = cause or reason
+    image = next(
+        (c.get("image", "") for c in pod.get("spec", {}).get("containers") or []
+         if c.get("name") == container),
+        "",
+    )  # fmt: skip
+    permanent = pull_will_not_improve(cause)
+    what = f"image {image}" if image else "the image"
+    return Observation(
+        Phase.STARTING,
+        f"{what} cannot be pulled on {node}: {cause}",
+        pod=pod_name,
+        container=container,
+        problem=Problem.IMAGE_UNAVAILABLE if permanent else Problem.IMAGE_PULL,
+        reason=reason,
+        message=cause,
+        node=node,
+        count=attempts,
+    )
+
+
 def _latest_message(events: Sequence[Event], name: str, reason: str) -> str:
     """The latest message of the scheduler's (not an autoscaler's) event of that reason."""
     for e in reversed(events):
@@ -574,9 +675,19 @@ def decide(
         )
     if obs.problem is Problem.IMAGE_INVALID:
         return ImageError(obs.message or obs.reason, **facts)
+    if obs.problem is Problem.IMAGE_UNAVAILABLE and _over(
+        seen_for, unavailable_image_bound(limits)
+    ):
+        return ImageError(
+            f"{obs.message or obs.reason} (will not get better: {_attempts(obs)}failing for "
+            f"{seen_for:.0f}s)",
+            **facts,
+        )
     if obs.problem is Problem.IMAGE_PULL and _over(seen_for, limits.image_pull_backoff_timeout):
         return ImageError(
-            f"{obs.message or obs.reason} (still failing after {seen_for:.0f}s)", **facts
+            f"{obs.message or obs.reason} (still failing after {seen_for:.0f}s, "
+            f"{_attempts(obs)}image_pull_backoff_timeout)",
+            **facts,
         )
     if obs.problem is Problem.MISSING_CONFIG and _over(seen_for, limits.missing_config_grace):
         return ContainerConfigError(obs.message or obs.reason, **facts)
@@ -649,6 +760,16 @@ def decide(
             **facts,
         )
     return None
+
+
+def unavailable_image_bound(limits: Bounds) -> float:
+    """How long a pull that will not get better may fail: a short grace, or the pull bound."""
+    bound = limits.image_pull_backoff_timeout
+    return IMAGE_UNAVAILABLE_GRACE if bound is None else min(IMAGE_UNAVAILABLE_GRACE, bound)
+
+
+def _attempts(obs: Observation) -> str:
+    return f"{obs.count} attempts, " if obs.count > 1 else ""
 
 
 def _over(seen_for: float, bound: float | None) -> bool:

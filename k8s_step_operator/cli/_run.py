@@ -51,6 +51,14 @@ def _add_run(subparsers: Any) -> None:
         help="fail when no node takes the step within this time (default: 600)",
     )
     p.add_argument(
+        "--image-pull-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="fail when the image cannot be pulled for this long (default: 300); a pull that "
+        "will not get better (no such host, connection refused, manifest unknown) fails within "
+        "30 s, or this if shorter",
+    )
+    p.add_argument(
         "--on-sigterm",
         choices=("delete", "detach"),
         help="on SIGTERM or SIGHUP, delete the Job (default) or leave it running; running the "
@@ -72,6 +80,8 @@ def run_settings(args: argparse.Namespace, data: dict[str, Any]) -> dict[str, An
     data = dict(data)
     if args.pending_timeout is not None:
         data["pending_timeout"] = args.pending_timeout
+    if args.image_pull_timeout is not None:
+        data["image_pull_backoff_timeout"] = args.image_pull_timeout
     if args.on_sigterm is not None:
         data["on_sigterm"] = args.on_sigterm
     if args.no_logs:

@@ -321,11 +321,15 @@ def parse_run(*argv: str) -> argparse.Namespace:
 
 
 def test_run_flags_reach_the_settings_mapping() -> None:
-    args = parse_run("--on-sigterm", "detach", "--pending-timeout", "30", "--no-logs")
+    args = parse_run(
+        "--on-sigterm", "detach", "--pending-timeout", "30", "--no-logs",
+        "--image-pull-timeout", "60",
+    )  # fmt: skip
     assert run_settings(args, {"image": "i"}) == {
         "image": "i",
         "on_sigterm": "detach",
         "pending_timeout": 30.0,
+        "image_pull_backoff_timeout": 60.0,
         "stream_logs": False,
     }
     assert run_settings(parse_run("--on-sigterm", "delete"), {})["on_sigterm"] == "delete"

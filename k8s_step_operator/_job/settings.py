@@ -502,7 +502,10 @@ class KubernetesJobStepOperatorSettings(BaseSettings):
         "(while the autoscaler says it is scaling up) before the step fails; None waits.",
     )
     image_pull_backoff_timeout: PositiveFloat | None = Field(
-        default=300, description="Seconds to keep retrying a failing image pull; None waits."
+        default=300,
+        description="Seconds to keep retrying a failing image pull; None waits. A pull that "
+        "will not get better (no such host, connection refused, manifest unknown, access "
+        "denied) fails within 30 s, or this if shorter.",
     )
     missing_config_grace: NonNegativeFloat = Field(
         default=30,

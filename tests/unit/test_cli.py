@@ -398,4 +398,6 @@ def test_unreachable_server_is_one_line_with_what_to_do() -> None:
     missing = NotFoundError(
         'namespaces "nope" not found', status=404, operation="create Job nope/j"
     )
-    assert _describe_api(missing).endswith("(check -n/--namespace)")
+    assert _describe_api(missing).endswith(
+        "(the namespace does not exist: kubectl create namespace nope, or pick another with -n)"
+    )

@@ -5,13 +5,16 @@ Karpenter (or the cluster autoscaler) may be about to add the node. Failing at o
 the operator unusable on exactly the clusters that need it; waiting forever where no autoscaler
 will act hides a mistake for the length of a timeout. So the runner tells the two apart:
 
-* what the autoscaler said on the pod, in its own words: Karpenter's ``Nominated`` ("Pod should
+* what each autoscaler said on the pod, in its own words: Karpenter's ``Nominated`` ("Pod should
   schedule on: nodeclaim/x") or its ``FailedScheduling`` (source ``karpenter``); the cluster
-  autoscaler's ``TriggeredScaleUp`` / ``NotTriggerScaleUp``. The latest one wins.
-* before any autoscaler spoke: whether one exists (``AutoscalerView``: Karpenter's NodePools are
-  listed; the cluster autoscaler's status ConfigMap is read), and for Karpenter whether any
-  NodePool could ever make a node this pod accepts (its labels, requirements and taints against
-  the pod's selectors and tolerations, ``nodepools_admitting``).
+  autoscaler's ``TriggeredScaleUp`` / ``NotTriggerScaleUp``. Each one's latest word is its
+  verdict (``latest_signals``): a cluster may run both, and one's "no" does not cancel the
+  other's "a node is being added".
+* which ones exist (``AutoscalerView``: Karpenter's NodePools are listed; the cluster
+  autoscaler's status ConfigMap is read), and for Karpenter whether any NodePool could ever make
+  a node this pod accepts (its labels, requirements and taints against the pod's selectors and
+  tolerations, ``nodepools_admitting``). "No node will come" needs every one of them that may act
+  to have said no.
 
 Everything here but ``AutoscalerView`` is pure.
 """

@@ -602,7 +602,8 @@ def _pull_failing(
         pod=pod_name,
         container=container,
         problem=Problem.IMAGE_UNAVAILABLE if permanent else Problem.IMAGE_PULL,
-        reason=reason,
+        # One cause, one error: not ErrImagePull or ImagePullBackOff by the moment it is read.
+        reason="ErrImagePull" if reason == "ImagePullBackOff" else reason,
         message=cause,
         node=node,
         count=attempts,

@@ -127,6 +127,7 @@ def test_a_registry_that_refuses_the_connection_fails_within_30s_said_once(
     assert "connect: connection refused (will not get better: 3 attempts, failing for 30s)" in (
         message
     ), message
+    assert raised.value.reason == "ErrImagePull"  # whether read while pulling or backing off
     said = [r.getMessage() for r in caplog.records if "cannot be pulled" in r.getMessage()]
     assert len(said) == 1, said  # once, not at every retry
     assert f"image {IMAGE} cannot be pulled on real-node-0: " in said[0]
@@ -140,6 +141,7 @@ def test_a_rate_limit_keeps_the_bound() -> None:
     assert 120 <= kube.clock.t - 1000 <= 123
     # Pulled at 0.9, 10.9, 30.9 and 70.9 s; the bound counts from the first failure.
     assert "4 attempts, image_pull_backoff_timeout)" in str(raised.value)
+    assert raised.value.reason == "ErrImagePull"
     assert "(still failing after 12" in str(raised.value)
 
 

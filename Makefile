@@ -31,8 +31,8 @@ LOWEST_PINS := kubernetes==25.3.0 pydantic==2.10.0 tenacity==8.2.0 pyyaml==6.0 u
 ZENML_INTEGRATIONS := kubernetes s3
 
 .PHONY: help venv venv-zenml binaries core-binaries system-deps cluster cluster-up realnode \
-	cluster-down cluster-status demo demo-zenml zenml-image test test-unit test-zenml test-bounds \
-	bench lint manifests wheel fmt
+	stack-services cluster-down cluster-status demo demo-zenml zenml-image test test-unit \
+	test-zenml test-bounds bench lint manifests wheel fmt
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -51,16 +51,18 @@ $(VENV_ZENML)/.installed: pyproject.toml
 	test -x $(PYZ) || $(PYTHON) -m venv $(VENV_ZENML)
 	$(PYZ) -m pip install -q --upgrade pip
 	$(PYZ) -m pip install -q -e '.[zenml,dev]' 'zenml[server]==0.98.*'
+	@# zenml asks before overwriting the file (and aborts without a terminal): a re-sync removes it first.
+	rm -f $(VENV_ZENML)/integrations.txt
 	ZENML_ANALYTICS_OPT_IN=false ZENML_CONFIG_PATH=$(VENV_ZENML)/zenml-config $(VENV_ZENML)/bin/zenml integration export-requirements $(ZENML_INTEGRATIONS) --output-file $(VENV_ZENML)/integrations.txt
 	$(PYZ) -m pip install -q -e '.[zenml,dev]' 'zenml[server]==0.98.*' -r $(VENV_ZENML)/integrations.txt
 	$(PYZ) -m pip check
 	@$(PYZ) -m pip list 2>/dev/null | grep -iE '^(zenml|kubernetes|pydantic) ' | sed 's/^/resolved: /'
 	touch $@
 
-binaries: ## Build (or reuse) every binary from Go modules: control plane, KWOK, Helm, Kueue, Karpenter
-	bash e2e/build/build.sh core addons
+binaries: ## Build (or reuse) every binary from Go modules: control plane, KWOK, Helm, CoreDNS, Kueue, Karpenter, SeaweedFS
+	bash e2e/build/build.sh core addons stack
 
-core-binaries: ## Build (or reuse) the control plane, KWOK and Helm only (all `make demo` needs)
+core-binaries: ## Build (or reuse) the control plane (with kube-proxy), KWOK, Helm and CoreDNS only (all `make demo` needs)
 	bash e2e/build/build.sh core
 
 system-deps: ## Install the Debian packages the real node and the step images need (root)
@@ -78,14 +80,21 @@ else
 	@echo "cluster: no real node (needs root; REAL_NODE=$(REAL_NODE)): steps run on simulated nodes only"
 endif
 
-realnode: system-deps ## Add the real node that runs containers (kubelet + containerd) and import the step images
+realnode: system-deps ## Add the real node (kubelet + containerd, its pod network: kube-proxy, CoreDNS) and import the step images
 	$(PY) e2e/realnode/node.py up
+
+# SeaweedFS (S3) and a ZenML server of its own, on loopback; pods reach them by Service name
+# through the real node's pod network. What clients need: .cluster/stack/stack.json.
+stack-services: cluster venv-zenml ## Start the object store and the ZenML server the production ZenML stack needs (idempotent)
+	$(PY) e2e/stack.py up --zenml-python $(PYZ)
 
 cluster-down: ## Stop every process the local cluster started and remove its state
 	@if [ -x $(PY) ]; then $(PY) e2e/cluster.py down; else $(PYTHON) e2e/cluster.py down; fi
 
 cluster-status: ## Show the local cluster's processes
 	$(PY) e2e/cluster.py status
+	@if [ -d .cluster/realnode ]; then $(PY) e2e/realnode/node.py status || true; fi
+	@if [ -d .cluster/stack ]; then $(PY) e2e/stack.py status || true; fi
 
 # Built on request only: `make demo` never waits for it.
 zenml-image: venv ## Build (or reuse) the ZenML step image and import it into the real node
@@ -109,6 +118,7 @@ demo-zenml: venv venv-zenml core-binaries ## Run a three-step ZenML pipeline (tr
 ifeq ($(TEST_KUBECONFIG),)
 test: cluster venv-zenml ## Run the whole test suite against the local cluster (or TEST_KUBECONFIG's), ZenML's part in the ZenML environment
 	@$(MAKE) --no-print-directory zenml-image
+	@$(MAKE) --no-print-directory stack-services
 	KUBECONFIG=$(LOCAL_KUBECONFIG) $(PY) -m pytest
 	KUBECONFIG=$(LOCAL_KUBECONFIG) $(PYZ) -m pytest $(ZENML_TESTS)
 else

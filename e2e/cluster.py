@@ -60,11 +60,20 @@ CORE_COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-sc
 # Started when their binaries are built (`make binaries`); the cluster runs without them.
 ADDONS = ("kueue", "karpenter")
 ALL_COMPONENTS = CORE_COMPONENTS + ADDONS
-# The address range Services get; nothing routes or dials it (no kube-proxy runs here).
+# The address range Services get. Only the real node's kube-proxy gives these addresses a
+# meaning (inside the pod network, see e2e/realnode/network.py); on the host they are an
+# unreachable route while it runs.
 SERVICE_CIDR = "10.96.0.0/16"
+DNS_SERVICE_IP = "10.96.0.10"
+CLUSTER_DOMAIN = "cluster.local"
 # Pod IPs KWOK writes into pod status. Kept inside loopback so that nothing that reads a pod IP
 # can send traffic off the machine.
 POD_CIDR = "127.64.0.0/16"
+# The real node's pod network: a bridge that exists only on this machine (e2e/realnode/network.py).
+# Its gateway is where pods reach the API server (the `kubernetes` Service's endpoint).
+CLUSTER_POD_CIDR = "10.244.0.0/16"
+NODE_POD_CIDR = "10.244.0.0/24"
+GATEWAY_IP = "10.244.0.1"
 CLUSTER_NAME = "k8sso-local"
 # Kubelet identity reserved for a real node that runs containers.
 REAL_NODE_NAME = "real-node-0"
@@ -87,6 +96,9 @@ CONTROLLERS = (
     "clusterrole-aggregation-controller",
     "deployment-controller",
     "replicaset-controller",
+    # Services with a selector get their EndpointSlices (with pod hostnames for headless ones:
+    # CoreDNS answers <hostname>.<service>.<namespace>.svc from them).
+    "endpointslice-controller",
     # PersistentVolumeClaims bind (and grow) only with these; the protection controllers keep
     # a volume or claim in use from being deleted under a pod.
     "persistentvolume-binder-controller",
@@ -150,21 +162,7 @@ def make_pki(pki: Path) -> None:
     pki.mkdir(parents=True, exist_ok=True)
     ca = kit.CertAuthority(pki)
     ca.create("k8sso-local-ca")
-    first_service_ip = str(next(ipaddress.ip_network(SERVICE_CIDR).hosts()))
-    ca.issue(
-        pki,
-        "apiserver",
-        "kube-apiserver",
-        server=True,
-        dns=[
-            "localhost",
-            "kubernetes",
-            "kubernetes.default",
-            "kubernetes.default.svc",
-            "kubernetes.default.svc.cluster.local",
-        ],
-        ips=[LOOPBACK, first_service_ip],
-    )
+    issue_apiserver_cert(ca, pki)
     ca.issue(pki, "admin", "k8sso-admin", "system:masters", client=True)
     ca.issue(pki, "controller-manager", "system:kube-controller-manager", client=True)
     ca.issue(pki, "scheduler", "system:kube-scheduler", client=True)
@@ -193,6 +191,42 @@ def make_pki(pki: Path) -> None:
     (pki / "done").write_text("ok\n")
 
 
+def _apiserver_ips() -> list[str]:
+    first_service_ip = str(next(ipaddress.ip_network(SERVICE_CIDR).hosts()))
+    return [LOOPBACK, first_service_ip, GATEWAY_IP]
+
+
+def issue_apiserver_cert(ca: kit.CertAuthority, pki: Path) -> None:
+    """The API server's serving certificate: loopback, the `kubernetes` Service, the gateway."""
+    ca.issue(
+        pki,
+        "apiserver",
+        "kube-apiserver",
+        server=True,
+        dns=[
+            "localhost",
+            "kubernetes",
+            "kubernetes.default",
+            "kubernetes.default.svc",
+            f"kubernetes.default.svc.{CLUSTER_DOMAIN}",
+        ],
+        ips=_apiserver_ips(),
+    )
+
+
+def apiserver_cert_current(pki: Path) -> bool:
+    """Whether the serving certificate names every address pods or clients may use."""
+    from cryptography import x509
+
+    cert = x509.load_pem_x509_certificate((pki / "apiserver.crt").read_bytes())
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return False
+    have = {str(i) for i in san.get_values_for_type(x509.IPAddress)}
+    return set(_apiserver_ips()) <= have
+
+
 def make_addon_pki(pki: Path) -> None:
     """Certificates of the add-ons, each issued once (also for a cluster made before them).
 
@@ -202,6 +236,10 @@ def make_addon_pki(pki: Path) -> None:
     127.0.0.1, which the API server trusts through our CA.
     """
     ca = kit.CertAuthority(pki)
+    # A cluster made before the pod network: its serving certificate lacks the gateway. The API
+    # server reloads a changed certificate file by itself.
+    if not apiserver_cert_current(pki):
+        issue_apiserver_cert(ca, pki)
     if not (pki / "kueue.crt").exists():
         ca.issue(pki, "kueue", "kueue-controller-manager", "system:masters", client=True)
     if not (pki / "kueue-serving.crt").exists():
@@ -241,6 +279,9 @@ PORT_NAMES = (
     "kueue-visibility",
     "karpenter-health",
     "karpenter-metrics",
+    # The stack services (e2e/stack.py); pods reach them through the real node's gateway.
+    "seaweedfs-s3",
+    "zenml-server",
 )
 # The port that tells whether a component's address is taken by someone else.
 MAIN_PORT = {"etcd": "etcd-client", "kueue": "kueue-webhook", "karpenter": "karpenter-health"}
@@ -332,7 +373,9 @@ def argv_for(st: State, component: str) -> list[str]:
             str(b["kube-apiserver"]),
             f"--etcd-servers=http://{LOOPBACK}:{p['etcd-client']}",
             f"--bind-address={LOOPBACK}",
-            f"--advertise-address={LOOPBACK}",
+            # Where pods reach it: the real node's pod network gateway, which forwards to the
+            # loopback port (e2e/realnode/gateway.py).
+            f"--advertise-address={GATEWAY_IP}",
             f"--secure-port={p['kube-apiserver']}",
             f"--tls-cert-file={pki / 'apiserver.crt'}",
             f"--tls-private-key-file={pki / 'apiserver.key'}",
@@ -351,7 +394,9 @@ def argv_for(st: State, component: str) -> list[str]:
             f"--kubelet-certificate-authority={pki / 'ca.crt'}",
             # KWOK nodes report their name as Hostname; resolving it would go to DNS.
             "--kubelet-preferred-address-types=InternalIP",
-            # The `kubernetes` Service cannot point at a loopback address; nothing here needs it.
+            # The `kubernetes` Service's EndpointSlice names the gateway; the real node publishes
+            # it while the gateway exists (and removes it with the node), so that nothing is
+            # ever pointed at an address with nothing behind it.
             "--endpoint-reconciler-type=none",
             "--allow-privileged=true",
             "--profiling=false",
@@ -921,6 +966,13 @@ def cmd_down(args: argparse.Namespace) -> int:
         r = subprocess.run([sys.executable, str(realnode), "down"], timeout=300, check=False)
         if r.returncode != 0:
             log(f"the real node's teardown exited with {r.returncode}; continuing")
+    stack = E2E / "stack.py"
+    if (STATE_DIR / "stack").exists() and stack.exists():
+        # The object store and the ZenML server (make stack-services) keep their data here too.
+        log("stopping the stack services (e2e/stack.py down)")
+        r = subprocess.run([sys.executable, str(stack), "down"], timeout=120, check=False)
+        if r.returncode != 0:
+            log(f"the stack services' teardown exited with {r.returncode}; continuing")
     st = State.load(STATE_DIR, create=False) if (STATE_DIR / "state.json").exists() else None
     left: list[str] = []
     if st is not None:

@@ -36,7 +36,8 @@ REPO = Path(__file__).resolve().parent.parent
 # The ZenML tests run in the ZenML environment (`make test-zenml`, part of `make test`); an
 # environment without ZenML does not collect them, rather than report them skipped.
 collect_ignore_glob = [] if importlib.util.find_spec("zenml") else ["zenml_integration/*"]
-LOCAL_KUBECONFIG = REPO / ".cluster" / "kubeconfig"
+# The cluster e2e/cluster.py runs: the checkout's, or K8SSO_CLUSTER_DIR's (as the script reads it).
+LOCAL_KUBECONFIG = Path(os.environ.get("K8SSO_CLUSTER_DIR") or REPO / ".cluster") / "kubeconfig"
 NODES_FILE = REPO / "e2e" / "nodes.yaml"
 KWOK_ANNOTATION = "kwok.x-k8s.io/node"
 
@@ -405,6 +406,28 @@ class LocalCluster:
         for c in self.components:
             if c in self._stopped or self._mod.running_pid(self.state, c) is None:
                 self.start(c)
+
+
+def stack_info_path() -> Path:
+    """Where ``e2e/stack.py`` writes what clients need (``make stack-services``)."""
+    return LOCAL_KUBECONFIG.parent / "stack" / "stack.json"
+
+
+@pytest.fixture(scope="session")
+def stack_info() -> dict[str, Any]:
+    """The object store's and the ZenML server's addresses and credentials (``stack.json``)."""
+    import json
+
+    path = stack_info_path()
+    try:
+        info: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError):
+        unavailable(f"no stack services: {path} is missing (run `make stack-services`)")
+        raise AssertionError("unreachable") from None
+    for part in ("s3", "zenml"):
+        if part not in info:
+            unavailable(f"{path} has no {part!r} entry (run `make stack-services`)")
+    return info
 
 
 @pytest.fixture(scope="session")

@@ -6,8 +6,9 @@
 # every staging module with a local path, and replaces are ignored in a dependency. A wrapper
 # module that replaces each staging module with its published v0.X.Y release builds it.
 #
-# Usage: build.sh [NAME...]   NAME: kubernetes etcd kwok helm kueue karpenter
-#        (default: all of them; `core` stands for the first four, `addons` for the last two)
+# Usage: build.sh [NAME...]   NAME: kubernetes etcd kwok helm coredns kueue karpenter seaweedfs
+#        (default: all of them; `core` stands for the first five, `addons` for Kueue and
+#        Karpenter, `stack` for the object store)
 # Kueue and Karpenter are built from a copy of their module with a small, checked patch each
 # (see build_kueue / build_karpenter): nothing else in this cluster may listen beyond 127.0.0.1
 # or read certificates from fixed host paths.
@@ -25,22 +26,25 @@ export CGO_ENABLED=0
 
 log() { printf '[build] %s\n' "$*" >&2; }
 
-[ $# -gt 0 ] || set -- core addons
+[ $# -gt 0 ] || set -- core addons stack
 want=()
 for w in "$@"; do
   case $w in
-    core) want+=(kubernetes etcd kwok helm) ;;
+    core) want+=(kubernetes etcd kwok helm coredns) ;;
     addons) want+=(kueue karpenter) ;;
+    stack) want+=(seaweedfs) ;;
     *) want+=("$w") ;;
   esac
 done
 
 build_kubernetes() {
   local v=$KUBERNETES_VERSION out=$bin/kubernetes-$KUBERNETES_VERSION
-  local cmds=(kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl)
-  local missing=0 c
-  for c in "${cmds[@]}"; do [ -x "$out/$c" ] || missing=1; done
-  if [ $missing = 0 ]; then log "kubernetes $v: cached in $out"; return; fi
+  local all=(kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl kube-proxy)
+  # Only what is missing is built: a cache made before a command joined the list keeps the
+  # others (one command of a warm module and build cache takes a minute, all of them ten).
+  local cmds=() c
+  for c in "${all[@]}"; do [ -x "$out/$c" ] || cmds+=("$c"); done
+  if [ ${#cmds[@]} = 0 ]; then log "kubernetes $v: cached in $out"; return; fi
   local work=$cache/src/kubernetes-$v
   rm -rf "$work" && mkdir -p "$work" && cd "$work"
   local gomod
@@ -65,10 +69,13 @@ build_kubernetes() {
   done
   log "kubernetes $v: building ${cmds[*]} (minutes on 2 cores)"
   local start=$SECONDS
-  mkdir -p "$out.tmp"
+  rm -rf "$out.tmp" && mkdir -p "$out.tmp"
   go build -trimpath -ldflags "$ld" -o "$out.tmp/" $(printf 'k8s.io/kubernetes/cmd/%s ' "${cmds[@]}")
-  rm -rf "$out" && mv "$out.tmp" "$out"
-  log "kubernetes $v: built in $((SECONDS - start)) s"
+  mkdir -p "$out"
+  for c in "${cmds[@]}"; do mv "$out.tmp/$c" "$out/$c"; done
+  rm -rf "$out.tmp"
+  cd "$cache" && rm -rf "$work"
+  log "kubernetes $v: built ${cmds[*]} in $((SECONDS - start)) s"
 }
 
 build_etcd() {
@@ -137,6 +144,78 @@ build_helm() {
   GOBIN=$out.tmp go install -trimpath -ldflags "$ld" "helm.sh/helm/v3/cmd/helm@$v"
   rm -rf "$out" && mv "$out.tmp" "$out"
   log "helm $v: built in $((SECONDS - start)) s"
+}
+
+# CoreDNS with only the plugins the cluster's DNS uses (its own main imports all of them, with
+# the clients of every cloud DNS): the same coremain, a smaller and faster build.
+COREDNS_PLUGINS=(bind cache errors health kubernetes loadbalance log ready)
+
+build_coredns() {
+  local v=$COREDNS_VERSION out=$bin/coredns-$COREDNS_VERSION
+  if [ -x "$out/coredns" ]; then log "coredns $v: cached in $out"; return; fi
+  local work=$cache/src/coredns-$v
+  rm -rf "$work" && mkdir -p "$work" && cd "$work"
+  local gomod
+  gomod=$(go mod download -json "github.com/coredns/coredns@$v" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
+  [ -n "$gomod" ] || { log "coredns $v: download failed"; return 1; }
+  {
+    echo "module k8sso.local/coredns-build"
+    echo
+    grep -E '^go ' "$gomod"
+    echo
+    echo "require github.com/coredns/coredns $v"
+  } > go.mod
+  {
+    echo "package main"
+    echo
+    echo "import ("
+    local p
+    for p in "${COREDNS_PLUGINS[@]}"; do echo "	_ \"github.com/coredns/coredns/plugin/$p\""; done
+    echo
+    echo "	\"github.com/coredns/coredns/coremain\""
+    echo ")"
+    echo
+    echo "func main() { coremain.Run() }"
+  } > main.go
+  log "coredns $v: building (plugins: ${COREDNS_PLUGINS[*]})"
+  local start=$SECONDS
+  go mod tidy >/dev/null
+  mkdir -p "$out.tmp"
+  go build -trimpath -ldflags "-s -w -X github.com/coredns/coredns/coremain.GitCommit=$v" \
+    -o "$out.tmp/coredns" .
+  rm -rf "$out" && mv "$out.tmp" "$out"
+  cd "$cache" && rm -rf "$work"
+  log "coredns $v: built in $((SECONDS - start)) s"
+}
+
+# SeaweedFS's go.mod has `replace` lines, so `go install .../weed@V` is refused: a wrapper
+# module requires the pinned version, repeats its replace lines (those that name a module, not
+# a local path) and builds the `weed` command.
+build_seaweedfs() {
+  local v=$SEAWEEDFS_VERSION out=$bin/seaweedfs-$SEAWEEDFS_VERSION
+  if [ -x "$out/weed" ]; then log "seaweedfs $v: cached in $out"; return; fi
+  local work=$cache/src/seaweedfs-$v
+  rm -rf "$work" && mkdir -p "$work" && cd "$work"
+  local gomod
+  gomod=$(go mod download -json "github.com/seaweedfs/seaweedfs@$v" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
+  [ -n "$gomod" ] || { log "seaweedfs $v: download failed"; return 1; }
+  {
+    echo "module k8sso.local/seaweedfs-build"
+    echo
+    grep -E '^go ' "$gomod"
+    echo
+    echo "require github.com/seaweedfs/seaweedfs $v"
+    echo
+    grep -E '^replace [^ ]+ => [^ ./][^ ]* v[^ ]+$' "$gomod" || true
+  } > go.mod
+  log "seaweedfs $v: building weed (minutes on 2 cores)"
+  local start=$SECONDS
+  mkdir -p "$out.tmp"
+  go build -trimpath -ldflags "-s -w -X github.com/seaweedfs/seaweedfs/weed/util/version.COMMIT=${v##*-}" \
+    -o "$out.tmp/weed" github.com/seaweedfs/seaweedfs/weed
+  rm -rf "$out" && mv "$out.tmp" "$out"
+  cd "$cache" && rm -rf "$work"
+  log "seaweedfs $v: built in $((SECONDS - start)) s"
 }
 
 # The module's source, copied where it may be patched; prints the copy's path.

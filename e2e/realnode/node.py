@@ -14,9 +14,10 @@ pool never do.
 
 Everything lives under ``<repo>/.cluster/realnode/``: containerd's config, root, state and
 socket, the kubelet's root directory, certificates, logs and pid files. Nothing listens beyond
-127.0.0.1. Pods get a network namespace with their own loopback and one dummy interface holding
-an address from 127.65.0.0/16; there is no bridge, veth or route to the host, so a pod can reach
-nothing but itself.
+127.0.0.1 and the pod bridge's gateway. Pods get a network namespace with an address from
+10.244.0.0/24 on the bridge ``k8sso0``, kube-proxy makes Services work and CoreDNS answers for
+``cluster.local``; no pod has a route beyond the bridge and the Service range (``network.py``
+says how, and why nothing leaves the machine).
 
 Usage (as root, after ``bash e2e/realnode/setup-system.sh`` and ``make cluster``)::
 
@@ -32,7 +33,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
-import ipaddress
 import json
 import os
 import shutil
@@ -50,15 +50,13 @@ sys.path.insert(0, str(E2E / "images"))
 import build as images  # noqa: E402
 import cluster  # noqa: E402
 import clusterkit as kit  # noqa: E402
+import network  # noqa: E402
 from clusterkit import LOOPBACK, RestClient, wait_for  # noqa: E402
 
 NODE_NAME = os.environ.get("K8SSO_REAL_NODE_NAME", cluster.REAL_NODE_NAME)
 ROOT = cluster.STATE_DIR / "realnode"
 GPUS = int(os.environ.get("K8SSO_REAL_NODE_GPUS", "8"))
 GPU_RESOURCE = "nvidia.com/gpu"
-# Pod addresses: loopback range, never routed off the machine. KWOK's simulated pods use
-# 127.64.0.0/16 (cluster.POD_CIDR); this node takes the next block.
-POD_NET = ipaddress.ip_network("127.65.0.0/16")
 REAL_LABEL = "k8s-step-operator.io/real-node"
 LABELS = {
     "nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3",
@@ -76,6 +74,7 @@ KEEPER_INTERVAL_S = 2.0
 # How long the keeper waits for a kubelet that stopped (a restart) before it exits.
 KEEPER_ORPHAN_S = 60.0
 PROCS = ("containerd", "kubelet", "status-keeper")
+PORT_NAMES = ("kubelet", "kubelet-healthz", *network.PORT_NAMES)
 
 
 log = kit.logger("realnode")
@@ -118,10 +117,14 @@ def kubelet_bin() -> Path:
 
 
 def ports() -> dict[str, int]:
+    """The node's loopback ports, picked once; a name added since is picked and kept too."""
+    have: dict[str, int] = {}
     if Paths.state.exists():
-        return {k: int(v) for k, v in json.loads(Paths.state.read_text())["ports"].items()}
-    p = kit.free_ports(("kubelet", "kubelet-healthz"))
-    Paths.state.write_text(json.dumps({"ports": p}, indent=2) + "\n")
+        have = {k: int(v) for k, v in json.loads(Paths.state.read_text())["ports"].items()}
+    p = kit.free_ports(PORT_NAMES, have)
+    if p != have:
+        Paths.state.parent.mkdir(parents=True, exist_ok=True)
+        kit.write_atomic(Paths.state, json.dumps({"ports": p}, indent=2) + "\n")
     return p
 
 
@@ -219,37 +222,53 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 """
 
 
-# The pod network plugin: one interface holding a loopback-range address inside the pod's own
-# network namespace. No link to the host, no bridge, no route: nothing leaves the namespace.
-CNI_PLUGIN = HERE / "cni" / "k8sso_podnet.py"
+# The pod network: Debian's standard CNI plugins. `bridge` puts each pod's veth on the bridge that
+# network.setup_host() made (it must not be the gateway: that would make it turn on forwarding
+# for every interface); `host-local` hands out the node's /24 and gives pods exactly two routes,
+# their subnet and the Service range through the gateway. No default route.
+CNI_PLUGINS = ("loopback", "bridge", "host-local")
+
+
+def cni_config() -> dict[str, Any]:
+    return {
+        "cniVersion": "1.0.0",
+        "name": "k8sso-podnet",
+        "plugins": [
+            {
+                "type": "bridge",
+                "bridge": network.BRIDGE,
+                "isGateway": False,
+                "isDefaultGateway": False,
+                "ipMasq": False,
+                "hairpinMode": True,
+                "ipam": {
+                    "type": "host-local",
+                    "ranges": [[{"subnet": str(network.NODE_CIDR), "gateway": network.GATEWAY}]],
+                    "routes": [{"dst": str(network.SERVICE_CIDR), "gw": network.GATEWAY}],
+                    "dataDir": str(Paths.cni_data),
+                },
+            }
+        ],
+    }
 
 
 def write_cni() -> None:
     Paths.cni_bin.mkdir(parents=True, exist_ok=True)
     Paths.cni_conf.mkdir(parents=True, exist_ok=True)
-    lo = Path("/usr/lib/cni/loopback")
-    if not lo.exists():
-        raise SystemExit(f"{lo} missing; run `bash e2e/realnode/setup-system.sh`")
-    link = Paths.cni_bin / "loopback"
-    if not link.is_symlink():
-        link.unlink(missing_ok=True)
-        link.symlink_to(lo)
-    plugin = Paths.cni_bin / "k8sso-podnet"
-    # Its first line names the system interpreter: the plugin runs under containerd, outside
-    # any virtualenv.
-    plugin.write_text(CNI_PLUGIN.read_text())
-    plugin.chmod(0o755)
-    conf = {
-        "cniVersion": "1.0.0",
-        "name": "k8sso-podnet",
-        "plugins": [
-            {"type": "k8sso-podnet", "subnet": str(POD_NET), "dataDir": str(Paths.cni_data)}
-        ],
-    }
+    for name in CNI_PLUGINS:
+        src = Path("/usr/lib/cni") / name
+        if not src.exists():
+            raise SystemExit(f"{src} missing; run `bash e2e/realnode/setup-system.sh`")
+        link = Paths.cni_bin / name
+        if not link.is_symlink() or link.resolve() != src.resolve():
+            link.unlink(missing_ok=True)
+            link.symlink_to(src)
+    # The Python plugin of earlier versions of this node.
+    (Paths.cni_bin / "k8sso-podnet").unlink(missing_ok=True)
     # containerd reloads on every write: replace the file whole.
     target = Paths.cni_conf / "10-k8sso-podnet.conflist"
     tmp = Paths.cni_bin / ".conflist.tmp"
-    tmp.write_text(json.dumps(conf, indent=2) + "\n")
+    tmp.write_text(json.dumps(cni_config(), indent=2) + "\n")
     tmp.replace(target)
 
 
@@ -289,10 +308,9 @@ def kubelet_config(p: dict[str, int]) -> str:
             "imagefs.available": "1%",
         },
         "resolvConf": str(Paths.resolv),
-        "clusterDomain": "cluster.local",
-        # No cluster DNS runs here; naming the pod's own loopback keeps the kubelet from
-        # warning about every pod (MissingClusterDNS) and still resolves nothing.
-        "clusterDNS": [LOOPBACK],
+        "clusterDomain": network.CLUSTER_DOMAIN,
+        # The kube-dns Service: CoreDNS on the host, behind the pod network's gateway.
+        "clusterDNS": [network.DNS_SERVICE_IP],
         "registerNode": True,
         "registerWithTaints": [
             {
@@ -534,6 +552,12 @@ def cmd_up(args: argparse.Namespace) -> int:
             raise SystemExit(f"{tool} missing; run `bash e2e/realnode/setup-system.sh`")
     if not kubelet_bin().exists():
         raise SystemExit(f"{kubelet_bin()} missing; run `make binaries`")
+    for tool in ("iptables", "iptables-save"):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"{tool} missing; run `bash e2e/realnode/setup-system.sh`")
+    missing = network.binaries_missing()
+    if missing:
+        raise SystemExit(f"{', '.join(map(str, missing))} missing; run `make core-binaries`")
     st = cluster.State.load()
     if not cluster.healthy(st, "kube-apiserver"):
         raise SystemExit("the local cluster's API server is not healthy; run `make cluster`")
@@ -544,8 +568,13 @@ def cmd_up(args: argparse.Namespace) -> int:
     before = [f.read_bytes() if f.exists() else b"" for f in kubelet_inputs]
     make_kubelet_cert(st.pki)
     write_kubeconfig(st.server, st.pki / "ca.crt")
-    # DNS inside pods goes nowhere: the resolver is the pod's own loopback.
+    # What pods with `dnsPolicy: Default` get (the host's resolver, as Kubernetes defines it):
+    # their own loopback, where nothing answers. ClusterFirst pods ask CoreDNS.
     Paths.resolv.write_text("nameserver 127.0.0.1\noptions ndots:1 attempts:1 timeout:1\n")
+    # The bridge, the safety routes and sysctls before any pod can be given an address.
+    t_net = time.monotonic()
+    network.setup_host()
+    t_net = time.monotonic() - t_net
     write_cni()
 
     t_img = time.monotonic()
@@ -608,6 +637,11 @@ def cmd_up(args: argparse.Namespace) -> int:
     node = get_node()
     if node is not None:
         ensure_status(node)
+    # kube-proxy waits for its Node to have an address (patched just above); pods land only
+    # once `up` returns (the node's taints keep every other pod away).
+    t_pn = time.monotonic()
+    network.up(st, p, NODE_NAME)
+    t_net += time.monotonic() - t_pn
     wait_for(
         f"node {NODE_NAME} to be Ready with {GPUS} {GPU_RESOURCE}",
         lambda: (
@@ -622,7 +656,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     )
     log(
         f"node {NODE_NAME} Ready in {time.monotonic() - t0:.1f} s "
-        f"(containerd {t_ctrd:.1f} s, images {t_images:.1f} s, "
+        f"(containerd {t_ctrd:.1f} s, images {t_images:.1f} s, pod network {t_net:.1f} s, "
         f"kubelet to Ready {time.monotonic() - t_kl:.1f} s)"
     )
     print(f"Real node {NODE_NAME} is Ready; images:")
@@ -721,13 +755,18 @@ def cmd_down(_: argparse.Namespace) -> int:
     for run_dir in ("/run/containerd/fifo", "/run/containerd/s", "/run/containerd"):
         with contextlib.suppress(OSError):
             os.rmdir(run_dir)
+    # No container is left to use the pod network: remove it whole (processes, API objects,
+    # rules, routes, the bridge, sysctls).
+    st: cluster.State | None = None
+    with contextlib.suppress(SystemExit):
+        st = cluster.State.load()
+    network.down(st)
     left = _mounts_under(ROOT)
     if left:
         raise SystemExit(f"still mounted after down: {', '.join(left)}")
     # The Node object would otherwise stay NotReady and hold pods; remove it with admin rights.
     with contextlib.suppress(SystemExit, OSError):
-        st = cluster.State.load()
-        if cluster.healthy(st, "kube-apiserver"):
+        if st is not None and cluster.healthy(st, "kube-apiserver"):
             code, _ = cluster.Api(st).request("DELETE", f"/api/v1/nodes/{NODE_NAME}")
             if code == 200:
                 log(f"deleted node {NODE_NAME}")
@@ -748,6 +787,11 @@ def cmd_status(_: argparse.Namespace) -> int:
         print(f"{name:12} {'running' if pid else 'stopped':8} pid={pid or '-'}")
     if pid_of("kubelet") and p:
         print(f"kubelet healthz: {'ok' if kubelet_healthy(p) else 'failing'}")
+    if p and (cluster.STATE_DIR / "state.json").exists():
+        for name, good in network.healthy(cluster.State.load(), p).items():
+            ok &= good
+            pid = network.pid_of(name)
+            print(f"{name:12} {'healthy' if good else 'down':8} pid={pid or '-'}")
     node = None
     with contextlib.suppress(Exception):
         node = get_node() if (Paths.pki / "kubelet.crt").exists() else None

@@ -7,14 +7,15 @@
 #   debootstrap                   builds the Debian rootfs of the Python step image
 #   busybox-static                the shell step image and the sandbox (pause) image
 #   gcc, libc6-dev                builds the static pause binary of the sandbox image
-#   iproute2, util-linux          `ip` and `nsenter`, used by the pod network plugin
+#   iproute2, util-linux          `ip` and `nsenter`: the pod bridge, routes, network namespaces
+#   iptables                      kube-proxy's Service rules and the pod network's guard rules
 #
 # The packages' own services are never started: the node runs containerd with its own config,
 # state and socket under <repo>/.cluster/realnode/ (see node.py).
 set -euo pipefail
 
 PKGS=(containerd runc containernetworking-plugins debootstrap busybox-static gcc libc6-dev
-  iproute2 util-linux)
+  iproute2 util-linux iptables)
 
 if [[ $(id -u) -ne 0 ]]; then
   echo "setup-system.sh: must run as root (it installs Debian packages)" >&2

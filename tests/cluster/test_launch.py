@@ -383,7 +383,10 @@ def test_apiserver_restart_mid_wait(
     api_client: k8s.ApiClient,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    info = step_info("survivor", duration="15s", pod_annotations={EXIT_CODE: "3"})
+    # Long enough that the pod still runs when the lines after the restart are written, even
+    # when the restart takes many seconds on a loaded machine: lines written after a container
+    # has exited are not something a kubelet would serve.
+    info = step_info("survivor", duration="45s", pod_annotations={EXIT_CODE: "3"})
     ns, name = operator.config.namespace, job_name(info.run_id, "survivor", info.step_run_id)
     with caplog.at_level(logging.INFO):
         launch = Launch(lambda: operator.launch(info, ["true"], {}))
@@ -394,6 +397,7 @@ def test_apiserver_restart_mid_wait(
         # The watches and the log stream are cut; the step goes on without the caller seeing it.
         local_cluster.restart("kube-apiserver")
         local_cluster.write_pod_log(ns, pod.metadata.name, [f"line {i}" for i in range(6, 11)])
+        assert pod_running(api_client, ns, name), "the pod ended before the test wrote to it"
         with pytest.raises(StepFailedError) as raised:
             launch.result(timeout=120)
     assert raised.value.exit_code == 3

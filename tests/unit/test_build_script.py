@@ -53,8 +53,11 @@ case "$1 $2" in
     for a in "$@"; do [ "$prev" = "-o" ] && out=$a; prev=$a; done
     if [ -n "$out" ]; then
       case $out in
-        */) for c in kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl; do
-              printf '#!/bin/sh\n' > "$out$c"; chmod +x "$out$c"; done ;;
+        */) for a in "$@"; do
+              case $a in k8s.io/kubernetes/cmd/*)
+                c=${a##*/}; printf '#!/bin/sh\n' > "$out$c"; chmod +x "$out$c" ;;
+              esac
+            done ;;
         *) printf '#!/bin/sh\n' > "$out"; chmod +x "$out" ;;
       esac
     elif [ "$1" = install ]; then
@@ -65,7 +68,7 @@ case "$1 $2" in
 esac
 """
 
-ALL = ["kubernetes", "etcd", "kwok", "helm", "kueue", "karpenter"]
+ALL = ["kubernetes", "etcd", "kwok", "helm", "coredns", "kueue", "karpenter", "seaweedfs"]
 
 
 def _run(tmp_path: Path, names: list[str]) -> subprocess.CompletedProcess[str]:
@@ -101,7 +104,10 @@ def test_every_build_runs_cold_in_sequence(tmp_path: Path, order: list[str]) -> 
     bins = tmp_path / "cache" / "bin"
     for path in [
         "kubernetes-*/kube-apiserver",
+        "kubernetes-*/kube-proxy",
         "etcd-*/etcd",
+        "coredns-*/coredns",
+        "seaweedfs-*/weed",
         "kwok-*/kwok",
         "helm-*/helm",
         "kueue-*/kueue",
@@ -120,6 +126,22 @@ def test_a_second_run_reuses_every_cached_binary(tmp_path: Path) -> None:
     assert again.returncode == 0, again.stderr
     assert again.stderr.count("cached in") == len(ALL)
     assert not (tmp_path / "go.log").exists()
+
+
+def test_a_kubernetes_command_added_later_is_built_alone(tmp_path: Path) -> None:
+    """A cache from before kube-proxy joined keeps the other commands; only the new one builds."""
+    assert _run(tmp_path, ["kubernetes"]).returncode == 0
+    out = next((tmp_path / "cache" / "bin").glob("kubernetes-*"))
+    (out / "kube-proxy").unlink()
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    (tmp_path / "go.log").unlink()
+    again = _run(tmp_path, ["kubernetes"])
+    assert again.returncode == 0, again.stderr
+    builds = [line for line in (tmp_path / "go.log").read_text().splitlines() if " build " in line]
+    assert len(builds) == 1 and "cmd/kube-proxy" in builds[0]
+    assert "cmd/kubelet" not in builds[0]
+    assert (out / "kube-proxy").exists()
+    assert {n: (out / n).stat().st_mtime_ns for n in before} == before
 
 
 def test_the_stub_fails_from_a_removed_directory(tmp_path: Path) -> None:

@@ -471,10 +471,15 @@ class RecordingCore:
     def namespace_of(self, settings: CoreSettings) -> str:
         return settings.namespace or "context-ns"
 
-    def follow(self, namespace: str, step: Any, settings: Any, *, interrupts: Any) -> None:
-        self.calls.append(("follow", (namespace, step, interrupts)))
-        if self.error is not None:
-            raise self.error
+    def attach(self, step: Any, *, namespace: str | None = None, settings: Any = None) -> Any:
+        where = namespace or self.namespace_of(settings)
+
+        def follow_or_clean_up(*, interrupts: Any) -> None:
+            self.calls.append(("follow", (where, step, interrupts)))
+            if self.error is not None:
+                raise self.error
+
+        return SimpleNamespace(follow_or_clean_up=follow_or_clean_up)
 
     def status_of(self, namespace: str, step: Any) -> Any:
         self.calls.append(("status_of", (namespace, step)))

@@ -554,6 +554,8 @@ _PULL_WILL_NOT_IMPROVE = (
 IMAGE_UNAVAILABLE_GRACE = 30.0
 _BACKOFF_PREFIX = re.compile(r'^Back-off pulling image "[^"]*"(: )?(ErrImagePull: )?')
 _FAILED_PULL = re.compile(r'^Failed to pull image "[^"]*": ')
+# The runtime's gRPC wrapping, the same on the container's status and on the kubelet's event.
+_RPC_PREFIX = re.compile(r"^rpc error: code = \w+ desc = ")
 
 
 def pull_will_not_improve(cause: str) -> bool:
@@ -578,7 +580,7 @@ def _pull_failing(
     The summary is the same whether the kubelet is pulling (ErrImagePull) or backing off
     (ImagePullBackOff), so that it is said once, not at every retry.
     """
-    cause = _BACKOFF_PREFIX.sub("", message).strip()
+    cause = _RPC_PREFIX.sub("", _BACKOFF_PREFIX.sub("", message).strip())
     attempts = 0
     for e in events:
         text = str(e.get("message") or "")
@@ -587,7 +589,7 @@ def _pull_failing(
         attempts = max(attempts, int(e.get("series", {}).get("count") or e.get("count") or 1))
         if not cause:
             # The back-off's own message may carry no cause: the kubelet's last event does.
-            cause = _FAILED_PULL.sub("", text)
+            cause = _RPC_PREFIX.sub("", _FAILED_PULL.sub("", text))
     cause = cause or reason
     image = next(
         (c.get("image", "") for c in pod.get("spec", {}).get("containers") or []

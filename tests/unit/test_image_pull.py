@@ -84,7 +84,7 @@ def failed_pull(kube: FakeKube, job: dict[str, Any], cause: str, count: int) -> 
     )
 
 
-def kubelet(kube: FakeKube, cause: str, until: float) -> Any:
+def kubelet(kube: FakeKube, cause: str, until: float, rpc: str = "") -> Any:
     """ErrImagePull and ImagePullBackOff in turn, as the kubelet retries with back-off."""
 
     def on_create(job: dict[str, Any]) -> None:
@@ -94,8 +94,8 @@ def kubelet(kube: FakeKube, cause: str, until: float) -> Any:
 
             def pull(attempt: int = attempt) -> None:
                 current = kube.job(NS, name)
-                failed_pull(kube, current, cause, attempt)
-                waiting(kube, current, "ErrImagePull", cause)
+                failed_pull(kube, current, rpc + cause, attempt)
+                waiting(kube, current, "ErrImagePull", rpc + cause)
 
             def back_off() -> None:
                 waiting(
@@ -118,7 +118,7 @@ def test_a_registry_that_refuses_the_connection_fails_within_30s_said_once(
     # It used to fail after 309 s with 12 repeated pull lines; the first, at 0.9 s, already said
     # "connection refused".
     kube, run = make()
-    kubelet(kube, REFUSED, until=400)
+    kubelet(kube, REFUSED, until=400, rpc="rpc error: code = Unknown desc = ")
     caplog.set_level(logging.INFO, "k8s_step_operator")
     with pytest.raises(ImageError) as raised:
         run.run()

@@ -251,6 +251,45 @@ def test_a_paused_cluster_queue_waits_saying_who_paused_it_and_runs_when_resumed
     assert any(m.startswith("step held: admitted by Kueue") for m in lines_of(caplog, "held"))
 
 
+def test_a_paused_local_queue_waits_saying_who_paused_it_and_runs_when_resumed(
+    kueue_chart: Callable[..., OperatorIdentity],
+    queued_operator: Callable[..., KubernetesJobStepOperator],
+    api_client: k8s.ApiClient,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The LocalQueue's own pause (a team's queue held, the ClusterQueue still active) waits too.
+    sa = kueue_chart(gpus=8)
+    custom = k8s.CustomObjectsApi(api_client)
+
+    def patch_local_queue(policy: str, manager: str) -> None:
+        custom.patch_namespaced_custom_object(
+            "kueue.x-k8s.io",
+            "v1beta2",
+            sa.namespace,
+            "localqueues",
+            "gpu",
+            {"spec": {"stopPolicy": policy}},
+            field_manager=manager,
+        )
+
+    patch_local_queue("Hold", "team-lead")
+    operator = queued_operator(sa, queue_timeout=300)
+    with caplog.at_level(logging.INFO, "k8s_step_operator"):
+        running = Launch(lambda: operator.launch(step_info("lqheld", gpus=1), ["true"], {}))
+
+        def said_stopped() -> str | None:
+            found = [m for m in lines_of(caplog, "lqheld") if "LocalQueue gpu is stopped" in m]
+            return found[0] if found else None
+
+        line = wait_until("the step to say the LocalQueue is stopped", said_stopped, 60)
+        assert not running.done.is_set(), "the step did not wait for the paused LocalQueue"
+        patch_local_queue("None", "team-lead-back")
+        running.result(timeout=120)
+    assert "(spec.stopPolicy Hold, set by team-lead at " in line, line
+    assert "Kueue keeps the step and admits it when the queue resumes" in line, line
+    assert any(m.startswith("step lqheld: admitted by Kueue") for m in lines_of(caplog, "lqheld"))
+
+
 def test_a_cluster_queue_broken_by_its_configuration_is_named_and_fails_after_the_grace(
     kueue_chart: Callable[..., OperatorIdentity],
     queued_operator: Callable[..., KubernetesJobStepOperator],

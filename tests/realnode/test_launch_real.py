@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import pytest
 
 from k8s_step_operator import (
+    ImageError,
     KubernetesJobStepOperator,
     KubernetesJobStepOperatorConfig,
     OOMKilledError,
@@ -133,8 +135,6 @@ def test_an_image_whose_registry_refuses_the_connection_fails_fast_said_once(
 ) -> None:
     # The node's containerd reaches no registry (its proxy is a closed loopback port): "connection
     # refused" will not get better. It used to fail after 309 s, with 12 repeated pull lines.
-    from k8s_step_operator import ImageError
-
     operator = KubernetesJobStepOperator(
         "real",
         config=KubernetesJobStepOperatorConfig(
@@ -151,8 +151,6 @@ def test_an_image_whose_registry_refuses_the_connection_fails_fast_said_once(
         pipeline_step_name="nopull",
         config=StepConfiguration(name="nopull"),
     )
-    import time
-
     start = time.monotonic()
     with caplog.at_level(logging.INFO, "k8s_step_operator"), pytest.raises(ImageError) as raised:
         operator.launch(info, ["true"], {})

@@ -30,11 +30,13 @@ client library's ``ApiException``; every API failure is translated in one place 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import difflib
+import typing
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 __all__ = [
     "AdmissionRejectedError",
@@ -60,6 +62,7 @@ __all__ = [
     "TooManyRequestsError",
     "UnschedulableError",
     "configuration_error",
+    "unknown_key",
 ]
 
 
@@ -300,16 +303,66 @@ def _loc(loc: tuple[int | str, ...]) -> str:
     return text
 
 
+def unknown_key(key: object, known: Iterable[str], what: str = "settings") -> str:
+    """What to say of an unknown ``key``: the closest known one, then all the others.
+
+    Args:
+        key: The key that is not one.
+        known: The keys that are.
+        what: What the keys are, in the plural (``settings``, ``keys of a toleration``).
+
+    Returns:
+        The ``accepted`` text of a ``ConfigurationError``: ``one of the known settings: did
+        you mean 'shm_size'? The others: a, b, c``.
+    """
+    names = sorted(set(known))
+    close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.6) if names else []
+    if not close:
+        return f"one of the known {what}: {', '.join(names)}"
+    others = [n for n in names if n != close[0]]
+    rest = f" The others: {', '.join(others)}" if others else ""
+    return f"one of the known {what}: did you mean {close[0]!r}?{rest}"
+
+
+def _inner_model(annotation: Any) -> type[BaseModel] | None:
+    """The first pydantic model inside a field's type (``list[Toleration] | None`` ...)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _inner_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _model_at(model: type[BaseModel], path: Sequence[int | str]) -> type[BaseModel] | None:
+    """The model that holds the last key of ``path`` (list indexes and mapping keys skipped)."""
+    current: type[BaseModel] | None = model
+    for part in path:
+        if current is None:
+            return None
+        if isinstance(part, str) and part in current.model_fields:
+            current = _inner_model(current.model_fields[part].annotation)
+    return current
+
+
 def configuration_error(
-    exc: ValidationError, prefix: str = "settings", *, secret_fields: tuple[str, ...] = ()
+    exc: ValidationError,
+    prefix: str = "settings",
+    *,
+    secret_fields: tuple[str, ...] = (),
+    model: type[BaseModel] | None = None,
 ) -> ConfigurationError:
     """Translate a pydantic ``ValidationError`` into a ``ConfigurationError``.
 
     The first error decides the field; the others are listed in ``detail``. Values under
     ``secret_fields`` are never echoed. When a validator raised a ``ConfigurationError``, its
-    field (relative to the validated field), accepted text and value are kept.
+    field (relative to the validated field), accepted text and value are kept. An unknown key
+    is answered with the closest known key of ``model`` (the one validated) and the others.
     """
-    errors = exc.errors(include_url=False)
+    # A key that is not one is most often the misspelling of the one said to be missing: say it
+    # first.
+    errors = sorted(exc.errors(include_url=False), key=lambda e: e["type"] != "extra_forbidden")
     first = errors[0]
     loc = _loc(tuple(first["loc"]))
     others = "; ".join(f"{_loc(tuple(e['loc']))}: {e['msg']}" for e in errors[1:])
@@ -338,10 +391,22 @@ def configuration_error(
         ("Value error, ", ""),
         ("Input should be ", ""),
         ("String should match pattern ", "a string matching "),
+        ("String should have ", "a string with "),
     ):
         if accepted.startswith(lead):
             accepted = replacement + accepted[len(lead) :]
+    if first["type"] == "missing":
+        accepted = "a value (the field is required)"
     if first["type"] == "extra_forbidden":
-        accepted = "one of the known settings (this key is not one)"
         value = None
+        where = tuple(first["loc"])
+        holder = _model_at(model, where[:-1]) if model is not None and where else None
+        if holder is not None:
+            what = getattr(holder, "error_keys", "") or f"keys of a {holder.__name__}"
+            accepted = unknown_key(where[-1], holder.model_fields, what)
+        elif isinstance(exc, ConfigurationError):
+            # Described already, with the model, when it was raised.
+            accepted = exc.accepted
+        else:
+            accepted = "one of the known settings (this key is not one)"
     return ConfigurationError(field, accepted, value, detail=f"also {others}" if others else "")

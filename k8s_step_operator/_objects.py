@@ -14,7 +14,7 @@ The bottom layer: it imports nothing of ours, and every layer may import it.
 
 from __future__ import annotations
 
-from typing import Generic, Literal, Required, TypeAlias, TypedDict, TypeVar
+from typing import Any, Generic, Literal, Required, TypeAlias, TypedDict, TypeVar
 
 __all__ = [
     "APIGroup",
@@ -32,6 +32,7 @@ __all__ = [
     "ContainerStateWaiting",
     "ContainerStatus",
     "Event",
+    "EventSeries",
     "EventSource",
     "FlavorQuotas",
     "FlavorUsage",
@@ -43,6 +44,7 @@ __all__ = [
     "ListMeta",
     "LocalQueue",
     "LocalQueueSpec",
+    "ManagedFieldsEntry",
     "Namespace",
     "Node",
     "NodeAffinity",
@@ -113,6 +115,15 @@ class OwnerReference(TypedDict):
     uid: str
 
 
+class ManagedFieldsEntry(TypedDict, total=False):
+    """Who set which fields, and when (``fieldsV1`` is a tree of ``f:<field>`` keys)."""
+
+    manager: str
+    operation: str
+    time: str
+    fieldsV1: dict[str, Any]
+
+
 class ObjectMeta(TypedDict, total=False):
     """``metadata``; ``creationTimestamp`` is ``null`` only on objects not stored yet."""
 
@@ -125,6 +136,7 @@ class ObjectMeta(TypedDict, total=False):
     labels: dict[str, str]
     annotations: dict[str, str]
     ownerReferences: list[OwnerReference]
+    managedFields: list[ManagedFieldsEntry]
 
 
 class KubeObject(TypedDict, total=False):
@@ -361,6 +373,12 @@ class EventSource(TypedDict, total=False):
     component: str
 
 
+class EventSeries(TypedDict, total=False):
+    """How often an event of events.k8s.io repeated."""
+
+    count: int
+
+
 class Event(TypedDict, total=False):
     """A core/v1 Event.
 
@@ -377,6 +395,8 @@ class Event(TypedDict, total=False):
     reportingComponent: str
     lastTimestamp: str | None
     eventTime: str | None
+    count: int
+    series: EventSeries
 
 
 # -- nodes and namespaces ------------------------------------------------------------------------
@@ -525,9 +545,10 @@ class FlavorUsage(TypedDict, total=False):
 
 
 class LocalQueueSpec(TypedDict, total=False):
-    """The ClusterQueue a LocalQueue submits to."""
+    """The ClusterQueue a LocalQueue submits to; ``stopPolicy`` Hold pauses it."""
 
     clusterQueue: str
+    stopPolicy: str
 
 
 class QueueStatus(TypedDict, total=False):
@@ -579,6 +600,7 @@ class ClusterQueueSpec(TypedDict, total=False):
     resourceGroups: list[ResourceGroup]
     cohortName: str
     cohort: str
+    stopPolicy: str
 
 
 class ClusterQueue(TypedDict, total=False):

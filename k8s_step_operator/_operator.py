@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 from uuid import UUID
 
 from k8s_step_operator._errors import NameCollisionError, NotFoundError
@@ -44,6 +44,7 @@ from k8s_step_operator._step_operator_api.base_step_operator import (
     BaseStepOperatorFlavor,
 )
 from k8s_step_operator._step_operator_api.enums import ExecutionStatus, StackComponentType
+from k8s_step_operator._step_operator_api.stack_component import StackComponentConfig
 from k8s_step_operator._step_operator_api.step_run_info import StepConfiguration, StepRunInfo
 
 __all__ = ["FLAVOR_NAME", "KubernetesJobStepOperator", "KubernetesJobStepOperatorFlavor"]
@@ -66,6 +67,7 @@ class KubernetesJobStepOperator(BaseStepOperator):
     """
 
     gpu_label_schemes: Mapping[str, GPULabelScheme] = GPU_LABEL_SCHEMES
+    config_class: ClassVar[type[StackComponentConfig]] = KubernetesJobStepOperatorConfig
 
     def __init__(
         self,
@@ -87,7 +89,7 @@ class KubernetesJobStepOperator(BaseStepOperator):
         super().__init__(
             name,
             id,
-            config or KubernetesJobStepOperatorConfig(),
+            KubernetesJobStepOperatorConfig() if config is None else config,
             flavor,
             type,
             user,

@@ -31,7 +31,11 @@ from k8s_step_operator._job.assemble import assemble_job
 from k8s_step_operator._job.env_secret import build_env_secret
 from k8s_step_operator._job.gpu import GPU_LABEL_SCHEMES, GPULabelScheme
 from k8s_step_operator._job.settings import KubernetesJobStepOperatorSettings
-from k8s_step_operator._job.step_checks import NO_SECRET_ENVIRONMENT, validate_step
+from k8s_step_operator._job.step_checks import (
+    NO_SECRET_ENVIRONMENT,
+    check_job_size,
+    validate_step,
+)
 from k8s_step_operator._step_operator_api.step_run_info import StepRunInfo
 
 __all__ = ["build_env_secret", "build_job"]
@@ -67,7 +71,7 @@ def build_job(
 
     Raises:
         ConfigurationError: If any input would be refused by Kubernetes or breaks a rule of this
-            library; nothing has been sent.
+            library (the Job too big to store included); nothing has been sent.
     """
     spec = validate_step(
         info,
@@ -78,4 +82,18 @@ def build_job(
         secret_environment=secret_environment,
         gpu_label_schemes=gpu_label_schemes,
     )
-    return assemble_job(spec)
+    job = assemble_job(spec)
+    check_job_size(
+        job,
+        {
+            "environment": environment,
+            "settings.env": settings.env,
+            "entrypoint_command": entrypoint_command,
+            "settings.pod_spec_overrides": settings.pod_spec_overrides,
+            "settings.container_overrides": settings.container_overrides,
+            "settings.annotations": settings.annotations,
+            "settings.pod_annotations": settings.pod_annotations,
+            "settings.affinity": settings.affinity,
+        },
+    )
+    return job

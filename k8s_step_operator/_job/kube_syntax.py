@@ -17,15 +17,20 @@ from k8s_step_operator._errors import ConfigurationError
 
 __all__ = [
     "IMAGE_RULE",
+    "MAX_ARG_BYTES",
     "MAX_INT32",
     "MAX_INT64",
+    "MAX_OBJECT_BYTES",
+    "MAX_SECRET_BYTES",
     "check_dns_label",
     "check_dns_subdomain",
     "check_env_name",
+    "check_image",
     "check_label_value",
     "check_qualified_name",
     "check_secret_key",
     "deep_copy",
+    "image_ref_problem",
     "is_dns_label",
     "is_dns_subdomain",
     "is_image_ref",
@@ -160,16 +165,94 @@ MAX_INT32 = 2**31 - 1
 # bytes.
 MAX_INT64 = 2**63 - 1
 
-IMAGE_RULE = "a non-empty image reference without whitespace"
+# The sizes the server (or the node) refuses, checked before anything is sent.
+# etcd stores an object of at most 1.5 MiB (its default --max-request-bytes); the API server
+# answers a bigger Job with a 422 about its labels, or 413 past 3 MiB. The Job's JSON must leave
+# room for what the server adds (uid, status, managed fields), and the pod (and Kueue's Workload)
+# copy its template.
+MAX_OBJECT_BYTES = 1_500_000
+# Linux refuses to start a process whose argument or "NAME=value" string is 128 KiB or more
+# (MAX_ARG_STRLEN): the container would fail with "argument list too long".
+MAX_ARG_BYTES = 128 * 1024 - 1
+# A Secret holds at most 1 MiB of data.
+MAX_SECRET_BYTES = 1024 * 1024
+
+IMAGE_RULE = (
+    "an image reference [registry[:port]/]repository[:tag][@digest] with the repository in lower "
+    "case, such as 'registry.example.com/team/train:1.4' or 'localhost/step:dev'"
+)
+
+# The kubelet reads an image with distribution/reference's ParseNormalizedNamed and refuses what
+# it cannot read (InvalidImageName): the same grammar, from its regexp.go.
+_ALNUM = r"[a-z0-9]+"
+_PATH_COMPONENT = rf"{_ALNUM}(?:(?:[._]|__|-+){_ALNUM})*"
+_DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_HOST = rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[a-fA-F0-9:]+\])"
+_REFERENCE = re.compile(
+    rf"(?P<name>(?:{_HOST}(?::[0-9]+)?/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*)"
+    r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?"
+    r"(?:@(?P<digest>[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}))?"
+)
+_DIGEST_HEX = {"sha256": 64, "sha384": 96, "sha512": 128}
+_NAME_MAX = 255
+
+
+def image_ref_problem(value: object) -> str:
+    """What the kubelet would refuse in an image reference (``""``: nothing).
+
+    The rules of distribution/reference's ``ParseNormalizedNamed``: an optional registry host
+    (a first component with a dot, a colon, or ``localhost``), lowercase path components joined
+    by ``/`` with single separators (``.``, ``_``, ``__``, dashes), an optional tag of at most 128
+    characters, an optional digest of a known algorithm; at most 255 characters for the name with
+    Docker Hub's ``docker.io/library/`` implied.
+    """
+    if not isinstance(value, str) or not value:
+        return "an empty or non-string reference"
+    if any(c.isspace() or not c.isprintable() for c in value):
+        return "whitespace or a control character"
+    if re.fullmatch(r"[a-f0-9]{64}", value):
+        return "a bare 64-character hexadecimal id, which is not a name"
+    first, slash, rest = value.partition("/")
+    registry = bool(slash) and (
+        "." in first or ":" in first or first == "localhost" or first.lower() != first
+    )
+    remainder = rest if registry else value
+    repository = remainder.split("@", 1)[0].split(":", 1)[0]
+    if repository.lower() != repository:
+        return f"the repository {repository!r} has upper-case letters"
+    match = _REFERENCE.fullmatch(value)
+    if match is None:
+        return "not of the form [registry[:port]/]repository[:tag][@digest]"
+    name = (
+        match["name"]
+        if registry
+        else f"docker.io/{'' if '/' in value else 'library/'}{match['name']}"
+    )
+    if len(name) > _NAME_MAX:
+        return f"a repository name of {len(name)} characters (at most {_NAME_MAX})"
+    digest = match["digest"]
+    if digest:
+        algorithm, _, hex_part = digest.partition(":")
+        size = _DIGEST_HEX.get(algorithm)
+        if size is None:
+            return f"the digest algorithm {algorithm!r} (sha256, sha384 or sha512)"
+        if len(hex_part) != size or hex_part.lower() != hex_part:
+            return f"a {algorithm} digest that is not {size} lowercase hexadecimal digits"
+    return ""
 
 
 def is_image_ref(value: object) -> bool:
-    """Whether ``value`` may be an image reference (the registry judges the rest)."""
-    return (
-        isinstance(value, str)
-        and bool(value)
-        and not any(c.isspace() or not c.isprintable() for c in value)
-    )
+    """Whether the kubelet can read ``value`` as an image reference (``image_ref_problem``)."""
+    return image_ref_problem(value) == ""
+
+
+def check_image(field: str, value: object) -> str:
+    """Return ``value`` or raise ``ConfigurationError`` naming ``field`` and what is wrong."""
+    problem = image_ref_problem(value)
+    if problem:
+        raise ConfigurationError(field, IMAGE_RULE, value, detail=problem)
+    assert isinstance(value, str)
+    return value
 
 
 def check_secret_key(field: str, value: str) -> str:

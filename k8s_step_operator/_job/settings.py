@@ -43,16 +43,15 @@ from k8s_step_operator._job.keys import (
     is_reserved_key,
 )
 from k8s_step_operator._job.kube_syntax import (
-    IMAGE_RULE,
     MAX_INT32,
     MAX_INT64,
     check_dns_label,
     check_dns_subdomain,
+    check_image,
     check_label_value,
     check_qualified_name,
     check_secret_key,
     is_dns_subdomain,
-    is_image_ref,
     is_label_value,
     json_copy,
 )
@@ -62,7 +61,6 @@ from k8s_step_operator._job.overrides import (
     check_container_overrides,
     check_pod_spec_overrides,
 )
-from k8s_step_operator._job.quantity import check_quantity
 from k8s_step_operator._step_operator_api.base_settings import (
     BaseSettings,
     SettingsModel,
@@ -70,6 +68,7 @@ from k8s_step_operator._step_operator_api.base_settings import (
     whole_number,
 )
 from k8s_step_operator._step_operator_api.base_step_operator import BaseStepOperatorConfig
+from k8s_step_operator._step_operator_api.sizes import check_size
 
 __all__ = [
     "ALLOWED_CONTAINER_OVERRIDE_KEYS",
@@ -153,8 +152,8 @@ QualifiedName = Annotated[str, _syntax(check_qualified_name)]
 
 
 def _image(value: object) -> object:
-    if value is not None and not is_image_ref(value):
-        raise ConfigurationError("", IMAGE_RULE, value)
+    if value is not None:
+        check_image("", value)
     return value
 
 
@@ -230,9 +229,7 @@ def _affinity(value: object) -> object:
 
 def _positive_size(value: object) -> object:
     if value is not None:
-        size = check_quantity("", value, allow_milli=False)
-        if size <= 0 or size > MAX_INT64:
-            raise ConfigurationError("", "a positive size below 8Ei, such as '1Gi'", value)
+        check_size("", value)
     return value
 
 
@@ -406,8 +403,8 @@ class KubernetesJobStepOperatorSettings(BaseSettings):
     # --- CPU, memory, shared memory -----------------------------------------------------------
     shm_size: Annotated[str, BeforeValidator(_positive_size)] | None = Field(
         default=None,
-        description="Size of /dev/shm (an in-memory emptyDir), e.g. 1Gi; None keeps the "
-        "container runtime's default (64 MiB).",
+        description="Size of /dev/shm (an in-memory emptyDir), e.g. 16Gi or 16GiB; None keeps "
+        "the container runtime's default (64 MiB).",
     )
     cpu_limit: bool = Field(
         default=False,
@@ -548,7 +545,10 @@ class KubernetesJobStepOperatorSettings(BaseSettings):
         "(while the autoscaler says it is scaling up) before the step fails; None waits.",
     )
     image_pull_backoff_timeout: PositiveFloat | None = Field(
-        default=300, description="Seconds to keep retrying a failing image pull; None waits."
+        default=300,
+        description="Seconds to keep retrying a failing image pull; None waits. A pull that "
+        "will not get better (no such host, connection refused, manifest unknown, access "
+        "denied) fails within 30 s, or this if shorter.",
     )
     missing_config_grace: NonNegativeFloat = Field(
         default=30,

@@ -17,6 +17,7 @@ knows none of Kubernetes' bounds.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
@@ -24,6 +25,7 @@ from types import MappingProxyType
 from typing import Any
 
 from k8s_step_operator._errors import ConfigurationError
+from k8s_step_operator._format import size
 from k8s_step_operator._job.env import (
     SECRET_LIKE_ACCEPTED,
     check_env_name_allowed,
@@ -56,12 +58,14 @@ from k8s_step_operator._job.keys import (
     MANAGED_BY,
 )
 from k8s_step_operator._job.kube_syntax import (
-    IMAGE_RULE,
+    MAX_ARG_BYTES,
+    MAX_OBJECT_BYTES,
+    MAX_SECRET_BYTES,
     check_dns_label,
+    check_image,
     check_label_value,
     check_secret_key,
     deep_copy,
-    is_image_ref,
 )
 from k8s_step_operator._job.naming import job_name, label_value
 from k8s_step_operator._job.overrides import check_overrides_fit
@@ -72,7 +76,6 @@ from k8s_step_operator._job.settings import (
     MAX_ANNOTATION_BYTES,
     MAX_CPU_CORES,
     MAX_GPUS,
-    MAX_INT64,
     KubernetesJobStepOperatorSettings,
     annotation_bytes,
 )
@@ -83,10 +86,10 @@ from k8s_step_operator._job.spec import (
     SHM_VOLUME,
     StepSpec,
 )
-from k8s_step_operator._step_operator_api.resource_settings import split_memory
+from k8s_step_operator._step_operator_api.sizes import check_size
 from k8s_step_operator._step_operator_api.step_run_info import StepRunInfo
 
-__all__ = ["NO_SECRET_ENVIRONMENT", "validate_step"]
+__all__ = ["NO_SECRET_ENVIRONMENT", "check_job_size", "validate_step"]
 
 NO_SECRET_ENVIRONMENT: Mapping[str, str] = MappingProxyType({})
 
@@ -121,6 +124,7 @@ def validate_step(
         ConfigurationError: If any input would be refused by Kubernetes or breaks a rule of this
             library.
     """
+    _check_input_types(info, entrypoint_command, environment, settings, secret_environment)
     s = settings
     ns = check_dns_label("namespace", namespace) if namespace else s.namespace or DEFAULT_NAMESPACE
     # str(): ZenML's own StepRunInfo carries UUIDs; any object with these attributes works.
@@ -177,8 +181,12 @@ def validate_step(
     pod_annotations = {**s.pod_annotations, **raw_names}
     if ranks > 1 and s.topology is not None and s.queue_name is not None:
         pod_annotations[_KUEUE_TOPOLOGY[s.topology_mode]] = s.topology
-    _check_annotation_size("settings.annotations", job_annotations)
-    _check_annotation_size("settings.pod_annotations", pod_annotations)
+    _check_annotation_size("settings.annotations", s.annotations, raw_names)
+    _check_annotation_size(
+        "settings.pod_annotations",
+        {k: v for k, v in pod_annotations.items() if k not in raw_names},
+        raw_names,
+    )
 
     plain_env = _plain_env(environment, s)
     secret_refs = _secret_refs(s, plain_env)
@@ -244,7 +252,9 @@ def validate_step(
         run_as_user=run_as_user,
         run_as_group=s.run_as_group,
         fs_group=s.fs_group,
-        shm_size=s.shm_size,
+        shm_size=check_size("settings.shm_size", s.shm_size).quantity
+        if s.shm_size is not None
+        else None,
         pod_spec_overrides=MappingProxyType(dict(s.pod_spec_overrides)),
         container_overrides=MappingProxyType(dict(s.container_overrides)),
         backoff_limit=s.backoff_limit,
@@ -263,12 +273,45 @@ def validate_step(
 
 # --- the step's own inputs -------------------------------------------------------------------
 
+_INFO_ATTRIBUTES = ("run_id", "step_run_id", "pipeline_step_name", "config", "get_image")
+
+
+def _check_input_types(
+    info: Any,
+    entrypoint_command: Any,
+    environment: Any,
+    settings: Any,
+    secret_environment: Any,
+) -> None:
+    """Refuse an argument of the wrong kind (swapped, or a mapping for a model) by its name."""
+    if not all(hasattr(info, a) for a in _INFO_ATTRIBUTES):
+        raise ConfigurationError(
+            "info",
+            "a StepRunInfo (run_id, step_run_id, pipeline_step_name, config, images)",
+            type(info).__name__,
+        )
+    if isinstance(entrypoint_command, Mapping):
+        raise ConfigurationError(
+            "entrypoint_command",
+            "a non-empty list of strings (the environment is the next argument)",
+            type(entrypoint_command).__name__,
+        )
+    for field, value in (("environment", environment), ("secret_environment", secret_environment)):
+        if not isinstance(value, Mapping):
+            raise ConfigurationError(
+                field, "a mapping of variable names to string values", type(value).__name__
+            )
+    if not isinstance(settings, KubernetesJobStepOperatorSettings):
+        raise ConfigurationError(
+            "settings",
+            "a KubernetesJobStepOperatorSettings (from a mapping: parse_settings(mapping) or "
+            "KubernetesJobStepOperatorSettings(**mapping))",
+            type(settings).__name__,
+        )
+
 
 def _info_image(info: StepRunInfo) -> str:
-    image = info.get_image(IMAGE_KEY)
-    if not is_image_ref(image):
-        raise ConfigurationError(f"info.images[{IMAGE_KEY!r}]", IMAGE_RULE, image)
-    return image
+    return check_image(f"info.images[{IMAGE_KEY!r}]", info.get_image(IMAGE_KEY))
 
 
 def _command(entrypoint_command: Sequence[str]) -> list[str]:
@@ -280,6 +323,7 @@ def _command(entrypoint_command: Sequence[str]) -> list[str]:
     for i, part in enumerate(command):
         if not isinstance(part, str):
             raise ConfigurationError(f"entrypoint_command[{i}]", "a string", part)
+        _check_arg_size(f"entrypoint_command[{i}]", part, "an argument")
     if not command[0]:
         raise ConfigurationError("entrypoint_command[0]", "a non-empty program name", "")
     return command
@@ -325,18 +369,8 @@ def _resources(
             "settings.cpu_limit", "ResourceSettings.cpu_count set when cpu_limit is on", True
         )
     if rs.memory is not None:
-        try:
-            number, unit = split_memory(rs.memory)
-        except (ValueError, TypeError) as exc:
-            raise ConfigurationError(
-                "resource_settings.memory", "a size such as '16GB' or '512MiB'", rs.memory
-            ) from exc
-        if number <= 0 or number * unit.byte_value > MAX_INT64:
-            raise ConfigurationError(
-                "resource_settings.memory", "a positive size below 8EiB", rs.memory
-            )
         # Request == limit: the step gets what it asked for and is OOM-killed past it.
-        memory = f"{number}{unit.kubernetes_suffix}"
+        memory = check_size("resource_settings.memory", rs.memory).quantity
         requests["memory"] = limits["memory"] = memory
 
     vendor = resolve_gpu_vendor("settings.gpu_vendor", s.gpu_vendor)
@@ -494,13 +528,50 @@ def _check_ranks(
                 )
 
 
-def _check_annotation_size(field: str, annotations: Mapping[str, str]) -> None:
-    total = annotation_bytes(annotations)
-    if total > MAX_ANNOTATION_BYTES:
+def _check_annotation_size(
+    field: str, annotations: Mapping[str, str], raw_names: Mapping[str, str]
+) -> None:
+    """Annotations with the run's names: at most 256 KiB, naming the field that fills them."""
+    total = annotation_bytes({**annotations, **raw_names})
+    if total <= MAX_ANNOTATION_BYTES:
+        return
+    # The run's names are kept whole in annotations: a huge one is the cause, not the settings.
+    sources = {field: annotation_bytes(annotations)}
+    for key, field_name in _RAW_NAME_FIELDS.items():
+        sources[field_name] = annotation_bytes({key: raw_names.get(key, "")})
+    culprit = max(sources, key=lambda f: sources[f])
+    raise ConfigurationError(
+        culprit,
+        "annotations (with the run and step names) of at most 256 KiB in total",
+        f"{size(total, up=True)}",
+        detail=f"{size(sources[culprit], up=True)} of it from {culprit}",
+    )
+
+
+# The fields the run's names come from, by the annotation that keeps each.
+_RAW_NAME_FIELDS = {
+    ANNOTATION_RUN_ID: "info.run_id",
+    ANNOTATION_STEP_RUN_ID: "info.step_run_id",
+    ANNOTATION_STEP_NAME: "info.pipeline_step_name",
+    ANNOTATION_RUN_NAME: "info.run_name",
+    ANNOTATION_PIPELINE_NAME: "info.pipeline.name",
+}
+
+
+def _text_bytes(text: str) -> int:
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+def _check_arg_size(field: str, text: str, what: str) -> None:
+    """An argument or ``NAME=value`` string the kernel accepts when the container starts."""
+    n = _text_bytes(text)
+    if n > MAX_ARG_BYTES:
+        # Never the value itself: it may be a secret.
         raise ConfigurationError(
             field,
-            "annotations (with the run and step names) of at most 256 KiB in total",
-            f"{total} bytes",
+            f"{what} of less than 128 KiB (Linux refuses to start a process with a longer one: "
+            "'argument list too long'); pass large data in a file or a volume",
+            f"{size(n, up=True)}",
         )
 
 
@@ -528,6 +599,7 @@ def _plain_env(
             if refused(name, value):
                 # Never echo the value: it is probably a secret.
                 raise ConfigurationError(field, SECRET_LIKE_ACCEPTED, None)
+            _check_arg_size(field, f"{name}={value}", "a variable (NAME=value)")
             plain[name] = value
     plain.setdefault("PYTHONUNBUFFERED", "1")
     return plain
@@ -565,5 +637,45 @@ def _generated_secret_env(
             )
         if name in s.secret_env:
             raise ConfigurationError(field, "a name not also in settings.secret_env", name)
+        _check_arg_size(field, f"{name}={value}", "a variable (NAME=value)")
         result.append((name, name))
+    total = sum(_text_bytes(k) + _text_bytes(v) for k, v in secret_environment.items())
+    if total > MAX_SECRET_BYTES:
+        raise ConfigurationError(
+            "secret_environment",
+            "values of at most 1 MiB in total (what a Secret holds)",
+            size(total, up=True),
+        )
     return result
+
+
+# --- the whole Job ------------------------------------------------------------------------------
+
+
+def check_job_size(job: Mapping[str, Any], inputs: Mapping[str, Any]) -> None:
+    """Refuse a Job too big for the API server to store, naming the input that fills it.
+
+    Args:
+        job: The assembled Job.
+        inputs: The inputs that may make it big, by the field an error names.
+
+    Raises:
+        ConfigurationError: If the Job's JSON exceeds ``MAX_OBJECT_BYTES``.
+    """
+    total = len(json.dumps(job, separators=(",", ":")).encode("utf-8", "surrogatepass"))
+    if total <= MAX_OBJECT_BYTES:
+        return
+    shares = {
+        field: len(json.dumps(value, separators=(",", ":"), default=str).encode())
+        for field, value in inputs.items()
+        if value
+    }
+    culprit = max(shares, key=lambda f: shares[f]) if shares else "settings"
+    raise ConfigurationError(
+        culprit,
+        f"a Job of at most {size(MAX_OBJECT_BYTES)} as JSON (the API server stores objects of "
+        "at most 1.5MiB, and its pod copies the template); pass large data in a file or a "
+        "volume",
+        f"a Job of {size(total, up=True)}",
+        detail=f"{size(shares.get(culprit, 0), up=True)} of it from {culprit}",
+    )

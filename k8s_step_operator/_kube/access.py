@@ -27,6 +27,7 @@ from k8s_step_operator._kube.client import (
     read_json,
 )
 from k8s_step_operator._objects import (
+    ClusterQueue,
     ConfigMap,
     Job,
     KubeObject,
@@ -342,6 +343,18 @@ class KubeApi:
             KUEUE_VERSION,
             namespace,
             "localqueues",
+            name,
+        )
+        return queue
+
+    def get_cluster_queue(self, name: str) -> ClusterQueue:
+        """Read a Kueue ClusterQueue (cluster-scoped)."""
+        queue: ClusterQueue = self._read(
+            f"get ClusterQueue {name}",
+            self._custom.get_cluster_custom_object,
+            KUEUE_GROUP,
+            KUEUE_VERSION,
+            "clusterqueues",
             name,
         )
         return queue

@@ -5,13 +5,16 @@ Karpenter (or the cluster autoscaler) may be about to add the node. Failing at o
 the operator unusable on exactly the clusters that need it; waiting forever where no autoscaler
 will act hides a mistake for the length of a timeout. So the runner tells the two apart:
 
-* what the autoscaler said on the pod, in its own words: Karpenter's ``Nominated`` ("Pod should
+* what each autoscaler said on the pod, in its own words: Karpenter's ``Nominated`` ("Pod should
   schedule on: nodeclaim/x") or its ``FailedScheduling`` (source ``karpenter``); the cluster
-  autoscaler's ``TriggeredScaleUp`` / ``NotTriggerScaleUp``. The latest one wins.
-* before any autoscaler spoke: whether one exists (``AutoscalerView``: Karpenter's NodePools are
-  listed; the cluster autoscaler's status ConfigMap is read), and for Karpenter whether any
-  NodePool could ever make a node this pod accepts (its labels, requirements and taints against
-  the pod's selectors and tolerations, ``nodepools_admitting``).
+  autoscaler's ``TriggeredScaleUp`` / ``NotTriggerScaleUp``. Each one's latest word is its
+  verdict (``latest_signals``): a cluster may run both, and one's "no" does not cancel the
+  other's "a node is being added".
+* which ones exist (``AutoscalerView``: Karpenter's NodePools are listed; the cluster
+  autoscaler's status ConfigMap is read), and for Karpenter whether any NodePool could ever make
+  a node this pod accepts (its labels, requirements and taints against the pod's selectors and
+  tolerations, ``nodepools_admitting``). "No node will come" needs every one of them that may act
+  to have said no.
 
 Everything here but ``AutoscalerView`` is pure.
 """
@@ -40,7 +43,12 @@ from k8s_step_operator._objects import (
     labels_of,
     name_of,
 )
-from k8s_step_operator._runner.fit import pod_requests, required_node_terms, tolerates
+from k8s_step_operator._runner.fit import (
+    pod_requests,
+    required_node_terms,
+    tolerates,
+    toleration_for,
+)
 from k8s_step_operator._runner.ports import SYSTEM_CLOCK, Clock
 
 __all__ = [
@@ -48,6 +56,7 @@ __all__ = [
     "AutoscalerView",
     "Presence",
     "latest_signal",
+    "latest_signals",
     "nodepool_room",
     "nodepools_admitting",
 ]
@@ -56,6 +65,9 @@ log = logging.getLogger("k8s_step_operator")
 
 KARPENTER = "karpenter"
 CLUSTER_AUTOSCALER = "cluster-autoscaler"
+# An autoscaler the operator's identity cannot look for (the cluster autoscaler's status is not
+# readable): it may exist, and speaks on the pod when it does.
+UNSEEN = "unseen"
 # Words of a refusal that may pass when capacity frees up (a NodePool or node group at its limit).
 _LIMITED = ("exceed limits for nodepool", "max node group size reached", "max cluster")
 _NODECLAIM = re.compile(r"nodeclaim/([-a-z0-9.]+)")
@@ -118,13 +130,25 @@ def _signal(event: Event) -> AutoscalerSignal | None:
 
 def latest_signal(events: Sequence[Event], pod: str) -> AutoscalerSignal | None:
     """The latest autoscaler ``Event`` about ``pod`` (events oldest first), or ``None``."""
-    for event in reversed(events):
+    signals = latest_signals(events, pod)
+    return signals[-1] if signals else None
+
+
+def latest_signals(events: Sequence[Event], pod: str) -> tuple[AutoscalerSignal, ...]:
+    """What each autoscaler last said about ``pod``, oldest first (events oldest first).
+
+    One autoscaler's "no" does not cancel another's "a node is being added": a cluster may run
+    Karpenter and another autoscaler, each speaking for itself.
+    """
+    latest: dict[str, AutoscalerSignal] = {}
+    for event in events:
         if event.get("involvedObject", {}).get("name") != pod:
             continue
         signal = _signal(event)
         if signal is not None:
-            return signal
-    return None
+            latest.pop(signal.source, None)
+            latest[signal.source] = signal
+    return tuple(latest.values())
 
 
 def is_autoscaler_event(event: Event) -> bool:
@@ -187,7 +211,10 @@ def _refusal(pool: NodePool, pod_spec: PodSpec) -> str:
         blocking = taint.get("effect") in ("NoSchedule", "NoExecute")
         if blocking and not tolerates(tolerations, taint):
             value = f"={taint['value']}" if taint.get("value") else ""
-            return f"its nodes carry the taint {taint.get('key')}{value}:{taint.get('effect')}"
+            return (
+                f"its nodes carry the taint {taint.get('key')}{value}:{taint.get('effect')} "
+                f"(a step meant for it tolerates it: {toleration_for(taint)})"
+            )
     return ""
 
 

@@ -25,6 +25,7 @@ Job and stops the other ranks by the same rules.
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -53,11 +54,12 @@ from k8s_step_operator._objects import (
     name_of,
 )
 from k8s_step_operator._runner.autoscaler import (
+    UNSEEN,
     AutoscalerSignal,
     is_autoscaler_event,
-    latest_signal,
+    latest_signals,
 )
-from k8s_step_operator._runner.kueue import WorkloadState
+from k8s_step_operator._runner.kueue import QueueState, WorkloadState, never_admissible
 from k8s_step_operator._runner.pods import conditions_by_type, container_statuses, rank_of
 
 __all__ = [
@@ -69,7 +71,6 @@ __all__ = [
     "Problem",
     "RankView",
     "decide",
-    "never_admissible",
     "observe",
 ]
 
@@ -94,9 +95,15 @@ class Problem(enum.StrEnum):
     SCALING_UP = "scaling-up"  # an autoscaler is adding a node: bounded by scale_up_timeout
     IMAGE_INVALID = "image-invalid"  # fails at once: retrying cannot help
     IMAGE_PULL = "image-pull"  # a registry hiccup may pass: bounded wait
+    # A pull that will not get better (no such host, connection refused, manifest unknown,
+    # access denied): fails after a short grace (IMAGE_UNAVAILABLE_GRACE).
+    IMAGE_UNAVAILABLE = "image-unavailable"
     MISSING_CONFIG = "missing-config"  # a Secret/ConfigMap may appear shortly: short grace
     ADMISSION = "admission"  # quota, Pod Security, webhook: the Job cannot create its pod
     QUEUE_REFUSED = "queue-refused"  # Kueue cannot admit it (no LocalQueue, no Kueue): at once
+    # The ClusterQueue is inactive for its configuration (a missing ResourceFlavor or admission
+    # check), which may be being applied: bounded by missing_config_grace, then fails.
+    QUEUE_INACTIVE = "queue-inactive"
 
 
 @dataclass(frozen=True)
@@ -110,6 +117,9 @@ class QueueContext:
         position: The Workload's position in its LocalQueue (0 is next), where Kueue says.
         kueue_missing: The cluster does not serve Kueue's API.
         waited_without_workload: Seconds the Job has been queued with no Workload yet.
+        local_queue_state: The LocalQueue's state, read while the Workload is inadmissible
+            (``None``: not read, or not readable).
+        cluster_queue_state: The ClusterQueue's, likewise.
     """
 
     workload: WorkloadState | None = None
@@ -117,6 +127,8 @@ class QueueContext:
     position: int | None = None
     kueue_missing: bool = False
     waited_without_workload: float = 0.0
+    local_queue_state: QueueState | None = None
+    cluster_queue_state: QueueState | None = None
 
 
 # Kueue makes a Job's Workload within a second; past this, say that Kueue is not acting.
@@ -178,6 +190,10 @@ class Observation:
     autoscaler: AutoscalerSignal | None = None
     node: str = ""
     ranks: tuple[RankView, ...] = ()  # a step on several nodes: every rank, in order
+    # What each autoscaler last said about the pod (``autoscaler`` is the one that matters most).
+    autoscalers: tuple[AutoscalerSignal, ...] = ()
+    # How many times the problem was reported (a pull's attempts); 0: not counted.
+    count: int = 0
 
 
 class Bounds(Protocol):
@@ -213,8 +229,10 @@ class Placement:
     Attributes:
         never_fits: No current node could ever fit the pod (its size, labels or taints).
         advice: What to change so that a node would fit it.
-        autoscaler_may_act: An autoscaler exists that may still add a node that fits (it has
-            not said so yet): the pod waits for it, up to scale_up_timeout.
+        may_act: The autoscalers present that may still add a node that fits (``karpenter``
+            when one of its NodePools admits the pod, ``cluster-autoscaler``, or ``unseen``: one
+            the identity cannot look for). The pod waits until each has said no, up to
+            scale_up_timeout; "never" needs every one of them to agree.
         autoscaler_wait: Instead of scale_up_timeout, how long to wait for an autoscaler that
             may exist (the identity cannot tell) to say something.
         gang: For a step on several nodes whose ranks can never all be placed although one
@@ -224,9 +242,14 @@ class Placement:
 
     never_fits: bool = False
     advice: str = ""
-    autoscaler_may_act: bool = False
+    may_act: frozenset[str] = frozenset()
     autoscaler_wait: float | None = None
     gang: str = ""
+
+    @property
+    def autoscaler_may_act(self) -> bool:
+        """Some autoscaler present may still add a node for the pod."""
+        return bool(self.may_act)
 
 
 _TRUE = "True"
@@ -489,18 +512,21 @@ def _observe_pod(pod: Pod, events: Sequence[Event]) -> Observation:
             message = str(scheduled.get("message") or "")
             if not message:
                 message = _latest_message(events, pod_name, "FailedScheduling")
-            signal = latest_signal(events, pod_name)
-            if signal is not None and signal.scaling_up:
+            signals = latest_signals(events, pod_name)
+            # A scale-up by any autoscaler is a node on its way, whatever another one said.
+            adding = [s for s in signals if s.scaling_up]
+            if adding:
                 return Observation(
                     Phase.SCALING_UP,
-                    f"a node is being added: {signal.words}",
+                    f"a node is being added: {adding[-1].words}",
                     pod=pod_name,
                     problem=Problem.SCALING_UP,
                     reason="ScalingUp",
                     message=message,
-                    autoscaler=signal,
+                    autoscaler=adding[-1],
+                    autoscalers=signals,
                 )
-            said = f"; {signal.words}" if signal is not None else ""
+            said = "".join(f"; {s.words}" for s in signals)
             return Observation(
                 Phase.SCHEDULING,
                 f"unschedulable: {message}{said}",
@@ -508,7 +534,8 @@ def _observe_pod(pod: Pod, events: Sequence[Event]) -> Observation:
                 problem=Problem.UNSCHEDULABLE,
                 reason="Unschedulable",
                 message=message,
-                autoscaler=signal,
+                autoscaler=signals[-1] if signals else None,
+                autoscalers=signals,
             )
         return Observation(Phase.SCHEDULING, "waiting for the scheduler", pod=pod_name)
 
@@ -529,6 +556,8 @@ def _observe_pod(pod: Pod, events: Sequence[Event]) -> Observation:
             if reason in _CONFIG
             else None
         )
+        if problem is Problem.IMAGE_PULL:
+            return _pull_failing(pod, pod_name, container, node, reason, message, events)
         if problem is not None:
             return Observation(
                 Phase.STARTING,
@@ -662,22 +691,26 @@ def _queued(name: str, ctx: QueueContext | None) -> Observation:
         )
         return _refused(name, message)
     wl = ctx.workload
-    if wl is not None and not wl.admitted and never_admissible(wl.message):
-        return _refused(
-            name,
-            f"Kueue can never admit it as it is: {wl.message} (ask for fewer GPUs or ranks, or "
-            "a ClusterQueue with more quota, or a topology level its ResourceFlavor has)",
-        )
-    if (wl is not None and wl.inadmissible) or ctx.cluster_queue == "":
-        said = f"Kueue cannot admit it: {wl.message}" if wl is not None and wl.message else ""
-        if ctx.cluster_queue == "":
-            said = (said + "; " if said else "") + (
-                f"LocalQueue {name} does not exist in this namespace: create it (pointing at a "
-                "ClusterQueue), or set queue_name to an existing LocalQueue"
-            )
-        return _refused(name, said)
     cq = ctx.cluster_queue or (wl.cluster_queue if wl is not None else "")
     where = f"queued in LocalQueue {name}" + (f" (ClusterQueue {cq})" if cq else "")
+    if ctx.cluster_queue == "":
+        said = f"Kueue cannot admit it: {wl.message}" if wl is not None and wl.message else ""
+        said = (said + "; " if said else "") + (
+            f"LocalQueue {name} does not exist in this namespace: create it (pointing at a "
+            "ClusterQueue), or set queue_name to an existing LocalQueue"
+        )
+        return _refused(name, said)
+    if wl is not None and wl.inadmissible:
+        return _inadmissible(name, where, wl, ctx)
+    if wl is not None and not wl.admitted and wl.waiting_reason == "Pending":
+        never = never_admissible(wl.message, cq)
+        if never:
+            quota = (
+                "; ask for at most that much, or have the ClusterQueue's quota raised"
+                if "requested" in never
+                else ""
+            )
+            return _refused(name, f"Kueue can never admit it: {never}{quota} (Kueue: {wl.message})")
     if ctx.position is not None:
         where += f", position {ctx.position + 1}"
     if wl is None:
@@ -696,20 +729,48 @@ def _queued(name: str, ctx: QueueContext | None) -> Observation:
     return Observation(Phase.QUEUED, f"{where}: {why}", queue=name, message=why)
 
 
-# Kueue's words when no wait can admit a Workload under the queue's configuration: the request
-# exceeds what the ClusterQueue could ever lend it (its quota plus what it may borrow), or the
-# ResourceFlavor has no topology, or not the level the pods ask for. Kueue says "Pending" for
-# these as for a full queue.
-_NEVER = (
-    "> maximum capacity (",
-    "does not contain the requested level",
-    "does not support TopologyAwareScheduling",
-)
+def _inadmissible(name: str, where: str, wl: WorkloadState, ctx: QueueContext) -> Observation:
+    """A Workload Kueue will not admit now: a paused queue waits, a broken one gets a grace."""
+    states = [s for s in (ctx.local_queue_state, ctx.cluster_queue_state) if s is not None]
+    stopped = next((s for s in states if s.stopped), None)
+    if stopped is not None:
+        why = (
+            f"{stopped.words()}: Kueue keeps the step and admits it when the queue resumes "
+            "(queue_timeout bounds the wait)"
+        )
+        return Observation(Phase.QUEUED, f"{where}: {why}", queue=name, message=why)
+    # A LocalQueue is inactive too while its ClusterQueue is ("ClusterQueueIsInactive"): the
+    # ClusterQueue says why.
+    broken = next(
+        (
+            s
+            for s in (ctx.cluster_queue_state, ctx.local_queue_state)
+            if s is not None and s.misconfigured and s.reason != "ClusterQueueIsInactive"
+        ),
+        None,
+    )
+    if broken is not None:
+        message = f"Kueue cannot admit it: {broken.words()}"
+        return Observation(
+            Phase.QUEUED,
+            f"{where}: {message}",
+            problem=Problem.QUEUE_INACTIVE,
+            reason=broken.reason or "Inactive",
+            message=message,
+            queue=name,
+        )
+    if _INACTIVE.search(wl.message) and not any(s.active is not None for s in states):
+        # Kueue keeps such Workloads; without the queue's status a pause and a broken queue look
+        # alike, and a pause is routine: wait, bounded by queue_timeout.
+        why = (
+            f"Kueue: {wl.message} (the queue's status is not readable: paused, or misconfigured; "
+            "`k8s-step-operator doctor` shows it)"
+        )
+        return Observation(Phase.QUEUED, f"{where}: {why}", queue=name, message=why)
+    return _refused(name, f"Kueue cannot admit it: {wl.message or wl.waiting_reason}")
 
 
-def never_admissible(message: str) -> bool:
-    """Whether Kueue's message says no wait can admit the Workload (see ``_NEVER``)."""
-    return any(words in message for words in _NEVER)
+_INACTIVE = re.compile(r"(ClusterQueue|LocalQueue) \S+ is inactive")
 
 
 def _refused(name: str, message: str) -> Observation:
@@ -720,6 +781,103 @@ def _refused(name: str, message: str) -> Observation:
         reason="Inadmissible",
         message=message,
         queue=name,
+    )
+
+
+# What a failed pull says, read as "will not get better" or "may get better". A retry cannot
+# bring a registry host into existence, open a port nobody listens on, or push a missing tag; a
+# rate limit, a time-out or a server error may pass. Checked in this order: a time-out on the way
+# to a host that does not answer is the second kind.
+_PULL_MAY_IMPROVE = (
+    "toomanyrequests",
+    "too many requests",
+    "rate limit",
+    "429",
+    "timeout",
+    "timed out",
+    "deadline exceeded",
+    "connection reset",
+    "503",
+    "502",
+    "500 internal",
+    "service unavailable",
+    "bad gateway",
+    "unexpected eof",
+)
+_PULL_WILL_NOT_IMPROVE = (
+    "no such host",
+    "connection refused",
+    "manifest unknown",
+    "not found",
+    "name unknown",
+    "repository does not exist",
+    "pull access denied",
+    "unauthorized",
+    "authentication required",
+    "denied",
+    "server gave http response to https client",
+    "x509",
+)
+# A pull that will not get better fails after this long (the registry may be starting, a tag
+# being pushed, a pull Secret being created), never later than image_pull_backoff_timeout.
+IMAGE_UNAVAILABLE_GRACE = 30.0
+_BACKOFF_PREFIX = re.compile(r'^Back-off pulling image "[^"]*"(: )?(ErrImagePull: )?')
+_FAILED_PULL = re.compile(r'^Failed to pull image "[^"]*": ')
+# The runtime's gRPC wrapping, the same on the container's status and on the kubelet's event.
+_RPC_PREFIX = re.compile(r"^rpc error: code = \w+ desc = ")
+
+
+def pull_will_not_improve(cause: str) -> bool:
+    """Whether a failed pull's words say that retrying cannot help."""
+    text = cause.lower()
+    if any(words in text for words in _PULL_MAY_IMPROVE):
+        return False
+    return any(words in text for words in _PULL_WILL_NOT_IMPROVE)
+
+
+def _pull_failing(
+    pod: Pod,
+    pod_name: str,
+    container: str,
+    node: str,
+    reason: str,
+    message: str,
+    events: Sequence[Event],
+) -> Observation:
+    """A failing pull: its cause, its attempts, and whether waiting may help.
+
+    The summary is the same whether the kubelet is pulling (ErrImagePull) or backing off
+    (ImagePullBackOff), so that it is said once, not at every retry.
+    """
+    cause = _RPC_PREFIX.sub("", _BACKOFF_PREFIX.sub("", message).strip())
+    attempts = 0
+    for e in events:
+        text = str(e.get("message") or "")
+        if e.get("involvedObject", {}).get("name") != pod_name or not _FAILED_PULL.match(text):
+            continue
+        attempts = max(attempts, int(e.get("series", {}).get("count") or e.get("count") or 1))
+        if not cause:
+            # The back-off's own message may carry no cause: the kubelet's last event does.
+            cause = _RPC_PREFIX.sub("", _FAILED_PULL.sub("", text))
+    cause = cause or reason
+    image = next(
+        (c.get("image", "") for c in pod.get("spec", {}).get("containers") or []
+         if c.get("name") == container),
+        "",
+    )  # fmt: skip
+    permanent = pull_will_not_improve(cause)
+    what = f"image {image}" if image else "the image"
+    return Observation(
+        Phase.STARTING,
+        f"{what} cannot be pulled on {node}: {cause}",
+        pod=pod_name,
+        container=container,
+        problem=Problem.IMAGE_UNAVAILABLE if permanent else Problem.IMAGE_PULL,
+        # One cause, one error: not ErrImagePull or ImagePullBackOff by the moment it is read.
+        reason="ErrImagePull" if reason == "ImagePullBackOff" else reason,
+        message=cause,
+        node=node,
+        count=attempts,
     )
 
 
@@ -778,7 +936,7 @@ def decide(
     """
     place = placement or Placement()
     never_fits, advice = place.never_fits, place.advice
-    autoscaler_may_act, autoscaler_wait = place.autoscaler_may_act, place.autoscaler_wait
+    autoscaler_wait = place.autoscaler_wait
     facts = {**facts, "pod": obs.pod, "container": obs.container, "reason": obs.reason}
     rank = next((v.rank for v in obs.ranks if obs.pod and v.pod == obs.pod), None)
     if rank is not None:
@@ -787,11 +945,25 @@ def decide(
         return AdmissionRejectedError(obs.message, **facts)
     if obs.problem is Problem.QUEUE_REFUSED:
         return QueueError(obs.message, **facts)
+    if obs.problem is Problem.QUEUE_INACTIVE and _over(seen_for, limits.missing_config_grace):
+        return QueueError(
+            f"{obs.message} (still after {seen_for:.0f}s, missing_config_grace)", **facts
+        )
     if obs.problem is Problem.IMAGE_INVALID:
         return ImageError(obs.message or obs.reason, **facts)
+    if obs.problem is Problem.IMAGE_UNAVAILABLE and _over(
+        seen_for, unavailable_image_bound(limits)
+    ):
+        return ImageError(
+            f"{obs.message or obs.reason} (will not get better: {_attempts(obs)}failing for "
+            f"{seen_for:.0f}s)",
+            **facts,
+        )
     if obs.problem is Problem.IMAGE_PULL and _over(seen_for, limits.image_pull_backoff_timeout):
         return ImageError(
-            f"{obs.message or obs.reason} (still failing after {seen_for:.0f}s)", **facts
+            f"{obs.message or obs.reason} (still failing after {seen_for:.0f}s, "
+            f"{_attempts(obs)}image_pull_backoff_timeout)",
+            **facts,
         )
     if obs.problem is Problem.MISSING_CONFIG and _over(seen_for, limits.missing_config_grace):
         return ContainerConfigError(obs.message or obs.reason, **facts)
@@ -805,17 +977,31 @@ def decide(
         )
     if obs.problem is Problem.UNSCHEDULABLE:
         signal = obs.autoscaler
-        if never_fits and signal is not None and not signal.limited:
-            # No current node fits and the autoscaler will add none: waiting cannot help.
+        said = obs.autoscalers or ((signal,) if signal is not None else ())
+        refused = [s for s in said if not s.scaling_up and not s.limited]
+        limited = any(s.limited for s in said)
+        # Each autoscaler present that may act must have said no; one that spoke is present, and
+        # an unseen one counts as answered once any autoscaler spoke.
+        waiting_on = set(place.may_act) - {s.source for s in refused}
+        if said:
+            waiting_on.discard(UNSEEN)
+        if never_fits and not limited and refused and not waiting_on:
+            # No current node fits and no autoscaler will add one: waiting cannot help.
+            if len(refused) == 1:
+                nobody = f"{refused[0].who} will not add one: {refused[0].message}"
+            else:
+                nobody = (
+                    f"neither {' nor '.join(s.who for s in refused)} will add one: "
+                    + "; ".join(s.words for s in refused)
+                )
             head = f"{place.gang}; " if place.gang else "no node fits and "
             return UnschedulableError(
-                f"{head}{signal.who} will not add one: {signal.message}"
-                + (f" ({advice})" if advice and not place.gang else ""),
+                f"{head}{nobody}" + (f" ({advice})" if advice and not place.gang else ""),
                 breakdown=obs.message,
                 **facts,
             )
-        if never_fits and signal is None:
-            if not autoscaler_may_act:
+        if never_fits and not limited:
+            if not waiting_on:
                 if place.gang:
                     return UnschedulableError(
                         f"{place.gang} ({obs.summary})", breakdown=obs.message, **facts
@@ -834,10 +1020,10 @@ def decide(
                     **facts,
                 )
         if _over(seen_for, limits.pending_timeout):
-            limited = f" ({signal.words})" if signal is not None else ""
+            words = f" ({'; '.join(s.words for s in said)})" if said else ""
             what = obs.summary if obs.ranks else obs.message
             return UnschedulableError(
-                f"still unschedulable after {seen_for:.0f}s (pending timeout): {what}{limited}",
+                f"still unschedulable after {seen_for:.0f}s (pending timeout): {what}{words}",
                 breakdown=obs.message,
                 **facts,
             )
@@ -855,6 +1041,16 @@ def decide(
             **facts,
         )
     return None
+
+
+def unavailable_image_bound(limits: Bounds) -> float:
+    """How long a pull that will not get better may fail: a short grace, or the pull bound."""
+    bound = limits.image_pull_backoff_timeout
+    return IMAGE_UNAVAILABLE_GRACE if bound is None else min(IMAGE_UNAVAILABLE_GRACE, bound)
+
+
+def _attempts(obs: Observation) -> str:
+    return f"{obs.count} attempts, " if obs.count > 1 else ""
 
 
 def _over(seen_for: float, bound: float | None) -> bool:

@@ -12,8 +12,10 @@ labels.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from k8s_step_operator._format import amount
+from k8s_step_operator._job.gpu import GPU_VENDORS
 from k8s_step_operator._job.quantity import parse_quantity
 from k8s_step_operator._objects import (
     Node,
@@ -37,6 +39,7 @@ __all__ = [
     "pod_requests",
     "required_node_terms",
     "tolerates",
+    "toleration_for",
 ]
 
 # The filters, in the scheduler's order; a node that fails one is not judged by the next.
@@ -61,6 +64,7 @@ class NodeMiss:
     key: str = ""
     requested: float = 0.0
     allocatable: float = 0.0
+    taint: Taint | None = None
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,7 @@ class FitVerdict:
     fits: bool
     misses: tuple[NodeMiss, ...] = ()
     selector: Mapping[str, str] | None = None
+    requests: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def reasons(self) -> list[str]:
@@ -82,25 +87,11 @@ class FitVerdict:
             return ""
         furthest = max(m.stage for m in self.misses)
         closest = [m for m in self.misses if m.stage == furthest]
-        names = _names(closest)
         if furthest == CAPACITY:
-            by_key: dict[str, list[NodeMiss]] = {}
-            for m in closest:
-                by_key.setdefault(m.key, []).append(m)
-            key, misses = max(by_key.items(), key=lambda kv: len(kv[1]))
-            most = max(m.allocatable for m in misses)
-            return (
-                f"{_num(misses[0].requested)} {key} requested, but the largest node that could "
-                f"take the step has {_num(most)} allocatable ({names}): request at most "
-                f"{_num(most)}, or add nodes with more"
-            )
+            return _capacity_advice(closest)
         if furthest == TAINT:
-            taints = sorted({m.key for m in closest})
-            return (
-                f"the nodes that match the step's selectors ({names}) carry the taint "
-                f"{', '.join(taints)}, which the step does not tolerate: add a toleration for it "
-                "(settings.tolerations), or leave gpu_tolerations on when GPUs are requested"
-            )
+            return _taint_advice(closest, self.requests)
+        names = _names([m.node for m in closest])
         if furthest == AFFINITY:
             return (
                 f"no node matches the step's required node affinity ({names} match its node "
@@ -113,14 +104,77 @@ class FitVerdict:
         )
 
 
-def _names(misses: Sequence[NodeMiss], limit: int = 3) -> str:
-    names = sorted(m.node for m in misses)
-    shown = ", ".join(names[:limit])
-    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+def _capacity_advice(closest: Sequence[NodeMiss]) -> str:
+    """The resource most nodes lack, and the nodes that have the most of it."""
+    by_key: dict[str, list[NodeMiss]] = {}
+    for m in closest:
+        by_key.setdefault(m.key, []).append(m)
+    key, misses = max(by_key.items(), key=lambda kv: len(kv[1]))
+    requested = amount(key, misses[0].requested, up=True)
+    most = max(m.allocatable for m in misses)
+    if most <= 0:
+        return (
+            f"{requested} {key} requested, but no node that could take the step has any "
+            f"{key}: check the GPU vendor, mig_profile and the resources, or add nodes with it"
+        )
+    # Only the nodes that have the resource, the largest first: a node without it is no
+    # "largest node" of it.
+    largest = sorted(m.node for m in misses if m.allocatable == most)
+    others = sum(1 for m in misses if 0 < m.allocatable < most)
+    also = f"; {others} more with less" if others else ""
+    most_text = amount(key, most)
+    return (
+        f"{requested} {key} requested, but the largest node that could take the step has "
+        f"{most_text} allocatable ({_names(largest)}{also}): request at most {most_text}, or "
+        "add nodes with more"
+    )
 
 
-def _num(value: float) -> str:
-    return f"{value:g}"
+_VENDOR_TAINTS = {vendor.taint_key: vendor for vendor in GPU_VENDORS.values()}
+
+
+def toleration_for(taint: Taint) -> str:
+    """The toleration (as a settings entry) that matches ``taint``."""
+    key, value, effect = taint.get("key", ""), taint.get("value", ""), taint.get("effect", "")
+    if value:
+        return f"{{key: {key}, operator: Equal, value: {value}, effect: {effect}}}"
+    return f"{{key: {key}, operator: Exists, effect: {effect}}}"
+
+
+def _taint_advice(closest: Sequence[NodeMiss], requests: Mapping[str, float]) -> str:
+    """Per untolerated taint, the toleration that matches it, or why gpu_tolerations did not."""
+    by_taint: dict[str, tuple[Taint, list[str]]] = {}
+    for m in closest:
+        if m.taint is not None:
+            by_taint.setdefault(m.key, (m.taint, []))[1].append(m.node)
+    parts: list[str] = []
+    for shown, (taint, nodes) in sorted(by_taint.items()):
+        vendor = _VENDOR_TAINTS.get(taint.get("key", ""))
+        fix = f"add the toleration {toleration_for(taint)} to settings.tolerations"
+        if vendor is not None:
+            asked = any(
+                r == vendor.resource or r.startswith(f"{vendor.resource.split('/')[0]}/mig-")
+                for r, n in requests.items()
+                if n > 0
+            )
+            why = (
+                f"gpu_tolerations is off, and the step requests {vendor.name} GPUs: turn it on, or "
+                if asked
+                else f"gpu_tolerations adds it only for a step that requests {vendor.name} GPUs, "
+                "and this one requests none: request them (gpu_count), or "
+            )
+            fix = why + fix
+        parts.append(
+            f"the nodes that match the step's selectors ({_names(nodes)}) carry the taint {shown}, "
+            f"which the step does not tolerate: {fix}"
+        )
+    return "; ".join(parts)
+
+
+def _names(names: Sequence[str], limit: int = 3) -> str:
+    ordered = sorted(names)
+    shown = ", ".join(ordered[:limit])
+    return shown + (f" and {len(ordered) - limit} more" if len(ordered) > limit else "")
 
 
 def tolerates(tolerations: Sequence[Toleration], taint: Taint) -> bool:
@@ -189,7 +243,7 @@ def check_fit(pod_spec: PodSpec, nodes: Sequence[Node]) -> FitVerdict:
         if miss is None:
             return FitVerdict(True)
         misses.append(miss)
-    return FitVerdict(False, tuple(misses), pod_spec.get("nodeSelector", {}))
+    return FitVerdict(False, tuple(misses), pod_spec.get("nodeSelector", {}), _requests(pod_spec))
 
 
 def _miss(pod_spec: PodSpec, node: Node) -> NodeMiss | None:
@@ -215,7 +269,7 @@ def _miss(pod_spec: PodSpec, node: Node) -> NodeMiss | None:
     if untolerated:
         t = untolerated[0]
         shown = f"{t.get('key')}{'=' + t['value'] if t.get('value') else ''}:{t.get('effect')}"
-        return NodeMiss(name, TAINT, f"untolerated taint {shown}", key=shown)
+        return NodeMiss(name, TAINT, f"untolerated taint {shown}", key=shown, taint=t)
     allocatable = node.get("status", {}).get("allocatable", {})
     short = [
         key
@@ -228,7 +282,8 @@ def _miss(pod_spec: PodSpec, node: Node) -> NodeMiss | None:
         return NodeMiss(
             name,
             CAPACITY,
-            f"{key} requested {requests[key]:g}, allocatable {have:g}",
+            f"{key} requested {amount(key, requests[key], up=True)}, allocatable "
+            f"{amount(key, have)}",
             key=key,
             requested=requests[key],
             allocatable=have,

@@ -10,10 +10,12 @@ from collections.abc import Mapping
 
 from k8s_step_operator._job.keys import JOB_COMPLETION_INDEX_ANNOTATION
 from k8s_step_operator._objects import (
+    ClusterQueue,
     Condition,
     ContainerState,
     ContainerStatus,
     Job,
+    LocalQueue,
     Pod,
     Workload,
     conditions_of,
@@ -28,8 +30,10 @@ __all__ = [
 ]
 
 
-def conditions_by_type(obj: Job | Pod | Workload) -> dict[str, Condition]:
-    """A ``Job``'s, ``Pod``'s or ``Workload``'s ``status.conditions`` by their ``type``."""
+def conditions_by_type(
+    obj: Job | Pod | Workload | LocalQueue | ClusterQueue,
+) -> dict[str, Condition]:
+    """A ``Job``'s, ``Pod``'s, ``Workload``'s or queue's ``status.conditions`` by ``type``."""
     conditions = conditions_of(obj)
     return {str(c.get("type")): c for c in conditions if isinstance(c, Mapping)}
 

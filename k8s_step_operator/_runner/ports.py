@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal, Protocol, TypeAlias, overload
 
 from k8s_step_operator._objects import (
+    ClusterQueue,
     ConfigMap,
     Event,
     Job,
@@ -158,6 +159,10 @@ class KubeAccess(Protocol):
 
     def get_local_queue(self, namespace: str, name: str) -> LocalQueue:
         """Read a Kueue LocalQueue; a missing one raises ``NotFoundError``."""
+        ...
+
+    def get_cluster_queue(self, name: str) -> ClusterQueue:
+        """Read a Kueue ClusterQueue; a missing one raises ``NotFoundError``."""
         ...
 
     def pending_workloads(self, namespace: str, local_queue: str) -> list[PendingWorkload]:

@@ -49,6 +49,9 @@ from k8s_step_operator._job.ranks import build_rank_service, ranks_of
 from k8s_step_operator._job.settings import KubernetesJobStepOperatorSettings
 from k8s_step_operator._objects import Job, Node, NodePool, Pod, PodSpec, labels_of, name_of
 from k8s_step_operator._runner.autoscaler import (
+    CLUSTER_AUTOSCALER,
+    KARPENTER,
+    UNSEEN,
     AutoscalerView,
     nodepool_room,
     nodepools_admitting,
@@ -65,7 +68,7 @@ from k8s_step_operator._runner.diagnosis import (
 from k8s_step_operator._runner.event_log import log_event
 from k8s_step_operator._runner.events import Event, EventBus, Finished, LogLine, Submitted
 from k8s_step_operator._runner.fit import check_fit, gang_room
-from k8s_step_operator._runner.kueue import QueueView, WorkloadState, read_workload
+from k8s_step_operator._runner.kueue import QueueState, QueueView, WorkloadState, read_workload
 from k8s_step_operator._runner.logs import TAIL_LINES, LogFollower
 from k8s_step_operator._runner.pods import container_state, pod_finished
 from k8s_step_operator._runner.ports import SYSTEM_CLOCK, Clock, KubeAccess
@@ -544,11 +547,17 @@ class StepRun:
         position = None
         if workload is not None and workload.waiting_reason == "Pending":
             position = self.queues.position(self.namespace, self.queue_name, workload.name)
+        states: tuple[QueueState | None, QueueState | None] = (None, None)
+        if workload is not None and workload.inadmissible and cluster_queue != "":
+            # Paused, or broken? Only the queues' own status tells.
+            states = self.queues.queue_states(self.namespace, self.queue_name, cluster_queue or "")
         return QueueContext(
             workload=workload,
             cluster_queue=cluster_queue,
             position=position,
             waited_without_workload=queued_for if workload is None else 0.0,
+            local_queue_state=states[0],
+            cluster_queue_state=states[1],
         )
 
     def _facts(self, follower: LogFollower | None) -> dict[str, Any]:
@@ -608,7 +617,7 @@ class StepRun:
         nodes = self.nodes.nodes()
         if nodes is None:
             return None
-        pod_spec = _pod_spec(job)
+        pod_spec = job.get("spec", {}).get("template", {}).get("spec", {})
         verdict = check_fit(pod_spec, nodes)
         if verdict.fits:
             if self.context.ranks > 1:
@@ -618,13 +627,12 @@ class StepRun:
             return Placement(advice=verdict.advice())
         log.debug("no node fits Job %s: %s", self.where, "; ".join(verdict.reasons))
         advice = verdict.advice()
-        if obs.autoscaler is not None:
-            return Placement(never_fits=True, advice=advice)
-        may_scale, wait, refusals = self._may_scale(pod_spec)
+        # Even when one autoscaler said no: another one present may still add a node.
+        may_act, wait, refusals = self._may_scale(pod_spec)
         return Placement(
             never_fits=True,
             advice=f"{advice}; {refusals}" if refusals else advice,
-            autoscaler_may_act=may_scale,
+            may_act=may_act,
             autoscaler_wait=wait,
         )
 
@@ -676,33 +684,37 @@ class StepRun:
             return Placement(
                 never_fits=True,
                 gang=why,
-                autoscaler_may_act=True,
+                may_act=frozenset({CLUSTER_AUTOSCALER if ca else UNSEEN}),
                 autoscaler_wait=None if ca else AUTOSCALER_GRACE,
             )
         return Placement(never_fits=True, gang=why)
 
-    def _may_scale(self, pod_spec: PodSpec) -> tuple[bool, float | None, str]:
-        """Whether an autoscaler may still add a node for the pod.
+    def _may_scale(self, pod_spec: PodSpec) -> tuple[frozenset[str], float | None, str]:
+        """Which autoscalers present may still add a node for the pod.
 
         Returns:
-            ``(may, wait, refusals)``: ``wait`` bounds the wait for an autoscaler that may exist
-            but cannot be seen (``None``: scale_up_timeout applies); ``refusals`` says why no
-            NodePool allows the pod.
+            ``(may_act, wait, refusals)``: ``wait`` bounds the wait for an autoscaler that may
+            exist but cannot be seen (``None``: scale_up_timeout applies); ``refusals`` says why
+            no NodePool allows the pod.
         """
         presence = self.autoscalers.presence()
+        may: set[str] = set()
+        wait: float | None = None
         refusals = ""
         if presence.karpenter:
             admitting, refused = nodepools_admitting(pod_spec, presence.nodepools)
             if admitting:
-                return True, None, ""
-            refusals = "; ".join(refused) if refused else "Karpenter has no NodePool"
+                may.add(KARPENTER)
+            else:
+                refusals = "; ".join(refused) if refused else "Karpenter has no NodePool"
         if presence.cluster_autoscaler:
-            return True, None, ""
+            may.add(CLUSTER_AUTOSCALER)
         if presence.cluster_autoscaler is None and not presence.karpenter:
             # A cluster autoscaler may run where this identity cannot look: it speaks on the
             # pod within its scan interval (10 s by default) when it does.
-            return True, AUTOSCALER_GRACE, refusals
-        return False, None, refusals
+            may.add(UNSEEN)
+            wait = AUTOSCALER_GRACE if not may - {UNSEEN} else None
+        return frozenset(may), wait, refusals
 
     # -- cancel --------------------------------------------------------------------------
 

@@ -32,6 +32,7 @@ from k8s_step_operator._runner.diagnosis import (
     Problem,
     RankView,
     decide,
+    unavailable_image_bound,
 )
 from k8s_step_operator._runner.events import (
     Admitted,
@@ -235,7 +236,9 @@ def bound_of(obs: Observation, bounds: Bounds) -> tuple[str, float | None]:
     """The setting that bounds the current phase or problem, and its value."""
     if obs.problem is Problem.IMAGE_PULL:
         return "image_pull_backoff_timeout", bounds.image_pull_backoff_timeout
-    if obs.problem is Problem.MISSING_CONFIG:
+    if obs.problem is Problem.IMAGE_UNAVAILABLE:
+        return "image_pull_backoff_timeout", unavailable_image_bound(bounds)
+    if obs.problem in (Problem.MISSING_CONFIG, Problem.QUEUE_INACTIVE):
         return "missing_config_grace", bounds.missing_config_grace
     if obs.phase is Phase.QUEUED:
         return "queue_timeout", bounds.queue_timeout
@@ -333,7 +336,7 @@ def advance(
                 **ident,
                 phase=obs.phase,
                 elapsed=state.in_phase(now),
-                summary=obs.summary,
+                summary=obs.summary + (f" ({obs.count} attempts)" if obs.count > 1 else ""),
                 bound_name=name,
                 bound=bound,
             )

@@ -83,9 +83,9 @@ def _hidden_copy(
 
 
 def _raise_settings_error(
-    exc: ValidationError, prefix: str, secret_fields: tuple[str, ...]
+    exc: ValidationError, prefix: str, secret_fields: tuple[str, ...], model: type[BaseModel]
 ) -> NoReturn:
-    described = configuration_error(exc, prefix, secret_fields=secret_fields)
+    described = configuration_error(exc, prefix, secret_fields=secret_fields, model=model)
     error: SettingsValidationError = _hidden_copy(exc, secret_fields, SettingsValidationError)
     ConfigurationError.__init__(
         error, described.field, described.accepted, described.value, detail=described.detail
@@ -112,7 +112,7 @@ class SettingsModel(BaseModel):
         except SettingsValidationError:
             raise
         except ValidationError as exc:
-            _raise_settings_error(exc, self.error_prefix, self.secret_fields)
+            _raise_settings_error(exc, self.error_prefix, self.secret_fields, type(self))
 
     @classmethod
     def model_validate(cls, obj: Any, *args: Any, **kwargs: Any) -> Self:
@@ -126,7 +126,7 @@ class SettingsModel(BaseModel):
         except SettingsValidationError:
             raise
         except ValidationError as exc:
-            _raise_settings_error(exc, cls.error_prefix, cls.secret_fields)
+            _raise_settings_error(exc, cls.error_prefix, cls.secret_fields, cls)
 
     @classmethod
     def model_validate_json(cls, json_data: Any, *args: Any, **kwargs: Any) -> Self:
@@ -140,8 +140,14 @@ class SettingsModel(BaseModel):
         except SettingsValidationError:
             raise
         except ValidationError as exc:
-            _raise_settings_error(exc, cls.error_prefix, cls.secret_fields)
+            _raise_settings_error(exc, cls.error_prefix, cls.secret_fields, cls)
 
 
 class BaseSettings(SettingsModel):
-    """Base class for settings attached to a step or a stack component (immutable)."""
+    """Base class for settings attached to a step or a stack component (immutable).
+
+    Attributes:
+        error_keys: What an unknown key's error calls the known ones.
+    """
+
+    error_keys: ClassVar[str] = "settings"

@@ -36,6 +36,7 @@ class BaseStepOperator(StackComponent, ABC):
     """Runs individual steps in another environment than the orchestrator's."""
 
     TYPE: ClassVar[StackComponentType] = StackComponentType.STEP_OPERATOR
+    config_class: ClassVar[builtins.type[StackComponentConfig]] = BaseStepOperatorConfig
 
     def __init__(
         self,

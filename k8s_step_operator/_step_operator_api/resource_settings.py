@@ -1,16 +1,17 @@
 """Hardware resources for a step, with ZenML's field names, memory syntax and units.
 
 ZenML users write ``ResourceSettings(cpu_count=4, gpu_count=1, memory="16GB")``; the same object
-is accepted here and translated to Kubernetes requests and limits by the Job builder. The units
-are ZenML's, bytes (``B``) included; a bad value is a ``ConfigurationError`` naming
-``resource_settings.<field>``. The bounds a cluster imposes (how many GPUs, how much memory) are
-the Job builder's to check: ZenML passes its own ``ResourceSettings``, which knows none of them.
+is accepted here and translated to Kubernetes requests and limits by the Job builder. The memory
+is read like every size of the package (``sizes``): ZenML's units (``16GiB``, ``512MB``, bytes
+as ``B``) and Kubernetes' (``16Gi``, ``512M``) alike; a bad value is a ``ConfigurationError``
+naming ``resource_settings.<field>``. The bounds a cluster imposes (how many GPUs, how much
+memory) are the Job builder's to check: ZenML passes its own ``ResourceSettings``, which knows
+none of them.
 """
 
 from __future__ import annotations
 
 import math
-import re
 from enum import Enum
 from typing import ClassVar
 
@@ -18,6 +19,7 @@ from pydantic import Field, NonNegativeInt, PositiveFloat, field_validator
 
 from k8s_step_operator._errors import ConfigurationError
 from k8s_step_operator._step_operator_api.base_settings import BaseSettings, whole_number
+from k8s_step_operator._step_operator_api.sizes import SIZE_FORMS, check_size
 
 __all__ = ["MEMORY_REGEX", "ByteUnit", "ResourceSettings"]
 
@@ -66,8 +68,8 @@ _BYTE_VALUES: dict[str, int] = {
     "PiB": 1 << 50,
 }
 
+# ZenML's own pattern for ``memory``; this model accepts Kubernetes' units too (``SIZE_FORMS``).
 MEMORY_REGEX = r"^[0-9]+(" + "|".join(unit.value for unit in ByteUnit) + r")$"
-_UNITS = ", ".join(unit.value for unit in ByteUnit)
 
 
 def _number(value: object) -> float | None:
@@ -98,8 +100,7 @@ class ResourceSettings(BaseSettings):
     )
     memory: str | None = Field(
         default=None,
-        pattern=MEMORY_REGEX,
-        description=f"Memory to request and limit to, e.g. '16GB' or '512MiB' (units {_UNITS}).",
+        description=f"Memory to request and limit to: {SIZE_FORMS}.",
     )
 
     @field_validator("gpu_count", mode="before")
@@ -127,10 +128,8 @@ class ResourceSettings(BaseSettings):
     @field_validator("memory", mode="before")
     @classmethod
     def _memory(cls, value: object) -> object:
-        if value is not None and (not isinstance(value, str) or not re.match(MEMORY_REGEX, value)):
-            raise ConfigurationError(
-                "", f"a size such as '16GB' or '512MiB' (digits, then one of {_UNITS})", value
-            )
+        if value is not None:
+            check_size("", value)
         return value
 
     @property
@@ -150,20 +149,4 @@ class ResourceSettings(BaseSettings):
         if not self.memory:
             return None
         target = ByteUnit(unit) if isinstance(unit, str) else unit
-        number, memory_unit = split_memory(self.memory)
-        return number * memory_unit.byte_value / target.byte_value
-
-
-def split_memory(memory: str) -> tuple[int, ByteUnit]:
-    """Split a memory string such as ``"16GiB"`` into ``(16, ByteUnit.GIB)``.
-
-    Raises:
-        ValueError: If the string does not match ``MEMORY_REGEX``.
-    """
-    # Longest suffix first: "KiB" must not be read as "B"-something shorter.
-    for unit in sorted(ByteUnit, key=lambda u: len(u.value), reverse=True):
-        if memory.endswith(unit.value):
-            digits = memory[: -len(unit.value)]
-            if digits.isascii() and digits.isdigit():
-                return int(digits), unit
-    raise ValueError(f"unable to parse memory {memory!r}")
+        return check_size("resource_settings.memory", self.memory).bytes / target.byte_value

@@ -11,7 +11,7 @@ import builtins
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar, cast
 from uuid import UUID, uuid4
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -19,6 +19,11 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from k8s_step_operator._errors import ConfigurationError, configuration_error
 from k8s_step_operator._step_operator_api.base_settings import BaseSettings
 from k8s_step_operator._step_operator_api.enums import StackComponentType
+from k8s_step_operator._step_operator_api.settings_keys import (
+    component_keys,
+    misdirected_keys,
+    wrong_key_message,
+)
 from k8s_step_operator._step_operator_api.step_run_info import StepConfiguration, StepRunInfo
 
 __all__ = ["Flavor", "StackComponent", "StackComponentConfig"]
@@ -40,6 +45,90 @@ class StackComponentConfig(BaseModel):
         return False
 
 
+def _type_name(value: object) -> str:
+    return builtins.type(value).__name__
+
+
+def _check_arguments(cls: builtins.type[StackComponent], **args: Any) -> UUID | None:
+    """Refuse an argument of the wrong type, naming it; returns the id (a UUID string parsed).
+
+    The constructor's order is ZenML's (``name, id, config, ...``): a config passed second, as
+    ``Operator("gpu", config)``, lands in ``id``, and would otherwise leave the component with
+    a default config and the config as its id.
+    """
+    where = cls.__name__
+    expected_config = cls.config_class
+    config = args["config"]
+    if not isinstance(config, expected_config):
+        raise ConfigurationError(
+            f"{where}(config=...)",
+            f"a {expected_config.__name__}"
+            + (
+                f" (from a mapping: {expected_config.__name__}(**mapping))"
+                if isinstance(config, Mapping)
+                else ""
+            ),
+            _type_name(config),
+        )
+    name = args["name"]
+    if not isinstance(name, str) or not name:
+        hint = (
+            f"; pass the config by name: {where}(config=...)"
+            if isinstance(name, StackComponentConfig)
+            else ""
+        )
+        raise ConfigurationError(
+            f"{where}(name=...)", f"a non-empty string{hint}", _type_name(name)
+        )
+    raw_id = args["id"]
+    if isinstance(raw_id, StackComponentConfig):
+        raise ConfigurationError(
+            f"{where}(id=...)",
+            "a UUID or None: the second positional argument is the id, as in ZenML's "
+            f"StackComponent; pass the config by name: {where}({name!r}, config=...)",
+            _type_name(raw_id),
+        )
+    component_id: UUID | None = None
+    if isinstance(raw_id, str):
+        try:
+            component_id = UUID(raw_id)
+        except ValueError:
+            raise ConfigurationError(f"{where}(id=...)", "a UUID or None", raw_id) from None
+    elif raw_id is not None and not isinstance(raw_id, UUID):
+        raise ConfigurationError(f"{where}(id=...)", "a UUID or None", _type_name(raw_id))
+    else:
+        component_id = raw_id
+    checks: tuple[tuple[str, tuple[builtins.type[Any], ...], str], ...] = (
+        ("flavor", (str,), "a string"),
+        ("type", (StackComponentType,), "a StackComponentType"),
+        ("user", (UUID, builtins.type(None)), "a UUID or None"),
+        ("workspace", (UUID, builtins.type(None)), "a UUID or None"),
+        ("created", (datetime, builtins.type(None)), "a datetime or None"),
+        ("updated", (datetime, builtins.type(None)), "a datetime or None"),
+        ("labels", (Mapping, builtins.type(None)), "a mapping or None"),
+        ("connector", (UUID, builtins.type(None)), "a UUID or None"),
+        ("connector_resource_id", (str, builtins.type(None)), "a string or None"),
+    )
+    for arg, types, accepted in checks:
+        if not isinstance(args[arg], types):
+            raise ConfigurationError(f"{where}({arg}=...)", accepted, _type_name(args[arg]))
+    return component_id
+
+
+def _step_config(container: object) -> StepConfiguration:
+    """The step's configuration from what ``get_settings`` was given (ZenML's objects work)."""
+    if isinstance(container, StepConfiguration):
+        return container
+    config = getattr(container, "config", None)
+    if isinstance(getattr(config, "settings", None), Mapping):
+        return cast(StepConfiguration, config)
+    if isinstance(getattr(container, "settings", None), Mapping):
+        return cast(StepConfiguration, container)
+    raise ConfigurationError(
+        "info", "a StepRunInfo or a StepConfiguration", builtins.type(container).__name__
+    )
+
+
 class StackComponent(ABC):  # noqa: B024 - abstract by intent, concrete parts shared
     """A configured instance of a flavor, with the constructor of ZenML's ``StackComponent``.
 
@@ -48,6 +137,7 @@ class StackComponent(ABC):  # noqa: B024 - abstract by intent, concrete parts sh
     to empty values.
 
     Attributes:
+        config_class: The config a component of this class takes (checked at construction).
         name: The component's name.
         id: The component's id.
         flavor: The flavor name, used in the settings key.
@@ -61,6 +151,8 @@ class StackComponent(ABC):  # noqa: B024 - abstract by intent, concrete parts sh
         connector: The id of its service connector, if any.
         connector_resource_id: The resource the connector gives access to, if any.
     """
+
+    config_class: ClassVar[builtins.type[StackComponentConfig]] = StackComponentConfig
 
     def __init__(
         self,
@@ -78,12 +170,26 @@ class StackComponent(ABC):  # noqa: B024 - abstract by intent, concrete parts sh
         connector: UUID | None = None,
         connector_resource_id: str | None = None,
     ) -> None:
+        where = builtins.type(self).__name__
         if config is None:
-            raise ConfigurationError(f"{builtins.type(self).__name__}.config", "a config", None)
+            raise ConfigurationError(f"{where}.config", "a config", None)
         if type is None:
-            raise ConfigurationError(
-                f"{builtins.type(self).__name__}.type", "a StackComponentType", None
-            )
+            raise ConfigurationError(f"{where}.type", "a StackComponentType", None)
+        id = _check_arguments(
+            builtins.type(self),
+            name=name,
+            id=id,
+            config=config,
+            flavor=flavor,
+            type=type,
+            user=user,
+            workspace=workspace,
+            created=created,
+            updated=updated,
+            labels=labels,
+            connector=connector,
+            connector_resource_id=connector_resource_id,
+        )
         now = datetime.now(UTC)
         self.name = name
         self.id = id or uuid4()
@@ -111,8 +217,39 @@ class StackComponent(ABC):  # noqa: B024 - abstract by intent, concrete parts sh
 
     @property
     def settings_key(self) -> str:
-        """Where a step's settings for this component live: ``"<type>.<flavor>"``."""
+        """Where a step's settings for this component live: ``"<type>.<flavor>"``.
+
+        ``"<type>:<name>"`` (read first) and ``"<type>"`` work too (``settings_keys``).
+        """
         return f"{self.type.value}.{self.flavor}"
+
+    @property
+    def settings_keys(self) -> tuple[str, str, str]:
+        """Every key a step's settings for this component may live under, in ZenML's order."""
+        return component_keys(self.type.value, self.flavor, self.name)
+
+    def _settings_key_of(self, settings: Mapping[str, Any]) -> str:
+        """The key this component's settings are under (a key none of the settings use: none).
+
+        Raises:
+            ConfigurationError: If a key is clearly meant for a step operator but is none of
+                this one's, or two of its keys are set.
+        """
+        keys = self.settings_keys
+        wrong = misdirected_keys(settings, self.type.value, self.flavor, self.name)
+        if wrong:
+            raise ConfigurationError(
+                f"settings[{wrong[0]!r}]", wrong_key_message(wrong[0], keys[:2]), None
+            )
+        present = [k for k in keys if k in settings]
+        if len(present) > 1:
+            raise ConfigurationError(
+                f"settings[{present[1]!r}]",
+                f"this component's settings under one key, not both {present[0]!r} and "
+                f"{present[1]!r}",
+                None,
+            )
+        return present[0] if present else keys[1]
 
     def get_settings(self, container: StepRunInfo | StepConfiguration) -> BaseSettings:
         """The step's settings for this component, merged over the component's config.
@@ -132,8 +269,8 @@ class StackComponent(ABC):  # noqa: B024 - abstract by intent, concrete parts sh
             raise ConfigurationError(
                 f"{type(self).__name__}.settings_class", "a settings class", None
             )
-        step_config = container.config if isinstance(container, StepRunInfo) else container
-        key = self.settings_key
+        step_config = _step_config(container)
+        key = self._settings_key_of(step_config.settings)
         base = self.config.model_dump(include=set(settings_class.model_fields), exclude_unset=True)
         raw = step_config.settings.get(key)
         override: dict[str, Any]
@@ -145,7 +282,9 @@ class StackComponent(ABC):  # noqa: B024 - abstract by intent, concrete parts sh
             override = dict(raw)
         else:
             raise ConfigurationError(
-                f"settings[{key!r}]", f"a mapping or a {settings_class.__name__}", type(raw)
+                f"settings[{key!r}]",
+                f"a mapping or a {settings_class.__name__}",
+                builtins.type(raw).__name__,
             )
         try:
             return settings_class.model_validate({**base, **override})

@@ -6,23 +6,22 @@ may be UUIDs (as ZenML sends them) or any non-empty string; they are kept as str
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from k8s_step_operator._errors import ConfigurationError
+from k8s_step_operator._step_operator_api.base_settings import SettingsModel
 from k8s_step_operator._step_operator_api.resource_settings import ResourceSettings
 
 __all__ = ["PipelineConfiguration", "StepConfiguration", "StepRunInfo"]
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class StepConfiguration(_Frozen):
+class StepConfiguration(SettingsModel):
     """The part of a step's configuration a step operator reads."""
+
+    error_prefix: ClassVar[str] = "info.config"
 
     name: str = Field(default="", description="The step's name in the pipeline.")
     resource_settings: ResourceSettings = Field(
@@ -35,13 +34,15 @@ class StepConfiguration(_Frozen):
     )
 
 
-class PipelineConfiguration(_Frozen):
+class PipelineConfiguration(SettingsModel):
     """The part of a pipeline's configuration a step operator reads."""
+
+    error_prefix: ClassVar[str] = "info.pipeline"
 
     name: str = Field(default="", description="The pipeline's name.")
 
 
-class StepRunInfo(_Frozen):
+class StepRunInfo(SettingsModel):
     """Identifies one run of one step and carries its configuration.
 
     Attributes:
@@ -53,6 +54,8 @@ class StepRunInfo(_Frozen):
         pipeline: The pipeline's configuration (its name).
         images: Container images by component key, returned by ``get_image``.
     """
+
+    error_prefix: ClassVar[str] = "info"
 
     step_run_id: str = Field(min_length=1, description="The step run's id.")
     run_id: str = Field(min_length=1, description="The pipeline run's id.")

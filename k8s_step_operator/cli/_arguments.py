@@ -11,6 +11,7 @@ import yaml
 from pydantic import ValidationError
 
 from k8s_step_operator._errors import ConfigurationError, configuration_error
+from k8s_step_operator._job.settings import parse_settings
 from k8s_step_operator._step_operator_api.resource_settings import ResourceSettings
 from k8s_step_operator._step_operator_api.step_run_info import (
     PipelineConfiguration,
@@ -45,7 +46,7 @@ def _add_step_arguments(p: argparse.ArgumentParser, *, run_id_default: str | Non
     p.add_argument("--gpu-vendor", help="nvidia, amd, intel, or a resource key")
     p.add_argument("--mig-profile", help="NVIDIA MIG profile, e.g. 1g.5gb")
     p.add_argument("--cpu", type=float, metavar="CORES", help="CPU cores to request")
-    p.add_argument("--memory", help="memory, e.g. 16GB or 512MiB")
+    p.add_argument("--memory", help="memory, a size such as 16Gi or 16GiB (request and limit)")
     p.add_argument("--step-name", default="step", help="step name (default: step)")
     p.add_argument(
         "--run-id",
@@ -86,6 +87,32 @@ def _load_settings_file(path: str) -> dict[str, Any]:
     return data
 
 
+# What only means something for a step that asks for GPUs, by flag.
+_GPU_FLAGS = ("gpu_type", "mig_profile", "gpu_vendor")
+
+
+def _check_gpu_flags(args: argparse.Namespace, data: dict[str, Any]) -> None:
+    """Refuse a GPU model, MIG profile or vendor for a step that asks for no GPU.
+
+    Without a GPU count the Job requests no GPU, and the builder leaves the model out (a
+    component's ``gpu_type`` is for its GPU steps): the step would land on any node, CPU-only.
+    """
+    count = data.get("gpu_count")
+    if count not in (None, 0, "0"):
+        return
+    for key in _GPU_FLAGS:
+        if data.get(key) is None:
+            continue
+        by_flag = getattr(args, key) is not None
+        field = f"--{key.replace('_', '-')}" if by_flag else f"settings.{key}"
+        raise ConfigurationError(
+            field,
+            "a GPU count as well (--gpus N, or gpu_count in the --settings file): without one "
+            "the Job asks for no GPU and may run on any node",
+            data[key],
+        )
+
+
 def _step_from_args(
     args: argparse.Namespace,
 ) -> tuple[StepRunInfo, list[str], dict[str, str], dict[str, Any]]:
@@ -103,6 +130,13 @@ def _step_from_args(
         value = getattr(args, flag)
         if value is not None:
             data[key] = value
+    # A mistyped key or value of the file, or a bad flag value, before what is missing.
+    parse_settings(data)
+    _check_gpu_flags(args, data)
+    if data.get("image") is None:
+        raise ConfigurationError(
+            "--image", "the step's container image: --image IMAGE, or image: in the --settings file"
+        )
     try:
         resources = ResourceSettings(cpu_count=args.cpu, memory=args.memory)
     except ValidationError as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -48,6 +49,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _unrecognized(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, extras: Sequence[str]
+) -> str:
+    """``unrecognized arguments``, with the closest option of the subcommand for each flag."""
+    options: list[str] = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            sub = action.choices.get(getattr(args, "subcommand", None) or "")
+            for sub_action in (sub or parser)._actions:
+                options.extend(o for o in sub_action.option_strings if o.startswith("--"))
+    hints = []
+    for extra in extras:
+        if extra.startswith("--") and extra != "--":
+            flag = extra.split("=", 1)[0]
+            close = difflib.get_close_matches(flag, options, n=1, cutoff=0.6)
+            if close:
+                hints.append(f"{flag}: did you mean {close[0]}?")
+    text = f"unrecognized arguments: {' '.join(extras)}"
+    return text + (f" ({'; '.join(hints)})" if hints else " (--help lists the options)")
+
+
 # What an API failure exits with, per subcommand (run decides for itself, see ``exit_code``).
 _API_ERROR_EXIT = {"doctor": 1}
 
@@ -56,9 +78,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, extras = parser.parse_known_args(argv)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    if extras:
+        _error_line(getattr(args, "subcommand", None) or "", _unrecognized(parser, args, extras))
+        return EXIT_USAGE
     func: Command | None = getattr(args, "func", None)
     if func is None:
         parser.print_usage(sys.stderr)

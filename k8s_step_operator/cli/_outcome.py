@@ -136,7 +136,9 @@ def _describe_api(exc: ApiError, host: str = "") -> str:
     if isinstance(exc, ForbiddenError):
         return f"{text} (`{PROG} doctor` names the missing permission)"
     if isinstance(exc, NotFoundError) and "namespaces" in exc.message:
-        return f"{text} (check -n/--namespace)"
+        found = re.search(r'namespaces "([^"]+)" not found', exc.message)
+        create = f"kubectl create namespace {found.group(1)}" if found else "create it"
+        return f"{text} (the namespace does not exist: {create}, or pick another with -n)"
     return text
 
 
@@ -145,4 +147,5 @@ def _first_line(text: str) -> str:
 
 
 def _error_line(subcommand: str, message: str) -> None:
-    print(f"{PROG} {subcommand}: error: {message}", file=sys.stderr, flush=True)
+    where = f"{PROG} {subcommand}" if subcommand else PROG
+    print(f"{where}: error: {message}", file=sys.stderr, flush=True)

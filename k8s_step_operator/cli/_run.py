@@ -10,6 +10,7 @@ import sys
 from typing import Any
 
 from k8s_step_operator._errors import ApiError, ConfigurationError, StepError, StepFailedError
+from k8s_step_operator._job.builder import build_job
 from k8s_step_operator._job.settings import parse_settings
 from k8s_step_operator._kube.client import load_client
 from k8s_step_operator._runner.signals import Terminated, terminations_raise
@@ -50,6 +51,14 @@ def _add_run(subparsers: Any) -> None:
         help="fail when no node takes the step within this time (default: 600)",
     )
     p.add_argument(
+        "--image-pull-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="fail when the image cannot be pulled for this long (default: 300); a pull that "
+        "will not get better (no such host, connection refused, manifest unknown) fails within "
+        "30 s, or this if shorter",
+    )
+    p.add_argument(
         "--on-sigterm",
         choices=("delete", "detach"),
         help="on SIGTERM or SIGHUP, delete the Job (default) or leave it running; running the "
@@ -71,6 +80,8 @@ def run_settings(args: argparse.Namespace, data: dict[str, Any]) -> dict[str, An
     data = dict(data)
     if args.pending_timeout is not None:
         data["pending_timeout"] = args.pending_timeout
+    if args.image_pull_timeout is not None:
+        data["image_pull_backoff_timeout"] = args.image_pull_timeout
     if args.on_sigterm is not None:
         data["on_sigterm"] = args.on_sigterm
     if args.no_logs:
@@ -112,7 +123,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     info, command, environment, data = _step_from_args(args)
     data = run_settings(args, data)
-    parse_settings(data)  # a clear error naming the field before anything else
+    # The whole step is checked as render checks it (its settings, image, environment, sizes)
+    # before the kubeconfig is read: bad input is one error naming the field, whatever the cluster.
+    build_job(info, command, environment, parse_settings(data))
     # Found as kubectl finds it; the library does the same again, but an error here is one line
     # before anything is sent, and it says whether the pod's ServiceAccount is the identity.
     loaded = load_client(args.kubeconfig, args.context, True if args.in_cluster else None)

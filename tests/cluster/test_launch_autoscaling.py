@@ -152,3 +152,138 @@ def test_a_step_beyond_the_nodepools_gpu_limit_says_so(
             )
         wait_until("the holders to end", lambda: all(h.done.is_set() for h in holders), 120, 1)
         operator.close()
+
+
+def test_another_autoscalers_scale_up_is_waited_for_though_karpenter_said_no(
+    make_operator: Callable[..., KubernetesJobStepOperator],
+    pool: dict[str, Any],
+    api_client: k8s.ApiClient,
+    local_cluster: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Karpenter and another autoscaler in one cluster. Karpenter says no at once (no NodePool
+    # makes a B200 node); the other one, the cluster autoscaler (its status ConfigMap in
+    # kube-system, its TriggeredScaleUp on the pod), adds a node 5 s later. The step used to
+    # fail at Karpenter's word, in 0.56 s.
+    core = k8s.CoreV1Api(api_client)
+    status = k8s.V1ConfigMap(
+        metadata=k8s.V1ObjectMeta(name="cluster-autoscaler-status", namespace="kube-system"),
+        data={"status": "Cluster-autoscaler status at 2026-12-05: Health: Healthy"},
+    )
+    core.create_namespaced_config_map("kube-system", status)
+    operator = make_operator()
+    ns = operator.config.namespace
+    node = f"other-b200-{uuid.uuid4().hex[:6]}"
+    labels = {**pool["node_selector"], "nvidia.com/gpu.product": "NVIDIA-B200"}
+    info = on_pool(pool, "b200", 1, selector=labels, duration="1s", pending_timeout=300)
+    name = job_name(info.run_id, "b200", info.step_run_id)
+    added: list[str] = []
+    try:
+        with caplog.at_level(logging.INFO, "k8s_step_operator"):
+            running = Launch(lambda: operator.launch(info, ["true"], {}))
+
+            def karpenter_said_no() -> Any:
+                for e in core.list_namespaced_event(ns).items:
+                    if (
+                        e.involved_object.name.startswith(name)
+                        and e.reason == "FailedScheduling"
+                        and (e.source.component or "").startswith("karpenter")
+                    ):
+                        return e
+                return None
+
+            refusal = wait_until("Karpenter to refuse the pod", karpenter_said_no, 60, 0.2)
+            assert not running.done.is_set(), "the step ended on Karpenter's word"
+            pod = refusal.involved_object
+            core.create_namespaced_event(
+                ns,
+                k8s.CoreV1Event(
+                    metadata=k8s.V1ObjectMeta(generate_name=f"{pod.name}."),
+                    involved_object=k8s.V1ObjectReference(
+                        kind="Pod", name=pod.name, namespace=ns, uid=pod.uid
+                    ),
+                    reason="TriggeredScaleUp",
+                    message="pod triggered scale-up: [{b200-group 0->1 (max: 2)}]",
+                    type="Normal",
+                    source=k8s.V1EventSource(component="cluster-autoscaler"),
+                    first_timestamp=None,
+                ),
+            )
+            time.sleep(5)
+            assert not running.done.is_set(), "the step did not wait for the scale-up"
+            capacity = {"cpu": "96", "memory": "1Ti", "pods": "110", "nvidia.com/gpu": "8"}
+            taint = {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}
+            spec = {"name": node, "labels": labels, "taints": [taint], "capacity": capacity}
+            added = local_cluster.add_nodes([spec])
+            running.result(timeout=120)
+        said = [r.getMessage() for r in caplog.records if r.name == "k8s_step_operator"]
+        assert any(
+            "a node is being added: the cluster autoscaler: pod triggered scale-up" in m
+            for m in said
+        ), said
+        assert any("succeeded" in m for m in said), said
+    finally:
+        if added:
+            local_cluster.remove_nodes(added)
+        core.delete_namespaced_config_map("cluster-autoscaler-status", "kube-system")
+        operator.close()
+
+
+def test_a_step_fails_once_every_autoscaler_present_said_no_naming_both(
+    make_operator: Callable[..., KubernetesJobStepOperator],
+    pool: dict[str, Any],
+    api_client: k8s.ApiClient,
+) -> None:
+    # The same two autoscalers; this time the other one will not add a node either. "Never" is
+    # said at its word, not Karpenter's, and names both.
+    core = k8s.CoreV1Api(api_client)
+    status = k8s.V1ConfigMap(
+        metadata=k8s.V1ObjectMeta(name="cluster-autoscaler-status", namespace="kube-system"),
+        data={"status": "Cluster-autoscaler status at 2026-12-05: Health: Healthy"},
+    )
+    core.create_namespaced_config_map("kube-system", status)
+    operator = make_operator()
+    ns = operator.config.namespace
+    labels = {**pool["node_selector"], "nvidia.com/gpu.product": "NVIDIA-B200"}
+    info = on_pool(pool, "b200no", 1, selector=labels, duration="1s", pending_timeout=300)
+    name = job_name(info.run_id, "b200no", info.step_run_id)
+    try:
+        running = Launch(lambda: operator.launch(info, ["true"], {}))
+
+        def karpenter_said_no() -> Any:
+            for e in core.list_namespaced_event(ns).items:
+                if (
+                    e.involved_object.name.startswith(name)
+                    and e.reason == "FailedScheduling"
+                    and (e.source.component or "").startswith("karpenter")
+                ):
+                    return e
+            return None
+
+        refusal = wait_until("Karpenter to refuse the pod", karpenter_said_no, 60, 0.2)
+        time.sleep(3)
+        assert not running.done.is_set(), "the step ended on Karpenter's word alone"
+        pod = refusal.involved_object
+        core.create_namespaced_event(
+            ns,
+            k8s.CoreV1Event(
+                metadata=k8s.V1ObjectMeta(generate_name=f"{pod.name}."),
+                involved_object=k8s.V1ObjectReference(
+                    kind="Pod", name=pod.name, namespace=ns, uid=pod.uid
+                ),
+                reason="NotTriggerScaleUp",
+                message="pod didn't trigger scale-up: 1 node(s) didn't match Pod's node selector",
+                type="Normal",
+                source=k8s.V1EventSource(component="cluster-autoscaler"),
+            ),
+        )
+        start = time.monotonic()
+        with pytest.raises(UnschedulableError) as raised:
+            running.result(timeout=60)
+        assert time.monotonic() - start < 30
+        message = str(raised.value)
+        assert "neither Karpenter nor the cluster autoscaler will add one" in message, message
+        assert "the cluster autoscaler: pod didn't trigger scale-up" in message, message
+    finally:
+        core.delete_namespaced_config_map("cluster-autoscaler-status", "kube-system")
+        operator.close()

@@ -192,6 +192,129 @@ def test_a_missing_local_queue_fails_at_once(
     assert list(k8s.BatchV1Api(api_client).list_namespaced_job(sa.namespace).items) == []
 
 
+def cluster_queue_of(sa: OperatorIdentity) -> str:
+    return f"{sa.release}-k8s-step-operator-gpu"  # the chart's ClusterQueue
+
+
+def patch_cluster_queue(api_client: k8s.ApiClient, name: str, body: Any, manager: str) -> None:
+    """Change the ClusterQueue as an admin would, as ``manager``."""
+    k8s.CustomObjectsApi(api_client).patch_cluster_custom_object(
+        "kueue.x-k8s.io", "v1beta2", "clusterqueues", name, body, field_manager=manager
+    )
+
+
+def test_a_request_above_what_the_queue_can_ever_lend_fails_at_once(
+    kueue_chart: Callable[..., OperatorIdentity],
+    queued_operator: Callable[..., KubernetesJobStepOperator],
+    api_client: k8s.ApiClient,
+) -> None:
+    # 16 GPUs through an 8-GPU ClusterQueue with no cohort: it used to say "queued" forever.
+    sa = kueue_chart(gpus=8)
+    operator = queued_operator(sa)
+    start = time.monotonic()
+    with pytest.raises(QueueError) as raised:
+        operator.launch(step_info("huge", gpus=16), ["true"], {})
+    assert time.monotonic() - start < 30
+    message = str(raised.value)
+    assert (
+        f"Kueue can never admit it: nvidia.com/gpu: 16 requested, ClusterQueue "
+        f"{cluster_queue_of(sa)} can lend at most 8"
+    ) in message, message
+    assert "> maximum capacity (8)" in message, message  # Kueue's own words follow
+    assert list(k8s.BatchV1Api(api_client).list_namespaced_job(sa.namespace).items) == []
+
+
+def test_a_paused_cluster_queue_waits_saying_who_paused_it_and_runs_when_resumed(
+    kueue_chart: Callable[..., OperatorIdentity],
+    queued_operator: Callable[..., KubernetesJobStepOperator],
+    api_client: k8s.ApiClient,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # It used to fail at once ("ClusterQueue ... is inactive") and delete the Job.
+    sa = kueue_chart(gpus=8)
+    queue = cluster_queue_of(sa)
+    patch_cluster_queue(api_client, queue, {"spec": {"stopPolicy": "Hold"}}, "admin-maintenance")
+    operator = queued_operator(sa, queue_timeout=300)
+    with caplog.at_level(logging.INFO, "k8s_step_operator"):
+        running = Launch(lambda: operator.launch(step_info("held", gpus=1), ["true"], {}))
+
+        def said_stopped() -> str | None:
+            found = [m for m in lines_of(caplog, "held") if f"ClusterQueue {queue} is stopped" in m]
+            return found[0] if found else None
+
+        line = wait_until("the step to say the queue is stopped", said_stopped, 60)
+        assert not running.done.is_set(), "the step did not wait for the paused queue"
+        patch_cluster_queue(api_client, queue, {"spec": {"stopPolicy": "None"}}, "admin-back")
+        running.result(timeout=120)
+    assert "(spec.stopPolicy Hold, set by admin-maintenance at " in line, line
+    assert "Kueue keeps the step and admits it when the queue resumes" in line, line
+    assert any(m.startswith("step held: admitted by Kueue") for m in lines_of(caplog, "held"))
+
+
+def test_a_paused_local_queue_waits_saying_who_paused_it_and_runs_when_resumed(
+    kueue_chart: Callable[..., OperatorIdentity],
+    queued_operator: Callable[..., KubernetesJobStepOperator],
+    api_client: k8s.ApiClient,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The LocalQueue's own pause (a team's queue held, the ClusterQueue still active) waits too.
+    sa = kueue_chart(gpus=8)
+    custom = k8s.CustomObjectsApi(api_client)
+
+    def patch_local_queue(policy: str, manager: str) -> None:
+        custom.patch_namespaced_custom_object(
+            "kueue.x-k8s.io",
+            "v1beta2",
+            sa.namespace,
+            "localqueues",
+            "gpu",
+            {"spec": {"stopPolicy": policy}},
+            field_manager=manager,
+        )
+
+    patch_local_queue("Hold", "team-lead")
+    operator = queued_operator(sa, queue_timeout=300)
+    with caplog.at_level(logging.INFO, "k8s_step_operator"):
+        running = Launch(lambda: operator.launch(step_info("lqheld", gpus=1), ["true"], {}))
+
+        def said_stopped() -> str | None:
+            found = [m for m in lines_of(caplog, "lqheld") if "LocalQueue gpu is stopped" in m]
+            return found[0] if found else None
+
+        line = wait_until("the step to say the LocalQueue is stopped", said_stopped, 60)
+        assert not running.done.is_set(), "the step did not wait for the paused LocalQueue"
+        patch_local_queue("None", "team-lead-back")
+        running.result(timeout=120)
+    assert "(spec.stopPolicy Hold, set by team-lead at " in line, line
+    assert "Kueue keeps the step and admits it when the queue resumes" in line, line
+    assert any(m.startswith("step lqheld: admitted by Kueue") for m in lines_of(caplog, "lqheld"))
+
+
+def test_a_cluster_queue_broken_by_its_configuration_is_named_and_fails_after_the_grace(
+    kueue_chart: Callable[..., OperatorIdentity],
+    queued_operator: Callable[..., KubernetesJobStepOperator],
+    api_client: k8s.ApiClient,
+) -> None:
+    sa = kueue_chart(gpus=8)
+    queue = cluster_queue_of(sa)
+    check = f"{sa.namespace}-missing-check"
+    patch_cluster_queue(
+        api_client,
+        queue,
+        {"spec": {"admissionChecksStrategy": {"admissionChecks": [{"name": check}]}}},
+        "admin",
+    )
+    operator = queued_operator(sa, queue_timeout=300, missing_config_grace=5)
+    start = time.monotonic()
+    with pytest.raises(QueueError) as raised:
+        operator.launch(step_info("broken", gpus=1), ["true"], {})
+    waited = time.monotonic() - start
+    message = str(raised.value)
+    assert f"ClusterQueue {queue} is inactive (AdmissionCheckNotFound)" in message, message
+    assert f"references missing AdmissionCheck(s): {check}" in message, message
+    assert 5 <= waited < 60, waited
+
+
 def test_doctor_reports_the_local_queue_and_its_gpu_quota_and_usage(
     kueue_chart: Callable[..., OperatorIdentity],
     queued_operator: Callable[..., KubernetesJobStepOperator],

@@ -155,7 +155,7 @@ def test_a_gang_the_cluster_queue_can_never_hold_fails_at_once(
         operator.launch(step_info("too-big", gpus=8, num_nodes=4), ["torchrun", "x"], {})
     assert time.monotonic() - start < 30
     text = str(raised.value)
-    assert "Kueue can never admit it as it is" in text
+    assert "Kueue can never admit it: nvidia.com/gpu: 32 requested" in text
     assert "current podset request (32) > maximum capacity (24)" in text
     wait_until(
         "the Job to be deleted",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import pytest
 
 from k8s_step_operator import (
+    ImageError,
     KubernetesJobStepOperator,
     KubernetesJobStepOperatorConfig,
     OOMKilledError,
@@ -126,3 +128,41 @@ def test_gpu_step_lands_on_the_real_node(
     limits = pod.spec.containers[0].resources.limits
     assert limits["nvidia.com/gpu"] == "1"
     assert pod.status.phase == "Succeeded"
+
+
+def test_an_image_whose_registry_refuses_the_connection_fails_fast_said_once(
+    kubeconfig_path: Path, namespace: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The node's containerd reaches no registry (its proxy is a closed loopback port): "connection
+    # refused" will not get better. It used to fail after 309 s, with 12 repeated pull lines.
+    operator = KubernetesJobStepOperator(
+        "real",
+        config=KubernetesJobStepOperatorConfig(
+            kubeconfig_path=str(kubeconfig_path),
+            namespace=namespace,
+            image="localhost/does-not-exist:1.0",  # default pull policy: IfNotPresent
+            pending_timeout=120,
+            **PLACEMENT,
+        ),
+    )
+    info = StepRunInfo(
+        step_run_id=str(uuid.uuid4()),
+        run_id=f"real-{uuid.uuid4().hex[:8]}",
+        pipeline_step_name="nopull",
+        config=StepConfiguration(name="nopull"),
+    )
+    start = time.monotonic()
+    with caplog.at_level(logging.INFO, "k8s_step_operator"), pytest.raises(ImageError) as raised:
+        operator.launch(info, ["true"], {})
+    took = time.monotonic() - start
+    message = str(raised.value)
+    assert "connection refused" in message, message
+    assert "will not get better" in message, message
+    assert took < 60, f"took {took:.0f}s: the pull bound decided, not the cause"
+    said = [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "k8s_step_operator" and "cannot be pulled" in r.getMessage()
+    ]
+    assert len(said) == 1, said  # once, not at every retry
+    operator.close()

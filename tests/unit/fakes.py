@@ -478,6 +478,15 @@ class FakeKube:
             raise NotFoundError(f'localqueues "{name}" not found', status=404, reason="NotFound")
         return copy.deepcopy(lq)
 
+    def get_cluster_queue(self, name: str) -> Obj:
+        self._record("get_cluster_queue", name)
+        if "clusterqueues" in self.refuse:
+            raise self.refuse["clusterqueues"]
+        cq = self.store["clusterqueues"].get(("", name))
+        if cq is None:
+            raise NotFoundError(f'clusterqueues "{name}" not found', status=404, reason="NotFound")
+        return copy.deepcopy(cq)
+
     def pending_workloads(self, namespace: str, local_queue: str) -> list[Obj]:
         self._record("pending_workloads", namespace, local_queue)
         if self.visibility is None:

@@ -312,7 +312,9 @@ def test_nodepool_check_judges_labels_requirements_and_taints() -> None:
     assert nodepools_admitting(pod, [pool]) == (["np"], [])
     _, refused = nodepools_admitting({**pod, "tolerations": TOLERATIONS[:1]}, [pool])
     assert refused == [
-        "NodePool np: its nodes carry the taint k8s-step-operator.io/autoscaled=gpus:NoSchedule"
+        "NodePool np: its nodes carry the taint k8s-step-operator.io/autoscaled=gpus:NoSchedule "
+        "(a step meant for it tolerates it: {key: k8s-step-operator.io/autoscaled, operator: "
+        "Equal, value: gpus, effect: NoSchedule})"
     ]
     instance = {**pod, "nodeSelector": {POOL: "gpus", "node.kubernetes.io/instance-type": "y"}}
     _, refused = nodepools_admitting(instance, [pool])
@@ -333,3 +335,95 @@ def test_an_autoscaler_the_identity_cannot_see_is_given_a_moment_to_speak() -> N
         run.run()
     assert "no autoscaler spoke" in str(raised.value)
     assert 20 <= kube.clock.t - 1000 <= 23  # not the pending timeout, not at once
+
+
+# -- Karpenter and another autoscaler in one cluster -------------------------------------------
+
+REFUSAL = (
+    "Failed to schedule pod, incompatible requirements, key k8s-step-operator.io/pool, "
+    "k8s-step-operator.io/pool In [elsewhere] not in k8s-step-operator.io/pool In [autoscaled-h100]"
+)
+
+
+def test_another_autoscalers_scale_up_outweighs_karpenters_no(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The step used to fail at 0.56 s on Karpenter's "no" while the cluster autoscaler was
+    # adding a node for it (the node came 5 s later).
+    kube, run = make(pool="elsewhere")
+    kube.nodepools = [nodepool("autoscaled-h100", "autoscaled-h100")]
+    kube.configmaps[("kube-system", "cluster-autoscaler-status")] = {"metadata": {}}
+    scale_up = "pod triggered scale-up: [{gpu-pool-a 0->1 (max: 4)}]"
+    script(
+        kube,
+        (0.5, lambda j: unschedulable(kube, j)),
+        (0.56, lambda j: pod_event(kube, j, "FailedScheduling", REFUSAL, "karpenter")),
+        (4, lambda j: pod_event(kube, j, "TriggeredScaleUp", scale_up, "cluster-autoscaler")),
+        (9, lambda j: runs_to_completion(kube, j)),
+    )
+    caplog.set_level(logging.INFO, "k8s_step_operator")
+    run.run()
+    assert "a node is being added: the cluster autoscaler: pod triggered scale-up" in caplog.text
+    assert kube.count("delete_job") == 0
+
+
+def test_a_scale_up_stays_one_when_another_autoscaler_says_no_afterwards(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    kube, run = make(pool="elsewhere", scale_up_timeout=60)
+    kube.nodepools = [nodepool("autoscaled-h100", "autoscaled-h100")]
+    kube.configmaps[("kube-system", "cluster-autoscaler-status")] = {"metadata": {}}
+    scale_up = "pod triggered scale-up: [{gpu-pool-a 0->1 (max: 4)}]"
+    script(
+        kube,
+        (0.5, lambda j: unschedulable(kube, j)),
+        (1, lambda j: pod_event(kube, j, "TriggeredScaleUp", scale_up, "cluster-autoscaler")),
+        (2, lambda j: pod_event(kube, j, "FailedScheduling", REFUSAL, "karpenter")),
+    )
+    with pytest.raises(UnschedulableError) as raised:
+        run.run()
+    # Bounded by scale_up_timeout, not failed on Karpenter's word.
+    assert "no node after 60s of scale-up (scale_up_timeout)" in str(raised.value)
+    assert kube.clock.t - 1000 >= 60
+
+
+def test_never_needs_every_autoscaler_present_to_agree() -> None:
+    kube, run = make(pool="elsewhere")
+    kube.nodepools = [nodepool("autoscaled-h100", "autoscaled-h100")]
+    kube.configmaps[("kube-system", "cluster-autoscaler-status")] = {"metadata": {}}
+    no = "pod didn't trigger scale-up: 2 node(s) didn't match Pod's node affinity/selector"
+    script(
+        kube,
+        (0.5, lambda j: unschedulable(kube, j)),
+        (0.56, lambda j: pod_event(kube, j, "FailedScheduling", REFUSAL, "karpenter")),
+        (12, lambda j: pod_event(kube, j, "NotTriggerScaleUp", no, "cluster-autoscaler")),
+    )
+    with pytest.raises(UnschedulableError) as raised:
+        run.run()
+    message = str(raised.value)
+    assert "neither Karpenter nor the cluster autoscaler will add one" in message, message
+    assert "Karpenter: Failed to schedule pod" in message
+    assert "the cluster autoscaler: pod didn't trigger scale-up" in message
+    assert 12 <= kube.clock.t - 1000 <= 14  # not at Karpenter's word, at the second one
+
+
+def test_each_autoscalers_latest_word_is_kept() -> None:
+    from k8s_step_operator._runner.autoscaler import latest_signals
+
+    def ev(reason: str, message: str, source: str) -> dict[str, Any]:
+        return {
+            "involvedObject": {"kind": "Pod", "name": "p"},
+            "reason": reason,
+            "message": message,
+            "source": {"component": source},
+        }
+
+    events = [
+        ev("TriggeredScaleUp", "pod triggered scale-up", "cluster-autoscaler"),
+        ev("FailedScheduling", "Failed to schedule pod, x", "karpenter"),
+    ]
+    signals = latest_signals(events, "p")  # type: ignore[arg-type]
+    assert [(s.source, s.scaling_up) for s in signals] == [
+        ("cluster-autoscaler", True),
+        ("karpenter", False),
+    ]

@@ -94,7 +94,7 @@ def test_render_nodes_makes_an_indexed_job(capsys: pytest.CaptureFixture[str]) -
         (["--gpus", "-1", "--image", "i", "--", "a"], "settings.gpu_count"),
         (["--gpu-vendor", "foo", "--image", "i", "--", "a"], "settings.gpu_vendor"),
         (["--image", "i"], "command"),
-        (["--", "a"], "settings.image or"),
+        (["--", "a"], "--image: expected the step's container image"),
         (["--settings", "/nonexistent/x.yaml", "--", "a"], "--settings"),
         (["--image", "i", "--memory", "3XB", "--", "a"], "--memory"),
         (["--image", "i", "--cpu", "0", "--", "a"], "--cpu"),
@@ -128,6 +128,54 @@ def test_settings_file_errors(capsys: pytest.CaptureFixture[str], tmp_path: Path
     unknown.write_text("gpus: 1\n", encoding="utf-8")
     code, _, err = render(capsys, "--settings", str(unknown), "--", "a")
     assert code == 2 and "settings.gpus" in err
+
+
+def test_a_mistyped_flag_or_setting_names_the_closest(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, out, err = render(capsys, "--memroy", "16GiB", "--image", "a:1", "--", "a")
+    assert code == 2 and out == ""
+    assert "--memroy: did you mean --memory?" in err
+    assert main(["run", "--pending-timout", "5", "--", "a"]) == 2
+    assert "did you mean --pending-timeout?" in capsys.readouterr().err
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("shm_sise: 16Gi\n", encoding="utf-8")
+    code, _, err = render(capsys, "--settings", str(typo), "--image", "a:1", "--", "a")
+    assert code == 2
+    assert "settings.shm_sise: expected one of the known settings: did you mean 'shm_size'?" in err
+    assert "The others: active_deadline_seconds, affinity" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("argv", "field"),
+    [
+        (["--gpu-type", "NVIDIA-H100-80GB-HBM3"], "--gpu-type"),
+        (["--gpus", "0", "--gpu-type", "NVIDIA-H100-80GB-HBM3"], "--gpu-type"),
+        (["--mig-profile", "1g.10gb"], "--mig-profile"),
+        (["--gpu-vendor", "amd"], "--gpu-vendor"),
+    ],
+)
+def test_gpu_flags_without_a_gpu_count_are_refused(
+    capsys: pytest.CaptureFixture[str], argv: list[str], field: str
+) -> None:
+    # Without a count the Job asks for no GPU: it would run, CPU-only, on any node.
+    code, out, err = render(capsys, *argv, "--image", "a:1", "--", "a")
+    assert code == 2 and out == ""
+    assert f"error: {field}: expected a GPU count as well (--gpus N" in err
+
+
+def test_a_gpu_type_from_the_settings_file_needs_a_count_too(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    settings = tmp_path / "s.yaml"
+    settings.write_text("gpu_type: NVIDIA-H100-80GB-HBM3\n", encoding="utf-8")
+    code, _, err = render(capsys, "--settings", str(settings), "--image", "a:1", "--", "a")
+    assert code == 2 and "settings.gpu_type: expected a GPU count as well" in err
+    settings.write_text("gpu_type: NVIDIA-H100-80GB-HBM3\ngpu_count: 1\n", encoding="utf-8")
+    code, out, err = render(capsys, "--settings", str(settings), "--image", "a:1", "--", "a")
+    assert code == 0, err
+    assert yaml.safe_load(out)["spec"]["template"]["spec"]["nodeSelector"]
 
 
 def test_no_subcommand_is_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
@@ -289,11 +337,15 @@ def parse_run(*argv: str) -> argparse.Namespace:
 
 
 def test_run_flags_reach_the_settings_mapping() -> None:
-    args = parse_run("--on-sigterm", "detach", "--pending-timeout", "30", "--no-logs")
+    args = parse_run(
+        "--on-sigterm", "detach", "--pending-timeout", "30", "--no-logs",
+        "--image-pull-timeout", "60",
+    )  # fmt: skip
     assert run_settings(args, {"image": "i"}) == {
         "image": "i",
         "on_sigterm": "detach",
         "pending_timeout": 30.0,
+        "image_pull_backoff_timeout": 60.0,
         "stream_logs": False,
     }
     assert run_settings(parse_run("--on-sigterm", "delete"), {})["on_sigterm"] == "delete"
@@ -362,4 +414,6 @@ def test_unreachable_server_is_one_line_with_what_to_do() -> None:
     missing = NotFoundError(
         'namespaces "nope" not found', status=404, operation="create Job nope/j"
     )
-    assert _describe_api(missing).endswith("(check -n/--namespace)")
+    assert _describe_api(missing).endswith(
+        "(the namespace does not exist: kubectl create namespace nope, or pick another with -n)"
+    )

@@ -24,12 +24,11 @@ from k8s_step_operator._runner.diagnosis import (
     Problem,
     QueueContext,
     decide,
-    never_admissible,
     observe,
     outcome_error,
 )
 from k8s_step_operator._runner.fit import gang_room
-from k8s_step_operator._runner.kueue import WorkloadState
+from k8s_step_operator._runner.kueue import WorkloadState, never_admissible
 from k8s_step_operator._runner.pods import rank_of
 from k8s_step_operator._runner.tracker import Seen, StepContext, advance, start, timeline
 
@@ -308,7 +307,7 @@ def test_one_rank_keeps_the_last_failed_pod_as_before() -> None:
     ],
 )
 def test_kueue_words_that_mean_never(message: str, never: bool) -> None:
-    assert never_admissible(message) is never
+    assert bool(never_admissible(message)) is never
     wl = WorkloadState(name="w", waiting_reason="Pending", message=message)
     queued = job(4)
     queued["metadata"]["labels"] = {"kueue.x-k8s.io/queue-name": "gpu"}

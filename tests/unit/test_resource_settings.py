@@ -2,7 +2,7 @@ import pytest
 from pydantic import ValidationError
 
 from k8s_step_operator import ByteUnit, ConfigurationError, ResourceSettings, StepConfiguration
-from k8s_step_operator._step_operator_api.resource_settings import MEMORY_REGEX, split_memory
+from k8s_step_operator._step_operator_api.resource_settings import MEMORY_REGEX
 
 
 @pytest.mark.parametrize(
@@ -16,6 +16,9 @@ from k8s_step_operator._step_operator_api.resource_settings import MEMORY_REGEX,
         ("1TiB", "GiB", 1024.0),
         ("2048B", "KiB", 2.0),
         ("1KB", "B", 1000.0),
+        ("1Gi", "MiB", 1024.0),
+        ("1G", "MB", 1000.0),
+        ("1.5Gi", "MiB", 1536.0),
     ],
 )
 def test_get_memory_converts(memory: str, unit: str | ByteUnit, expected: float) -> None:
@@ -34,11 +37,9 @@ def test_memory_regex_is_zenmls() -> None:
     assert MEMORY_REGEX == r"^[0-9]+(B|KB|KiB|MB|MiB|GB|GiB|TB|TiB|PB|PiB)$"
 
 
-def test_bytes_are_a_plain_kubernetes_quantity() -> None:
-    assert split_memory("100B") == (100, ByteUnit.B)
-    assert split_memory("100KB") == (100, ByteUnit.KB)
-    assert split_memory("100KiB") == (100, ByteUnit.KIB)
+def test_byte_units() -> None:
     assert ByteUnit.B.kubernetes_suffix == ""
+    assert ByteUnit.KB.kubernetes_suffix == "k"
     assert ByteUnit.B.byte_value == 1
 
 
@@ -51,12 +52,18 @@ def refused(field: str, **kw: object) -> ConfigurationError:
     return info.value
 
 
+@pytest.mark.parametrize("memory", ["16GiB", "16Gi", "16GB", "16G", "1.5GB", "100B", "512Mi"])
+def test_memory_in_either_spelling(memory: str) -> None:
+    # ZenML's units and Kubernetes' alike: the user who copies one into the other is right.
+    assert ResourceSettings(memory=memory).memory == memory
+
+
 @pytest.mark.parametrize(
-    "memory", ["1", "1G", "1Gi", "1.5GB", "-1GB", "GB", "1 GB", "1gb", "1b", 16, [1]]
+    "memory", ["-1GB", "GB", "1 GB", "1gb", "1b", "1.5", "0GB", "8EiB", "16Gib", 16, [1]]
 )
 def test_bad_memory_is_refused(memory: object) -> None:
     error = refused("resource_settings.memory", memory=memory)
-    assert "GiB" in error.accepted
+    assert "GiB" in error.accepted and "Gi," in error.accepted
 
 
 @pytest.mark.parametrize("cpu", [0, -1, -0.5, float("nan"), float("inf"), "x", True, [1]])

@@ -183,3 +183,58 @@ def test_secret_values_never_reach_the_error_nor_its_cause() -> None:
     cause = exc.value.__cause__
     assert isinstance(cause, ValidationError)
     assert all(e["input"] is None for e in cause.errors())
+
+
+@pytest.mark.parametrize(
+    ("build", "field", "closest", "listed"),
+    [
+        (lambda: parse_settings({"shm_sise": "1Gi"}), "settings.shm_sise", "shm_size", "namespace"),
+        (
+            lambda: KubernetesJobStepOperatorConfig(kubeconfig="x"),
+            "config.kubeconfig",
+            "kubeconfig_path",
+            "incluster",
+        ),
+        (
+            lambda: parse_settings({"tolerations": [{"key": "a", "valu": "b"}]}),
+            "settings.tolerations[0].valu",
+            "value",
+            "toleration_seconds",
+        ),
+        (
+            lambda: parse_settings({"secret_env": {"A": {"name": "s", "kee": "k"}}}),
+            "settings.secret_env['A'].kee",
+            "key",
+            "optional",
+        ),
+        (lambda: ResourceSettings(gpu_cont=1), "resource_settings.gpu_cont", "gpu_count", "memory"),
+    ],
+)
+def test_an_unknown_key_names_the_closest_and_lists_the_others(
+    build: object, field: str, closest: str, listed: str
+) -> None:
+    with pytest.raises(ConfigurationError) as exc:
+        build()  # type: ignore[operator]
+    assert exc.value.field == field
+    assert f"did you mean {closest!r}?" in exc.value.accepted
+    others = exc.value.accepted.split("The others: ")[1].split(", ")
+    assert listed in others and closest not in others
+
+
+def test_an_unknown_key_with_nothing_close_lists_every_key() -> None:
+    with pytest.raises(ConfigurationError) as exc:
+        parse_settings({"zzzzzz": 1})
+    assert exc.value.accepted.startswith("one of the known settings: active_deadline_seconds,")
+    assert "did you mean" not in exc.value.accepted
+    step = StepConfiguration(settings={KEY: {"shm_sise": "1Gi"}})
+    with pytest.raises(ConfigurationError) as exc:
+        KubernetesJobStepOperator(config=KubernetesJobStepOperatorConfig()).get_settings(step)
+    assert exc.value.field == f"settings[{KEY!r}].shm_sise"
+    assert "did you mean 'shm_size'?" in exc.value.accepted
+
+
+def test_a_missing_field_says_it_is_required() -> None:
+    with pytest.raises(ConfigurationError) as exc:
+        parse_settings({"secret_env": {"A": {"name": "s"}}})
+    expected = "settings.secret_env['A'].key: expected a value (the field is required)"
+    assert str(exc.value) == expected

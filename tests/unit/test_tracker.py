@@ -238,7 +238,7 @@ def test_a_pod_no_node_can_ever_fit_gives_up_at_once() -> None:
 
 def test_an_autoscaler_that_may_act_is_waited_for_up_to_its_bound() -> None:
     d = Drive(context(scale_up_timeout=100))
-    place = Placement(never_fits=True, advice="x", autoscaler_may_act=True)
+    place = Placement(never_fits=True, advice="x", may_act=frozenset({"cluster-autoscaler"}))
     assert d.look(Seen(UNSCHEDULABLE, placement=place), 1000.0).action is Action.WAIT
     assert d.look(Seen(UNSCHEDULABLE, placement=place), 1099.0).action is Action.WAIT
     step = d.look(Seen(UNSCHEDULABLE, placement=place), 1100.0)
@@ -247,7 +247,7 @@ def test_an_autoscaler_that_may_act_is_waited_for_up_to_its_bound() -> None:
 
 def test_an_autoscaler_that_cannot_be_seen_is_given_its_short_grace() -> None:
     d = Drive()
-    place = Placement(never_fits=True, autoscaler_may_act=True, autoscaler_wait=20.0)
+    place = Placement(never_fits=True, may_act=frozenset({"unseen"}), autoscaler_wait=20.0)
     assert d.look(Seen(UNSCHEDULABLE, placement=place), 1000.0).action is Action.WAIT
     step = d.look(Seen(UNSCHEDULABLE, placement=place), 1020.0)
     assert step.action is Action.GIVE_UP and "no autoscaler spoke" in str(step.error)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 import uuid
 from datetime import datetime
@@ -736,3 +737,42 @@ def test_a_zenml_steps_pod_shares_its_process_namespace_unless_told(render: Rend
     assert pod["shareProcessNamespace"] is True
     told = render(pod_spec_overrides={"shareProcessNamespace": False}).job
     assert told["spec"]["template"]["spec"]["shareProcessNamespace"] is False
+
+
+@pytest.mark.parametrize(
+    "key", ["step_operator:other", "step_operator.kubernetes-job", "kubernetes_job"]
+)
+def test_settings_meant_for_a_step_operator_but_read_by_none_are_warned(
+    key: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Only warned: ZenML passes a pipeline's settings for other stacks' components along.
+    operator = make_operator(shm_size="1Gi")
+    with caplog.at_level(logging.WARNING, logger="k8s_step_operator"):
+        merged = operator.get_settings(container({key: {"shm_size": "9Gi"}}))
+        operator.get_settings(container({key: {"shm_size": "9Gi"}}))
+    assert merged.shm_size == "1Gi"
+    warnings = [r.getMessage() for r in caplog.records if r.name.startswith("k8s_step_operator")]
+    assert warnings == [
+        f"settings under {key!r} are read by no step operator of this stack: step operator "
+        "'k8s' reads 'step_operator:k8s' or 'step_operator.kubernetes_job'"
+    ]
+
+
+def test_zenml_refuses_or_warns_about_such_keys_when_it_compiles(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # What a ZenML user sees before the step runs: a key without its type is refused when the
+    # step is defined; one that names no component of the stack is dropped with a warning.
+    from zenml.enums import StackComponentType as ZenMLType
+    from zenml.utils import settings_utils
+
+    with pytest.raises(ValueError, match="Invalid setting key `kubernetes_job`"):
+        settings_utils.validate_setting_keys(["kubernetes_job"])
+    operator = make_operator()
+    settings: dict[str, Any] = {"step_operator.kubernetes-job": {"gpu_type": "H100"}}
+    with caplog.at_level(logging.WARNING):
+        settings_utils.normalize_stack_component_setting_keys(
+            settings, components_by_type={ZenMLType.STEP_OPERATOR: [operator]}
+        )
+    assert settings == {}
+    assert "Ignoring settings key `step_operator.kubernetes-job`" in caplog.text

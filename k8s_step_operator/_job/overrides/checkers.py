@@ -17,15 +17,14 @@ from k8s_step_operator._errors import ConfigurationError
 from k8s_step_operator._job.kube_syntax import (
     IMAGE_RULE,
     MAX_INT32,
-    MAX_INT64,
     check_dns_label,
     check_dns_subdomain,
+    check_image,
     check_label_value,
     check_qualified_name,
     check_secret_key,
-    is_image_ref,
 )
-from k8s_step_operator._job.quantity import check_quantity
+from k8s_step_operator._step_operator_api.sizes import check_size
 
 __all__ = [
     "Check",
@@ -180,19 +179,19 @@ def relative_path(*, allow_empty: bool = False) -> Check:
 
 def image(path: str, value: Any) -> str:
     """A container image reference."""
-    if not is_image_ref(value):
+    if not isinstance(value, str):
         raise fail(path, IMAGE_RULE, value)
-    return str(value)
+    return check_image(path, value)
 
 
 def size(*, positive: bool) -> Check:
-    """A byte quantity without milli units, below 8Ei (above 0 if ``positive``)."""
+    """A size in bytes in either spelling, below 8EiB (above 0 if ``positive``).
+
+    The Job gets its Kubernetes quantity (``16GiB`` -> ``16Gi``).
+    """
 
     def check(path: str, value: Any) -> str:
-        amount = check_quantity(path, value, allow_milli=False)
-        if (positive and amount <= 0) or amount > MAX_INT64:
-            raise fail(path, "a size below 8Ei such as '1Gi'" + (", above 0" * positive), value)
-        return str(value)
+        return check_size(path, value, positive=positive).quantity
 
     return check
 

@@ -33,7 +33,8 @@ from k8s_step_operator._job.overrides.checkers import (
     string,
     unique,
 )
-from k8s_step_operator._job.quantity import check_quantity
+from k8s_step_operator._job.quantity import check_quantity, parse_quantity
+from k8s_step_operator._step_operator_api.sizes import check_size
 
 __all__ = ["CONTAINER_FIELDS", "init_container_list"]
 
@@ -237,11 +238,17 @@ _RESOURCE_NAMES = ("cpu", "memory", "ephemeral-storage")
 def _resource_list(path: str, value: Any) -> dict[str, str]:
     if not isinstance(value, dict):
         raise fail(path, "a mapping of cpu, memory or ephemeral-storage to a quantity")
+    checked: dict[str, str] = {}
     for name, amount in value.items():
         where = f"{path}[{name!r}]"
         choice(*_RESOURCE_NAMES)(where, name)
-        check_quantity(where, amount, allow_milli=name == "cpu")
-    return dict(value)
+        if name == "cpu":
+            check_quantity(where, amount)
+            checked[name] = amount
+        else:
+            # Bytes: read like every size (16Gi or 16GiB), written as Kubernetes' quantity.
+            checked[name] = check_size(where, amount, positive=False).quantity
+    return checked
 
 
 def _resources(path: str, value: Any) -> dict[str, Any]:
@@ -250,7 +257,7 @@ def _resources(path: str, value: Any) -> dict[str, Any]:
     )
     for name, limit in res.get("limits", {}).items():
         request = res.get("requests", {}).get(name)
-        if request is not None and check_quantity(path, request) > check_quantity(path, limit):
+        if request is not None and parse_quantity(request) > parse_quantity(limit):
             raise fail(f"{path}.requests[{name!r}]", f"at most the limit {limit!r}", request)
     return res
 

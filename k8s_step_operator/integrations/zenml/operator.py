@@ -48,6 +48,7 @@ from k8s_step_operator import (
 from k8s_step_operator import KubernetesJobStepOperator as CoreOperator
 from k8s_step_operator import KubernetesJobStepOperatorConfig as CoreConfig
 from k8s_step_operator import KubernetesJobStepOperatorSettings as CoreSettings
+from k8s_step_operator._step_operator_api.settings_keys import component_keys, misdirected_keys
 from k8s_step_operator.integrations.zenml import _compat, _convert, probe, run_metadata
 from k8s_step_operator.integrations.zenml.config import (
     KubernetesJobStepOperatorConfig,
@@ -156,6 +157,7 @@ class KubernetesJobStepOperator(BaseStepOperator):
         fields = set(KubernetesJobStepOperatorSettings.model_fields)
         data = self.config.model_dump(include=fields, exclude_unset=True)
         all_settings = container.config.settings
+        self._warn_misdirected(all_settings)
         for key in (
             settings_utils.get_stack_component_name_setting_key(self),
             settings_utils.get_stack_component_setting_key(self),
@@ -173,6 +175,25 @@ class KubernetesJobStepOperator(BaseStepOperator):
                 gid=os.getgid(),
             )
         return settings
+
+    def _warn_misdirected(self, all_settings: Any) -> None:
+        """Warn once per key of settings clearly meant for a step operator that none reads.
+
+        Only a warning: ZenML passes a pipeline's settings for other stacks' components along
+        (its compiler drops those it cannot match, with a warning of its own).
+        """
+        warned: set[str] = self.__dict__.setdefault("_misdirected_warned", set())
+        for key in misdirected_keys(all_settings, "step_operator", self.flavor, self.name):
+            if key not in warned:
+                warned.add(key)
+                works = component_keys("step_operator", self.flavor, self.name)[:2]
+                log.warning(
+                    "settings under %r are read by no step operator of this stack: step "
+                    "operator %r reads %r or %r",
+                    key,
+                    self.name,
+                    *works,
+                )
 
     def _core_settings(self, container: Any) -> CoreSettings:
         return _convert.core_settings(self.get_settings(container))

@@ -28,6 +28,7 @@ from k8s_step_operator._kube.client import (
 )
 from k8s_step_operator._objects import (
     ConfigMap,
+    Event,
     Job,
     KubeObject,
     LocalQueue,
@@ -223,6 +224,16 @@ class KubeApi:
         )
         listed: ObjectList[Any] = read_json(resp)
         return listed
+
+    def list_events(self, namespace: str, involved: str) -> list[Event]:
+        """The events about one object, by field selector (a short read, retried briefly)."""
+        listed: ObjectList[Event] = self._read(
+            f"list events of {namespace}/{involved}",
+            self._core.list_namespaced_event,
+            namespace,
+            field_selector=f"involvedObject.name={involved}",
+        )
+        return list(listed.get("items") or [])
 
     def watch(
         self,

@@ -48,6 +48,7 @@ from k8s_step_operator._runner.kueue import WorkloadState
 from k8s_step_operator._runner.pods import conditions_by_type, container_statuses
 
 __all__ = [
+    "EVENT_PHASES",
     "Bounds",
     "Observation",
     "Outcome",
@@ -70,6 +71,12 @@ class Phase(enum.StrEnum):
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+
+
+# The phases whose reading takes events into account (the Job controller's FailedCreate on a Job
+# with no pod; the scheduler's and the autoscalers' words on a pending pod): the runner reads a
+# step's events only while it is in one of them.
+EVENT_PHASES = frozenset({Phase.SUBMITTED, Phase.SCHEDULING, Phase.SCALING_UP})
 
 
 class Problem(enum.StrEnum):

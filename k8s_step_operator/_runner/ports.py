@@ -108,6 +108,13 @@ class KubeAccess(Protocol):
         """
         ...
 
+    def list_events(self, namespace: str, involved: str) -> list[Event]:
+        """The events about one object (``involvedObject.name``), as a field selector lists them.
+
+        Events carry no labels: this is how a step reads its own without reading everyone's.
+        """
+        ...
+
     def watch(
         self,
         kind: Kind,

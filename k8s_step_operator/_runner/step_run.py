@@ -41,6 +41,7 @@ from k8s_step_operator._job.settings import KubernetesJobStepOperatorSettings
 from k8s_step_operator._objects import Job, Node, Pod, PodSpec, labels_of
 from k8s_step_operator._runner.autoscaler import AutoscalerView, nodepools_admitting
 from k8s_step_operator._runner.diagnosis import (
+    EVENT_PHASES,
     Observation,
     Phase,
     Placement,
@@ -67,7 +68,12 @@ from k8s_step_operator._runner.tracker import (
     start,
     timeline,
 )
-from k8s_step_operator._runner.watcher import NamespaceWatcher, WatcherRegistry
+from k8s_step_operator._runner.watcher import (
+    NamespaceWatcher,
+    StepEvents,
+    WatcherRegistry,
+    with_launcher,
+)
 
 __all__ = ["NodeView", "StepIdentity", "StepRun", "job_status"]
 
@@ -244,7 +250,10 @@ class StepRun:
         """
         reattached = False
         try:
-            job = self.api.create_job(self.namespace, self.job)
+            # Labelled with this operator's launcher: its watches select its own Jobs and pods.
+            job = self.api.create_job(
+                self.namespace, with_launcher(self.job, self.watchers.launcher)
+            )
         except ConflictError:
             # Also the path after a create whose answer was lost (a 5xx, a cut connection):
             # the retry meets our own Job and adopts it.
@@ -259,6 +268,7 @@ class StepRun:
                 ) from None
             reattached = True
         self.uid = str(job["metadata"]["uid"])
+        self.job = job
         self._create_companion(job)
         self.state = start(self.clock.monotonic())
         self._publish(Submitted(**self._ids(), reattached=reattached))
@@ -326,7 +336,8 @@ class StepRun:
             clock=self.clock,
             safety_interval=self.settings.safety_poll_interval,
         )
-        sub = watcher.subscribe(self.name)
+        sub = watcher.subscribe(self.name, self._server_job())
+        events = StepEvents(self.api, self.namespace, self.clock)
         follower: LogFollower | None = None
         if self.settings.stream_logs:
             follower = LogFollower(
@@ -344,7 +355,7 @@ class StepRun:
 
         self.state = start(self.clock.monotonic())
         try:
-            self._wait(watcher, wait_for_change, follower)
+            self._wait(watcher, wait_for_change, follower, events)
         finally:
             if follower is not None:
                 follower.stop()
@@ -361,14 +372,13 @@ class StepRun:
         watcher: NamespaceWatcher,
         wait_for_change: Callable[[float], bool],
         follower: LogFollower | None,
+        events: StepEvents,
     ) -> None:
-        if self.queue_name:
-            watcher.watch_workloads()
         while True:
             wait_for_change(_TICK)
             if watcher.failure is not None:
                 raise watcher.failure
-            seen, pods = self._look(watcher, follower)
+            seen, pods = self._look(watcher, follower, events)
             now, wall = self.clock.monotonic(), self.clock.now()
             step = advance(self.context, self.state, seen, now, wall)
             self.state = step.state
@@ -383,9 +393,9 @@ class StepRun:
             return
 
     def _look(
-        self, watcher: NamespaceWatcher, follower: LogFollower | None
+        self, watcher: NamespaceWatcher, follower: LogFollower | None, events: StepEvents
     ) -> tuple[Seen, list[Pod]]:
-        """Read the caches (and, where the diagnosis needs them, Kueue, nodes, autoscalers)."""
+        """Read the caches, and what the diagnosis needs besides: events, Kueue, nodes."""
         job = watcher.job(self.name)
         if job is None or job["metadata"].get("uid") != self.uid:
             deleted = watcher.was_deleted(self.name, self.uid)
@@ -393,7 +403,7 @@ class StepRun:
         pods = watcher.pods_of(self.uid)
         if follower is not None:
             follower.update(pods)
-        events = watcher.events_for(self.name, *(p["metadata"]["name"] for p in pods))
+        names = [self.name, *(p["metadata"]["name"] for p in pods)]
         workload = self._workload(watcher) if self.queue_name else None
         queue = None
         if self.queue_name and not pods:
@@ -401,7 +411,18 @@ class StepRun:
             now = self.clock.monotonic()
             queued_for = state.in_phase(now) if state.phase is Phase.QUEUED else 0.0
             queue = self._queue_context(watcher, workload, queued_for)
-        obs = observe(job, pods, events, queue)
+        obs = observe(job, pods, events.events(names), queue)
+        if obs.phase in EVENT_PHASES:
+            # Waiting where events say why: read those of the object waiting (the pending pod,
+            # or the Job that has none), at an interval growing with the wait.
+            state, now = self.state, self.clock.monotonic()
+            waited = state.in_phase(now) if state.phase is obs.phase else 0.0
+            subject = [obs.pod or self.name]
+            at_once = obs.problem is not None
+            if events.due(subject, waited, at_once=at_once) and events.read(
+                subject, waited, at_once=at_once
+            ):
+                obs = observe(job, pods, events.events(names), queue)
         placement = self._placement(job, obs) if obs.problem is Problem.UNSCHEDULABLE else None
         return Seen(obs, workload=workload, placement=placement), pods
 
@@ -598,10 +619,10 @@ class StepRun:
         own = watcher is None
         w = watcher or self.watchers.acquire(self.api, self.namespace, clock=self.clock)
         try:
-            w.wait_synced(10)
-            deadline = self.clock.monotonic() + self.cancel_wait_timeout
-            sub = w.subscribe(self.name)
+            sub = w.subscribe(self.name, self._server_job())
             try:
+                w.wait_synced(10)
+                deadline = self.clock.monotonic() + self.cancel_wait_timeout
                 while w.pods_of(self.uid):
                     if self.clock.monotonic() > deadline:
                         log.error(
@@ -737,6 +758,11 @@ class StepRun:
             return
         if self._ours(job):
             self.uid = str(job["metadata"]["uid"])
+            self.job = job
+
+    def _server_job(self) -> Job | None:
+        """The Job as the server has it (after submit or attach): what the watcher scopes by."""
+        return self.job if self.uid and self.job.get("metadata", {}).get("uid") else None
 
 
 def _pod_spec(job: Job) -> PodSpec:

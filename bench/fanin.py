@@ -398,6 +398,7 @@ def child(namespace: str, processes: int, steps_each: int, duration: str, logs: 
                 "created": times.created,
                 "finished": times.finished,
                 "bench_watch_events": times.received,
+                "bench_requests": times.requests,
             }
         )
     )
@@ -445,11 +446,12 @@ def fanin_round(
         created: dict[str, float] = figures.pop("created")
         finished: dict[str, float] = figures.pop("finished")
         events = delta(watch_events(after), watch_events(before))
-        # Less the bench's own watch, list and watch.
+        # Less the bench's own watch of Jobs: its events, its list and watches, its connection.
         events["jobs"] = events.get("jobs", 0.0) - figures.pop("bench_watch_events")
         reqs = delta(requests(after), requests(before))
-        for key in ("LIST jobs", "WATCH jobs"):
-            reqs[key] = reqs.get(key, 0.0) - 1
+        reqs["LIST jobs"] = reqs.get("LIST jobs", 0.0) - 1
+        reqs["WATCH jobs"] = reqs.get("WATCH jobs", 0.0) - (figures.pop("bench_requests") - 1)
+        watches = max(0.0, sampler.peak_watches - 1)
         reqs = {k: v for k, v in reqs.items() if v}
         latencies = [(returned[n] - finished[n]) * 1000 for n in returned if n in finished]
         controller = (
@@ -465,8 +467,8 @@ def fanin_round(
             "watch_events_by_kind": {k: round(v) for k, v in sorted(events.items())},
             "requests_per_step": round(sum(reqs.values()) / steps, 2),
             "requests_by_verb": {k: round(v) for k, v in sorted(reqs.items())},
-            "watch_connections_peak": round(sampler.peak_watches),
-            "watch_connections_per_process": round(sampler.peak_watches / processes, 2),
+            "watch_connections_peak": round(watches),
+            "watch_connections_per_process": round(watches / processes, 2),
             "log_streams_peak": round(sampler.peak_logs),
             "detection_ms": stats(latencies),
             "wall_s": figures["wall_s"],

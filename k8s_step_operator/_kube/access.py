@@ -225,13 +225,13 @@ class KubeApi:
         listed: ObjectList[Any] = read_json(resp)
         return listed
 
-    def list_events(self, namespace: str, involved: str) -> list[Event]:
-        """The events about one object, by field selector (a short read, retried briefly)."""
+    def list_events(self, namespace: str, field_selector: str) -> list[Event]:
+        """The events a field selector selects (a short read, retried briefly)."""
         listed: ObjectList[Event] = self._read(
-            f"list events of {namespace}/{involved}",
+            f"list events ({field_selector}) in {namespace}",
             self._core.list_namespaced_event,
             namespace,
-            field_selector=f"involvedObject.name={involved}",
+            field_selector=field_selector,
         )
         return list(listed.get("items") or [])
 

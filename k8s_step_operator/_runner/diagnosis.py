@@ -48,7 +48,6 @@ from k8s_step_operator._runner.kueue import WorkloadState
 from k8s_step_operator._runner.pods import conditions_by_type, container_statuses
 
 __all__ = [
-    "EVENT_PHASES",
     "Bounds",
     "Observation",
     "Outcome",
@@ -57,6 +56,7 @@ __all__ = [
     "Problem",
     "decide",
     "observe",
+    "reads_events",
 ]
 
 
@@ -71,12 +71,6 @@ class Phase(enum.StrEnum):
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
-
-
-# The phases whose reading takes events into account (the Job controller's FailedCreate on a Job
-# with no pod; the scheduler's and the autoscalers' words on a pending pod): the runner reads a
-# step's events only while it is in one of them.
-EVENT_PHASES = frozenset({Phase.SUBMITTED, Phase.SCHEDULING, Phase.SCALING_UP})
 
 
 class Problem(enum.StrEnum):
@@ -436,6 +430,18 @@ def _refused(name: str, message: str) -> Observation:
         reason="Inadmissible",
         message=message,
         queue=name,
+    )
+
+
+def reads_events(obs: Observation) -> bool:
+    """Whether events could change this observation; the runner reads a step's events only then.
+
+    ``observe`` reads them for a Job with no pod (the Job controller's ``FailedCreate``) and for
+    an unschedulable pod (the scheduler's and the autoscalers' words).
+    """
+    return obs.phase is Phase.SUBMITTED or obs.problem in (
+        Problem.UNSCHEDULABLE,
+        Problem.SCALING_UP,
     )
 
 

@@ -108,8 +108,8 @@ class KubeAccess(Protocol):
         """
         ...
 
-    def list_events(self, namespace: str, involved: str) -> list[Event]:
-        """The events about one object (``involvedObject.name``), as a field selector lists them.
+    def list_events(self, namespace: str, field_selector: str) -> list[Event]:
+        """The events a field selector selects (``involvedObject.name=pod-x``...).
 
         Events carry no labels: this is how a step reads its own without reading everyone's.
         """

@@ -41,7 +41,6 @@ from k8s_step_operator._job.settings import KubernetesJobStepOperatorSettings
 from k8s_step_operator._objects import Job, Node, Pod, PodSpec, labels_of
 from k8s_step_operator._runner.autoscaler import AutoscalerView, nodepools_admitting
 from k8s_step_operator._runner.diagnosis import (
-    EVENT_PHASES,
     Observation,
     Phase,
     Placement,
@@ -49,6 +48,7 @@ from k8s_step_operator._runner.diagnosis import (
     QueueContext,
     observe,
     outcome_error,
+    reads_events,
 )
 from k8s_step_operator._runner.event_log import log_event
 from k8s_step_operator._runner.events import Event, EventBus, Finished, LogLine, Submitted
@@ -337,7 +337,9 @@ class StepRun:
             safety_interval=self.settings.safety_poll_interval,
         )
         sub = watcher.subscribe(self.name, self._server_job())
-        events = StepEvents(self.api, self.namespace, self.clock)
+        events = StepEvents(
+            self.api, self.namespace, self.name, watcher.failed_creates, clock=self.clock
+        )
         follower: LogFollower | None = None
         if self.settings.stream_logs:
             follower = LogFollower(
@@ -412,16 +414,12 @@ class StepRun:
             queued_for = state.in_phase(now) if state.phase is Phase.QUEUED else 0.0
             queue = self._queue_context(watcher, workload, queued_for)
         obs = observe(job, pods, events.events(names), queue)
-        if obs.phase in EVENT_PHASES:
-            # Waiting where events say why: read those of the object waiting (the pending pod,
-            # or the Job that has none), at an interval growing with the wait.
+        if reads_events(obs):
+            # Waiting where events say why: read those of the object waiting (the unschedulable
+            # pod, or the Job that has none), at an interval growing with the wait.
             state, now = self.state, self.clock.monotonic()
             waited = state.in_phase(now) if state.phase is obs.phase else 0.0
-            subject = [obs.pod or self.name]
-            at_once = obs.problem is not None
-            if events.due(subject, waited, at_once=at_once) and events.read(
-                subject, waited, at_once=at_once
-            ):
+            if events.refresh(obs.pod or self.name, waited, at_once=obs.problem is not None):
                 obs = observe(job, pods, events.events(names), queue)
         placement = self._placement(job, obs) if obs.problem is Problem.UNSCHEDULABLE else None
         return Seen(obs, workload=workload, placement=placement), pods

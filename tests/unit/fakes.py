@@ -401,15 +401,22 @@ class FakeKube:
             rv = max(self.rv, self.compacted)
         return {"items": items, "metadata": {"resourceVersion": str(rv)}}
 
-    def list_events(self, namespace: str, involved: str) -> list[Obj]:
-        self._record("list_events", namespace, involved)
+    def list_events(self, namespace: str, field_selector: str) -> list[Obj]:
+        self._record("list_events", namespace, field_selector)
         if "events" in self.refuse:
             raise self.refuse["events"]
+
+        def field(obj: Obj, path: str) -> Any:
+            for part in path.split("."):
+                obj = obj.get(part) or {}
+            return obj or ""
+
+        terms = [t.partition("=")[::2] for t in field_selector.split(",")]
         with self._lock:
             return [
                 copy.deepcopy(e)
                 for (ns, _), e in self.store["events"].items()
-                if ns == namespace and e.get("involvedObject", {}).get("name") == involved
+                if ns == namespace and all(field(e, k) == v for k, v in terms)
             ]
 
     def watch(

@@ -320,7 +320,7 @@ def test_an_unschedulable_pod_reads_its_own_events_and_no_others() -> None:
     with pytest.raises(UnschedulableError):
         run.run()
     involved = {c.args[1] for c in kube.calls if c.method == "list_events"}
-    assert involved == {f"{run.name}-abcde"}
+    assert involved == {f"involvedObject.name={run.name}-abcde"}
     # At most one read a second while it waited (5 s), however often its pod changed.
     assert kube.count("list_events") <= 6
 

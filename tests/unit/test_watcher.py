@@ -20,6 +20,7 @@ from k8s_step_operator._runner.watcher import (
     READ_SLACK,
     SERVER_TIMEOUT,
     SET_SIZE,
+    FailedCreates,
     NamespaceWatcher,
     StepEvents,
     WatcherRegistry,
@@ -239,11 +240,14 @@ def test_a_set_based_watch_relists_its_set_after_410(
     theirs = kube.put("jobs", NS, job("theirs", launcher=OTHER))
     watcher.subscribe("theirs", theirs)
     assert until(lambda: kube.count("watch") == 4)
+    before = len(kube.calls)
     kube.compacted = kube.rv + 1000
     kube.end_watches()
-    assert until(lambda: kube.count("list") >= 8)
-    relisted = [c.args[2] for c in kube.calls[-8:] if c.method == "list"]
-    assert any(s and s.endswith("in (sr-theirs)") for s in relisted)
+
+    def relisted() -> set[str]:
+        return {c.args[2] for c in kube.calls[before:] if c.method == "list"}
+
+    assert until(lambda: any(s.endswith("in (sr-theirs)") for s in relisted()))
     assert watcher.job("theirs") is not None
 
 
@@ -387,39 +391,59 @@ def test_registry_labels_its_watchers_with_one_launcher_of_its_own() -> None:
 # -- events, read on demand --------------------------------------------------------------------
 
 
-def test_events_are_read_for_one_object_only_when_due(kube: FakeKube) -> None:
+def test_a_pods_events_are_read_by_its_name_only_when_due(kube: FakeKube) -> None:
     kube.add_event(NS, "Pod", "p-1", "FailedScheduling", "0/3 nodes are available")
     kube.add_event(NS, "Pod", "someone-else", "FailedScheduling", "not ours")
-    events = StepEvents(kube, NS, clock=kube.clock)
+    events = StepEvents(kube, NS, "j", clock=kube.clock)
     # A step that has just started waiting reads nothing (most pass by in milliseconds).
-    assert not events.due(["p-1"], waited=0.2)
-    assert not events.read(["p-1"], waited=0.2)
+    assert not events.refresh("p-1", waited=0.2)
     assert kube.count("list_events") == 0
     # A second of waiting: one list, of that pod's events only.
-    assert events.read(["p-1"], waited=1.0)
-    assert [e["message"] for e in events.events(["p-1"])] == ["0/3 nodes are available"]
-    assert [c.args for c in kube.calls if c.method == "list_events"] == [(NS, "p-1")]
+    assert events.refresh("p-1", waited=1.0)
+    assert [e["message"] for e in events.events(["j", "p-1"])] == ["0/3 nodes are available"]
+    assert [c.args for c in kube.calls if c.method == "list_events"] == [
+        (NS, "involvedObject.name=p-1")
+    ]
     # Not again within the interval, which grows with the wait up to ten seconds.
-    assert not events.due(["p-1"], waited=1.5)
+    assert not events.refresh("p-1", waited=1.5)
     kube.clock.advance(1.0)
-    assert events.due(["p-1"], waited=2.5)
+    events.refresh("p-1", waited=2.5)
+    assert kube.count("list_events") == 2
     assert StepEvents.interval(60) == 6.0 and StepEvents.interval(3600) == 10.0
 
 
-def test_a_problem_reads_an_objects_events_at_once(kube: FakeKube) -> None:
-    events = StepEvents(kube, NS, clock=kube.clock)
-    assert events.due(["p-1"], waited=0.0, at_once=True)
-    events.read(["p-1"], waited=0.0, at_once=True)
+def test_a_problem_reads_a_pods_events_at_once(kube: FakeKube) -> None:
+    events = StepEvents(kube, NS, "j", clock=kube.clock)
+    events.refresh("p-1", waited=0.0, at_once=True)
     assert kube.count("list_events") == 1
+
+
+def test_one_list_of_failed_creates_serves_every_waiting_step(kube: FakeKube) -> None:
+    kube.add_event(NS, "Job", "a", "FailedCreate", "exceeded quota")
+    kube.add_event(NS, "Job", "a", "SuccessfulCreate", "created pod")
+    kube.add_event(NS, "Pod", "a-x", "FailedCreate", "a pod's, not a Job's")
+    shared = FailedCreates(kube, NS, clock=kube.clock)
+    steps = [StepEvents(kube, NS, name, shared, clock=kube.clock) for name in ("a", "b", "c")]
+    assert steps[0].refresh("a", waited=1.0)
+    for step in steps[1:]:
+        step.refresh(step.job, waited=1.0)
+    assert [c.args for c in kube.calls if c.method == "list_events"] == [
+        (NS, "involvedObject.kind=Job,reason=FailedCreate")
+    ]
+    assert [e["message"] for e in steps[0].events(["a", "a-x"])] == ["exceeded quota"]
+    assert steps[1].events(["b"]) == []
 
 
 def test_refused_events_are_said_once_and_not_asked_again(
     kube: FakeKube, caplog: pytest.LogCaptureFixture
 ) -> None:
     kube.refuse["events"] = ForbiddenError("events is forbidden", status=403, reason="Forbidden")
-    events = StepEvents(kube, NS, clock=kube.clock)
-    assert not events.read(["p-1"], waited=5.0)
+    events = StepEvents(kube, NS, "j", clock=kube.clock)
+    assert not events.refresh("p-1", waited=5.0)
     kube.clock.advance(60)
-    assert not events.due(["p-1"], waited=65.0)
-    assert kube.count("list_events") == 1
-    assert caplog.text.count("cannot read events") == 1
+    assert not events.refresh("p-1", waited=65.0)
+    assert not events.refresh("j", waited=65.0)
+    kube.clock.advance(60)
+    assert not events.refresh("j", waited=125.0)
+    assert kube.count("list_events") == 2  # once for the pods, once for the Jobs
+    assert caplog.text.count("cannot read events") == 2

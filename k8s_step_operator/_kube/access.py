@@ -42,6 +42,11 @@ from k8s_step_operator._objects import (
 STARTUP_BUDGET_SECONDS = 10.0
 # (connect, read) seconds of one request: a server that drops packets fails it, and it is retried.
 _TIMEOUT = (10, 30)
+# Requests (streams apart) one client has in flight at once; the others wait their turn. A burst
+# of thousands of steps would otherwise open a connection each (a TLS handshake, then discarded
+# past the pool's size) and draw 429s from the API server (400 requests in flight by default,
+# for every client together).
+MAX_IN_FLIGHT = 16
 
 __all__ = ["KubeApi", "ResponseStream"]
 
@@ -90,6 +95,7 @@ class KubeApi:
         api_client: The client; ``close`` closes it.
         budget: Seconds of retrying a failing call before its error is raised.
         startup_budget: The same, before any call has succeeded.
+        max_in_flight: Requests (streams apart) in flight at once; more wait for a turn.
     """
 
     def __init__(
@@ -98,8 +104,10 @@ class KubeApi:
         *,
         budget: float = RETRY_BUDGET_SECONDS,
         startup_budget: float = STARTUP_BUDGET_SECONDS,
+        max_in_flight: int = MAX_IN_FLIGHT,
     ) -> None:
         self.api_client = api_client
+        self._turns = threading.BoundedSemaphore(max_in_flight)
         self._budget = budget
         self._startup_budget = startup_budget
         self._reached = False
@@ -118,12 +126,28 @@ class KubeApi:
         kwargs.setdefault("budget", self.budget)
         kwargs.setdefault("on_retry", self.on_retry)
         try:
-            result = call(operation, fn, *args, **kwargs)
+            result = call(operation, self._in_turn(fn), *args, **kwargs)
         except ApiError as e:
             self._reached = self._reached or e.status != 0  # an answer, even a refusal
             raise
         self._reached = True
         return result
+
+    def _in_turn(self, fn: Any) -> Any:
+        """``fn``, called holding one of the client's turns.
+
+        Its answer is read whole before the turn is given back: the connection returns to the
+        pool, and a read cut short is retried with the call.
+        """
+
+        def in_turn(*args: Any, **kwargs: Any) -> Any:
+            with self._turns:
+                resp = fn(*args, **kwargs)
+                if kwargs.get("_preload_content") is False:
+                    _ = resp.data
+                return resp
+
+        return in_turn
 
     def close(self) -> None:
         """Close the client's connection pool."""

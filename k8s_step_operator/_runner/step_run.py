@@ -38,7 +38,7 @@ from k8s_step_operator._errors import (
 from k8s_step_operator._job.keys import JOB_CONTROLLER_UID_LABEL, KUEUE_QUEUE_LABEL
 from k8s_step_operator._job.naming import same_step
 from k8s_step_operator._job.settings import KubernetesJobStepOperatorSettings
-from k8s_step_operator._objects import Job, Node, Pod, PodSpec, labels_of
+from k8s_step_operator._objects import Job, Node, ObjectMeta, Pod, PodSpec, labels_of
 from k8s_step_operator._runner.autoscaler import AutoscalerView, nodepools_admitting
 from k8s_step_operator._runner.diagnosis import (
     Observation,
@@ -198,6 +198,8 @@ class StepRun:
         self.cancel_wait_timeout = cancel_wait_timeout
         self.log_drain_timeout = log_drain_timeout
         self.uid = ""
+        # The Job's metadata as the server has it (its uid, its labels), once submitted.
+        self._server_meta: ObjectMeta | None = None
         self.context = StepContext(
             step=step.step_name,
             job=self.name,
@@ -268,7 +270,7 @@ class StepRun:
                 ) from None
             reattached = True
         self.uid = str(job["metadata"]["uid"])
-        self.job = job
+        self._server_meta = _identity_of(job)
         self._create_companion(job)
         self.state = start(self.clock.monotonic())
         self._publish(Submitted(**self._ids(), reattached=reattached))
@@ -295,6 +297,7 @@ class StepRun:
             )
         self.uid = str(job["metadata"]["uid"])
         self.job = job
+        self._server_meta = _identity_of(job)
         self.context = StepContext(
             step=self.context.step,
             job=self.name,
@@ -421,7 +424,8 @@ class StepRun:
             waited = state.in_phase(now) if state.phase is obs.phase else 0.0
             if events.refresh(obs.pod or self.name, waited, at_once=obs.problem is not None):
                 obs = observe(job, pods, events.events(names), queue)
-        placement = self._placement(job, obs) if obs.problem is Problem.UNSCHEDULABLE else None
+        # The pod's spec from the Job submitted or attached to (the cache keeps no template).
+        placement = self._placement(self.job, obs) if obs.problem is Problem.UNSCHEDULABLE else None
         return Seen(obs, workload=workload, placement=placement), pods
 
     def _finish(
@@ -756,11 +760,26 @@ class StepRun:
             return
         if self._ours(job):
             self.uid = str(job["metadata"]["uid"])
-            self.job = job
+            self._server_meta = _identity_of(job)
 
     def _server_job(self) -> Job | None:
-        """The Job as the server has it (after submit or attach): what the watcher scopes by."""
-        return self.job if self.uid and self.job.get("metadata", {}).get("uid") else None
+        """The Job's uid and labels as the server has them (``None`` before it is known).
+
+        What the watcher scopes its watches by.
+        """
+        if not self.uid or self._server_meta is None:
+            return None
+        return {"metadata": self._server_meta}
+
+
+def _identity_of(job: Job) -> ObjectMeta:
+    """A Job's name, uid and labels: all a step keeps of the server's answer."""
+    meta = job.get("metadata", {})
+    return {
+        "name": meta.get("name", ""),
+        "uid": meta.get("uid", ""),
+        "labels": dict(meta.get("labels") or {}),
+    }
 
 
 def _pod_spec(job: Job) -> PodSpec:

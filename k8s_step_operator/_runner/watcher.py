@@ -48,6 +48,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import sys
 import threading
 import uuid
 from collections import defaultdict
@@ -127,10 +128,55 @@ def _uid(obj: KubeObject) -> str:
     return str(obj.get("metadata", {}).get("uid", ""))
 
 
-def _slim(obj: KubeObject) -> None:
-    """Drop what no reader needs: server-side apply's bookkeeping, often most of a pod."""
-    meta = cast(dict[str, Any], obj.get("metadata") or {})
-    meta.pop("managedFields", None)
+# Strings up to this long are shared between the cached objects that hold them: names, labels,
+# reasons, timestamps repeat across thousands of Jobs and pods.
+_SHARED_MAX = 64
+
+
+def _shared(value: Any) -> Any:
+    if type(value) is str and len(value) <= _SHARED_MAX:
+        return sys.intern(value)
+    return value
+
+
+def _interned(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A decoded JSON object whose keys and short strings are shared with every other."""
+    return {sys.intern(k): _shared(v) for k, v in pairs}
+
+
+def _decode(line: str) -> Any:
+    """A watch line, decoded with shared keys and short strings (``_interned``)."""
+    return json.loads(line, object_pairs_hook=_interned)
+
+
+def _share_keys(value: Any) -> Any:
+    """A decoded object (from a list) rebuilt with shared keys and strings, as ``_decode``."""
+    if isinstance(value, dict):
+        return {sys.intern(k): _share_keys(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_share_keys(v) for v in value]
+    return _shared(value)
+
+
+def _slim(kind: Kind, obj: KubeObject) -> None:
+    """Drop, in place, what no reader of the cache needs; thousands of steps are cached.
+
+    Server-side apply's bookkeeping goes from every object; a pod keeps the scalar fields of its
+    spec (``nodeName``...), not its containers, volumes or other structures (their states are in
+    its status); a Job keeps its spec without its pod template (a step reads that from the Job it
+    submitted or attached to).
+    """
+    raw = cast(dict[str, Any], obj)
+    meta = raw.get("metadata")
+    if isinstance(meta, dict):
+        meta.pop("managedFields", None)
+    spec = raw.get("spec")
+    if not isinstance(spec, dict):
+        return
+    if kind == "pods":
+        raw["spec"] = {k: v for k, v in spec.items() if not isinstance(v, dict | list)}
+    elif kind == "jobs":
+        spec.pop("template", None)
 
 
 def job_name_of_pod(pod: KubeObject) -> str:
@@ -488,7 +534,7 @@ class NamespaceWatcher:
     # -- queries -------------------------------------------------------------------------
 
     def job(self, name: str) -> Job | None:
-        """The cached Job, or ``None``."""
+        """The cached Job (without its pod template), or ``None``."""
         with self._lock:
             found = self._jobs.objects.get(name)
             if found is None:
@@ -512,7 +558,8 @@ class NamespaceWatcher:
     def remember_job(self, job: Job) -> None:
         """Put a Job we just created or read into the cache, unless a newer one is there."""
         name = job["metadata"]["name"]
-        _slim(job)
+        job = cast(Job, _share_keys(job))
+        _slim("jobs", job)
         with self._lock:
             kind: _KindState[Job] = self._jobs
             if self.launcher is not None and labels_of(job).get(LABEL_LAUNCHER) != self.launcher:
@@ -632,8 +679,14 @@ class NamespaceWatcher:
                 return
             fresh: dict[str, Obj] = {}
             for item in items:
-                _slim(item)
-                fresh[item["metadata"]["name"]] = item
+                name = item["metadata"]["name"]
+                cached = kind.objects.get(name)
+                if cached is not None and _rv(cached) == _rv(item):
+                    fresh[name] = cached  # unchanged: keep the compact copy
+                    continue
+                item = cast(Obj, _share_keys(item))
+                _slim(kind.name, item)
+                fresh[name] = item
             touched: set[str] = set()
             for obj_name, old in kind.objects.items():
                 if obj_name not in fresh:
@@ -711,7 +764,7 @@ class NamespaceWatcher:
         self._handle(self._kinds[key], line)
 
     def _handle(self, kind: _KindState[Obj], line: str) -> None:
-        event: WatchLine[KubeObject] = json.loads(line)
+        event: WatchLine[KubeObject] = _decode(line)
         etype = event.get("type")
         if "type" in event and event["type"] == "ERROR":
             status = event.get("object") or {}
@@ -728,7 +781,7 @@ class NamespaceWatcher:
         if etype == "BOOKMARK":
             kind.resource_version = rv or kind.resource_version
             return
-        _slim(obj)
+        _slim(kind.name, obj)
         with self._lock:
             if kind.retired:
                 return
@@ -778,10 +831,11 @@ class NamespaceWatcher:
             with self._lock:
                 jobs.last_list = self.clock.monotonic()
                 for item in listed.get("items") or []:
-                    _slim(item)
                     item_name = item["metadata"]["name"]
                     cached = jobs.objects.get(item_name)
                     if cached is None or not _newer_or_equal(_rv(cached), _rv(item)):
+                        item = cast(Job, _share_keys(item))
+                        _slim("jobs", item)
                         jobs.objects[item_name] = item
                         self._notify(item_name)
 

@@ -447,3 +447,28 @@ def test_refused_events_are_said_once_and_not_asked_again(
     assert not events.refresh("j", waited=125.0)
     assert kube.count("list_events") == 2  # once for the pods, once for the Jobs
     assert caplog.text.count("cannot read events") == 2
+
+
+def test_the_caches_keep_what_their_readers_read_with_shared_keys(
+    kube: FakeKube, watcher: NamespaceWatcher
+) -> None:
+    ours = job("ours")
+    ours["spec"]["template"]["spec"] = {"containers": [{"name": "step", "image": "img:1"}]}
+    ours["metadata"]["managedFields"] = [{"manager": "kube-controller-manager"}]
+    created = kube.put("jobs", NS, ours)
+    kube.set_pod(created, spec={"nodeName": "gpu-0", "hostname": "h"}, phase="Running")
+    other = kube.put("jobs", NS, job("other"))
+    kube.set_pod(other)
+    uid = created["metadata"]["uid"]
+    other_uid = other["metadata"]["uid"]
+    assert until(lambda: len(watcher.pods_of(uid)) == len(watcher.pods_of(other_uid)) == 1)
+    cached, (pod,) = watcher.job("ours"), watcher.pods_of(uid)
+    assert cached is not None
+    # A Job without its pod template, a pod's spec without its containers; the rest is there.
+    assert "template" not in cached["spec"] and "managedFields" not in cached["metadata"]
+    assert pod["spec"] == {"nodeName": "gpu-0", "hostname": "h"}
+    assert pod["status"]["phase"] == "Running"
+    # Thousands of cached objects share one copy of each key.
+    (other_pod,) = watcher.pods_of(other_uid)
+    key = next(k for k in pod["metadata"] if k == "ownerReferences")
+    assert any(k is key for k in other_pod["metadata"])

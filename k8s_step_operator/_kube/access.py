@@ -234,12 +234,22 @@ class KubeApi:
         raise ValueError(f"unknown kind {kind!r}")
 
     def list_objects(
-        self, kind: str, namespace: str, label_selector: str | None
+        self,
+        kind: str,
+        namespace: str,
+        label_selector: str | None,
+        *,
+        limit: int | None = None,
+        continue_token: str | None = None,
     ) -> ObjectList[Any]:
-        """List one kind in a namespace (``items`` of that kind)."""
+        """List one kind in a namespace (``items`` of that kind), or one page of it."""
         kwargs: dict[str, Any] = {"_preload_content": False, "_request_timeout": (10, 60)}
         if label_selector:
             kwargs["label_selector"] = label_selector
+        if limit:
+            kwargs["limit"] = limit
+        if continue_token:
+            kwargs["_continue"] = continue_token
         resp = self._call(
             f"list {kind} in {namespace}",
             self._list_fn(kind),

@@ -98,6 +98,8 @@ POD_SELECTOR = JOB_CONTROLLER_UID_LABEL
 JOB_SELECTOR = MANAGED_BY_SELECTOR
 # Values of one set-based selector, so one watch per this many adopted or queued steps.
 SET_SIZE = 100
+# Items per page of a list: what is held in the server's full form at once.
+LIST_PAGE = 500
 
 # How long a watch that worked may be refused (401/403) before the steps are told: an API server
 # that has just restarted refuses until its authorization caches are filled.
@@ -668,25 +670,43 @@ class NamespaceWatcher:
         """List one watch's objects and replace its cache; wakes the steps whose objects changed."""
         self._relist(self._kinds[key])
 
+    def _pages(self, name: Kind, selector: str | None) -> Iterator[tuple[list[Any], str]]:
+        """A list in pages of ``LIST_PAGE`` items, each with the list's version.
+
+        A page is made compact before the next is read: thousands of steps' objects are never
+        all in memory at once in the server's full form.
+        """
+        token: str | None = None
+        while True:
+            listed = self.api.list_objects(
+                name, self.namespace, selector, limit=LIST_PAGE, continue_token=token
+            )
+            meta = listed.get("metadata", {})
+            yield list(listed.get("items") or []), str(meta.get("resourceVersion") or "")
+            token = meta.get("continue")
+            if not token:
+                return
+
     def _relist(self, kind: _KindState[Obj]) -> None:
         with self._lock:
             selector = kind.selector()
             kind.grew = False
-        listed = self.api.list_objects(kind.name, self.namespace, selector)
-        items = cast(list[Obj], listed.get("items") or [])
-        with self._lock:
-            if kind.retired:
-                return
-            fresh: dict[str, Obj] = {}
+        fresh: dict[str, Obj] = {}
+        version = ""
+        for items, page_version in self._pages(kind.name, selector):
+            version = page_version  # every page is of the first one's snapshot
             for item in items:
                 name = item["metadata"]["name"]
                 cached = kind.objects.get(name)
                 if cached is not None and _rv(cached) == _rv(item):
                     fresh[name] = cached  # unchanged: keep the compact copy
                     continue
-                item = cast(Obj, _share_keys(item))
+                item = _share_keys(item)
                 _slim(kind.name, item)
                 fresh[name] = item
+        with self._lock:
+            if kind.retired:
+                return
             touched: set[str] = set()
             for obj_name, old in kind.objects.items():
                 if obj_name not in fresh:
@@ -704,7 +724,7 @@ class NamespaceWatcher:
                     touched.add(self._job_name_for(kind, obj))
             kind.objects = fresh
             kind.listed_selector = selector
-            kind.resource_version = str(listed["metadata"]["resourceVersion"])
+            kind.resource_version = version
             kind.last_list = self.clock.monotonic()
             for job_name in touched:
                 self._notify(job_name)
@@ -822,22 +842,21 @@ class NamespaceWatcher:
             if jobs.listed_selector is None and jobs.members is not None:
                 continue  # not listed yet: its own thread lists it
             try:
-                listed = self.api.list_objects(
-                    "jobs", self.namespace, jobs.listed_selector or jobs.selector()
-                )
+                for items, _ in self._pages("jobs", jobs.listed_selector or jobs.selector()):
+                    with self._lock:
+                        for item in items:
+                            item_name = item["metadata"]["name"]
+                            cached = jobs.objects.get(item_name)
+                            if cached is None or not _newer_or_equal(_rv(cached), _rv(item)):
+                                item = _share_keys(item)
+                                _slim("jobs", item)
+                                jobs.objects[item_name] = item
+                                self._notify(item_name)
             except ApiError as e:
                 log.debug("safety re-list of jobs in %s failed: %s", self.namespace, e)
                 continue
             with self._lock:
                 jobs.last_list = self.clock.monotonic()
-                for item in listed.get("items") or []:
-                    item_name = item["metadata"]["name"]
-                    cached = jobs.objects.get(item_name)
-                    if cached is None or not _newer_or_equal(_rv(cached), _rv(item)):
-                        item = cast(Job, _share_keys(item))
-                        _slim("jobs", item)
-                        jobs.objects[item_name] = item
-                        self._notify(item_name)
 
 
 def _event_time(event: Event) -> str:

@@ -456,9 +456,11 @@ class ExpiringApi(KubeApi):
         self.lists: list[str] = []
         self.gone: list[str] = []
 
-    def list_objects(self, kind: Any, namespace: str, label_selector: str | None) -> Any:
+    def list_objects(
+        self, kind: Any, namespace: str, label_selector: str | None, **page: Any
+    ) -> Any:
         self.lists.append(kind)
-        return super().list_objects(kind, namespace, label_selector)
+        return super().list_objects(kind, namespace, label_selector, **page)
 
     def watch(self, kind: Any, namespace: str, *args: Any, **kwargs: Any) -> Any:
         if kind in self.expire:

@@ -193,6 +193,7 @@ class FakeKube:
         self.logs: dict[tuple[str, str, str], list[str]] = defaultdict(list)
         self.on_create: Callable[[Obj], None] | None = None
         self.delete_removes_pods = True
+        self._pages: dict[str, tuple[int, list[Obj]]] = {}
         self._lock = threading.RLock()
 
     # -- test controls ----------------------------------------------------------------------
@@ -387,19 +388,38 @@ class FakeKube:
             raise ConflictError("exists", status=409, reason="AlreadyExists")
         return copy.deepcopy(self.put("secrets", namespace, copy.deepcopy(dict(secret))))
 
-    def list_objects(self, kind: Kind, namespace: str, label_selector: str | None) -> Obj:
-        self._record("list", kind, namespace, label_selector)
+    def list_objects(
+        self,
+        kind: Kind,
+        namespace: str,
+        label_selector: str | None,
+        *,
+        limit: int | None = None,
+        continue_token: str | None = None,
+    ) -> Obj:
+        self._record(
+            "list", kind, namespace, label_selector, limit=limit, continue_token=continue_token
+        )
         if kind in self.refuse:
             raise self.refuse[kind]
-        with self._lock:
-            items = [
-                copy.deepcopy(o)
-                for (ns, _), o in self.store[kind].items()
-                if ns == namespace and _matches(o, label_selector)
-            ]
-            # A list is always served at a version the server still keeps.
-            rv = max(self.rv, self.compacted)
-        return {"items": items, "metadata": {"resourceVersion": str(rv)}}
+        if continue_token:
+            # The next page of a list: the rest of the snapshot the first page was served from.
+            rv, items = self._pages.pop(continue_token)
+        else:
+            with self._lock:
+                items = [
+                    copy.deepcopy(o)
+                    for (ns, _), o in self.store[kind].items()
+                    if ns == namespace and _matches(o, label_selector)
+                ]
+                # A list is always served at a version the server still keeps.
+                rv = max(self.rv, self.compacted)
+        meta: Obj = {"resourceVersion": str(rv)}
+        if limit and len(items) > limit:
+            token = uuid.uuid4().hex
+            self._pages[token] = (rv, items[limit:])
+            items, meta["continue"] = items[:limit], token
+        return {"items": items, "metadata": meta}
 
     def list_events(self, namespace: str, field_selector: str) -> list[Obj]:
         self._record("list_events", namespace, field_selector)

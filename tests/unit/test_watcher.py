@@ -472,3 +472,21 @@ def test_the_caches_keep_what_their_readers_read_with_shared_keys(
     (other_pod,) = watcher.pods_of(other_uid)
     key = next(k for k in pod["metadata"] if k == "ownerReferences")
     assert any(k is key for k in other_pod["metadata"])
+
+
+def test_lists_are_read_in_pages(kube: FakeKube, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("k8s_step_operator._runner.watcher.LIST_PAGE", 2)
+    for i in range(5):
+        kube.put("jobs", NS, job(f"j{i}"))
+    w = NamespaceWatcher(kube, NS, clock=kube.clock, launcher=ME)
+    w.start()
+    try:
+        assert w.wait_synced(REACT)
+        assert all(w.job(f"j{i}") is not None for i in range(5))
+        pages = [c for c in kube.calls if c.method == "list" and c.args[0] == "jobs"]
+        assert [c.kwargs["limit"] for c in pages] == [2, 2, 2]
+        assert [bool(c.kwargs["continue_token"]) for c in pages] == [False, True, True]
+        watch = next(c for c in kube.calls if c.method == "watch" and c.args[0] == "jobs")
+        assert watch.args[3] == str(kube.rv)  # from the snapshot the pages were served from
+    finally:
+        w.stop()

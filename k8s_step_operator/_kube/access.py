@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from kubernetes import client as k8s
@@ -42,10 +43,10 @@ from k8s_step_operator._objects import (
 STARTUP_BUDGET_SECONDS = 10.0
 # (connect, read) seconds of one request: a server that drops packets fails it, and it is retried.
 _TIMEOUT = (10, 30)
-# Requests (streams apart) one client has in flight at once; the others wait their turn. A burst
-# of thousands of steps would otherwise open a connection each (a TLS handshake, then discarded
-# past the pool's size) and draw 429s from the API server (400 requests in flight by default,
-# for every client together).
+# Requests (streams apart) one client has in flight at once, each on one of as many worker
+# threads; the others wait their turn. A burst of thousands of steps would otherwise open a
+# connection each (a TLS handshake, then discarded past the pool's size) and draw 429s from the
+# API server (400 requests in flight by default, for every client together).
 MAX_IN_FLIGHT = 16
 
 __all__ = ["KubeApi", "ResponseStream"]
@@ -84,6 +85,13 @@ class ResponseStream:
         abort(self._response)
 
 
+def _read_whole(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    resp = fn(*args, **kwargs)
+    if kwargs.get("_preload_content") is False:
+        _ = resp.data  # read now, on the worker; later reads return it
+    return resp
+
+
 class KubeApi:
     """``KubeAccess`` over one ``kubernetes.client.ApiClient``.
 
@@ -95,7 +103,8 @@ class KubeApi:
         api_client: The client; ``close`` closes it.
         budget: Seconds of retrying a failing call before its error is raised.
         startup_budget: The same, before any call has succeeded.
-        max_in_flight: Requests (streams apart) in flight at once; more wait for a turn.
+        max_in_flight: Requests (streams apart) in flight at once, each made by one of as
+            many worker threads; more wait for a turn.
     """
 
     def __init__(
@@ -107,7 +116,9 @@ class KubeApi:
         max_in_flight: int = MAX_IN_FLIGHT,
     ) -> None:
         self.api_client = api_client
-        self._turns = threading.BoundedSemaphore(max_in_flight)
+        self._max_in_flight = max_in_flight
+        self._workers_lock = threading.Lock()
+        self._workers: ThreadPoolExecutor | None = None
         self._budget = budget
         self._startup_budget = startup_budget
         self._reached = False
@@ -134,23 +145,32 @@ class KubeApi:
         return result
 
     def _in_turn(self, fn: Any) -> Any:
-        """``fn``, called holding one of the client's turns.
+        """``fn``, called by one of the client's workers while the caller waits for its answer.
 
-        Its answer is read whole before the turn is given back: the connection returns to the
-        pool, and a read cut short is retried with the call.
+        The answer is read whole by the worker: the connection returns to the pool, and a read
+        cut short is retried with the call. The HTTP client and TLS run on these few threads, not
+        on every caller's: thousands of steps waiting in as many threads keep small stacks.
         """
 
         def in_turn(*args: Any, **kwargs: Any) -> Any:
-            with self._turns:
-                resp = fn(*args, **kwargs)
-                if kwargs.get("_preload_content") is False:
-                    _ = resp.data
-                return resp
+            return self._executor().submit(_read_whole, fn, args, kwargs).result()
 
         return in_turn
 
+    def _executor(self) -> ThreadPoolExecutor:
+        with self._workers_lock:
+            if self._workers is None:
+                self._workers = ThreadPoolExecutor(
+                    self._max_in_flight, thread_name_prefix="kube-api"
+                )
+            return self._workers
+
     def close(self) -> None:
-        """Close the client's connection pool."""
+        """Close the client's connection pool and stop its workers."""
+        with self._workers_lock:
+            workers, self._workers = self._workers, None
+        if workers is not None:
+            workers.shutdown(wait=False)
         self.api_client.close()
 
     # -- Jobs and Secrets ------------------------------------------------------------------

@@ -80,6 +80,9 @@ __all__ = ["NodeView", "StepIdentity", "StepRun", "job_status"]
 log = logging.getLogger("k8s_step_operator")
 
 _TICK = 1.0
+# The phases no bound limits as long as no problem shows (the Job controller, the kubelet and the
+# step take their time): a step in one of them looks again at its next heartbeat or events read.
+_UNBOUNDED = frozenset({Phase.SUBMITTED, Phase.STARTING, Phase.RUNNING})
 # Retry budget of the clean-up after an interrupt: the caller is on its way out.
 _CLEANUP_BUDGET = 15.0
 # How long a step no node fits waits for an autoscaler the identity cannot see to speak.
@@ -380,7 +383,7 @@ class StepRun:
         events: StepEvents,
     ) -> None:
         while True:
-            wait_for_change(_TICK)
+            wait_for_change(self._next_look(events))
             if watcher.failure is not None:
                 raise watcher.failure
             seen, pods = self._look(watcher, follower, events)
@@ -396,6 +399,26 @@ class StepRun:
                 continue
             self._finish(step, watcher, follower, pods)
             return
+
+    def _next_look(self, events: StepEvents) -> float:
+        """Seconds until the step must look again though nothing changed (a change wakes it).
+
+        A second while a bound or a grace may expire; in a phase no bound limits (submitted,
+        starting, running, with no problem), until its next heartbeat or events read: thousands
+        of waiting steps then do not each wake every second.
+        """
+        state, now = self.state, self.clock.monotonic()
+        if (
+            state.phase not in _UNBOUNDED
+            or state.problem_since
+            or state.missing_since is not None
+            or state.failed_at is not None
+        ):
+            return _TICK
+        until = self.context.heartbeat - (now - state.said_at)
+        if state.phase is Phase.SUBMITTED:
+            until = min(until, events.next_read(self.name, state.in_phase(now)))
+        return max(_TICK, until)
 
     def _look(
         self, watcher: NamespaceWatcher, follower: LogFollower | None, events: StepEvents

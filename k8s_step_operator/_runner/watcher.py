@@ -995,6 +995,13 @@ class StepEvents:
             found.extend(self._events.get(name, ()))
         return sorted(found, key=_event_time)
 
+    def next_read(self, subject: str, waited: float) -> float:
+        """Seconds until the object's events are due, after ``waited`` seconds of waiting."""
+        read_at = self._read_at.get(subject)
+        if read_at is None:
+            return max(0.0, self.FIRST - waited)
+        return max(0.0, read_at + _interval(waited) - self.clock.monotonic())
+
     def refresh(self, subject: str, waited: float, *, at_once: bool = False) -> bool:
         """Read the events of the object the step waits on, if due; whether anything changed.
 

@@ -485,3 +485,25 @@ def test_the_operator_closes_its_watches_and_client() -> None:
     assert watcher.stopped
     assert closed == [True]
     assert watchers.watchers(kube) == []
+
+
+def test_a_step_in_a_phase_without_bounds_looks_at_its_heartbeats_not_every_second() -> None:
+    kube, run = make()
+    script(
+        kube,
+        (1, lambda j: running(kube, j)),
+        (300, lambda j: terminated(kube, j, 0, "Completed")),
+        (300, lambda j: kube.set_job_condition(j, "Complete")),
+    )
+    looks: list[float] = []
+    look = run._look
+
+    def counted(*args: Any) -> Any:
+        looks.append(kube.clock.t - 1000)
+        return look(*args)
+
+    run._look = counted  # type: ignore[method-assign]
+    run.run()
+    # Running for 5 minutes with nothing changing: a look per heartbeat, not 300.
+    assert len([t for t in looks if 2 < t < 299]) <= 6
+    assert kube.clock.t - 1000 == pytest.approx(300, abs=1.01)

@@ -57,6 +57,7 @@ from k8s_step_operator import (  # noqa: E402
     StepConfiguration,
     StepRunInfo,
 )
+from k8s_step_operator._job.naming import job_name  # noqa: E402
 
 SETTINGS_KEY = "step_operator.kubernetes_job"
 POOL_LABEL = "k8s-step-operator.io/pool"
@@ -364,24 +365,20 @@ def child(namespace: str, processes: int, steps_each: int, duration: str, logs: 
         for i in range(processes)
     ]
     runs = [f"fanin-{uuid.uuid4().hex[:8]}" for _ in range(processes)]
-    infos = [
-        (operators[p], step_info(runs[p], f"s{s}", duration))
-        for p in range(processes)
-        for s in range(steps_each)
-    ]
-    names = [op.build_job(info, ["true"], {})["metadata"]["name"] for op, info in infos]
     returned: dict[str, float] = {}
     admin = k8s_config.new_client_from_config(config_file=kubeconfig())
     times = JobTimes(admin, namespace)
     times.ready.wait(10)
 
     def one(i: int) -> None:
-        op, info = infos[i]
-        op.launch(info, ["true"], {})
-        returned[names[i]] = time.monotonic()
+        process, step = divmod(i, steps_each)
+        info = step_info(runs[process], f"s{step}", duration)
+        name = job_name(info.run_id, info.pipeline_step_name, info.step_run_id)
+        operators[process].launch(info, ["true"], {})
+        returned[name] = time.monotonic()
 
     t0 = time.monotonic()
-    errors = run_parallel(one, len(infos))
+    errors = run_parallel(one, processes * steps_each)
     wall = time.monotonic() - t0
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     for op in operators:

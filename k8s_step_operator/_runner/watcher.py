@@ -518,6 +518,7 @@ class NamespaceWatcher:
                 scope.chunks.remove(chunk)
                 del self._kinds[chunk.key]
                 chunk.retired = True
+                chunk.synced.set()  # nobody waits for it any more
                 self._close(chunk)
                 for obj in chunk.objects.values():
                     self._unindex(chunk, obj)
@@ -606,11 +607,13 @@ class NamespaceWatcher:
         failures = 0
         while not self._stopped.is_set() and not kind.retired:
             try:
-                if (
-                    kind.resource_version is None
-                    or kind.grew
-                    or kind.selector() != kind.listed_selector
-                ):
+                with self._lock:  # a set's members change under the lock
+                    stale = (
+                        kind.resource_version is None
+                        or kind.grew
+                        or kind.selector() != kind.listed_selector
+                    )
+                if stale:
                     self._relist(kind)
                 self._watch_once(kind)
                 failures = 0
@@ -839,10 +842,10 @@ class NamespaceWatcher:
         for jobs in kinds:
             if self.clock.monotonic() - jobs.last_list < self.safety_interval:
                 continue
-            if jobs.listed_selector is None and jobs.members is not None:
+            if jobs.listed_selector is None:
                 continue  # not listed yet: its own thread lists it
             try:
-                for items, _ in self._pages("jobs", jobs.listed_selector or jobs.selector()):
+                for items, _ in self._pages("jobs", jobs.listed_selector):
                     with self._lock:
                         for item in items:
                             item_name = item["metadata"]["name"]

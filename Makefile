@@ -159,8 +159,11 @@ test-bounds: ## Run the unit tests at the lowest and at the highest versions the
 	  $$v/bin/python -m pytest -q -p no:cacheprovider -m 'not cluster and not realnode'; \
 	done
 
+# `make bench BENCH_ARGS=--quick` is the short form CI runs (a few minutes).
+BENCH_ARGS ?=
+
 bench: cluster venv-zenml ## Run the benchmarks against the local cluster (ZenML's too); figures printed as JSON
-	KUBECONFIG=$(LOCAL_KUBECONFIG) $(PY) bench/run.py
+	KUBECONFIG=$(LOCAL_KUBECONFIG) $(PY) bench/run.py $(BENCH_ARGS)
 	@$(MAKE) --no-print-directory zenml-image
 	KUBECONFIG=$(LOCAL_KUBECONFIG) $(PYZ) bench/zenml_bench.py
 	@$(MAKE) --no-print-directory stack-services

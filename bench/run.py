@@ -4,14 +4,18 @@
   terminal condition; the figure is the time from then until ``launch`` returns;
 * API requests per step, read from the API server's own counters (``apiserver_request_total``)
   for the verbs and resources the operator uses, less the same counters' idle rate;
-* fan-out: N steps launched at once from one child process; its wall time against the job
-  controller's (first Job seen created to last Job seen finished, by an independent watch), the
-  child's peak RSS, and the most watch connections open on the server at once;
+* fan-in (``bench/fanin.py``): N processes in one namespace at once (N = 1, 10, 50, 200), each
+  following a step of its own: watch events and requests per step, watch connections per
+  process, detection latency;
+* fan-out: 5,000 steps launched at once from one process: its wall time against the Job
+  controller's (first Job seen created to last Job seen finished, by an independent watch), its
+  peak RSS, and the same figures;
 * steps on several nodes (``ranks.py``): 8- and 32-rank steps from launch to every rank
   running, and from one rank's failure to the error and to the other ranks gone, with and
   without Kueue.
 
-Usage: ``python bench/run.py [--steps 50] [--fanout 500] [--long 60] [--only NAME ...]``.
+Usage: ``python bench/run.py [--quick] [--steps 50] [--fanin 1 10 50 200] [--fanout 5000]
+[--long 60] [--only NAME ...]``; ``--quick`` is the short form CI runs (a few minutes).
 The machine is shared and noisy: each figure is reported with min / median / max where it is a
 distribution, and repeated runs are what to compare.
 """
@@ -22,9 +26,7 @@ import argparse
 import json
 import logging
 import os
-import resource
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -40,6 +42,9 @@ from kubernetes.watch.watch import iter_resp_lines
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import fanin  # noqa: E402
 
 from k8s_step_operator import (  # noqa: E402
     KubernetesJobStepOperator,
@@ -219,16 +224,6 @@ def request_breakdown(text: str) -> dict[str, float]:
     return counts
 
 
-def open_watches(text: str) -> float:
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith("apiserver_longrunning_requests{"):
-            lab = _labels(line)
-            if lab.get("verb") == "WATCH" and lab.get("resource") in {"jobs", "pods", "events"}:
-                total += float(line.rsplit(" ", 1)[1])
-    return total
-
-
 def run_parallel(fn: Callable[[int], None], count: int, width: int) -> list[BaseException]:
     errors: list[BaseException] = []
     sem = threading.Semaphore(width)
@@ -269,12 +264,19 @@ def drop_namespace(admin: k8s.ApiClient, name: str) -> None:
     _TO_DROP.append(name)
 
 
-def drop_namespaces(admin: k8s.ApiClient) -> None:
-    for name in _TO_DROP:
+def drop_namespaces(admin: k8s.ApiClient, wait: bool = False) -> None:
+    """Delete the namespaces of the figures taken so far; ``wait`` until they are gone."""
+    core = k8s.CoreV1Api(admin)
+    names, _TO_DROP[:] = list(_TO_DROP), []
+    for name in names:
         try:
-            k8s.CoreV1Api(admin).delete_namespace(name)
+            core.delete_namespace(name)
         except Exception as e:  # best effort at the end
             logging.warning("could not delete namespace %s: %s", name, e)
+    deadline = time.monotonic() + 300
+    while wait and names and time.monotonic() < deadline:
+        names = [n for n in names if n in {ns.metadata.name for ns in core.list_namespace().items}]
+        time.sleep(1)
 
 
 def bench_latency(
@@ -391,28 +393,6 @@ def bench_requests(admin: k8s.ApiClient, duration_s: int, steps: int) -> dict[st
         }
     finally:
         drop_namespace(admin, ns)
-
-
-def fanout_child(ns: str, count: int, duration: str) -> None:
-    """Run in a child process: launch ``count`` steps at once, print JSON figures."""
-    logging.basicConfig(level=logging.WARNING)
-    op = make_operator(ns, stream_logs=True, node_selector={"k8s-step-operator.io/pool": "bench"})
-    run = f"fan-{uuid.uuid4().hex[:6]}"
-    t0 = time.monotonic()
-    errors = run_parallel(
-        lambda i: op.launch(step_info(run, f"s{i}", duration), ["true"], {}), count, count
-    )
-    wall = time.monotonic() - t0
-    print(
-        json.dumps(
-            {
-                "wall_s": round(wall, 2),
-                "errors": len(errors),
-                "first_errors": [str(e)[:300] for e in errors[:3]],
-                "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-            }
-        )
-    )
 
 
 class QueueTimes:
@@ -616,79 +596,28 @@ def bench_kueue(admin: k8s.ApiClient, steps: int, gpus: int, duration: str) -> d
         drop_namespace(admin, ns)
 
 
-def bench_fanout(admin: k8s.ApiClient, count: int, duration: str) -> dict[str, Any]:
-    subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "e2e" / "cluster.py"),
-            "add-nodes",
-            str(ROOT / "bench" / "nodes.yaml"),
-        ],
-        check=True,
-    )
-    ns = namespace(admin, "bench-fanout")
-    try:
-        times = JobTimes(admin, ns)
-        times.ready.wait(10)
-        base_watches = open_watches(metrics_text(admin))
-        peak = [0.0]
-        stop = threading.Event()
-
-        def sample() -> None:
-            while not stop.wait(0.5):
-                peak[0] = max(peak[0], open_watches(metrics_text(admin)) - base_watches)
-
-        sampler = threading.Thread(target=sample, daemon=True)
-        sampler.start()
-        child = subprocess.run(
-            [sys.executable, __file__, "--fanout-child", ns, str(count), duration],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        stop.set()
-        times.stop()
-        if child.returncode != 0:
-            raise RuntimeError(f"fan-out child failed: {child.stderr[-2000:]}")
-        figures = json.loads(child.stdout.strip().splitlines()[-1])
-        controller = (
-            max(times.finished.values()) - min(times.created.values())
-            if times.finished and times.created
-            else float("nan")
-        )
-        figures.update(
-            {
-                "steps": count,
-                "controller_wall_s": round(controller, 2),
-                "wall_ratio": round(figures["wall_s"] / controller, 3),
-                # Minus the bench's own independent watch on Jobs.
-                "server_peak_open_watches": peak[0] - 1,
-                "jobs_finished_seen": len(times.finished),
-            }
-        )
-        return figures
-    finally:
-        drop_namespace(admin, ns)
-
-
 def main(argv: Iterable[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    if args[:1] == ["--fanout-child"]:
-        fanout_child(args[1], int(args[2]), args[3])
-        return 0
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="the short form (CI): fewer, smaller")
     p.add_argument("--steps", type=int, default=50, help="steps for the latency figure")
     p.add_argument("--width", type=int, default=5, help="steps at once for the latency figure")
-    p.add_argument("--fanout", type=int, default=500, help="steps launched at once")
-    p.add_argument("--fanout-duration", default="5s", help="how long each fan-out step runs")
+    p.add_argument(
+        "--fanin", type=int, nargs="*", default=[1, 10, 50, 200], help="processes of each round"
+    )
+    p.add_argument("--fanout", type=int, default=5000, help="steps at once from one process")
+    p.add_argument("--fanout-duration", default="5s", help="how long each fan-in/out step runs")
     p.add_argument("--long", type=int, default=60, help="seconds of the long step")
     p.add_argument("--queued", type=int, default=100, help="steps for the Kueue figure")
     p.add_argument(
         "--only",
         nargs="*",
-        default=["latency", "unschedulable", "requests", "kueue", "fanout", "ranks"],
+        default=["latency", "unschedulable", "requests", "kueue", "fanin", "fanout", "ranks"],
     )
     opts = p.parse_args(args)
+    if opts.quick:
+        opts.steps, opts.long, opts.queued = 20, 10, 24
+        opts.fanin, opts.fanout = [1, 10], 100
     logging.basicConfig(level=logging.WARNING)
     admin = k8s_config.new_client_from_config(config_file=kubeconfig())
     results: dict[str, Any] = {"cpus": os.cpu_count()}
@@ -700,7 +629,7 @@ def main(argv: Iterable[str] | None = None) -> int:
             admin, opts.steps, opts.width, stream_logs=False
         )
     if "unschedulable" in opts.only:
-        results["unschedulable"] = bench_unschedulable(admin, 10)
+        results["unschedulable"] = bench_unschedulable(admin, 3 if opts.quick else 10)
     if "requests" in opts.only:
         results["requests_1s_alone"] = bench_requests(admin, 1, 1)
         results["requests_long_alone"] = bench_requests(admin, opts.long, 1)
@@ -708,12 +637,20 @@ def main(argv: Iterable[str] | None = None) -> int:
         results["requests_long_x5"] = bench_requests(admin, opts.long, 5)
     if "kueue" in opts.only:
         results["kueue"] = bench_kueue(admin, opts.queued, 8, "2s")
+    if {"fanin", "fanout"} & set(opts.only):
+        stop_watchers()
+        drop_namespaces(admin, wait=True)  # their deletion would count in the figures below
+        fanin.add_nodes()
+    if "fanin" in opts.only:
+        results["fanin"] = [
+            fanin.fanin_round(admin, n, 1, opts.fanout_duration) for n in opts.fanin
+        ]
     if "fanout" in opts.only:
-        results["fanout"] = bench_fanout(admin, opts.fanout, opts.fanout_duration)
+        results["fanout"] = fanin.fanin_round(admin, 1, opts.fanout, opts.fanout_duration)
     if "ranks" in opts.only:
         from ranks import bench_ranks  # bench/ranks.py, beside this script
 
-        results["ranks"] = bench_ranks(admin, [8, 32], 3)
+        results["ranks"] = bench_ranks(admin, [8] if opts.quick else [8, 32], 3)
     drop_namespaces(admin)
     print(json.dumps(results, indent=2))
     return 0

@@ -645,10 +645,8 @@ class NodePool(TypedDict, total=False):
 # -- lists, watches and errors -------------------------------------------------------------------
 
 
-class ListMeta(TypedDict, total=False):
-    """A list's version: where a watch of the same kind starts."""
-
-    resourceVersion: str
+ListMeta = TypedDict("ListMeta", {"resourceVersion": str, "continue": str}, total=False)
+"""A list's version (where a watch of the same kind starts); ``continue``: the next page's."""
 
 
 class ObjectList(TypedDict, Generic[T], total=False):

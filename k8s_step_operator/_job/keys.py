@@ -5,7 +5,8 @@ one of them:
 
 * **ours** (``k8s-step-operator.io/``, plus the well-known ``app.kubernetes.io/managed-by``): the
   raw identity of the step in annotations (annotations accept any string), the same identity as
-  label values (sanitized, for selectors), and who manages the Job;
+  label values (sanitized, for selectors), who manages the Job, and which launcher (the operator
+  instance that submitted it) follows it, on the Job and its pod template;
 * **Kubernetes**: the Job controller labels the pods of a Job with its name and uid (the
   ``batch.kubernetes.io/`` keys, and the legacy unprefixed ones older clusters still write);
   Pod Security reads the namespace's ``pod-security.kubernetes.io/`` labels; AppArmor and seccomp
@@ -36,6 +37,7 @@ __all__ = [
     "KUEUE_PRIORITY_CLASS_LABEL",
     "KUEUE_QUEUE_LABEL",
     "KUEUE_REQUIRED_TOPOLOGY_ANNOTATION",
+    "LABEL_LAUNCHER",
     "LABEL_MANAGED_BY",
     "LABEL_RUN_ID",
     "LABEL_STEP_NAME",
@@ -63,6 +65,9 @@ ANNOTATION_PIPELINE_NAME = ANNOTATION_PREFIX + "pipeline-name"
 LABEL_RUN_ID = ANNOTATION_PREFIX + "run-id"
 LABEL_STEP_NAME = ANNOTATION_PREFIX + "step-name"
 LABEL_STEP_RUN_ID = ANNOTATION_PREFIX + "step-run-id"
+# The launcher that submitted the Job, on the Job and its pod template: its watches select on it,
+# so a process receives the events of its own steps only. A runtime identity, set at submission.
+LABEL_LAUNCHER = ANNOTATION_PREFIX + "launcher"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGED_BY = "k8s-step-operator"
 MANAGED_BY_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY}"

@@ -556,7 +556,7 @@ class KubernetesJobStepOperatorSettings(BaseSettings):
     )
     safety_poll_interval: PositiveFloat = Field(
         default=60,
-        description="Seconds between safety re-lists of the namespace's Jobs, next to the watch.",
+        description="Seconds between safety re-lists of the followed Jobs, next to the watch.",
     )
     stream_logs: bool = Field(default=True, description="Stream the step's log while it runs.")
     preflight_fit_check: bool = Field(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from kubernetes import client as k8s
@@ -29,6 +30,7 @@ from k8s_step_operator._kube.client import (
 from k8s_step_operator._objects import (
     ClusterQueue,
     ConfigMap,
+    Event,
     Job,
     KubeObject,
     LocalQueue,
@@ -42,6 +44,11 @@ from k8s_step_operator._objects import (
 STARTUP_BUDGET_SECONDS = 10.0
 # (connect, read) seconds of one request: a server that drops packets fails it, and it is retried.
 _TIMEOUT = (10, 30)
+# Requests (streams apart) one client has in flight at once, each on one of as many worker
+# threads; the others wait their turn. A burst of thousands of steps would otherwise open a
+# connection each (a TLS handshake, then discarded past the pool's size) and draw 429s from the
+# API server (400 requests in flight by default, for every client together).
+MAX_IN_FLIGHT = 16
 
 __all__ = ["KubeApi", "ResponseStream"]
 
@@ -79,6 +86,13 @@ class ResponseStream:
         abort(self._response)
 
 
+def _read_whole(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    resp = fn(*args, **kwargs)
+    if kwargs.get("_preload_content") is False:
+        _ = resp.data  # read now, on the worker; later reads return it
+    return resp
+
+
 class KubeApi:
     """``KubeAccess`` over one ``kubernetes.client.ApiClient``.
 
@@ -90,6 +104,8 @@ class KubeApi:
         api_client: The client; ``close`` closes it.
         budget: Seconds of retrying a failing call before its error is raised.
         startup_budget: The same, before any call has succeeded.
+        max_in_flight: Requests (streams apart) in flight at once, each made by one of as
+            many worker threads; more wait for a turn.
     """
 
     def __init__(
@@ -98,8 +114,12 @@ class KubeApi:
         *,
         budget: float = RETRY_BUDGET_SECONDS,
         startup_budget: float = STARTUP_BUDGET_SECONDS,
+        max_in_flight: int = MAX_IN_FLIGHT,
     ) -> None:
         self.api_client = api_client
+        self._max_in_flight = max_in_flight
+        self._workers_lock = threading.Lock()
+        self._workers: ThreadPoolExecutor | None = None
         self._budget = budget
         self._startup_budget = startup_budget
         self._reached = False
@@ -118,15 +138,40 @@ class KubeApi:
         kwargs.setdefault("budget", self.budget)
         kwargs.setdefault("on_retry", self.on_retry)
         try:
-            result = call(operation, fn, *args, **kwargs)
+            result = call(operation, self._in_turn(fn), *args, **kwargs)
         except ApiError as e:
             self._reached = self._reached or e.status != 0  # an answer, even a refusal
             raise
         self._reached = True
         return result
 
+    def _in_turn(self, fn: Any) -> Any:
+        """``fn``, called by one of the client's workers while the caller waits for its answer.
+
+        The answer is read whole by the worker: the connection returns to the pool, and a read
+        cut short is retried with the call. The HTTP client and TLS run on these few threads, not
+        on every caller's: thousands of steps waiting in as many threads keep small stacks.
+        """
+
+        def in_turn(*args: Any, **kwargs: Any) -> Any:
+            return self._executor().submit(_read_whole, fn, args, kwargs).result()
+
+        return in_turn
+
+    def _executor(self) -> ThreadPoolExecutor:
+        with self._workers_lock:
+            if self._workers is None:
+                self._workers = ThreadPoolExecutor(
+                    self._max_in_flight, thread_name_prefix="kube-api"
+                )
+            return self._workers
+
     def close(self) -> None:
-        """Close the client's connection pool."""
+        """Close the client's connection pool and stop its workers."""
+        with self._workers_lock:
+            workers, self._workers = self._workers, None
+        if workers is not None:
+            workers.shutdown(wait=False)
         self.api_client.close()
 
     # -- Jobs and Secrets ------------------------------------------------------------------
@@ -224,12 +269,22 @@ class KubeApi:
         raise ValueError(f"unknown kind {kind!r}")
 
     def list_objects(
-        self, kind: str, namespace: str, label_selector: str | None
+        self,
+        kind: str,
+        namespace: str,
+        label_selector: str | None,
+        *,
+        limit: int | None = None,
+        continue_token: str | None = None,
     ) -> ObjectList[Any]:
-        """List one kind in a namespace (``items`` of that kind)."""
+        """List one kind in a namespace (``items`` of that kind), or one page of it."""
         kwargs: dict[str, Any] = {"_preload_content": False, "_request_timeout": (10, 60)}
         if label_selector:
             kwargs["label_selector"] = label_selector
+        if limit:
+            kwargs["limit"] = limit
+        if continue_token:
+            kwargs["_continue"] = continue_token
         resp = self._call(
             f"list {kind} in {namespace}",
             self._list_fn(kind),
@@ -238,6 +293,16 @@ class KubeApi:
         )
         listed: ObjectList[Any] = read_json(resp)
         return listed
+
+    def list_events(self, namespace: str, field_selector: str) -> list[Event]:
+        """The events a field selector selects (a short read, retried briefly)."""
+        listed: ObjectList[Event] = self._read(
+            f"list events ({field_selector}) in {namespace}",
+            self._core.list_namespaced_event,
+            namespace,
+            field_selector=field_selector,
+        )
+        return list(listed.get("items") or [])
 
     def watch(
         self,

@@ -72,6 +72,7 @@ __all__ = [
     "RankView",
     "decide",
     "observe",
+    "reads_events",
 ]
 
 
@@ -860,9 +861,11 @@ def _pull_failing(
             # The back-off's own message may carry no cause: the kubelet's last event does.
             cause = _RPC_PREFIX.sub("", _FAILED_PULL.sub("", text))
     cause = cause or reason
+    # The container's status names its image too (a cached pod keeps no containers in its spec).
     image = next(
-        (c.get("image", "") for c in pod.get("spec", {}).get("containers") or []
-         if c.get("name") == container),
+        (c.get("image", "") for c in [*(pod.get("spec", {}).get("containers") or []),
+                                      *container_statuses(pod)]
+         if c.get("name") == container and c.get("image")),
         "",
     )  # fmt: skip
     permanent = pull_will_not_improve(cause)
@@ -878,6 +881,21 @@ def _pull_failing(
         message=cause,
         node=node,
         count=attempts,
+    )
+
+
+def reads_events(obs: Observation) -> bool:
+    """Whether events could change this observation; the runner reads a step's events only then.
+
+    ``observe`` reads them for a Job with no pod (the Job controller's ``FailedCreate``), for
+    an unschedulable pod (the scheduler's and the autoscalers' words) and for a failing pull (the
+    kubelet's attempts, and its cause when the container's status has none).
+    """
+    return obs.phase is Phase.SUBMITTED or obs.problem in (
+        Problem.UNSCHEDULABLE,
+        Problem.SCALING_UP,
+        Problem.IMAGE_PULL,
+        Problem.IMAGE_UNAVAILABLE,
     )
 
 

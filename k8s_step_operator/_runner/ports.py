@@ -90,26 +90,75 @@ class KubeAccess(Protocol):
 
     @overload
     def list_objects(
-        self, kind: Literal["jobs"], namespace: str, label_selector: str | None
+        self,
+        kind: Literal["jobs"],
+        namespace: str,
+        label_selector: str | None,
+        *,
+        limit: int | None = None,
+        continue_token: str | None = None,
     ) -> ObjectList[Job]: ...
     @overload
     def list_objects(
-        self, kind: Literal["pods"], namespace: str, label_selector: str | None
+        self,
+        kind: Literal["pods"],
+        namespace: str,
+        label_selector: str | None,
+        *,
+        limit: int | None = None,
+        continue_token: str | None = None,
     ) -> ObjectList[Pod]: ...
     @overload
     def list_objects(
-        self, kind: Literal["events"], namespace: str, label_selector: str | None
+        self,
+        kind: Literal["events"],
+        namespace: str,
+        label_selector: str | None,
+        *,
+        limit: int | None = None,
+        continue_token: str | None = None,
     ) -> ObjectList[Event]: ...
     @overload
     def list_objects(
-        self, kind: Literal["workloads"], namespace: str, label_selector: str | None
+        self,
+        kind: Literal["workloads"],
+        namespace: str,
+        label_selector: str | None,
+        *,
+        limit: int | None = None,
+        continue_token: str | None = None,
     ) -> ObjectList[Workload]: ...
     @overload
-    def list_objects(self, kind: Kind, namespace: str, label_selector: str | None) -> AnyList: ...
-    def list_objects(self, kind: Kind, namespace: str, label_selector: str | None) -> AnyList:
+    def list_objects(
+        self,
+        kind: Kind,
+        namespace: str,
+        label_selector: str | None,
+        *,
+        limit: int | None = None,
+        continue_token: str | None = None,
+    ) -> AnyList: ...
+    def list_objects(
+        self,
+        kind: Kind,
+        namespace: str,
+        label_selector: str | None,
+        *,
+        limit: int | None = None,
+        continue_token: str | None = None,
+    ) -> AnyList:
         """List a kind: the list object, with ``items`` and ``metadata.resourceVersion``.
 
-        The items are of the kind listed: ``Job``, ``Pod``, ``Event`` or ``Workload``.
+        The items are of the kind listed: ``Job``, ``Pod``, ``Event`` or ``Workload``. With
+        ``limit``, one page of at most that many items; ``metadata.continue`` is then the
+        ``continue_token`` of the next page (none after the last).
+        """
+        ...
+
+    def list_events(self, namespace: str, field_selector: str) -> list[Event]:
+        """The events a field selector selects (``involvedObject.name=pod-x``...).
+
+        Events carry no labels: this is how a step reads its own without reading everyone's.
         """
         ...
 

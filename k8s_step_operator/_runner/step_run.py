@@ -47,7 +47,16 @@ from k8s_step_operator._job.keys import JOB_CONTROLLER_UID_LABEL, KUEUE_QUEUE_LA
 from k8s_step_operator._job.naming import same_step
 from k8s_step_operator._job.ranks import build_rank_service, ranks_of
 from k8s_step_operator._job.settings import KubernetesJobStepOperatorSettings
-from k8s_step_operator._objects import Job, Node, NodePool, Pod, PodSpec, labels_of, name_of
+from k8s_step_operator._objects import (
+    Job,
+    Node,
+    NodePool,
+    ObjectMeta,
+    Pod,
+    PodSpec,
+    labels_of,
+    name_of,
+)
 from k8s_step_operator._runner.autoscaler import (
     CLUSTER_AUTOSCALER,
     KARPENTER,
@@ -64,6 +73,7 @@ from k8s_step_operator._runner.diagnosis import (
     QueueContext,
     observe,
     outcome_error,
+    reads_events,
 )
 from k8s_step_operator._runner.event_log import log_event
 from k8s_step_operator._runner.events import Event, EventBus, Finished, LogLine, Submitted
@@ -83,13 +93,21 @@ from k8s_step_operator._runner.tracker import (
     start,
     timeline,
 )
-from k8s_step_operator._runner.watcher import NamespaceWatcher, WatcherRegistry
+from k8s_step_operator._runner.watcher import (
+    NamespaceWatcher,
+    StepEvents,
+    WatcherRegistry,
+    with_launcher,
+)
 
 __all__ = ["NodeView", "StepIdentity", "StepRun", "job_status"]
 
 log = logging.getLogger("k8s_step_operator")
 
 _TICK = 1.0
+# The phases no bound limits as long as no problem shows (the Job controller, the kubelet and the
+# step take their time): a step in one of them looks again at its next heartbeat or events read.
+_UNBOUNDED = frozenset({Phase.SUBMITTED, Phase.STARTING, Phase.RUNNING})
 # Retry budget of the clean-up after an interrupt: the caller is on its way out.
 _CLEANUP_BUDGET = 15.0
 # How long a step no node fits waits for an autoscaler the identity cannot see to speak.
@@ -210,6 +228,8 @@ class StepRun:
         self.cancel_wait_timeout = cancel_wait_timeout
         self.log_drain_timeout = log_drain_timeout
         self.uid = ""
+        # The Job's metadata as the server has it (its uid, its labels), once submitted.
+        self._server_meta: ObjectMeta | None = None
         self.context = self._context(self.job)
         self.state: TrackerState = start(clock.monotonic())
 
@@ -272,13 +292,17 @@ class StepRun:
         self._check_topology()
         reattached = False
         try:
-            job = self.api.create_job(self.namespace, self.job)
+            # Labelled with this operator's launcher: its watches select its own Jobs and pods.
+            job = self.api.create_job(
+                self.namespace, with_launcher(self.job, self.watchers.launcher)
+            )
         except ConflictError:
             # Also the path after a create whose answer was lost (a 5xx, a cut connection):
             # the retry meets our own Job and adopts it, as a restarted caller does.
             job = self._adopt(self.get(), operation=f"create Job {self.where}")
             reattached = True
         self.uid = str(job["metadata"]["uid"])
+        self._server_meta = _identity_of(job)
         try:
             self._create_companion(job)
         except ApiError as e:
@@ -316,6 +340,7 @@ class StepRun:
             )
         self.uid = str(job["metadata"]["uid"])
         self.job = job
+        self._server_meta = _identity_of(job)
         self.context = self._context(job)
         self.queue_name = str(labels_of(job).get(KUEUE_QUEUE_LABEL, ""))
         return job
@@ -378,7 +403,10 @@ class StepRun:
             clock=self.clock,
             safety_interval=self.settings.safety_poll_interval,
         )
-        sub = watcher.subscribe(self.name)
+        sub = watcher.subscribe(self.name, self._server_job())
+        events = StepEvents(
+            self.api, self.namespace, self.name, watcher.failed_creates, clock=self.clock
+        )
         follower: LogFollower | None = None
         if self.settings.stream_logs:
             ranks = self.context.ranks
@@ -399,7 +427,7 @@ class StepRun:
 
         self.state = start(self.clock.monotonic())
         try:
-            self._wait(watcher, wait_for_change, follower)
+            self._wait(watcher, wait_for_change, follower, events)
         finally:
             if follower is not None:
                 follower.stop()
@@ -416,14 +444,13 @@ class StepRun:
         watcher: NamespaceWatcher,
         wait_for_change: Callable[[float], bool],
         follower: LogFollower | None,
+        events: StepEvents,
     ) -> None:
-        if self.queue_name:
-            watcher.watch_workloads()
         while True:
-            wait_for_change(_TICK)
+            wait_for_change(self._next_look(events))
             if watcher.failure is not None:
                 raise watcher.failure
-            seen, pods = self._look(watcher, follower)
+            seen, pods = self._look(watcher, follower, events)
             now, wall = self.clock.monotonic(), self.clock.now()
             step = advance(self.context, self.state, seen, now, wall)
             self.state = step.state
@@ -437,10 +464,30 @@ class StepRun:
             self._finish(step, watcher, follower, pods)
             return
 
+    def _next_look(self, events: StepEvents) -> float:
+        """Seconds until the step must look again though nothing changed (a change wakes it).
+
+        A second while a bound or a grace may expire; in a phase no bound limits (submitted,
+        starting, running, with no problem), until its next heartbeat or events read: thousands
+        of waiting steps then do not each wake every second.
+        """
+        state, now = self.state, self.clock.monotonic()
+        if (
+            state.phase not in _UNBOUNDED
+            or state.problem_since
+            or state.missing_since is not None
+            or state.failed_at is not None
+        ):
+            return _TICK
+        until = self.context.heartbeat - (now - state.said_at)
+        if state.phase is Phase.SUBMITTED:
+            until = min(until, events.next_read(self.name, state.in_phase(now)))
+        return max(_TICK, until)
+
     def _look(
-        self, watcher: NamespaceWatcher, follower: LogFollower | None
+        self, watcher: NamespaceWatcher, follower: LogFollower | None, events: StepEvents
     ) -> tuple[Seen, list[Pod]]:
-        """Read the caches (and, where the diagnosis needs them, Kueue, nodes, autoscalers)."""
+        """Read the caches, and what the diagnosis needs besides: events, Kueue, nodes."""
         job = watcher.job(self.name)
         if job is None or job["metadata"].get("uid") != self.uid:
             deleted = watcher.was_deleted(self.name, self.uid)
@@ -448,7 +495,7 @@ class StepRun:
         pods = watcher.pods_of(self.uid)
         if follower is not None:
             follower.update(pods)
-        events = watcher.events_for(self.name, *(p["metadata"]["name"] for p in pods))
+        names = [self.name, *(p["metadata"]["name"] for p in pods)]
         workload = self._workload(watcher) if self.queue_name else None
         queue = None
         if self.queue_name and not pods:
@@ -465,8 +512,16 @@ class StepRun:
             seen_pods = sorted(
                 [*pods, *gone], key=lambda p: str(p["metadata"].get("creationTimestamp", ""))
             )
-        obs = observe(job, seen_pods, events, queue)
-        placement = self._placement(job, obs) if obs.problem is Problem.UNSCHEDULABLE else None
+        obs = observe(job, seen_pods, events.events(names), queue)
+        if reads_events(obs):
+            # Waiting where events say why: read those of the object waiting (the unschedulable
+            # pod, or the Job that has none), at an interval growing with the wait.
+            state, now = self.state, self.clock.monotonic()
+            waited = state.in_phase(now) if state.phase is obs.phase else 0.0
+            if events.refresh(obs.pod or self.name, waited, at_once=obs.problem is not None):
+                obs = observe(job, seen_pods, events.events(names), queue)
+        # The pod's spec from the Job submitted or attached to (the cache keeps no template).
+        placement = self._placement(self.job, obs) if obs.problem is Problem.UNSCHEDULABLE else None
         domains = None
         if self.context.topology and obs.ranks and not self.state.placed:
             domains = self._domains(self.context.topology)
@@ -738,10 +793,10 @@ class StepRun:
         own = watcher is None
         w = watcher or self.watchers.acquire(self.api, self.namespace, clock=self.clock)
         try:
-            w.wait_synced(10)
-            deadline = self.clock.monotonic() + self.cancel_wait_timeout
-            sub = w.subscribe(self.name)
+            sub = w.subscribe(self.name, self._server_job())
             try:
+                w.wait_synced(10)
+                deadline = self.clock.monotonic() + self.cancel_wait_timeout
                 while w.pods_of(self.uid):
                     if self.clock.monotonic() > deadline:
                         log.error(
@@ -877,6 +932,26 @@ class StepRun:
             return
         if self._ours(job):
             self.uid = str(job["metadata"]["uid"])
+            self._server_meta = _identity_of(job)
+
+    def _server_job(self) -> Job | None:
+        """The Job's uid and labels as the server has them (``None`` before it is known).
+
+        What the watcher scopes its watches by.
+        """
+        if not self.uid or self._server_meta is None:
+            return None
+        return {"metadata": self._server_meta}
+
+
+def _identity_of(job: Job) -> ObjectMeta:
+    """A Job's name, uid and labels: all a step keeps of the server's answer."""
+    meta = job.get("metadata", {})
+    return {
+        "name": meta.get("name", ""),
+        "uid": meta.get("uid", ""),
+        "labels": dict(meta.get("labels") or {}),
+    }
 
 
 def _has_failed(job: Job) -> bool:

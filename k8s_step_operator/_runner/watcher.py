@@ -1,11 +1,29 @@
-"""One shared, level-triggered view of a namespace's Jobs, pods and events.
+"""One shared, level-triggered view of the Jobs and pods of the steps a process follows.
 
 ``launch`` is synchronous, and a process may run hundreds of steps at once, each in its own thread.
 Polling per step costs requests in proportion to steps x time and sees outcomes late; a watch per
 step costs a connection per step. Instead each namespace gets one watcher per API access object:
-three watch connections (Jobs, pods, events) whose events update in-memory caches and wake only
-the steps whose objects changed. Steps recompute their state from the caches on every wake-up, so
+two watch connections (Jobs, pods) whose events update in-memory caches and wake only the steps
+whose objects changed. Steps recompute their state from the caches on every wake-up, so
 duplicated or reordered events after a reconnect do no harm.
+
+Many pipelines share a namespace, each launching its steps from a process of its own. A watch of
+the whole namespace would make every process receive every other pipeline's events (and the API
+server send each event once per process: N pipelines, N^2 events). So the watches are scoped to
+what this process follows:
+
+* the Jobs this process launched, and their pods: the runner labels each Job and its pod template
+  with the launcher's id (``k8s-step-operator.io/launcher``), and the two watches select on it;
+* Jobs another process launched (``attach``, a restarted caller that adopts its Job): watched by
+  set-based selectors, the Jobs by their step run's label and their pods by their Job's uid
+  (``in (...)``, up to 100 values per watch);
+* Kueue's Workloads of queued steps: by their Job's uid (``kueue.x-k8s.io/job-uid in (...)``),
+  started by the first step that has a queue.
+
+Events carry no labels and a field selector takes one value per field, so no watch can select the
+events of a set of steps. They are read on demand instead, only while a step waits where they say
+why, at an interval that grows with the wait (``StepEvents``): the Jobs' ``FailedCreate`` by one
+list for all the steps of a watcher, an unschedulable pod's by a list of that pod's.
 
 The watch rules followed here:
 
@@ -15,12 +33,14 @@ The watch rules followed here:
 * 410 Gone, as an error or as an ERROR event, re-lists and watches from the new version;
 * connection failures (an API server restart) back off with jitter and resume from the last
   version seen;
-* a refusal (401/403) is kept per kind: a re-list of one kind never clears another kind's;
+* a watch resumes with the selector its cache was listed with: a set that grew re-lists at once,
+  a set that shrank at the next reconnect;
+* a refusal (401/403) is kept per watch: a re-list of one never clears another's;
 * a slow periodic re-list of Jobs is a safety net against anything a watch may have missed.
 
 Watchers are shared through a ``WatcherRegistry`` keyed by the API access object itself (never
-by ``id()``, which Python reuses after garbage collection). Each operator owns its registry; there
-is no process-wide one.
+by ``id()``, which Python reuses after garbage collection). Each operator owns its registry, and
+the registry's launcher id; there is no process-wide one.
 """
 
 from __future__ import annotations
@@ -28,17 +48,22 @@ from __future__ import annotations
 import json
 import logging
 import random
+import sys
 import threading
-from collections import OrderedDict, defaultdict, deque
-from collections.abc import Callable, Iterator
+import uuid
+from collections import OrderedDict, defaultdict
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar, cast
 
-from k8s_step_operator._errors import ApiError
+from k8s_step_operator._errors import ApiError, ForbiddenError
 from k8s_step_operator._job.keys import (
     JOB_CONTROLLER_UID_LABEL,
     JOB_NAME_LABEL,
     KUEUE_JOB_UID_LABEL,
+    KUEUE_QUEUE_LABEL,
+    LABEL_LAUNCHER,
+    LABEL_STEP_RUN_ID,
     LEGACY_JOB_NAME_LABEL,
     MANAGED_BY_SELECTOR,
 )
@@ -53,18 +78,29 @@ from k8s_step_operator._objects import (
 )
 from k8s_step_operator._runner.ports import SYSTEM_CLOCK, Clock, Kind, KubeAccess, Stream
 
-__all__ = ["NamespaceWatcher", "Subscription", "WatcherRegistry", "job_name_of_pod"]
+__all__ = [
+    "FailedCreates",
+    "NamespaceWatcher",
+    "StepEvents",
+    "Subscription",
+    "WatcherRegistry",
+    "job_name_of_pod",
+    "with_launcher",
+]
 
 log = logging.getLogger(__name__)
 
 # Marks the records that say a watch is retried, so a console can collapse them by that mark.
 RETRY_RECORD = {"k8sso_retry": True}
 
-# Pods created by any Job carry the controller-uid label; selecting on it keeps other pods out.
+# Without a launcher: every Job of ours, and the pods of every Job.
 POD_SELECTOR = JOB_CONTROLLER_UID_LABEL
 JOB_SELECTOR = MANAGED_BY_SELECTOR
+# Values of one set-based selector, so one watch per this many adopted or queued steps.
+SET_SIZE = 100
+# Items per page of a list: what is held in the server's full form at once.
+LIST_PAGE = 500
 
-_EVENTS_PER_OBJECT = 20
 # Deleted pods remembered per namespace (their last state), for the diagnosis of a failure.
 _GONE_PODS = 512
 # How long a watch that worked may be refused (401/403) before the steps are told: an API server
@@ -92,6 +128,69 @@ def _newer_or_equal(a: str, b: str) -> bool:
         return True
 
 
+def _uid(obj: KubeObject) -> str:
+    return str(obj.get("metadata", {}).get("uid", ""))
+
+
+# Strings up to this long are shared between the cached objects that hold them: names, labels,
+# reasons, timestamps repeat across thousands of Jobs and pods.
+_SHARED_MAX = 64
+
+
+def _shared(value: Any) -> Any:
+    if type(value) is str and len(value) <= _SHARED_MAX:
+        return sys.intern(value)
+    return value
+
+
+def _interned(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A decoded JSON object whose keys and short strings are shared with every other."""
+    return {sys.intern(k): _shared(v) for k, v in pairs}
+
+
+def _decode(line: str) -> Any:
+    """A watch line, decoded with shared keys and short strings (``_interned``)."""
+    return json.loads(line, object_pairs_hook=_interned)
+
+
+def _share_keys(value: Any) -> Any:
+    """A decoded object (from a list) rebuilt with shared keys and strings, as ``_decode``."""
+    if isinstance(value, dict):
+        return {sys.intern(k): _share_keys(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_share_keys(v) for v in value]
+    return _shared(value)
+
+
+def _slim(kind: Kind, obj: KubeObject) -> None:
+    """Drop, in place, what no reader of the cache needs; thousands of steps are cached.
+
+    Server-side apply's bookkeeping goes from every object; a pod keeps the scalar fields of its
+    spec (``nodeName``...) and its containers' names and images, not the rest of its containers,
+    volumes or other structures (their states are in its status); a Job keeps its spec without
+    its pod template (a step reads that from the Job it submitted or attached to).
+    """
+    raw = cast(dict[str, Any], obj)
+    meta = raw.get("metadata")
+    if isinstance(meta, dict):
+        meta.pop("managedFields", None)
+    spec = raw.get("spec")
+    if not isinstance(spec, dict):
+        return
+    if kind == "pods":
+        slim = {k: v for k, v in spec.items() if not isinstance(v, dict | list)}
+        for key in ("initContainers", "containers"):  # each one's name and image only
+            if isinstance(spec.get(key), list):
+                slim[key] = [
+                    {k: c[k] for k in ("name", "image") if k in c}
+                    for c in spec[key]
+                    if isinstance(c, dict)
+                ]
+        raw["spec"] = slim
+    elif kind == "jobs":
+        spec.pop("template", None)
+
+
 def job_name_of_pod(pod: KubeObject) -> str:
     """The name of the Job that owns a pod, from its labels or, failing that, its owner.
 
@@ -107,42 +206,119 @@ def job_name_of_pod(pod: KubeObject) -> str:
     return ""
 
 
+def _owner_uid(obj: KubeObject) -> str:
+    """The uid of the Job that owns a pod (or a Workload), else ``""``."""
+    for ref in obj.get("metadata", {}).get("ownerReferences") or []:
+        if ref.get("kind") == "Job":
+            return str(ref.get("uid", ""))
+    labels = labels_of(obj)
+    return str(labels.get(KUEUE_JOB_UID_LABEL) or labels.get(JOB_CONTROLLER_UID_LABEL) or "")
+
+
+def with_launcher(job: Mapping[str, Any], launcher: str) -> dict[str, Any]:
+    """A copy of a Job whose labels, and its pod template's, name the launcher that follows it.
+
+    The launcher's watches select on that label: they see this Job and its pods, and no other
+    process's.
+    """
+    out = dict(job)
+    meta = dict(out.get("metadata") or {})
+    meta["labels"] = {**(meta.get("labels") or {}), LABEL_LAUNCHER: launcher}
+    out["metadata"] = meta
+    spec = dict(out.get("spec") or {})
+    template = dict(spec.get("template") or {})
+    tmeta = dict(template.get("metadata") or {})
+    tmeta["labels"] = {**(tmeta.get("labels") or {}), LABEL_LAUNCHER: launcher}
+    template["metadata"] = tmeta
+    spec["template"] = template
+    out["spec"] = spec
+    return out
+
+
 @dataclass(eq=False)
 class Subscription:
-    """A step's interest in one Job; ``changed`` is set whenever anything about it changes."""
+    """A step's interest in one Job; ``changed`` is set whenever anything about it changes.
+
+    Attributes:
+        job_name: The Job's name.
+        changed: Set on every change to the Job, its pods or its Workload.
+        members: What the watcher added to its set-based watches for this step (released on
+            ``unsubscribe``): ``(set, value)`` pairs.
+    """
 
     job_name: str
     changed: threading.Event = field(default_factory=threading.Event)
+    members: tuple[tuple[str, str], ...] = ()
 
 
 class _Gone(Exception):
     """The watch's resourceVersion is too old (410): re-list."""
 
 
-@dataclass
+@dataclass(eq=False)
 class _KindState(Generic[Obj]):
-    """The state of one watched resource kind, whose objects are ``Obj`` s."""
+    """One watch: a resource kind, the selector it lists and watches with, and its cache.
+
+    A fixed watch has ``label_selector``; a set-based one has ``members`` and builds its selector
+    from them (``set_label in (...)``, after ``base``).
+    """
 
     name: Kind
     label_selector: str | None
+    key: str = ""
     objects: dict[str, Obj] = field(default_factory=dict)
     resource_version: str | None = None
     synced: threading.Event = field(default_factory=threading.Event)
     stream: Stream | None = None
     last_list: float = 0.0
     refused_since: float | None = None
-    failure: ApiError | None = None  # a refusal no retry will fix, for this kind only
+    failure: ApiError | None = None  # a refusal no retry will fix, for this watch only
     optional: bool = False  # its refusal concerns only the steps that use it (Kueue's Workloads)
+    members: set[str] | None = None
+    set_label: str = ""
+    base: str | None = None
+    listed_selector: str | None = None  # the selector the cache was listed with
+    grew: bool = False  # a member was added since the last list
+    retired: bool = False
+
+    def __post_init__(self) -> None:
+        self.key = self.key or self.name
+
+    def selector(self) -> str | None:
+        """The selector a list would use now."""
+        if self.members is None:
+            return self.label_selector
+        term = f"{self.set_label} in ({','.join(sorted(self.members))})"
+        return f"{self.base},{term}" if self.base else term
+
+    def covers(self, obj: KubeObject) -> bool:
+        """Whether the object is one the current selector asks for (set-based watches)."""
+        if self.members is None:
+            return True
+        return labels_of(obj).get(self.set_label, "") in self.members
+
+
+@dataclass
+class _SetScope:
+    """Set-based watches of one kind on one label, ``SET_SIZE`` values each."""
+
+    name: Kind
+    label: str
+    base: str | None
+    optional: bool = False
+    chunks: list[_KindState[Any]] = field(default_factory=list)
+    uses: dict[str, int] = field(default_factory=dict)  # value -> subscriptions that use it
 
 
 class NamespaceWatcher:
-    """Caches the Jobs, Job pods and events of one namespace, kept current by three watches.
+    """Caches the Jobs and pods of one namespace that its steps need, kept current by watches.
 
     Args:
         api: The API access; the watcher owns no credentials of its own.
         namespace: The namespace to watch.
         clock: The clock (time-outs, back-off, the safety re-list).
-        job_label_selector: Which Jobs to cache (ours by default).
+        launcher: The launcher id its own Jobs and their pods carry (``with_launcher``);
+            ``None``: every Job of ours in the namespace, and every Job's pods.
         server_timeout: Seconds after which the server ends a watch (it is then resumed).
         read_timeout_slack: Extra seconds the client waits past ``server_timeout`` before it
             treats a silent connection as dead.
@@ -156,7 +332,7 @@ class NamespaceWatcher:
         namespace: str,
         *,
         clock: Clock = SYSTEM_CLOCK,
-        job_label_selector: str | None = JOB_SELECTOR,
+        launcher: str | None = None,
         server_timeout: int = SERVER_TIMEOUT,
         read_timeout_slack: float = READ_SLACK,
         safety_interval: float = 60.0,
@@ -166,58 +342,53 @@ class NamespaceWatcher:
         self.on_retry = on_retry
         self.namespace = namespace
         self.clock = clock
+        self.launcher = launcher
         self._server_timeout = server_timeout
         self._read_timeout = server_timeout + read_timeout_slack
         self.safety_interval = safety_interval
         self._lock = threading.RLock()
         self._stopped = threading.Event()
+        self._started = False
         self._subs: dict[str, set[Subscription]] = defaultdict(set)
-        self._events: dict[str, deque[Event]] = defaultdict(
-            lambda: deque(maxlen=_EVENTS_PER_OBJECT)
-        )
         self._deleted_jobs: dict[str, str] = {}  # name -> uid of a Job seen deleted
         # The last state of pods seen deleted, newest last: the Job controller deletes the rank
         # that failed a step on several nodes (and its other ranks) within a second, and the
         # diagnosis still names it.
         self._gone_pods: OrderedDict[str, Pod] = OrderedDict()
-        self._jobs = _KindState[Job]("jobs", job_label_selector)
-        self._pods = _KindState[Pod]("pods", POD_SELECTOR)
-        # Each kind's state by name; ``_jobs``, ``_pods`` and ``_workloads`` are the same states,
-        # typed by their objects. Events are kept per involved object (``_events``).
-        self._kinds: dict[Kind, _KindState[Any]] = {
-            "jobs": self._jobs,
-            "pods": self._pods,
-            "events": _KindState[Event]("events", None),
+        # The caches as the steps read them: pods and Workloads by their Job's uid.
+        self._pods_by_job: dict[str, dict[str, Pod]] = defaultdict(dict)
+        self._workload_by_job: dict[str, Workload] = {}
+        own = f"{LABEL_LAUNCHER}={launcher}" if launcher else None
+        self._jobs = _KindState[Job]("jobs", f"{JOB_SELECTOR},{own}" if own else JOB_SELECTOR)
+        self._pods = _KindState[Pod]("pods", own or POD_SELECTOR)
+        # Every watch by its key; the set-based ones come and go with their members.
+        self._kinds: dict[str, _KindState[Any]] = {"jobs": self._jobs, "pods": self._pods}
+        self._scopes = {
+            "jobs": _SetScope("jobs", LABEL_STEP_RUN_ID, JOB_SELECTOR),
+            "pods": _SetScope("pods", JOB_CONTROLLER_UID_LABEL, None),
+            "workloads": _SetScope("workloads", KUEUE_JOB_UID_LABEL, None, optional=True),
         }
         self._threads: list[threading.Thread] = []
-        self._workloads = _KindState[Workload]("workloads", None, optional=True)
-        self._workloads_started = False
+        self.failed_creates = FailedCreates(api, namespace, clock)
 
     # -- lifecycle -----------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the three watch threads and the safety net; returns at once."""
-        for kind in self._kinds.values():
-            t = threading.Thread(
-                target=self._run, args=(kind,), name=f"watch-{kind.name}-{self.namespace}"
-            )
-            t.daemon = True
-            t.start()
-            self._threads.append(t)
+        """Start the watch threads and the safety net; returns at once."""
+        with self._lock:
+            self._started = True
+            kinds = list(self._kinds.values())
+        for kind in kinds:
+            self._start_thread(kind)
         t = threading.Thread(target=self._safety_net, name=f"relist-{self.namespace}")
         t.daemon = True
         t.start()
         self._threads.append(t)
 
-    def watch_workloads(self) -> None:
-        """Also watch Kueue's Workloads (started once, by the first step that has a queue)."""
-        with self._lock:
-            if self._workloads_started or self._stopped.is_set():
-                return
-            self._workloads_started = True
-            self._kinds["workloads"] = self._workloads
+    def _start_thread(self, kind: _KindState[Any]) -> None:
+        self._threads = [t for t in self._threads if t.is_alive()]
         t = threading.Thread(
-            target=self._run, args=(self._workloads,), name=f"watch-workloads-{self.namespace}"
+            target=self._run, args=(kind,), name=f"watch-{kind.key}-{self.namespace}"
         )
         t.daemon = True
         t.start()
@@ -226,24 +397,22 @@ class NamespaceWatcher:
     @property
     def workloads_unavailable(self) -> ApiError | None:
         """Why Workloads cannot be watched (404: Kueue is not installed; 403), else ``None``."""
-        kind = self._workloads
-        return kind.failure if self._workloads_started else None
+        for kind in list(self._scopes["workloads"].chunks):
+            if kind.failure is not None:
+                return kind.failure
+        return None
 
     def workload_of(self, job_uid: str) -> Workload | None:
         """The cached Kueue Workload of the Job with this uid, or ``None``."""
         with self._lock:
-            for wl in self._workloads.objects.values():
-                meta = wl.get("metadata", {})
-                if meta.get("labels", {}).get(KUEUE_JOB_UID_LABEL) == job_uid or any(
-                    r.get("uid") == job_uid for r in meta.get("ownerReferences") or []
-                ):
-                    return wl
-        return None
+            return self._workload_by_job.get(job_uid)
 
     def stop(self) -> None:
         """Stop every thread and close the watch connections."""
         self._stopped.set()
-        for kind in list(self._kinds.values()):
+        with self._lock:
+            kinds = list(self._kinds.values())
+        for kind in kinds:
             self._close(kind)
         for t in self._threads:
             t.join(timeout=5)
@@ -254,28 +423,56 @@ class NamespaceWatcher:
         return self._stopped.is_set()
 
     def wait_synced(self, timeout: float) -> bool:
-        """Wait until every kind has been listed once."""
+        """Wait until every watch has listed once (since its set last grew)."""
         deadline = self.clock.monotonic() + timeout
+        with self._lock:
+            kinds = list(self._kinds.values())
         return all(
-            self.clock.wait(k.synced, max(0.0, deadline - self.clock.monotonic()))
-            for k in self._kinds.values()
+            self.clock.wait(k.synced, max(0.0, deadline - self.clock.monotonic())) for k in kinds
         )
 
     @property
     def failure(self) -> ApiError | None:
-        """A refusal (401/403) of any kind's watch that outlasted the grace, else ``None``."""
-        for kind in list(self._kinds.values()):
+        """A refusal (401/403) of any watch that outlasted the grace, else ``None``."""
+        with self._lock:
+            kinds = list(self._kinds.values())
+        for kind in kinds:
             if kind.failure is not None and not kind.optional:
                 return kind.failure
         return None
 
+    def states(self) -> list[_KindState[Any]]:
+        """Every watch now (the fixed ones and the set-based ones)."""
+        with self._lock:
+            return list(self._kinds.values())
+
     # -- subscriptions -----------------------------------------------------------------------
 
-    def subscribe(self, job_name: str) -> Subscription:
-        """Register interest in a Job; the subscription fires on any change to it or its pods."""
-        sub = Subscription(job_name)
+    def subscribe(self, job_name: str, job: Job | None = None) -> Subscription:
+        """Register interest in a Job; the subscription fires on any change to it or its pods.
+
+        Args:
+            job_name: The Job's name.
+            job: The Job as the server has it (its uid and labels), when known: a Job another
+                launcher labelled is added to the set-based watches, and so is a queued Job's
+                Workload. ``None``: the Job is this launcher's, with no queue.
+        """
+        members: list[tuple[str, str]] = []
+        if job is not None:
+            labels, uid = labels_of(job), _uid(job)
+            if self.launcher is not None and labels.get(LABEL_LAUNCHER) != self.launcher:
+                step_run = labels.get(LABEL_STEP_RUN_ID)
+                if step_run:
+                    members.append(("jobs", step_run))
+                if uid:
+                    members.append(("pods", uid))
+            if labels.get(KUEUE_QUEUE_LABEL) and uid:
+                members.append(("workloads", uid))
+        sub = Subscription(job_name, members=tuple(members))
         with self._lock:
             self._subs[job_name].add(sub)
+            for scope, value in members:
+                self._add_member(self._scopes[scope], value)
         sub.changed.set()  # evaluate once at once, with whatever is cached
         return sub
 
@@ -283,10 +480,63 @@ class NamespaceWatcher:
         """Drop a subscription."""
         with self._lock:
             subs = self._subs.get(sub.job_name)
-            if subs is not None:
+            if subs is not None and sub in subs:
                 subs.discard(sub)
                 if not subs:
                     del self._subs[sub.job_name]
+                for scope, value in sub.members:
+                    self._remove_member(self._scopes[scope], value)
+
+    def _add_member(self, scope: _SetScope, value: str) -> None:
+        scope.uses[value] = scope.uses.get(value, 0) + 1
+        if scope.uses[value] > 1:
+            return
+        chunk = next(
+            (k for k in scope.chunks if k.members is not None and len(k.members) < SET_SIZE),
+            None,
+        )
+        if chunk is None:
+            chunk = _KindState[Any](
+                scope.name,
+                None,
+                key=f"{scope.name}-set-{uuid.uuid4().hex[:6]}",
+                optional=scope.optional,
+                members=set(),
+                set_label=scope.label,
+                base=scope.base,
+            )
+            scope.chunks.append(chunk)
+            self._kinds[chunk.key] = chunk
+            chunk.members = {value}
+            if self._started and not self._stopped.is_set():
+                self._start_thread(chunk)
+            return
+        assert chunk.members is not None
+        chunk.members.add(value)
+        chunk.grew = True
+        chunk.synced.clear()
+        self._close(chunk)  # its thread re-lists with the new member
+
+    def _remove_member(self, scope: _SetScope, value: str) -> None:
+        left = scope.uses.get(value, 0) - 1
+        if left > 0:
+            scope.uses[value] = left
+            return
+        scope.uses.pop(value, None)
+        for chunk in list(scope.chunks):
+            if chunk.members is None or value not in chunk.members:
+                continue
+            # Kept in the selector until the next re-list; a chunk left empty stops now.
+            chunk.members.discard(value)
+            if not chunk.members:
+                scope.chunks.remove(chunk)
+                del self._kinds[chunk.key]
+                chunk.retired = True
+                chunk.synced.set()  # nobody waits for it any more
+                self._close(chunk)
+                for obj in chunk.objects.values():
+                    self._unindex(chunk, obj)
+                chunk.objects = {}
 
     def _notify(self, job_name: str) -> None:
         for sub in self._subs.get(job_name, ()):
@@ -301,9 +551,15 @@ class NamespaceWatcher:
     # -- queries -------------------------------------------------------------------------
 
     def job(self, name: str) -> Job | None:
-        """The cached Job, or ``None``."""
+        """The cached Job (without its pod template), or ``None``."""
         with self._lock:
-            return self._jobs.objects.get(name)
+            found = self._jobs.objects.get(name)
+            if found is None:
+                for chunk in self._scopes["jobs"].chunks:
+                    found = chunk.objects.get(name)
+                    if found is not None:
+                        break
+            return found
 
     def was_deleted(self, name: str, uid: str) -> bool:
         """Whether the Job with this uid was seen deleted (or vanished from a fresh list)."""
@@ -313,13 +569,7 @@ class NamespaceWatcher:
     def pods_of(self, job_uid: str) -> list[Pod]:
         """The cached pods owned by the Job with this uid, oldest first."""
         with self._lock:
-            pods = [
-                p
-                for p in self._pods.objects.values()
-                if any(
-                    r.get("uid") == job_uid for r in (p["metadata"].get("ownerReferences") or [])
-                )
-            ]
+            pods = list(self._pods_by_job.get(job_uid, {}).values())
         return sorted(pods, key=lambda p: str(p["metadata"].get("creationTimestamp", "")))
 
     def gone_pods_of(self, job_uid: str) -> list[Pod]:
@@ -334,37 +584,70 @@ class NamespaceWatcher:
             ]
         return sorted(pods, key=lambda p: str(p["metadata"].get("creationTimestamp", "")))
 
-    def events_for(self, *names: str) -> list[Event]:
-        """The cached events whose involved object has one of these names, oldest first."""
-        with self._lock:
-            found = [e for n in names for e in self._events.get(n, ())]
-        return sorted(found, key=_event_time)
-
     def remember_job(self, job: Job) -> None:
         """Put a Job we just created or read into the cache, unless a newer one is there."""
         name = job["metadata"]["name"]
+        job = cast(Job, _share_keys(job))
+        _slim("jobs", job)
         with self._lock:
-            cached = self._jobs.objects.get(name)
+            kind: _KindState[Job] = self._jobs
+            if self.launcher is not None and labels_of(job).get(LABEL_LAUNCHER) != self.launcher:
+                # Another launcher's Job: into the set-based watch that lists it, if one does.
+                kind = next((c for c in self._scopes["jobs"].chunks if c.covers(job)), kind)
+            cached = kind.objects.get(name)
             if cached is None or not _newer_or_equal(_rv(cached), _rv(job)):
-                self._jobs.objects[name] = job
+                kind.objects[name] = job
             self._deleted_jobs.pop(name, None)
             self._notify(name)
+
+    # -- the index of pods and Workloads by their Job -------------------------------------------
+
+    def _index(self, kind: _KindState[Any], obj: KubeObject) -> None:
+        if kind.name == "pods":
+            owner = _owner_uid(obj)
+            if owner:
+                self._pods_by_job[owner][obj["metadata"]["name"]] = cast(Pod, obj)
+        elif kind.name == "workloads":
+            owner = _owner_uid(obj)
+            if owner:
+                self._workload_by_job[owner] = cast(Workload, obj)
+
+    def _unindex(self, kind: _KindState[Any], obj: KubeObject) -> None:
+        owner = _owner_uid(obj)
+        if not owner:
+            return
+        if kind.name == "pods":
+            pods = self._pods_by_job.get(owner)
+            if pods is not None:
+                pods.pop(obj["metadata"]["name"], None)
+                if not pods:
+                    del self._pods_by_job[owner]
+        elif kind.name == "workloads":
+            wl = self._workload_by_job.get(owner)
+            if wl is not None and wl["metadata"].get("name") == obj["metadata"].get("name"):
+                del self._workload_by_job[owner]
 
     # -- the watch loop ----------------------------------------------------------------------
 
     def _run(self, kind: _KindState[Obj]) -> None:
         failures = 0
-        while not self._stopped.is_set():
+        while not self._stopped.is_set() and not kind.retired:
             try:
-                if kind.resource_version is None:
-                    self.relist(kind.name)
-                self.watch_once(kind.name)
+                with self._lock:  # a set's members change under the lock
+                    stale = (
+                        kind.resource_version is None
+                        or kind.grew
+                        or kind.selector() != kind.listed_selector
+                    )
+                if stale:
+                    self._relist(kind)
+                self._watch_once(kind)
                 failures = 0
             except _Gone:
                 log.info("watch of %s in %s expired (410); re-listing", kind.name, self.namespace)
                 kind.resource_version = None
             except Exception as e:  # a watch thread never dies while the watcher runs
-                if self._stopped.is_set():
+                if self._stopped.is_set() or kind.retired:
                     return
                 if not isinstance(e, ApiError):
                     log.exception(
@@ -412,49 +695,87 @@ class NamespaceWatcher:
             kind.failure = None
             self._notify_all()
 
-    def relist(self, name: Kind) -> None:
-        """List one kind and replace its cache; wakes the steps whose objects changed."""
-        kind = self._kinds[name]
-        listed = self.api.list_objects(kind.name, self.namespace, kind.label_selector)
-        items = listed.get("items") or []
+    def relist(self, key: str) -> None:
+        """List one watch's objects and replace its cache; wakes the steps whose objects changed."""
+        self._relist(self._kinds[key])
+
+    def _pages(self, name: Kind, selector: str | None) -> Iterator[tuple[list[Any], str]]:
+        """A list in pages of ``LIST_PAGE`` items, each with the list's version.
+
+        A page is made compact before the next is read: thousands of steps' objects are never
+        all in memory at once in the server's full form.
+        """
+        token: str | None = None
+        while True:
+            listed = self.api.list_objects(
+                name, self.namespace, selector, limit=LIST_PAGE, continue_token=token
+            )
+            meta = listed.get("metadata", {})
+            yield list(listed.get("items") or []), str(meta.get("resourceVersion") or "")
+            token = meta.get("continue")
+            if not token:
+                return
+
+    def _relist(self, kind: _KindState[Obj]) -> None:
         with self._lock:
-            fresh = {i["metadata"]["name"]: i for i in items}
+            selector = kind.selector()
+            kind.grew = False
+        fresh: dict[str, Obj] = {}
+        version = ""
+        for items, page_version in self._pages(kind.name, selector):
+            version = page_version  # every page is of the first one's snapshot
+            for item in items:
+                name = item["metadata"]["name"]
+                cached = kind.objects.get(name)
+                if cached is not None and _rv(cached) == _rv(item):
+                    fresh[name] = cached  # unchanged: keep the compact copy
+                    continue
+                item = _share_keys(item)
+                _slim(kind.name, item)
+                fresh[name] = item
+        with self._lock:
+            if kind.retired:
+                return
             touched: set[str] = set()
-            if kind.name == "events":
-                self._events.clear()
-                for event in items:
-                    touched.add(self._add_event(cast(Event, event)))  # the kind listed
-            else:
-                for obj_name, old in kind.objects.items():
-                    if obj_name not in fresh:
+            for obj_name, old in kind.objects.items():
+                if obj_name not in fresh:
+                    self._unindex(kind, old)
+                    if kind.covers(old):  # gone, not merely no longer asked for
                         touched.add(self._job_name_for(kind, old))
                         if kind.name == "jobs":
-                            self._deleted_jobs[obj_name] = old["metadata"].get("uid", "")
-                for obj_name, obj in fresh.items():
-                    before = kind.objects.get(obj_name)
-                    if before is None or _rv(before) != _rv(obj):
-                        touched.add(self._job_name_for(kind, obj))
-                kind.objects = fresh
-            kind.resource_version = str(listed["metadata"]["resourceVersion"])
+                            self._deleted_jobs[obj_name] = _uid(old)
+            for obj_name, obj in fresh.items():
+                before = kind.objects.get(obj_name)
+                self._index(kind, obj)
+                if kind.name == "jobs":
+                    self._deleted_jobs.pop(obj_name, None)
+                if before is None or _rv(before) != _rv(obj):
+                    touched.add(self._job_name_for(kind, obj))
+            kind.objects = fresh
+            kind.listed_selector = selector
+            kind.resource_version = version
             kind.last_list = self.clock.monotonic()
             for job_name in touched:
                 self._notify(job_name)
-        kind.synced.set()
+        if not kind.grew:
+            kind.synced.set()
         self._accepted(kind)
 
-    def watch_once(self, name: Kind) -> None:
-        """Watch one kind from its last version until the server or the client ends the watch.
+    def watch_once(self, key: str) -> None:
+        """Watch one watch's kind from its last version until the server or the client ends it.
 
         Raises:
             _Gone: The version is too old (410): the caller re-lists.
             ApiError: The watch failed; the caller backs off and resumes.
         """
-        kind = self._kinds[name]
+        self._watch_once(self._kinds[key])
+
+    def _watch_once(self, kind: _KindState[Obj]) -> None:
         try:
             stream = self.api.watch(
                 kind.name,
                 self.namespace,
-                kind.label_selector,
+                kind.listed_selector,
                 kind.resource_version or "",
                 timeout_seconds=self._server_timeout,
                 read_timeout=self._read_timeout,
@@ -464,11 +785,12 @@ class NamespaceWatcher:
                 raise _Gone() from e
             raise
         kind.stream = stream
-        if self._stopped.is_set():
+        # Closed meanwhile (stopped, or its set grew): end now, and let the loop decide.
+        if self._stopped.is_set() or kind.grew or kind.retired:
             self._close(kind)
         try:
             for line in self._lines(stream):
-                self.handle(name, line)
+                self._handle(kind, line)
         finally:
             self._close(kind)
         self._accepted(kind)
@@ -486,10 +808,12 @@ class NamespaceWatcher:
         if stream is not None:
             stream.close()
 
-    def handle(self, name: Kind, line: str) -> None:
-        """Apply one watch event (a JSON line) to the cache and wake the steps concerned."""
-        kind = self._kinds[name]
-        event: WatchLine[KubeObject] = json.loads(line)
+    def handle(self, key: str, line: str) -> None:
+        """Apply one watch event (a JSON line) of one watch to its cache; wake the steps."""
+        self._handle(self._kinds[key], line)
+
+    def _handle(self, kind: _KindState[Obj], line: str) -> None:
+        event: WatchLine[KubeObject] = _decode(line)
         etype = event.get("type")
         if "type" in event and event["type"] == "ERROR":
             status = event.get("object") or {}
@@ -501,29 +825,33 @@ class NamespaceWatcher:
                 reason=str(status.get("reason", "")),
                 operation=f"watch {kind.name} in {self.namespace}",
             )
-        obj = event.get("object") or {}
+        obj = cast(Obj, event.get("object") or {})
         rv = _rv(obj)
         if etype == "BOOKMARK":
             kind.resource_version = rv or kind.resource_version
             return
+        _slim(kind.name, obj)
         with self._lock:
+            if kind.retired:
+                return
             if rv:
                 kind.resource_version = rv
-            if kind.name == "events":
-                if etype != "DELETED":
-                    self._notify(self._add_event(cast(Event, obj)))  # the kind watched
-                return
             obj_name = obj["metadata"]["name"]
             if etype == "DELETED":
-                kind.objects.pop(obj_name, None)
+                old = kind.objects.pop(obj_name, None)
+                self._unindex(kind, old or obj)
                 if kind.name == "jobs":
-                    self._deleted_jobs[obj_name] = obj["metadata"].get("uid", "")
+                    self._deleted_jobs[obj_name] = _uid(obj)
                 elif kind.name == "pods":
                     self._gone_pods[obj_name] = cast(Pod, obj)
                     while len(self._gone_pods) > _GONE_PODS:
                         self._gone_pods.popitem(last=False)
             else:
+                before = kind.objects.get(obj_name)
+                if before is not None and _owner_uid(before) != _owner_uid(obj):
+                    self._unindex(kind, before)
                 kind.objects[obj_name] = obj
+                self._index(kind, obj)
                 if kind.name == "jobs":
                     self._deleted_jobs.pop(obj_name, None)
             self._notify(self._job_name_for(kind, obj))
@@ -533,40 +861,35 @@ class NamespaceWatcher:
             return str(obj["metadata"]["name"])
         return job_name_of_pod(obj)  # a pod's or a Workload's owning Job
 
-    def _add_event(self, event: Event) -> str:
-        involved = event.get("involvedObject", {})
-        name = str(involved.get("name", ""))
-        self._events[name].append(event)
-        if involved.get("kind") == "Pod":
-            pod = self._pods.objects.get(name)
-            if pod is not None:
-                return job_name_of_pod(pod)
-            # Pods of a Job are named <job>-<5 random characters>.
-            return name.rsplit("-", 1)[0]
-        return name
-
     def _safety_net(self) -> None:
         while not self.clock.wait(self._stopped, min(self.safety_interval, 5.0)):
             self.safety_relist()
 
     def safety_relist(self) -> None:
         """Re-list Jobs if the last list is older than the safety interval."""
-        jobs = self._jobs
-        if self.clock.monotonic() - jobs.last_list < self.safety_interval:
-            return
-        try:
-            listed = self.api.list_objects("jobs", self.namespace, jobs.label_selector)
-        except ApiError as e:
-            log.debug("safety re-list of jobs in %s failed: %s", self.namespace, e)
-            return
         with self._lock:
-            jobs.last_list = self.clock.monotonic()
-            for item in listed.get("items") or []:
-                item_name = item["metadata"]["name"]
-                cached = jobs.objects.get(item_name)
-                if cached is None or not _newer_or_equal(_rv(cached), _rv(item)):
-                    jobs.objects[item_name] = item
-                    self._notify(item_name)
+            kinds = [self._jobs, *self._scopes["jobs"].chunks]
+        for jobs in kinds:
+            if self.clock.monotonic() - jobs.last_list < self.safety_interval:
+                continue
+            if jobs.listed_selector is None:
+                continue  # not listed yet: its own thread lists it
+            try:
+                for items, _ in self._pages("jobs", jobs.listed_selector):
+                    with self._lock:
+                        for item in items:
+                            item_name = item["metadata"]["name"]
+                            cached = jobs.objects.get(item_name)
+                            if cached is None or not _newer_or_equal(_rv(cached), _rv(item)):
+                                item = _share_keys(item)
+                                _slim("jobs", item)
+                                jobs.objects[item_name] = item
+                                self._notify(item_name)
+            except ApiError as e:
+                log.debug("safety re-list of jobs in %s failed: %s", self.namespace, e)
+                continue
+            with self._lock:
+                jobs.last_list = self.clock.monotonic()
 
 
 def _event_time(event: Event) -> str:
@@ -576,6 +899,169 @@ def _event_time(event: Event) -> str:
         or event.get("metadata", {}).get("creationTimestamp")
         or ""
     )
+
+
+# The Job controller's refusals to create a Job's pod (quota, Pod Security, a webhook): rare in a
+# healthy namespace, so one list of them all serves every step of a watcher.
+FAILED_CREATE_SELECTOR = "involvedObject.kind=Job,reason=FailedCreate"
+
+
+def _interval(waited: float) -> float:
+    """Seconds between reads of events after ``waited`` seconds of waiting: 1 s, growing to 10 s."""
+    return min(10.0, max(1.0, waited / 10.0))
+
+
+class FailedCreates:
+    """The ``FailedCreate`` events of a namespace's Jobs, listed at once for every waiting step.
+
+    A step waits for its pod while the Job controller works through its backlog (seconds, when
+    thousands of Jobs are created at once); one list serves all the steps of a watcher that wait,
+    however many they are, at most once per the interval the newest waiter asks for.
+
+    Args:
+        api: The API access.
+        namespace: The namespace.
+        clock: The clock the intervals are kept on.
+    """
+
+    def __init__(self, api: KubeAccess, namespace: str, clock: Clock = SYSTEM_CLOCK) -> None:
+        self.api = api
+        self.namespace = namespace
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._by_job: dict[str, list[Event]] = {}
+        self._read_at: float | None = None
+        self.refused = False
+
+    def about(self, job_name: str) -> list[Event]:
+        """The events read so far about this Job."""
+        return list(self._by_job.get(job_name, ()))
+
+    def read(self, every: float) -> bool:
+        """List them unless a list is younger than ``every`` seconds; whether anything changed.
+
+        Steps that ask at the same time wait for one list.
+        """
+        with self._lock:
+            now = self.clock.monotonic()
+            if self.refused or (self._read_at is not None and now - self._read_at < every):
+                return False
+            events = _list_events(self.api, self.namespace, FAILED_CREATE_SELECTOR)
+            if events is None:
+                self.refused = True
+                return False
+            self._read_at = now
+            by_job: dict[str, list[Event]] = defaultdict(list)
+            for event in sorted(events, key=_event_time):
+                by_job[str(event.get("involvedObject", {}).get("name", ""))].append(event)
+            changed = by_job != self._by_job
+            self._by_job = dict(by_job)
+            return changed
+
+
+def _list_events(api: KubeAccess, namespace: str, field_selector: str) -> list[Event] | None:
+    """The events a field selector selects; ``[]`` when the list failed, ``None`` when refused."""
+    try:
+        return api.list_events(namespace, field_selector)
+    except ForbiddenError as e:
+        log.warning(
+            "cannot read events in %s (%s): a waiting step is reported without the scheduler's, "
+            "the Job controller's and the autoscalers' words",
+            namespace,
+            e,
+        )
+        return None
+    except ApiError as e:
+        log.debug("cannot read events (%s) in %s: %s", field_selector, namespace, e)
+        return []
+
+
+class StepEvents:
+    """The events about one step's Job and pods, read when its diagnosis needs them.
+
+    Events carry no labels, and a field selector names one object: watching the events of a set
+    of steps would mean a watch per step, or every event of the namespace. A step needs them only
+    while it waits where they say why (the Job controller's ``FailedCreate`` on a Job with no pod;
+    the scheduler's and the autoscalers' words on an unschedulable pod), so they are read then:
+    the Job's from the watcher's shared ``FailedCreates``, a pod's by its own list
+    (``involvedObject.name``); not before a second of waiting unless a problem shows, then at an
+    interval growing with the wait, up to 10 s.
+
+    Args:
+        api: The API access.
+        namespace: The step's namespace.
+        job: The step's Job's name.
+        failed_creates: The watcher's shared reader of the Jobs' refusals (``None``: one of its
+            own).
+        clock: The clock the intervals are kept on.
+    """
+
+    FIRST = 1.0  # seconds of waiting before the first read (a step passing by reads nothing)
+
+    def __init__(
+        self,
+        api: KubeAccess,
+        namespace: str,
+        job: str,
+        failed_creates: FailedCreates | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        self.api = api
+        self.namespace = namespace
+        self.job = job
+        self.failed_creates = failed_creates or FailedCreates(api, namespace, clock)
+        self.clock = clock
+        self._events: dict[str, list[Event]] = {}
+        self._read_at: dict[str, float] = {}
+        self._refused = False
+
+    @staticmethod
+    def interval(waited: float) -> float:
+        """Seconds between reads after ``waited`` seconds of waiting: 1 s, growing to 10 s."""
+        return _interval(waited)
+
+    def events(self, names: Iterable[str]) -> list[Event]:
+        """The events read so far about these objects (the Job's among them), oldest first."""
+        found: list[Event] = []
+        for name in names:
+            found.extend(self.failed_creates.about(name) if name == self.job else ())
+            found.extend(self._events.get(name, ()))
+        return sorted(found, key=_event_time)
+
+    def next_read(self, subject: str, waited: float) -> float:
+        """Seconds until the object's events are due, after ``waited`` seconds of waiting."""
+        read_at = self._read_at.get(subject)
+        if read_at is None:
+            return max(0.0, self.FIRST - waited)
+        return max(0.0, read_at + _interval(waited) - self.clock.monotonic())
+
+    def refresh(self, subject: str, waited: float, *, at_once: bool = False) -> bool:
+        """Read the events of the object the step waits on, if due; whether anything changed.
+
+        Args:
+            subject: The Job (no pod yet) or the pod the step waits on.
+            waited: Seconds the step has waited in its phase.
+            at_once: A problem shows: read an object never read before whatever the wait.
+        """
+        now = self.clock.monotonic()
+        read_at = self._read_at.get(subject)
+        if read_at is None and not (at_once or waited >= self.FIRST):
+            return False
+        if read_at is not None and now - read_at < _interval(waited):
+            return False
+        self._read_at[subject] = now
+        if subject == self.job:
+            # A list taken since the step began to wait serves it too.
+            return self.failed_creates.read(min(_interval(waited), waited))
+        if self._refused:
+            return False
+        events = _list_events(self.api, self.namespace, f"involvedObject.name={subject}")
+        if events is None:
+            self._refused = True
+            return False
+        before = [_rv(e) for e in self._events.get(subject, ())]
+        self._events[subject] = sorted(events, key=_event_time)
+        return before != [_rv(e) for e in self._events[subject]]
 
 
 @dataclass
@@ -597,6 +1083,8 @@ class WatcherRegistry:
         linger: Idle seconds before a watcher nobody uses is stopped (0: at once).
         clock: The clock the lingering waits on (and new watchers use unless told otherwise).
         on_retry: Given to every watcher it starts (see ``NamespaceWatcher``).
+        launcher: The id its watchers select their own Jobs by (``None``: a new random one).
+            The runner labels each Job it submits with it (``with_launcher``).
     """
 
     def __init__(
@@ -604,10 +1092,12 @@ class WatcherRegistry:
         linger: float = 60.0,
         clock: Clock = SYSTEM_CLOCK,
         on_retry: Callable[[str, str, float], None] | None = None,
+        launcher: str | None = None,
     ) -> None:
         self.linger = linger
         self.clock = clock
         self.on_retry = on_retry
+        self.launcher = launcher or uuid.uuid4().hex[:16]
         self._lock = threading.Lock()
         self._entries: dict[tuple[KubeAccess, str], _Entry] = {}
 
@@ -634,7 +1124,11 @@ class WatcherRegistry:
             if entry is None:
                 entry = _Entry(
                     NamespaceWatcher(
-                        api, namespace, clock=clock or self.clock, on_retry=self.on_retry
+                        api,
+                        namespace,
+                        clock=clock or self.clock,
+                        launcher=self.launcher,
+                        on_retry=self.on_retry,
                     )
                 )
                 self._entries[key] = entry

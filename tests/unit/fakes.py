@@ -96,12 +96,14 @@ class FakeStream:
         self.namespace = namespace
         self.selector = selector
         self._lines: list[str] = []
+        self.sent: list[str] = []  # every line the server sent on this stream
         self._cond = threading.Condition()
         self.closed = False
         self.ended = False
 
     def push(self, line: str) -> None:
         with self._cond:
+            self.sent.append(line)
             self._lines.append(line)
             self._cond.notify_all()
 
@@ -136,11 +138,30 @@ class Call:
     kwargs: dict[str, Any] = field(default_factory=dict)
 
 
+def _terms(selector: str) -> list[str]:
+    """A label selector's terms: commas inside ``in (...)`` do not separate terms."""
+    terms, depth, term = [], 0, ""
+    for ch in selector:
+        depth += {"(": 1, ")": -1}.get(ch, 0)
+        if ch == "," and depth == 0:
+            terms.append(term.strip())
+            term = ""
+        else:
+            term += ch
+    return [*terms, term.strip()]
+
+
 def _matches(obj: Mapping[str, Any], selector: str | None) -> bool:
+    """Whether the object's labels match an equality or set-based (``in``) label selector."""
     if not selector:
         return True
     labels = (obj.get("metadata") or {}).get("labels") or {}
-    for term in selector.split(","):
+    for term in _terms(selector):
+        if " in (" in term:
+            key, _, values = term.partition(" in (")
+            if labels.get(key.strip()) not in {v.strip() for v in values.rstrip(")").split(",")}:
+                return False
+            continue
         key, eq, value = term.partition("=")
         if eq and labels.get(key) != value:
             return False
@@ -172,6 +193,7 @@ class FakeKube:
         self.logs: dict[tuple[str, str, str], list[str]] = defaultdict(list)
         self.on_create: Callable[[Obj], None] | None = None
         self.delete_removes_pods = True
+        self._pages: dict[str, tuple[int, list[Obj]]] = {}
         self._lock = threading.RLock()
 
     # -- test controls ----------------------------------------------------------------------
@@ -267,7 +289,9 @@ class FakeKube:
                 "metadata": {
                     "name": pod_name,
                     "namespace": ns,
+                    # The template's labels, and the Job controller's.
                     "labels": {
+                        **((job["spec"]["template"].get("metadata") or {}).get("labels") or {}),
                         "batch.kubernetes.io/controller-uid": job["metadata"]["uid"],
                         "batch.kubernetes.io/job-name": name,
                     },
@@ -390,19 +414,56 @@ class FakeKube:
             raise ConflictError("exists", status=409, reason="AlreadyExists")
         return copy.deepcopy(self.put("services", namespace, copy.deepcopy(dict(service))))
 
-    def list_objects(self, kind: Kind, namespace: str, label_selector: str | None) -> Obj:
-        self._record("list", kind, namespace, label_selector)
+    def list_objects(
+        self,
+        kind: Kind,
+        namespace: str,
+        label_selector: str | None,
+        *,
+        limit: int | None = None,
+        continue_token: str | None = None,
+    ) -> Obj:
+        self._record(
+            "list", kind, namespace, label_selector, limit=limit, continue_token=continue_token
+        )
         if kind in self.refuse:
             raise self.refuse[kind]
+        if continue_token:
+            # The next page of a list: the rest of the snapshot the first page was served from.
+            rv, items = self._pages.pop(continue_token)
+        else:
+            with self._lock:
+                items = [
+                    copy.deepcopy(o)
+                    for (ns, _), o in self.store[kind].items()
+                    if ns == namespace and _matches(o, label_selector)
+                ]
+                # A list is always served at a version the server still keeps.
+                rv = max(self.rv, self.compacted)
+        meta: Obj = {"resourceVersion": str(rv)}
+        if limit and len(items) > limit:
+            token = uuid.uuid4().hex
+            self._pages[token] = (rv, items[limit:])
+            items, meta["continue"] = items[:limit], token
+        return {"items": items, "metadata": meta}
+
+    def list_events(self, namespace: str, field_selector: str) -> list[Obj]:
+        self._record("list_events", namespace, field_selector)
+        if "events" in self.refuse:
+            raise self.refuse["events"]
+
+        def field(obj: Obj, path: str) -> Any:
+            for part in path.split("."):
+                obj = obj.get(part) or {}
+            return obj or ""
+
+        terms = [t.partition("=")[::2] for t in field_selector.split(",")]
         with self._lock:
-            items = [
-                copy.deepcopy(o)
-                for (ns, _), o in self.store[kind].items()
-                if ns == namespace and _matches(o, label_selector)
+            return [
+                copy.deepcopy(e)
+                for (ns, _), e in self.store["events"].items()
+                if ns == namespace and all(field(e, k) == v for k, v in terms)
             ]
-            # A list is always served at a version the server still keeps.
-            rv = max(self.rv, self.compacted)
-        return {"items": items, "metadata": {"resourceVersion": str(rv)}}
 
     def watch(
         self,
@@ -502,10 +563,15 @@ class FakeKube:
 
 
 class SyncWatchers(WatcherRegistry):
-    """Watchers without threads, fed in the caller's thread from every change of the fake."""
+    """Watchers without threads, fed in the caller's thread from every change of the fake.
 
-    def __init__(self, kube: FakeKube) -> None:
-        super().__init__(linger=0)
+    Each watch of the watcher (its own Jobs and pods, and the set-based ones a subscription
+    adds) is listed when it is new or its set grew, then fed every change its selector matches,
+    as the server would.
+    """
+
+    def __init__(self, kube: FakeKube, launcher: str | None = None) -> None:
+        super().__init__(linger=0, launcher=launcher)
         self.kube = kube
         self.made: list[NamespaceWatcher] = []
 
@@ -515,37 +581,44 @@ class SyncWatchers(WatcherRegistry):
         for w in self.made:
             if w.namespace == namespace and not w.stopped:
                 return w
-        watcher = NamespaceWatcher(api, namespace, clock=clock or self.kube.clock)
-        for kind in ("jobs", "pods", "events"):
-            watcher.relist(kind)  # type: ignore[arg-type]
+        watcher = NamespaceWatcher(
+            api, namespace, clock=clock or self.kube.clock, launcher=self.launcher
+        )
+
+        def sync() -> None:
+            # What each watch's thread does: (re-)list a watch that is new or whose set grew.
+            for state in watcher.states():
+                if (
+                    state.resource_version is None
+                    or state.grew
+                    or (state.selector() != state.listed_selector)
+                ):
+                    try:
+                        watcher.relist(state.key)
+                    except ApiError as e:
+                        if not state.optional:
+                            raise
+                        state.failure = e
+                        state.synced.set()
 
         def feed(kind: str, ns: str, line: str) -> None:
             if ns != namespace or watcher.stopped:
                 return
-            if kind == "workloads" and not watcher._workloads_started:
-                return
-            if kind in ("jobs", "pods", "events", "workloads"):
-                event = json.loads(line)
-                if kind == "jobs" and not _matches(
-                    event["object"], "app.kubernetes.io/managed-by=k8s-step-operator"
-                ):
-                    return
-                watcher.handle(kind, line)  # type: ignore[arg-type]
+            obj = json.loads(line)["object"]
+            for state in watcher.states():
+                listed = state.resource_version is not None
+                if state.name == kind and listed and _matches(obj, state.listed_selector):
+                    watcher.handle(state.key, line)
 
-        def watch_workloads() -> None:
-            # As the watcher's own, but listed here and then fed synchronously (no thread).
-            if watcher._workloads_started:
-                return
-            watcher._workloads_started = True
-            watcher._kinds["workloads"] = watcher._workloads
-            try:
-                watcher.relist("workloads")
-            except ApiError as e:
-                watcher._workloads.failure = e
-                watcher._workloads.synced.set()
+        subscribe = watcher.subscribe
 
-        watcher.watch_workloads = watch_workloads  # type: ignore[method-assign]
+        def subscribe_and_sync(job_name: str, job: Any = None) -> Any:
+            sub = subscribe(job_name, job)
+            sync()
+            return sub
 
+        watcher.subscribe = subscribe_and_sync  # type: ignore[method-assign]
+        sync()
         self.kube.listeners.append(feed)
         self.made.append(watcher)
         return watcher

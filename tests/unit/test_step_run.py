@@ -289,6 +289,62 @@ def test_quota_rejection_is_reported_from_the_event() -> None:
     assert "exceeded quota" in str(info.value)
 
 
+def test_the_job_and_its_pods_carry_the_launchers_label() -> None:
+    kube, run = make()
+    run.submit()
+    job = kube.job(NS, run.name)
+    assert job is not None
+    launcher = run.watchers.launcher
+    assert job["metadata"]["labels"]["k8s-step-operator.io/launcher"] == launcher
+    template = job["spec"]["template"]["metadata"]["labels"]
+    assert template["k8s-step-operator.io/launcher"] == launcher
+
+
+def test_a_step_that_waits_briefly_reads_no_events() -> None:
+    kube, run = make()
+    script(
+        kube,
+        (0.2, lambda j: kube.set_pod(j)),
+        (0.4, lambda j: running(kube, j)),
+        (5, lambda j: terminated(kube, j, 0, "Completed")),
+        (5, lambda j: kube.set_job_condition(j, "Complete")),
+    )
+    run.run()
+    assert kube.count("list_events") == 0
+
+
+def test_an_unschedulable_pod_reads_its_own_events_and_no_others() -> None:
+    kube, run = make(gpus=8, pending_timeout=5)
+    script(kube, (0.5, lambda j: unschedulable(kube, j, INSUFFICIENT)))
+    kube.add_event(NS, "Pod", "another-step-abcde", "FailedScheduling", "not this step's")
+    with pytest.raises(UnschedulableError):
+        run.run()
+    involved = {c.args[1] for c in kube.calls if c.method == "list_events"}
+    assert involved == {f"involvedObject.name={run.name}-abcde"}
+    # At most one read a second while it waited (5 s), however often its pod changed.
+    assert kube.count("list_events") <= 6
+
+
+def test_a_restarted_caller_under_another_launcher_follows_the_job_to_its_end() -> None:
+    kube, first = make()
+    first.submit()  # its caller is gone; the Job carries the old launcher's label
+    _, again = make()
+    again.api, again.clock = kube, kube.clock
+    again.watchers = SyncWatchers(kube)
+    assert again.watchers.launcher != first.watchers.launcher
+    job = kube.job(NS, first.name)
+    assert job is not None
+    kube.clock.after(1, lambda: running(kube, job))
+    kube.clock.after(3, lambda: terminated(kube, job, 0, "Completed"))
+    kube.clock.after(3, lambda: kube.set_job_condition(job, "Complete"))
+    again.run()
+    assert kube.count("get_job") == 1  # the adoption's; then the watches told every change
+    (watcher,) = again.watchers.made
+    assert watcher.job(first.name) is None  # released: nobody follows it any more
+    watched = {c.args[2] for c in kube.calls if c.method == "list"}
+    assert "k8s-step-operator.io/step-run-id in (sr-1)" in " ".join(filter(None, watched))
+
+
 def test_job_deleted_by_someone_else() -> None:
     kube, run = make()
     script(
@@ -429,3 +485,25 @@ def test_the_operator_closes_its_watches_and_client() -> None:
     assert watcher.stopped
     assert closed == [True]
     assert watchers.watchers(kube) == []
+
+
+def test_a_step_in_a_phase_without_bounds_looks_at_its_heartbeats_not_every_second() -> None:
+    kube, run = make()
+    script(
+        kube,
+        (1, lambda j: running(kube, j)),
+        (300, lambda j: terminated(kube, j, 0, "Completed")),
+        (300, lambda j: kube.set_job_condition(j, "Complete")),
+    )
+    looks: list[float] = []
+    look = run._look
+
+    def counted(*args: Any) -> Any:
+        looks.append(kube.clock.t - 1000)
+        return look(*args)
+
+    run._look = counted  # type: ignore[method-assign]
+    run.run()
+    # Running for 5 minutes with nothing changing: a look per heartbeat, not 300.
+    assert len([t for t in looks if 2 < t < 299]) <= 6
+    assert kube.clock.t - 1000 == pytest.approx(300, abs=1.01)

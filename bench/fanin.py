@@ -1,0 +1,515 @@
+"""Many pipelines in one namespace: what each step costs the API server as other pipelines run.
+
+In production every running pipeline launches its steps from a process of its own (under ZenML's
+Kubernetes orchestrator, from each step's own pod), all in one namespace. This benchmark runs N
+such processes at once, each following its own steps, and prints what a step costs:
+
+* watch events per step: the events the API server sent to every watcher of Jobs, pods, events
+  and Kueue's Workloads (``apiserver_watch_events_total``; the Job controller's, the scheduler's
+  and KWOK's included, the bench's own Job watch left out), divided by the steps;
+* requests per step: the API server's ``apiserver_request_total`` for the verbs the operator uses
+  (Jobs POST/GET/LIST/WATCH/DELETE, pods LIST/WATCH, events LIST/WATCH, nodes LIST), the bench's
+  own left out;
+* watch connections: the most watches of those kinds open on the server at once, less those open
+  before the processes started, and per process;
+* detection latency: an independent watch in the bench notes when it first sees each Job's
+  terminal condition; the figure is the time from then until that step's ``launch`` returned
+  (both read the system's monotonic clock);
+* wall time against the Job controller's (first Job seen created to last Job seen finished) and
+  the peak RSS of the process that hosts the processes.
+
+A "process" is simulated by an operator of its own with an API client of its own, as separate
+processes would be; all of them live in one child process of the bench (``--processes 1``
+and many steps is the one-process fan-out: 5,000 steps from one process).
+
+Usage: ``python bench/fanin.py [--processes 1 10 50 200] [--steps-each 1] [--duration 5s]``.
+The machine is shared and noisy: compare figures taken in one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import urllib3
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+from kubernetes.watch.watch import iter_resp_lines
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from k8s_step_operator import (  # noqa: E402
+    KubernetesJobStepOperator,
+    KubernetesJobStepOperatorConfig,
+    StepConfiguration,
+    StepRunInfo,
+)
+from k8s_step_operator._job.naming import job_name  # noqa: E402
+
+SETTINGS_KEY = "step_operator.kubernetes_job"
+POOL_LABEL = "k8s-step-operator.io/pool"
+# The kinds a step's watcher may watch, as the API server's metrics name them (group, resource).
+WATCHED = {
+    ("batch", "jobs"),
+    ("", "pods"),
+    ("", "events"),
+    ("events.k8s.io", "events"),
+    ("kueue.x-k8s.io", "workloads"),
+}
+# The steps here have no queue: Kueue's own watches of Workloads are not counted.
+OUR_VERBS = {
+    "jobs": ("POST", "GET", "LIST", "WATCH", "DELETE"),
+    "pods": ("LIST", "WATCH"),
+    "events": ("LIST", "WATCH"),
+    "nodes": ("LIST",),
+}
+TERMINAL = ("SuccessCriteriaMet", "Complete", "FailureTarget", "Failed")
+
+
+def kubeconfig() -> str:
+    return os.environ.get("KUBECONFIG") or str(ROOT / ".cluster" / "kubeconfig")
+
+
+def stats(values: list[float]) -> dict[str, float]:
+    """min / p50 / p99 / max, rounded."""
+    if not values:
+        return {}
+    ordered = sorted(values)
+    p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
+    return {
+        "n": len(ordered),
+        "min": round(ordered[0], 3),
+        "p50": round(statistics.median(ordered), 3),
+        "p99": round(p99, 3),
+        "max": round(ordered[-1], 3),
+    }
+
+
+# -- the API server's own counters -------------------------------------------------------------
+
+
+def metrics_text(api: k8s.ApiClient) -> str:
+    cfg = api.configuration
+    pool = _POOLS.get(id(api))
+    if pool is None:
+        pool = _POOLS[id(api)] = urllib3.PoolManager(
+            cert_reqs="CERT_REQUIRED",
+            ca_certs=cfg.ssl_ca_cert,
+            cert_file=cfg.cert_file,
+            key_file=cfg.key_file,
+        )
+    headers = {}
+    if cfg.api_key.get("authorization"):
+        headers["Authorization"] = cfg.api_key["authorization"]
+    r = pool.request("GET", cfg.host + "/metrics", headers=headers, timeout=30)
+    return str(r.data.decode())
+
+
+_POOLS: dict[int, urllib3.PoolManager] = {}
+
+
+def _labels(line: str) -> dict[str, str]:
+    inside = line[line.index("{") + 1 : line.rindex("}")]
+    out: dict[str, str] = {}
+    for part in inside.split('",'):
+        if "=" in part:
+            k, _, v = part.partition("=")
+            out[k.strip()] = v.strip().strip('"')
+    return out
+
+
+def _samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
+    prefix = name + "{"
+    return [
+        (_labels(line), float(line.rsplit(" ", 1)[1]))
+        for line in text.splitlines()
+        if line.startswith(prefix)
+    ]
+
+
+def watch_events(text: str) -> dict[str, float]:
+    """Watch events sent so far, per watched resource."""
+    counts: dict[str, float] = {}
+    for lab, value in _samples(text, "apiserver_watch_events_total"):
+        key = (lab.get("group", ""), lab.get("resource") or lab.get("kind", "").lower() + "s")
+        if key in WATCHED:
+            counts[key[1]] = counts.get(key[1], 0.0) + value
+    return counts
+
+
+def requests(text: str) -> dict[str, float]:
+    """Requests so far of the verbs the operator uses, per "VERB resource" (no subresources)."""
+    counts: dict[str, float] = {}
+    for lab, value in _samples(text, "apiserver_request_total"):
+        if lab.get("subresource"):
+            continue
+        resource_, verb = lab.get("resource", ""), lab.get("verb", "")
+        if verb in OUR_VERBS.get(resource_, ()):
+            key = f"{verb} {resource_}"
+            counts[key] = counts.get(key, 0.0) + value
+    return counts
+
+
+def open_watches(text: str) -> float:
+    """Watches of the watched kinds open now."""
+    return sum(
+        value
+        for lab, value in _samples(text, "apiserver_longrunning_requests")
+        if lab.get("verb") == "WATCH" and (lab.get("group", ""), lab.get("resource")) in WATCHED
+    )
+
+
+def open_log_streams(text: str) -> float:
+    """Log streams (pods/log) open now."""
+    return sum(
+        value
+        for lab, value in _samples(text, "apiserver_longrunning_requests")
+        if lab.get("resource") == "pods" and lab.get("subresource") == "log"
+    )
+
+
+def delta(after: Mapping[str, float], before: Mapping[str, float]) -> dict[str, float]:
+    return {k: v - before.get(k, 0.0) for k, v in after.items() if v - before.get(k, 0.0)}
+
+
+# -- the bench's own view of the Jobs ----------------------------------------------------------
+
+
+class JobTimes:
+    """An independent watch on a namespace's Jobs: when each was first seen, and seen ended.
+
+    It counts the events it received itself, so that the figures can leave them out.
+    """
+
+    def __init__(self, api: k8s.ApiClient, namespace: str) -> None:
+        self.batch = k8s.BatchV1Api(api)
+        self.namespace = namespace
+        self.created: dict[str, float] = {}
+        self.finished: dict[str, float] = {}
+        self.received = 0
+        self.requests = 0
+        self._stop = threading.Event()
+        self._resp: Any = None
+        self.ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        listed = json.loads(
+            self.batch.list_namespaced_job(self.namespace, _preload_content=False).data
+        )
+        self.requests += 1
+        rv = listed["metadata"]["resourceVersion"]
+        while not self._stop.is_set():
+            self._resp = self.batch.list_namespaced_job(
+                self.namespace,
+                watch=True,
+                resource_version=rv,
+                allow_watch_bookmarks=True,
+                timeout_seconds=3600,
+                _preload_content=False,
+            )
+            self.requests += 1
+            self.ready.set()
+            try:
+                for line in iter_resp_lines(self._resp):
+                    now = time.monotonic()
+                    self.received += 1
+                    event = json.loads(line)
+                    obj = event["object"]
+                    rv = obj["metadata"].get("resourceVersion", rv)
+                    if event["type"] not in ("ADDED", "MODIFIED"):
+                        continue
+                    name = obj["metadata"]["name"]
+                    self.created.setdefault(name, now)
+                    for c in (obj.get("status") or {}).get("conditions") or []:
+                        if c.get("status") == "True" and c.get("type") in TERMINAL:
+                            self.finished.setdefault(name, now)
+            except Exception:
+                if self._stop.is_set():
+                    return
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._resp is not None:
+            self._resp.close()
+        self.thread.join(timeout=10)
+
+
+class Sampler:
+    """The most watches (and log streams) open at once, sampled from the server's metrics."""
+
+    def __init__(self, api: k8s.ApiClient, interval: float = 0.5) -> None:
+        self.api = api
+        self.interval = interval
+        text = metrics_text(api)
+        self.base_watches = open_watches(text)
+        self.base_logs = open_log_streams(text)
+        self.peak_watches = 0.0
+        self.peak_logs = 0.0
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                text = metrics_text(self.api)
+            except Exception:  # a missed sample only
+                continue
+            self.peak_watches = max(self.peak_watches, open_watches(text) - self.base_watches)
+            self.peak_logs = max(self.peak_logs, open_log_streams(text) - self.base_logs)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.thread.join(timeout=10)
+
+
+# -- the namespace and the nodes -----------------------------------------------------------------
+
+
+def make_namespace(admin: k8s.ApiClient, prefix: str) -> str:
+    name = f"{prefix}-{uuid.uuid4().hex[:6]}"
+    core = k8s.CoreV1Api(admin)
+    core.create_namespace({"metadata": {"name": name}})
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if any(
+            sa.metadata.name == "default" for sa in core.list_namespaced_service_account(name).items
+        ):
+            break
+        time.sleep(0.2)
+    return name
+
+
+def add_nodes() -> None:
+    """The simulated CPU nodes the steps run on (room for thousands of pods)."""
+    subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "e2e" / "cluster.py"),
+            "add-nodes",
+            str(ROOT / "bench" / "nodes.yaml"),
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+
+
+# -- the child: N simulated processes --------------------------------------------------------------
+
+
+def step_info(run: str, step: str, duration: str) -> StepRunInfo:
+    return StepRunInfo(
+        step_run_id=str(uuid.uuid4()),
+        run_id=run,
+        run_name=run,
+        pipeline_step_name=step,
+        config=StepConfiguration(
+            name=step,
+            settings={
+                SETTINGS_KEY: {
+                    "pod_annotations": {"sim.k8s-step-operator.io/run-duration": duration}
+                }
+            },
+        ),
+    )
+
+
+def run_parallel(fn: Callable[[int], None], count: int) -> list[BaseException]:
+    errors: list[BaseException] = []
+
+    def one(i: int) -> None:
+        try:
+            fn(i)
+        except BaseException as e:  # reported by the caller
+            errors.append(e)
+
+    threads = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return errors
+
+
+def child(namespace: str, processes: int, steps_each: int, duration: str, logs: bool) -> None:
+    """Run ``processes`` operators (each its own API client), each launching ``steps_each`` steps
+    of one run at once; print what happened as JSON."""
+    logging.basicConfig(level=logging.WARNING)
+    operators = [
+        KubernetesJobStepOperator(
+            f"p{i}",
+            config=KubernetesJobStepOperatorConfig(
+                kubeconfig_path=kubeconfig(),
+                namespace=namespace,
+                image="localhost/bench:1",
+                image_pull_policy="IfNotPresent",
+                stream_logs=logs,
+                node_selector={POOL_LABEL: "bench"},
+            ),
+        )
+        for i in range(processes)
+    ]
+    runs = [f"fanin-{uuid.uuid4().hex[:8]}" for _ in range(processes)]
+    returned: dict[str, float] = {}
+    admin = k8s_config.new_client_from_config(config_file=kubeconfig())
+    times = JobTimes(admin, namespace)
+    times.ready.wait(10)
+
+    def one(i: int) -> None:
+        process, step = divmod(i, steps_each)
+        info = step_info(runs[process], f"s{step}", duration)
+        name = job_name(info.run_id, info.pipeline_step_name, info.step_run_id)
+        operators[process].launch(info, ["true"], {})
+        returned[name] = time.monotonic()
+
+    t0 = time.monotonic()
+    errors = run_parallel(one, processes * steps_each)
+    wall = time.monotonic() - t0
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    for op in operators:
+        op.close()
+    times.stop()
+    print(
+        json.dumps(
+            {
+                "wall_s": round(wall, 2),
+                "errors": len(errors),
+                "first_errors": [str(e)[:300] for e in errors[:3]],
+                "peak_rss_mb": round(rss, 1),
+                "returned": returned,
+                "created": times.created,
+                "finished": times.finished,
+                "bench_watch_events": times.received,
+                "bench_requests": times.requests,
+            }
+        )
+    )
+
+
+# -- one round, seen from the bench ------------------------------------------------------------
+
+
+def fanin_round(
+    admin: k8s.ApiClient,
+    processes: int,
+    steps_each: int = 1,
+    duration: str = "5s",
+    logs: bool = False,
+) -> dict[str, Any]:
+    """``processes`` processes in one namespace, each following ``steps_each`` steps of its own."""
+    ns = make_namespace(admin, "bench-fanin")
+    steps = processes * steps_each
+    try:
+        time.sleep(1)  # let the namespace's creation settle out of the counters
+        sampler = Sampler(admin)
+        before = metrics_text(admin)
+        done = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--child",
+                ns,
+                str(processes),
+                str(steps_each),
+                duration,
+                "1" if logs else "0",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        sampler.stop()
+        time.sleep(1)  # the closed watches are counted when they end
+        after = metrics_text(admin)
+        if done.returncode != 0:
+            raise RuntimeError(f"the child failed: {done.stderr[-3000:]}")
+        figures = json.loads(done.stdout.strip().splitlines()[-1])
+        returned: dict[str, float] = figures.pop("returned")
+        created: dict[str, float] = figures.pop("created")
+        finished: dict[str, float] = figures.pop("finished")
+        events = delta(watch_events(after), watch_events(before))
+        # Less the bench's own watch of Jobs: its events, its list and watches, its connection.
+        events["jobs"] = events.get("jobs", 0.0) - figures.pop("bench_watch_events")
+        reqs = delta(requests(after), requests(before))
+        reqs["LIST jobs"] = reqs.get("LIST jobs", 0.0) - 1
+        reqs["WATCH jobs"] = reqs.get("WATCH jobs", 0.0) - (figures.pop("bench_requests") - 1)
+        watches = max(0.0, sampler.peak_watches - 1)
+        reqs = {k: v for k, v in reqs.items() if v}
+        latencies = [(returned[n] - finished[n]) * 1000 for n in returned if n in finished]
+        controller = (
+            max(finished.values()) - min(created.values()) if finished and created else float("nan")
+        )
+        return {
+            "processes": processes,
+            "steps": steps,
+            "completed": len(returned),
+            "errors": figures["errors"],
+            "first_errors": figures["first_errors"],
+            "watch_events_per_step": round(sum(events.values()) / steps, 1),
+            "watch_events_by_kind": {k: round(v) for k, v in sorted(events.items())},
+            "requests_per_step": round(sum(reqs.values()) / steps, 2),
+            "requests_by_verb": {k: round(v) for k, v in sorted(reqs.items())},
+            "watch_connections_peak": round(watches),
+            "watch_connections_per_process": round(watches / processes, 2),
+            "log_streams_peak": round(sampler.peak_logs),
+            "detection_ms": stats(latencies),
+            "wall_s": figures["wall_s"],
+            "controller_wall_s": round(controller, 2),
+            "wall_ratio": round(figures["wall_s"] / controller, 3),
+            "peak_rss_mb": figures["peak_rss_mb"],
+        }
+    finally:
+        try:
+            k8s.CoreV1Api(admin).delete_namespace(ns)
+        except Exception as e:  # best effort
+            logging.warning("could not delete namespace %s: %s", ns, e)
+        # Wait until the namespace controller has listed and deleted everything in it: that work
+        # would otherwise count in the next round's figures.
+        t0 = time.monotonic()
+        while time.monotonic() < t0 + 300:
+            try:
+                k8s.CoreV1Api(admin).read_namespace(ns)
+            except Exception:
+                break
+            time.sleep(1)
+        print(f"namespace {ns} deleted in {time.monotonic() - t0:.0f}s", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["--child"]:
+        child(args[1], int(args[2]), int(args[3]), args[4], args[5] == "1")
+        return 0
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--processes", type=int, nargs="*", default=[1, 10, 50, 200])
+    p.add_argument("--steps-each", type=int, default=1, help="steps per process")
+    p.add_argument("--duration", default="5s", help="how long each step runs")
+    p.add_argument("--logs", action="store_true", help="stream the steps' logs")
+    opts = p.parse_args(args)
+    logging.basicConfig(level=logging.WARNING)
+    admin = k8s_config.new_client_from_config(config_file=kubeconfig())
+    add_nodes()
+    rounds = [
+        fanin_round(admin, n, opts.steps_each, opts.duration, opts.logs) for n in opts.processes
+    ]
+    print(json.dumps({"cpus": os.cpu_count(), "fanin": rounds}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -490,6 +490,13 @@ def _inadmissible(name: str, where: str, wl: WorkloadState, ctx: QueueContext) -
             message=message,
             queue=name,
         )
+    if _STOPPED.search(wl.message):
+        # Kueue's own words for a paused LocalQueue, whether or not its status is readable.
+        why = (
+            f"Kueue: {wl.message}: Kueue keeps the step and admits it when the queue resumes "
+            "(queue_timeout bounds the wait)"
+        )
+        return Observation(Phase.QUEUED, f"{where}: {why}", queue=name, message=why)
     if _INACTIVE.search(wl.message) and not any(s.active is not None for s in states):
         # Kueue keeps such Workloads; without the queue's status a pause and a broken queue look
         # alike, and a pause is routine: wait, bounded by queue_timeout.
@@ -502,6 +509,7 @@ def _inadmissible(name: str, where: str, wl: WorkloadState, ctx: QueueContext) -
 
 
 _INACTIVE = re.compile(r"(ClusterQueue|LocalQueue) \S+ is inactive")
+_STOPPED = re.compile(r"LocalQueue \S+ is stopped")
 
 
 def _refused(name: str, message: str) -> Observation:

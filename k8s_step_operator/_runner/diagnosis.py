@@ -531,18 +531,17 @@ _PULL_MAY_IMPROVE = (
     "toomanyrequests",
     "too many requests",
     "rate limit",
-    "429",
     "timeout",
     "timed out",
     "deadline exceeded",
     "connection reset",
-    "503",
-    "502",
     "500 internal",
     "service unavailable",
     "bad gateway",
     "unexpected eof",
 )
+# The HTTP statuses of the second kind, as whole numbers: not digits of a digest or a port.
+_PULL_MAY_IMPROVE_STATUS = re.compile(r"\b(429|502|503|504)\b")
 _PULL_WILL_NOT_IMPROVE = (
     "no such host",
     "connection refused",
@@ -569,7 +568,7 @@ _RPC_PREFIX = re.compile(r"^rpc error: code = \w+ desc = ")
 def pull_will_not_improve(cause: str) -> bool:
     """Whether a failed pull's words say that retrying cannot help."""
     text = cause.lower()
-    if any(words in text for words in _PULL_MAY_IMPROVE):
+    if any(words in text for words in _PULL_MAY_IMPROVE) or _PULL_MAY_IMPROVE_STATUS.search(text):
         return False
     return any(words in text for words in _PULL_WILL_NOT_IMPROVE)
 

@@ -760,6 +760,13 @@ def _inadmissible(name: str, where: str, wl: WorkloadState, ctx: QueueContext) -
             message=message,
             queue=name,
         )
+    if _STOPPED.search(wl.message):
+        # Kueue's own words for a paused LocalQueue, whether or not its status is readable.
+        why = (
+            f"Kueue: {wl.message}: Kueue keeps the step and admits it when the queue resumes "
+            "(queue_timeout bounds the wait)"
+        )
+        return Observation(Phase.QUEUED, f"{where}: {why}", queue=name, message=why)
     if _INACTIVE.search(wl.message) and not any(s.active is not None for s in states):
         # Kueue keeps such Workloads; without the queue's status a pause and a broken queue look
         # alike, and a pause is routine: wait, bounded by queue_timeout.
@@ -772,6 +779,7 @@ def _inadmissible(name: str, where: str, wl: WorkloadState, ctx: QueueContext) -
 
 
 _INACTIVE = re.compile(r"(ClusterQueue|LocalQueue) \S+ is inactive")
+_STOPPED = re.compile(r"LocalQueue \S+ is stopped")
 
 
 def _refused(name: str, message: str) -> Observation:
@@ -793,18 +801,17 @@ _PULL_MAY_IMPROVE = (
     "toomanyrequests",
     "too many requests",
     "rate limit",
-    "429",
     "timeout",
     "timed out",
     "deadline exceeded",
     "connection reset",
-    "503",
-    "502",
     "500 internal",
     "service unavailable",
     "bad gateway",
     "unexpected eof",
 )
+# The HTTP statuses of the second kind, as whole numbers: not digits of a digest or a port.
+_PULL_MAY_IMPROVE_STATUS = re.compile(r"\b(429|502|503|504)\b")
 _PULL_WILL_NOT_IMPROVE = (
     "no such host",
     "connection refused",
@@ -831,7 +838,7 @@ _RPC_PREFIX = re.compile(r"^rpc error: code = \w+ desc = ")
 def pull_will_not_improve(cause: str) -> bool:
     """Whether a failed pull's words say that retrying cannot help."""
     text = cause.lower()
-    if any(words in text for words in _PULL_MAY_IMPROVE):
+    if any(words in text for words in _PULL_MAY_IMPROVE) or _PULL_MAY_IMPROVE_STATUS.search(text):
         return False
     return any(words in text for words in _PULL_WILL_NOT_IMPROVE)
 

@@ -534,6 +534,8 @@ class FakeKube:
 
     def get_local_queue(self, namespace: str, name: str) -> Obj:
         self._record("get_local_queue", namespace, name)
+        if "localqueues" in self.refuse:
+            raise self.refuse["localqueues"]
         lq = self.store["localqueues"].get((namespace, name))
         if lq is None:
             raise NotFoundError(f'localqueues "{name}" not found', status=404, reason="NotFound")

@@ -164,6 +164,13 @@ def test_a_rate_limit_keeps_the_bound() -> None:
         ("net/http: TLS handshake timeout", Problem.IMAGE_PULL),
         ("received unexpected HTTP status: 503 Service Unavailable", Problem.IMAGE_PULL),
         ("something new", Problem.IMAGE_PULL),
+        # A status code's digits inside a digest or a port are not that status.
+        (
+            "docker.io/library/python@sha256:4290a5027f50312: not found",
+            Problem.IMAGE_UNAVAILABLE,
+        ),
+        ("dial tcp 10.0.0.7:15029: connect: connection refused", Problem.IMAGE_UNAVAILABLE),
+        ("unexpected status code 502 Bad Gateway", Problem.IMAGE_PULL),
     ],
 )
 def test_will_not_get_better_and_may_get_better(cause: str, problem: Problem) -> None:

@@ -431,6 +431,19 @@ def test_an_unreadable_queue_status_waits_for_the_queue_bound(
     assert "the queue's status is not readable" in str(raised.value)
 
 
+def test_kueues_stopped_local_queue_waits_though_the_queue_is_not_readable() -> None:
+    # Kueue 0.17 says "LocalQueue gpu is stopped" for a LocalQueue on hold: a pause, whatever
+    # the identity may read (it used to fail at once when the LocalQueue was not readable).
+    kube, run = make(queue_timeout=90)
+    kube.refuse["localqueues"] = ForbiddenError("forbidden", status=403, reason="Forbidden")
+    script(kube, (0.5, lambda j: pending(kube, j, "Inadmissible", "LocalQueue gpu is stopped")))
+    with pytest.raises(DeadlineExceededError) as raised:
+        run.run()
+    message = str(raised.value)
+    assert "LocalQueue gpu is stopped: Kueue keeps the step and admits it" in message, message
+    assert kube.clock.t - 1000 >= 90
+
+
 def test_without_kueue_a_queue_name_fails_at_once() -> None:
     kube, run = make()
     kube.refuse["workloads"] = NotFoundError(

@@ -153,8 +153,11 @@ test-bounds: ## Run the unit tests at the lowest and at the highest versions the
 	  $$v/bin/python -m pytest -q -p no:cacheprovider -m 'not cluster and not realnode'; \
 	done
 
+# CI (CI=true) runs each multi-node case once: the short form, said in the output.
+BENCH_ARGS ?= $(if $(filter true,$(CI)),--ranks-repeat 1 --short)
+
 bench: cluster venv-zenml ## Run the benchmarks against the local cluster (ZenML's too); figures printed as JSON
-	KUBECONFIG=$(LOCAL_KUBECONFIG) $(PY) bench/run.py
+	KUBECONFIG=$(LOCAL_KUBECONFIG) $(PY) bench/run.py $(BENCH_ARGS)
 	@$(MAKE) --no-print-directory zenml-image
 	KUBECONFIG=$(LOCAL_KUBECONFIG) $(PYZ) bench/zenml_bench.py
 

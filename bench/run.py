@@ -11,7 +11,9 @@
   running, and from one rank's failure to the error and to the other ranks gone, with and
   without Kueue.
 
-Usage: ``python bench/run.py [--steps 50] [--fanout 500] [--long 60] [--only NAME ...]``.
+Usage: ``python bench/run.py [--steps 50] [--fanout 500] [--long 60] [--ranks-repeat 3]
+[--short] [--only NAME ...]``; CI runs the multi-node cases once each (``--ranks-repeat 1
+--short``, said in the output).
 The machine is shared and noisy: each figure is reported with min / median / max where it is a
 distribution, and repeated runs are what to compare.
 """
@@ -683,6 +685,10 @@ def main(argv: Iterable[str] | None = None) -> int:
     p.add_argument("--fanout-duration", default="5s", help="how long each fan-out step runs")
     p.add_argument("--long", type=int, default=60, help="seconds of the long step")
     p.add_argument("--queued", type=int, default=100, help="steps for the Kueue figure")
+    p.add_argument("--ranks-repeat", type=int, default=3, help="runs of each multi-node case")
+    p.add_argument(
+        "--short", action="store_true", help="CI's short form (fewer runs), said in the output"
+    )
     p.add_argument(
         "--only",
         nargs="*",
@@ -713,7 +719,7 @@ def main(argv: Iterable[str] | None = None) -> int:
     if "ranks" in opts.only:
         from ranks import bench_ranks  # bench/ranks.py, beside this script
 
-        results["ranks"] = bench_ranks(admin, [8, 32], 3)
+        results["ranks"] = bench_ranks(admin, [8, 32], opts.ranks_repeat, opts.short)
     drop_namespaces(admin)
     print(json.dumps(results, indent=2))
     return 0

@@ -366,6 +366,8 @@ def bench_ranks(
         "failed_rank_pod": "kept, terminated (holding no GPU), with the Job until its TTL "
         "(ttl_seconds_after_finished) for its logs: 'others' are every other rank's pods",
     }
+    # The figures are wall times on a shared machine: how busy it was goes with them.
+    results["load_average_1m"] = {"before": round(os.getloadavg()[0], 2)}
     ns = new_namespace(admin, "bench-ranks")
     times = PodTimes(admin, ns)
     times.ready.wait(10)
@@ -386,6 +388,7 @@ def bench_ranks(
             except ApiException as e:
                 logging.warning("could not delete %s %s: %s", kind, name, e)
         k8s.CoreV1Api(admin).delete_namespace(ns)
+    results["load_average_1m"]["after"] = round(os.getloadavg()[0], 2)
     if len(with_kueue) == 1:
         results["kueue"] = "skipped: Kueue is not installed in this cluster"
     return results

@@ -160,9 +160,9 @@ test-bounds: ## Run the unit tests at the lowest and at the highest versions the
 	  $$v/bin/python -m pytest -q -p no:cacheprovider -m 'not cluster and not realnode'; \
 	done
 
-# `make bench BENCH_ARGS=--quick` is the short form CI runs (fewer and shorter steps, the
-# fan-in rounds of 1, 10, 50 and 200 processes, no fan-out); `make bench BENCH_ARGS="--only
-# fanin fanout"` prints the fan-in rounds and the 5,000-step fan-out of one process alone.
+# `make bench BENCH_ARGS=--quick` is the short form CI runs (fewer and shorter steps, the fan-in
+# rounds of 1, 10, 50 and 200 processes, no fan-out, each multi-node case once); `make bench
+# BENCH_ARGS="--only fanin fanout"` prints the fan-in rounds and the 5,000-step fan-out alone.
 BENCH_ARGS ?=
 
 bench: cluster venv-zenml ## Run the benchmarks against the local cluster (ZenML's too); figures printed as JSON

@@ -15,10 +15,11 @@
   without Kueue.
 
 Usage: ``python bench/run.py [--quick] [--steps 50] [--fanin 1 10 50 200] [--fanout 5000]
-[--long 60] [--only NAME ...]``. ``--quick`` is the short form CI runs: fewer and shorter steps,
-the four fan-in rounds (about 3 minutes of it) and no fan-out; ``--only fanin fanout`` runs the
-fan-in rounds and the 5,000-step fan-out alone (the fan-out's Jobs are made at the Job
-controller's pace: about 25 minutes on the local cluster).
+[--long 60] [--ranks-repeat 3] [--short] [--only NAME ...]``. ``--quick`` is the short form CI
+runs: fewer and shorter steps, the four fan-in rounds (about 3 minutes of it), no fan-out, and
+each multi-node case once (``--ranks-repeat 1 --short``, said in the output); ``--only fanin
+fanout`` runs the fan-in rounds and the 5,000-step fan-out alone (the fan-out's Jobs are made at
+the Job controller's pace: about 25 minutes on the local cluster).
 The machine is shared and noisy: each figure is reported with min / median / max where it is a
 distribution, and repeated runs are what to compare.
 """
@@ -623,6 +624,10 @@ def main(argv: Iterable[str] | None = None) -> int:
     p.add_argument("--fanout-duration", default="5s", help="how long each fan-in/out step runs")
     p.add_argument("--long", type=int, default=60, help="seconds of the long step")
     p.add_argument("--queued", type=int, default=100, help="steps for the Kueue figure")
+    p.add_argument("--ranks-repeat", type=int, default=3, help="runs of each multi-node case")
+    p.add_argument(
+        "--short", action="store_true", help="CI's short form (fewer runs), said in the output"
+    )
     p.add_argument(
         "--only",
         nargs="*",
@@ -664,7 +669,8 @@ def main(argv: Iterable[str] | None = None) -> int:
     if "ranks" in opts.only:
         from ranks import bench_ranks  # bench/ranks.py, beside this script
 
-        results["ranks"] = bench_ranks(admin, [8] if opts.quick else [8, 32], 3)
+        repeat = 1 if opts.quick else opts.ranks_repeat
+        results["ranks"] = bench_ranks(admin, [8, 32], repeat, opts.short or opts.quick)
     drop_namespaces(admin)
     print(json.dumps(results, indent=2))
     return 0

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import signal
 import time
 import uuid
@@ -190,7 +191,11 @@ def test_a_gang_larger_than_the_pool_fails_at_once_and_leaves_nothing(
     text = str(raised.value)
     assert f"the {len(h100.nodes) + 1} ranks can never all be placed at once" in text
     assert f"ask for at most {len(h100.nodes)} nodes" in text
-    assert f"{len(h100.nodes)} of {len(h100.nodes) + 1} ranks scheduled" in text
+    # How many ranks were bound when the error was raised depends on the scheduler's binding,
+    # which runs beside its next attempt: the last bindings may not be written yet.
+    counted = re.search(rf"(\d+) of {len(h100.nodes) + 1} ranks scheduled; rank \d+: ", text)
+    assert counted, text
+    assert int(counted.group(1)) <= len(h100.nodes), text
     wait_until("the Job, its pods and its Service to go", lambda: not jobs_in(api_client, ns))
     wait_until("the pods to go", lambda: not pods_of(api_client, ns, name_of(info, 5)))
     wait_until("the Service to go", lambda: not services_in(api_client, ns), timeout=60)

@@ -40,7 +40,19 @@ PLACEMENT = {
         {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
     ],
 }
-TORCHRUN = ["python3", "-m", "torch.distributed.run", "-m", "tests.realnode.torch_steps"]
+# The image's torch (Debian 12's 1.13) reads torchrun's default "--redirects 0 --tee 0" as None on
+# Python 3.11 (its Std.from_str) and fails to start any worker: stdout is teed explicitly.
+TORCHRUN = [
+    "python3",
+    "-m",
+    "torch.distributed.run",
+    "--redirects",
+    "1",
+    "--tee",
+    "1",
+    "-m",
+    "tests.realnode.torch_steps",
+]
 SUM = re.compile(r"rank (\d) of 2 .*: all_reduce sum (\S+), expected 3$")
 
 

@@ -70,6 +70,16 @@ def wait_until(
         time.sleep(interval)
 
 
+def poll(fn: Callable[[], bool], timeout: float, interval: float = 1.0) -> bool:
+    """Whether ``fn()`` became true within ``timeout`` s (polled every ``interval`` s)."""
+    deadline = time.monotonic() + timeout
+    while not fn():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(interval)
+    return True
+
+
 def unavailable(reason: str) -> None:
     """Skip outside CI; fail in CI, where the cluster is part of the build."""
     if in_ci():

@@ -27,7 +27,7 @@ from k8s_step_operator import (
     StepRunInfo,
     job_name,
 )
-from tests.conftest import unavailable
+from tests.conftest import poll, unavailable
 
 pytestmark = pytest.mark.realnode
 
@@ -40,7 +40,19 @@ PLACEMENT = {
         {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
     ],
 }
-TORCHRUN = ["python3", "-m", "torch.distributed.run", "-m", "tests.realnode.torch_steps"]
+# The image's torch (Debian 12's 1.13) reads torchrun's default "--redirects 0 --tee 0" as None on
+# Python 3.11 (its Std.from_str) and fails to start any worker: stdout is teed explicitly.
+TORCHRUN = [
+    "python3",
+    "-m",
+    "torch.distributed.run",
+    "--redirects",
+    "1",
+    "--tee",
+    "1",
+    "-m",
+    "tests.realnode.torch_steps",
+]
 SUM = re.compile(r"rank (\d) of 2 .*: all_reduce sum (\S+), expected 3$")
 
 
@@ -48,9 +60,12 @@ SUM = re.compile(r"rank (\d) of 2 .*: all_reduce sum (\S+), expected 3$")
 def operator(
     kubeconfig_path: Path, namespace: str, api_client: k8s.ApiClient
 ) -> KubernetesJobStepOperator:
-    nodes = k8s.CoreV1Api(api_client).list_node(label_selector=f"{REAL}=true").items
-    images = {n for node in nodes for image in node.status.images or () for n in image.names}
-    if TORCH_IMAGE not in images:
+    def listed() -> bool:
+        nodes = k8s.CoreV1Api(api_client).list_node(label_selector=f"{REAL}=true").items
+        return any(TORCH_IMAGE in (i.names or ()) for n in nodes for i in n.status.images or ())
+
+    # The kubelet lists an image imported a moment ago at its next image-cache refresh (30 s).
+    if not poll(listed, 60):
         unavailable(
             f"{TORCH_IMAGE} is not on the real node: python e2e/realnode/node.py images torch"
         )

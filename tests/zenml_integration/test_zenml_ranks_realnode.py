@@ -20,7 +20,7 @@ zenml = pytest.importorskip("zenml")
 from kubernetes import client as k8s  # noqa: E402
 
 from k8s_step_operator._job.keys import LABEL_RUN_ID, LABEL_STEP_NAME  # noqa: E402
-from tests.conftest import unavailable  # noqa: E402
+from tests.conftest import poll, unavailable  # noqa: E402
 from tests.zenml_integration.conftest import HERE, REAL_NODE, ZenMLStack  # noqa: E402
 
 pytestmark = pytest.mark.realnode
@@ -32,8 +32,12 @@ PIPELINE = HERE / "pipelines" / "zranks.py"
 def test_a_python_step_on_two_nodes_all_reduces_and_rank_0_alone_publishes(
     zenml_stack: ZenMLStack, api_client: Any
 ) -> None:
-    node = k8s.CoreV1Api(api_client).read_node(REAL_NODE)
-    if not any(TORCH_IMAGE in (i.names or ()) for i in node.status.images or ()):
+    def listed() -> bool:
+        node = k8s.CoreV1Api(api_client).read_node(REAL_NODE)
+        return any(TORCH_IMAGE in (i.names or ()) for i in node.status.images or ())
+
+    # The kubelet lists an image imported a moment ago at its next image-cache refresh (30 s).
+    if not poll(listed, 60):
         unavailable(
             f"{TORCH_IMAGE} is not on {REAL_NODE}: python e2e/realnode/node.py images torch"
         )

@@ -38,6 +38,10 @@ def kubeconfig(tmp_path: Path) -> Path:
     return path
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def interrupted(tmp_path: Path, signum: int, *extra: str) -> tuple[int, str, str]:
     argv = ["run", "-n", "ml", "--image", "img:1", "--run-id", "r1", *extra, "--", "train"]
     child = subprocess.Popen(
@@ -47,6 +51,9 @@ def interrupted(tmp_path: Path, signum: int, *extra: str) -> tuple[int, str, str
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # As from a terminal: a job a non-interactive shell put in the background inherits
+        # SIGINT ignored, and the command line keeps a signal ignored that it was started with.
+        preexec_fn=_default_sigint,
     )
     assert child.stderr is not None and child.stdout is not None
     seen = []

@@ -154,7 +154,13 @@ class KubeApi:
         """
 
         def in_turn(*args: Any, **kwargs: Any) -> Any:
-            return self._executor().submit(_read_whole, fn, args, kwargs).result()
+            try:
+                answer = self._executor().submit(_read_whole, fn, args, kwargs)
+            except RuntimeError:
+                # The workers are stopped (``close`` from another thread, or the interpreter is
+                # exiting under a daemon thread still following a step): call from here.
+                return _read_whole(fn, args, kwargs)
+            return answer.result()
 
         return in_turn
 

@@ -105,7 +105,10 @@ class ZenMLProject:
     def tool(self, *args: str, timeout: float = 300) -> str:
         done = self.run([sys.executable, str(TOOL), *args], timeout=timeout)
         assert done.returncode == 0, f"zenml_tool {args}:\n{done.stdout}\n{done.stderr}"
-        return done.stdout.strip().splitlines()[-1]
+        # The tool's answer, marked (zenml_tool.ANSWER): other lines may follow it.
+        marked = [x for x in done.stdout.splitlines() if x.startswith("zenml_tool answer: ")]
+        assert marked, f"zenml_tool {args} gave no answer:\n{done.stdout}\n{done.stderr}"
+        return marked[-1].removeprefix("zenml_tool answer: ")
 
     def zenml(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         """The ``zenml`` command line of this environment."""

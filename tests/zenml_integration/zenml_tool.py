@@ -187,19 +187,28 @@ def operator_call(action: str, step_run_id: str) -> str:
     return str(getattr(result, "value", result))
 
 
+# Marks the answer among the lines ZenML and the step operator log to stdout: a daemon thread
+# (a step's follower) may still log after it.
+ANSWER = "zenml_tool answer: "
+
+
+def answer(text: str) -> None:
+    print(f"{ANSWER}{text}", flush=True)
+
+
 def main(argv: list[str]) -> int:
     action, *args = argv
     if action == "setup":
         setup(*args)
-        print("ok")
+        answer("ok")
     elif action == "runs":
-        print(json.dumps(runs(*args)))
+        answer(json.dumps(runs(*args)))
     elif action == "run":
-        print(json.dumps(run_details(*args), default=str))
+        answer(json.dumps(run_details(*args), default=str))
     elif action == "variant":
-        print(variant(*args))
+        answer(variant(*args))
     elif action in ("status", "wait", "cancel"):
-        print(operator_call("get_status" if action == "status" else action, *args))
+        answer(operator_call("get_status" if action == "status" else action, *args))
     else:
         raise SystemExit(f"unknown action {action!r}")
     return 0

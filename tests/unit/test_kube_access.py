@@ -53,3 +53,18 @@ def test_requests_past_the_limit_wait_for_a_turn_and_answers_are_read_within_it(
     for t in threads:
         t.join(5)
     assert most[0] == 2 and reads == ["read"] * 6
+
+
+def test_a_call_after_the_workers_stopped_is_made_by_the_caller() -> None:
+    # close() from another thread, or the interpreter exiting under a daemon thread: the pool's
+    # executor refuses new work; the call is still made, from the calling thread.
+    api = KubeApi(k8s.ApiClient(k8s.Configuration()))
+    api._executor().shutdown()
+    callers: list[str] = []
+
+    def answer(*args: Any, **kwargs: Any) -> str:
+        callers.append(threading.current_thread().name)
+        return "answer"
+
+    assert api._in_turn(answer)() == "answer"
+    assert callers == [threading.current_thread().name]

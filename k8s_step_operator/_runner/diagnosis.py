@@ -71,6 +71,7 @@ __all__ = [
     "Problem",
     "RankView",
     "decide",
+    "job_failed",
     "observe",
     "reads_events",
 ]
@@ -260,6 +261,12 @@ _CONFIG = {"CreateContainerConfigError"}
 _STARTING = {"ContainerCreating", "PodInitializing"}
 
 
+def job_failed(job: Job) -> Condition | None:
+    """The Job's failure condition: ``FailureTarget`` (set first) or ``Failed``, else ``None``."""
+    conds = conditions_by_type(job)
+    return _true(conds, "FailureTarget") or _true(conds, "Failed")
+
+
 def _true(conds: Mapping[str, Condition], kind: str) -> Condition | None:
     c = conds.get(kind)
     return c if c is not None and c.get("status") == _TRUE else None
@@ -437,7 +444,7 @@ def observe(
     done = _true(conds, "SuccessCriteriaMet") or _true(conds, "Complete")
     if done is not None:
         return Observation(Phase.SUCCEEDED, "succeeded", outcome=Outcome(succeeded=True))
-    failed = _true(conds, "FailureTarget") or _true(conds, "Failed")
+    failed = job_failed(job)
     if failed is not None:
         outcome = _failure_outcome(job, pods, failed)
         who = f"rank {outcome.rank} " if outcome.rank is not None else ""

@@ -71,6 +71,7 @@ from k8s_step_operator._runner.diagnosis import (
     Placement,
     Problem,
     QueueContext,
+    job_failed,
     observe,
     outcome_error,
     reads_events,
@@ -504,7 +505,7 @@ class StepRun:
             queued_for = state.in_phase(now) if state.phase is Phase.QUEUED else 0.0
             queue = self._queue_context(watcher, workload, queued_for)
         seen_pods = pods
-        if self.context.ranks > 1 and _has_failed(job):
+        if self.context.ranks > 1 and job_failed(job) is not None:
             # The rank that failed may be gone already (the Job controller deletes the ranks
             # once the step failed): read it as it was last seen.
             current = {name_of(p) for p in pods}
@@ -952,13 +953,6 @@ def _identity_of(job: Job) -> ObjectMeta:
         "uid": meta.get("uid", ""),
         "labels": dict(meta.get("labels") or {}),
     }
-
-
-def _has_failed(job: Job) -> bool:
-    return any(
-        c.get("type") in ("FailureTarget", "Failed") and c.get("status") == "True"
-        for c in job.get("status", {}).get("conditions") or []
-    )
 
 
 def _pod_spec(job: Job) -> PodSpec:

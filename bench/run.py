@@ -49,13 +49,12 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import fanin  # noqa: E402
+from fanin import step_info  # noqa: E402
 
 from k8s_step_operator import (  # noqa: E402
     KubernetesJobStepOperator,
     KubernetesJobStepOperatorConfig,
     ResourceSettings,
-    StepConfiguration,
-    StepRunInfo,
 )
 
 SETTINGS_KEY = "step_operator.kubernetes_job"
@@ -88,23 +87,6 @@ def make_operator(namespace: str, **settings: Any) -> KubernetesJobStepOperator:
     op = KubernetesJobStepOperator("bench", config=config)
     OPERATORS.append(op)
     return op
-
-
-def step_info(run: str, step: str, duration: str) -> StepRunInfo:
-    return StepRunInfo(
-        step_run_id=str(uuid.uuid4()),
-        run_id=run,
-        run_name=run,
-        pipeline_step_name=step,
-        config=StepConfiguration(
-            name=step,
-            settings={
-                SETTINGS_KEY: {
-                    "pod_annotations": {"sim.k8s-step-operator.io/run-duration": duration}
-                }
-            },
-        ),
-    )
 
 
 def stats(values: list[float]) -> dict[str, float]:

@@ -153,12 +153,31 @@ def proc_alive(pid: int) -> bool:
     return False
 
 
+# How long a process may show no command line while it execs (seen: 0.2 ms idle, longer when a
+# large binary execs on a loaded machine).
+EXEC_WINDOW_S = 2.0
+
+
 def proc_cmdline(pid: int) -> list[str]:
-    """The command line of ``pid``; empty when it is gone."""
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return []
+    """The command line of ``pid``; empty when it is gone (or a kernel thread).
+
+    A process in the middle of ``execve`` shows an empty command line for an instant (its new
+    memory has no arguments yet) while ``/proc/PID/exe`` already names the new program: that
+    instant is waited out, so a component caught while ``setsid`` execs it is not taken for gone.
+    """
+    deadline = time.monotonic() + EXEC_WINDOW_S
+    while True:
+        try:
+            raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return []
+        if raw or time.monotonic() > deadline:
+            break
+        try:
+            os.readlink(f"/proc/{pid}/exe")  # a zombie or a kernel thread has none
+        except OSError:
+            return []
+        time.sleep(0.002)
     return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
 
 

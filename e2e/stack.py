@@ -241,7 +241,7 @@ def zenml_argv(python: str, p: Mapping[str, int]) -> list[str]:
     ]
 
 
-def _spawn(st: cluster.State, name: str, argv: list[str], env: Mapping[str, str]) -> None:
+def _spawn(st: cluster.State, name: str, argv: list[str], env: Mapping[str, str]) -> int:
     pid = kit.spawn(
         argv,
         logfile=st.logfile(name),
@@ -250,6 +250,7 @@ def _spawn(st: cluster.State, name: str, argv: list[str], env: Mapping[str, str]
         env=dict(env),
     )
     log(f"started {name} (pid {pid})")
+    return pid
 
 
 def stop(st: cluster.State, name: str, grace: float = 10.0) -> bool:
@@ -440,8 +441,8 @@ def up_seaweedfs(st: cluster.State, p: Mapping[str, int]) -> dict[str, Any]:
         stop(st, "seaweedfs")
         pid = None
     if pid is None:
-        _spawn(st, "seaweedfs", argv, {})
-    _wait_healthy(st, "seaweedfs", lambda: seaweedfs_healthy(p))
+        pid = _spawn(st, "seaweedfs", argv, {})
+    _wait_healthy(st, "seaweedfs", pid, lambda: seaweedfs_healthy(p))
     wait_for_bucket_api = time.monotonic() + 60
     while True:
         try:
@@ -462,11 +463,15 @@ def up_seaweedfs(st: cluster.State, p: Mapping[str, int]) -> dict[str, Any]:
     }
 
 
-def _wait_healthy(st: cluster.State, name: str, check: Any) -> None:
-    """Wait for ``check()``; stop early, with the log's tail, when the process has exited."""
+def _wait_healthy(st: cluster.State, name: str, pid: int, check: Any) -> None:
+    """Wait for ``check()``; stop early, with the log's tail, when process ``pid`` has exited.
+
+    Whether the process lives is read from its pid alone: what it runs changes while it starts
+    (the launcher's shell, ``setsid``, then the service), and is no sign of its end.
+    """
     deadline = time.monotonic() + START_TIMEOUT_S
     while not check():
-        gone = pid_of(st, name) is None
+        gone = not kit.proc_alive(pid)
         if gone or time.monotonic() > deadline:
             tail = "\n".join(kit.tail(st.logfile(name), 20))
             what = "exited" if gone else f"is not healthy {START_TIMEOUT_S:.0f} s"
@@ -498,8 +503,8 @@ def up_zenml(st: cluster.State, p: Mapping[str, int], python: str) -> dict[str, 
         stop(st, "zenml-server")
         pid = None
     if pid is None:
-        _spawn(st, "zenml-server", argv, env)
-    _wait_healthy(st, "zenml-server", lambda: zenml_healthy(p))
+        pid = _spawn(st, "zenml-server", argv, env)
+    _wait_healthy(st, "zenml-server", pid, lambda: zenml_healthy(p))
     known = (read_info().get("zenml") or {}).get("api_key")
     key = ensure_service_account(p, known)
     code, info = _http("GET", f"http://{LOOPBACK}:{p['zenml-server']}/api/v1/info")

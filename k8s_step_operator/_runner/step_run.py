@@ -84,6 +84,7 @@ from k8s_step_operator._runner.logs import TAIL_LINES, LogFollower
 from k8s_step_operator._runner.pods import container_state, pod_finished
 from k8s_step_operator._runner.ports import SYSTEM_CLOCK, Clock, KubeAccess
 from k8s_step_operator._runner.signals import Terminated, signals_deferred, terminations_raise
+from k8s_step_operator._runner.step_events import StepEvents
 from k8s_step_operator._runner.tracker import (
     Action,
     Advance,
@@ -96,7 +97,6 @@ from k8s_step_operator._runner.tracker import (
 )
 from k8s_step_operator._runner.watcher import (
     NamespaceWatcher,
-    StepEvents,
     WatcherRegistry,
     with_launcher,
 )

@@ -16,13 +16,12 @@ from typing import Any
 import pytest
 
 from k8s_step_operator import ApiError, ForbiddenError
+from k8s_step_operator._runner.step_events import FailedCreates, StepEvents
 from k8s_step_operator._runner.watcher import (
     READ_SLACK,
     SERVER_TIMEOUT,
     SET_SIZE,
-    FailedCreates,
     NamespaceWatcher,
-    StepEvents,
     WatcherRegistry,
     with_launcher,
 )

@@ -59,6 +59,7 @@ from k8s_step_operator._runner.autoscaler import (
     is_autoscaler_event,
     latest_signals,
 )
+from k8s_step_operator._runner.image_pull import container_image, pull_cause, pull_will_not_improve
 from k8s_step_operator._runner.kueue import QueueState, WorkloadState, never_admissible
 from k8s_step_operator._runner.pods import conditions_by_type, container_statuses, rank_of
 
@@ -800,54 +801,9 @@ def _refused(name: str, message: str) -> Observation:
     )
 
 
-# What a failed pull says, read as "will not get better" or "may get better". A retry cannot
-# bring a registry host into existence, open a port nobody listens on, or push a missing tag; a
-# rate limit, a time-out or a server error may pass. Checked in this order: a time-out on the way
-# to a host that does not answer is the second kind.
-_PULL_MAY_IMPROVE = (
-    "toomanyrequests",
-    "too many requests",
-    "rate limit",
-    "timeout",
-    "timed out",
-    "deadline exceeded",
-    "connection reset",
-    "500 internal",
-    "service unavailable",
-    "bad gateway",
-    "unexpected eof",
-)
-# The HTTP statuses of the second kind, as whole numbers: not digits of a digest or a port.
-_PULL_MAY_IMPROVE_STATUS = re.compile(r"\b(429|502|503|504)\b")
-_PULL_WILL_NOT_IMPROVE = (
-    "no such host",
-    "connection refused",
-    "manifest unknown",
-    "not found",
-    "name unknown",
-    "repository does not exist",
-    "pull access denied",
-    "unauthorized",
-    "authentication required",
-    "denied",
-    "server gave http response to https client",
-    "x509",
-)
 # A pull that will not get better fails after this long (the registry may be starting, a tag
 # being pushed, a pull Secret being created), never later than image_pull_backoff_timeout.
 IMAGE_UNAVAILABLE_GRACE = 30.0
-_BACKOFF_PREFIX = re.compile(r'^Back-off pulling image "[^"]*"(: )?(ErrImagePull: )?')
-_FAILED_PULL = re.compile(r'^Failed to pull image "[^"]*": ')
-# The runtime's gRPC wrapping, the same on the container's status and on the kubelet's event.
-_RPC_PREFIX = re.compile(r"^rpc error: code = \w+ desc = ")
-
-
-def pull_will_not_improve(cause: str) -> bool:
-    """Whether a failed pull's words say that retrying cannot help."""
-    text = cause.lower()
-    if any(words in text for words in _PULL_MAY_IMPROVE) or _PULL_MAY_IMPROVE_STATUS.search(text):
-        return False
-    return any(words in text for words in _PULL_WILL_NOT_IMPROVE)
 
 
 def _pull_failing(
@@ -864,24 +820,8 @@ def _pull_failing(
     The summary is the same whether the kubelet is pulling (ErrImagePull) or backing off
     (ImagePullBackOff), so that it is said once, not at every retry.
     """
-    cause = _RPC_PREFIX.sub("", _BACKOFF_PREFIX.sub("", message).strip())
-    attempts = 0
-    for e in events:
-        text = str(e.get("message") or "")
-        if e.get("involvedObject", {}).get("name") != pod_name or not _FAILED_PULL.match(text):
-            continue
-        attempts = max(attempts, int(e.get("series", {}).get("count") or e.get("count") or 1))
-        if not cause:
-            # The back-off's own message may carry no cause: the kubelet's last event does.
-            cause = _RPC_PREFIX.sub("", _FAILED_PULL.sub("", text))
-    cause = cause or reason
-    # The container's status names its image too (a cached pod keeps no containers in its spec).
-    image = next(
-        (c.get("image", "") for c in [*(pod.get("spec", {}).get("containers") or []),
-                                      *container_statuses(pod)]
-         if c.get("name") == container and c.get("image")),
-        "",
-    )  # fmt: skip
+    cause, attempts = pull_cause(pod_name, reason, message, events)
+    image = container_image(pod, container)
     permanent = pull_will_not_improve(cause)
     what = f"image {image}" if image else "the image"
     return Observation(

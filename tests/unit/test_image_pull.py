@@ -193,3 +193,24 @@ def test_will_not_get_better_and_may_get_better(cause: str, problem: Problem) ->
     # A smaller pull bound wins over the 30 s grace; none leaves the grace.
     short = KubernetesJobStepOperatorSettings(image_pull_backoff_timeout=10)
     assert isinstance(decide(obs, 10, short), ImageError)
+
+
+def test_the_cause_is_read_without_its_wrappings_and_the_attempts_from_the_pods_events() -> None:
+    from k8s_step_operator._runner.image_pull import container_image, pull_cause
+
+    def failed(pod: str, count: int, text: str) -> Any:
+        return {"involvedObject": {"name": pod}, "count": count,
+                "message": f'Failed to pull image "{IMAGE}": {text}'}  # fmt: skip
+
+    events = [failed("p", 3, "rpc error: code = Unknown desc = " + REFUSED), failed("q", 9, "x")]
+    back_off = f'Back-off pulling image "{IMAGE}"'
+    # The back-off says no cause: the event on this pod does (not another pod's).
+    assert pull_cause("p", "ImagePullBackOff", back_off, events) == (REFUSED, 3)
+    # The container's own message wins over the events'.
+    said = f"{back_off}: ErrImagePull: rpc error: code = NotFound desc = not found"
+    assert pull_cause("p", "ImagePullBackOff", said, events) == ("not found", 3)
+    # Nothing says more than the reason.
+    assert pull_cause("r", "ErrImagePull", "", events) == ("ErrImagePull", 0)
+    slim = {"status": {"containerStatuses": [{"name": "main", "image": IMAGE}]}}
+    assert container_image(slim, "main") == IMAGE
+    assert container_image(slim, "sidecar") == ""

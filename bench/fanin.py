@@ -33,7 +33,6 @@ import json
 import logging
 import os
 import resource
-import statistics
 import subprocess
 import sys
 import threading
@@ -50,6 +49,8 @@ from kubernetes.watch.watch import iter_resp_lines
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from common import kubeconfig, summary  # noqa: E402
 
 from k8s_step_operator import (  # noqa: E402
     KubernetesJobStepOperator,
@@ -77,25 +78,6 @@ OUR_VERBS = {
     "nodes": ("LIST",),
 }
 TERMINAL = ("SuccessCriteriaMet", "Complete", "FailureTarget", "Failed")
-
-
-def kubeconfig() -> str:
-    return os.environ.get("KUBECONFIG") or str(ROOT / ".cluster" / "kubeconfig")
-
-
-def stats(values: list[float]) -> dict[str, float]:
-    """min / p50 / p99 / max, rounded."""
-    if not values:
-        return {}
-    ordered = sorted(values)
-    p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
-    return {
-        "n": len(ordered),
-        "min": round(ordered[0], 3),
-        "p50": round(statistics.median(ordered), 3),
-        "p99": round(p99, 3),
-        "max": round(ordered[-1], 3),
-    }
 
 
 # -- the API server's own counters -------------------------------------------------------------
@@ -467,7 +449,7 @@ def fanin_round(
             "watch_connections_peak": round(watches),
             "watch_connections_per_process": round(watches / processes, 2),
             "log_streams_peak": round(sampler.peak_logs),
-            "detection_ms": stats(latencies),
+            "detection_ms": summary(latencies),
             "wall_s": figures["wall_s"],
             "controller_wall_s": round(controller, 2),
             "wall_ratio": round(figures["wall_s"] / controller, 3),

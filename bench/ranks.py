@@ -23,7 +23,6 @@ import argparse
 import json
 import logging
 import os
-import statistics
 import subprocess
 import sys
 import threading
@@ -40,6 +39,8 @@ from kubernetes.watch.watch import iter_resp_lines
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from common import kubeconfig, summary  # noqa: E402
+
 from k8s_step_operator import (  # noqa: E402
     KubernetesJobStepOperator,
     KubernetesJobStepOperatorConfig,
@@ -54,10 +55,6 @@ INDEX = "batch.kubernetes.io/job-completion-index"
 POOL = {"k8s-step-operator.io/pool": "bench-gpu"}
 GRACE_S = 30  # Kubernetes' default terminationGracePeriodSeconds, which the step pods keep
 KUEUE = ("kueue.x-k8s.io", "v1beta2")
-
-
-def kubeconfig() -> str:
-    return os.environ.get("KUBECONFIG") or str(ROOT / ".cluster" / "kubeconfig")
 
 
 class PodTimes:
@@ -224,17 +221,6 @@ def others(times: PodTimes, job: str, bad: int) -> list[str]:
     return [n for n, r in times.rank.items() if n.startswith(f"{job}-") and r != bad]
 
 
-def summary(values: list[float]) -> dict[str, float]:
-    if not values:
-        return {}
-    return {
-        "n": len(values),
-        "min": round(min(values), 3),
-        "p50": round(statistics.median(values), 3),
-        "max": round(max(values), 3),
-    }
-
-
 def bench_gang(
     admin: k8s.ApiClient, ns: str, times: PodTimes, ranks: int, kueue: bool, repeat: int
 ) -> dict[str, Any]:
@@ -317,11 +303,11 @@ def bench_gang(
         "ranks": ranks,
         "kueue": kueue,
         "gpus_per_rank": 8,
-        "start_to_all_ranks_running_s": summary(start_s),
+        "start_to_all_ranks_running_s": summary(start_s, p99=False),
         "failure": {
-            "to_error_s": summary(to_error),
-            "to_others_stopped_s": summary(to_stopped),
-            "to_others_gone_s": summary(to_gone),
+            "to_error_s": summary(to_error, p99=False),
+            "to_others_stopped_s": summary(to_stopped, p99=False),
+            "to_others_gone_s": summary(to_gone, p99=False),
             "termination_grace_s": GRACE_S,
         },
         "targets_met": {

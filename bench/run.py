@@ -30,7 +30,6 @@ import argparse
 import json
 import logging
 import os
-import statistics
 import sys
 import threading
 import time
@@ -49,6 +48,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import fanin  # noqa: E402
+from common import kubeconfig, summary  # noqa: E402
 from fanin import step_info  # noqa: E402
 
 from k8s_step_operator import (  # noqa: E402
@@ -69,10 +69,6 @@ OUR_VERBS = {
 }
 
 
-def kubeconfig() -> str:
-    return os.environ.get("KUBECONFIG") or str(ROOT / ".cluster" / "kubeconfig")
-
-
 OPERATORS: list[KubernetesJobStepOperator] = []
 
 
@@ -87,18 +83,6 @@ def make_operator(namespace: str, **settings: Any) -> KubernetesJobStepOperator:
     op = KubernetesJobStepOperator("bench", config=config)
     OPERATORS.append(op)
     return op
-
-
-def stats(values: list[float]) -> dict[str, float]:
-    ordered = sorted(values)
-    p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
-    return {
-        "n": len(ordered),
-        "min": round(ordered[0], 4),
-        "p50": round(statistics.median(ordered), 4),
-        "p99": round(p99, 4),
-        "max": round(ordered[-1], 4),
-    }
 
 
 class JobTimes:
@@ -293,7 +277,7 @@ def bench_latency(
             "concurrency": width,
             "stream_logs": stream_logs,
             "errors": [str(e) for e in errors][:3],
-            "latency_ms": stats(latencies) if latencies else {},
+            "latency_ms": summary(latencies, digits=4),
         }
     finally:
         drop_namespace(admin, ns)
@@ -325,7 +309,7 @@ def bench_unschedulable(admin: k8s.ApiClient, steps: int) -> dict[str, Any]:
                 took.append(time.monotonic() - t0)
         return {
             "what": "s from launch() to UnschedulableError, Job and pod deleted, 9 GPUs vs 8",
-            "seconds": stats(took) if took else {},
+            "seconds": summary(took, digits=4),
         }
     finally:
         drop_namespace(admin, ns)
@@ -564,10 +548,10 @@ def bench_kueue(admin: k8s.ApiClient, steps: int, gpus: int, duration: str) -> d
             "requests_per_step": round(sum(breakdown.values()) / steps, 2),
             "breakdown": breakdown,
             "admission_to_pod_running_s": {
-                "job_controller": stats(to_running) if to_running else {},
-                "operator_reports_running": stats(ours) if ours else {},
+                "job_controller": summary(to_running, digits=4),
+                "operator_reports_running": summary(ours, digits=4),
             },
-            "operator_lag_behind_pod_running_ms": stats(our_lag) if our_lag else {},
+            "operator_lag_behind_pod_running_ms": summary(our_lag, digits=4),
         }
     finally:
         times.stop()

@@ -41,6 +41,10 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from common import kubeconfig, summary  # noqa: E402
+
 PIPELINE = Path(__file__).with_name("zenml_pipeline.py")
 REAL_LABEL = "k8s-step-operator.io/real-node"
 REAL_NODE = "real-node-0"
@@ -58,10 +62,6 @@ def load(name: str, path: Path) -> ModuleType:
 
 # The figures' helpers and the independent Job watch of the core's benchmarks.
 core_bench = load("k8sso_bench_run", ROOT / "bench" / "run.py")
-
-
-def kubeconfig() -> str:
-    return os.environ.get("KUBECONFIG") or str(ROOT / ".cluster" / "kubeconfig")
 
 
 @contextlib.contextmanager
@@ -215,14 +215,14 @@ def main(argv: list[str] | None = None) -> int:
             jobs.stop()
     overhead = (statistics.median(ours) - statistics.median(baseline)) / 3
     results["zenml_three_step_pipeline_seconds"] = {
-        "step_operator": core_bench.stats(ours),
-        "no_step_operator": core_bench.stats(baseline),
-        "zenml_default_wait": core_bench.stats(polled) if polled else None,
+        "step_operator": summary(ours, digits=4),
+        "no_step_operator": summary(baseline, digits=4),
+        "zenml_default_wait": summary(polled, digits=4) if polled else None,
     }
     results["zenml_overhead_per_step_seconds"] = round(overhead, 3)
-    results["zenml_detection_seconds"] = core_bench.stats(ours_detect)
+    results["zenml_detection_seconds"] = summary(ours_detect, digits=4)
     if poll_detect:
-        results["zenml_default_poll_detection_seconds"] = core_bench.stats(poll_detect)
+        results["zenml_default_poll_detection_seconds"] = summary(poll_detect, digits=4)
     results["zenml_detection_p99_under_100ms"] = results["zenml_detection_seconds"]["p99"] < 0.1
     print(json.dumps(results, indent=2))
     return 0

@@ -31,7 +31,6 @@ import contextlib
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -50,16 +49,14 @@ from kubernetes.watch.watch import iter_resp_lines
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from common import kubeconfig, summary  # noqa: E402
+
 from examples.zenml import server_stack  # noqa: E402
 
 PIPELINE = Path(__file__).with_name("zenml_server_pipeline.py")
 TRACE = "K8SSO-TRACE "
 STEP_RUN_ANNOTATION = "k8s-step-operator.io/step-run-id"
 TERMINAL = ("Complete", "SuccessCriteriaMet", "Failed", "FailureTarget")
-
-
-def kubeconfig() -> str:
-    return os.environ.get("KUBECONFIG") or str(ROOT / ".cluster" / "kubeconfig")
 
 
 class JobWatch:
@@ -132,15 +129,8 @@ def traces(core: k8s.CoreV1Api, namespace: str, run_id: str) -> list[dict[str, A
 
 
 def stats(values: list[float]) -> dict[str, float] | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return {
-        "n": len(ordered),
-        "min": round(ordered[0], 3),
-        "p50": round(statistics.median(ordered), 3),
-        "max": round(ordered[-1], 3),
-    }
+    """n / min / p50 / max; None (null in the JSON) for no values."""
+    return summary(values, p99=False) or None
 
 
 @contextlib.contextmanager

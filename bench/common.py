@@ -10,10 +10,15 @@ one used.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import statistics
-from collections.abc import Sequence
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+
+from kubernetes import client as k8s
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -44,3 +49,44 @@ def summary(values: Sequence[float], *, digits: int = 3, p99: bool = True) -> di
         figures["p99"] = round(ordered[min(last, round(0.99 * last))], digits)
     figures["max"] = round(ordered[-1], digits)
     return figures
+
+
+def new_namespace(
+    admin: k8s.ApiClient, prefix: str, labels: Mapping[str, str] | None = None
+) -> str:
+    """A new namespace ``<prefix>-<6 hex digits>``, once its ``default`` service account exists.
+
+    Pods cannot be created in a namespace before its service account controller has made that
+    account; after 30 s the namespace is returned anyway.
+
+    Args:
+        admin: An API client allowed to create namespaces.
+        prefix: The name's beginning.
+        labels: The namespace's labels, if any.
+    """
+    name = f"{prefix}-{uuid.uuid4().hex[:6]}"
+    core = k8s.CoreV1Api(admin)
+    metadata: dict[str, object] = {"name": name}
+    if labels:
+        metadata["labels"] = dict(labels)
+    core.create_namespace({"metadata": metadata})
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if any(
+            sa.metadata.name == "default" for sa in core.list_namespaced_service_account(name).items
+        ):
+            break
+        time.sleep(0.2)
+    return name
+
+
+@contextlib.contextmanager
+def temporary_namespace(
+    admin: k8s.ApiClient, prefix: str, labels: Mapping[str, str] | None = None
+) -> Iterator[str]:
+    """``new_namespace``, deleted on leaving (in the background: not waited for)."""
+    name = new_namespace(admin, prefix, labels)
+    try:
+        yield name
+    finally:
+        k8s.CoreV1Api(admin).delete_namespace(name, propagation_policy="Background")

@@ -50,7 +50,7 @@ from kubernetes.watch.watch import iter_resp_lines
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from common import kubeconfig, summary  # noqa: E402
+from common import kubeconfig, new_namespace, summary  # noqa: E402
 
 from k8s_step_operator import (  # noqa: E402
     KubernetesJobStepOperator,
@@ -263,20 +263,6 @@ class Sampler:
 # -- the namespace and the nodes -----------------------------------------------------------------
 
 
-def make_namespace(admin: k8s.ApiClient, prefix: str) -> str:
-    name = f"{prefix}-{uuid.uuid4().hex[:6]}"
-    core = k8s.CoreV1Api(admin)
-    core.create_namespace({"metadata": {"name": name}})
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if any(
-            sa.metadata.name == "default" for sa in core.list_namespaced_service_account(name).items
-        ):
-            break
-        time.sleep(0.2)
-    return name
-
-
 def add_nodes() -> None:
     """The simulated CPU nodes the steps run on (room for thousands of pods)."""
     subprocess.run(
@@ -394,7 +380,7 @@ def fanin_round(
     logs: bool = False,
 ) -> dict[str, Any]:
     """``processes`` processes in one namespace, each following ``steps_each`` steps of its own."""
-    ns = make_namespace(admin, "bench-fanin")
+    ns = new_namespace(admin, "bench-fanin")
     steps = processes * steps_each
     try:
         time.sleep(1)  # let the namespace's creation settle out of the counters

@@ -39,7 +39,7 @@ from kubernetes.watch.watch import iter_resp_lines
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from common import kubeconfig, summary  # noqa: E402
+from common import kubeconfig, new_namespace, summary  # noqa: E402
 
 from k8s_step_operator import (  # noqa: E402
     KubernetesJobStepOperator,
@@ -141,20 +141,6 @@ def step(run: str, name: str, ranks: int, **sim: str) -> StepRunInfo:
             },
         ),
     )
-
-
-def new_namespace(admin: k8s.ApiClient, prefix: str) -> str:
-    name = f"{prefix}-{uuid.uuid4().hex[:6]}"
-    core = k8s.CoreV1Api(admin)
-    core.create_namespace({"metadata": {"name": name}})
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if any(
-            sa.metadata.name == "default" for sa in core.list_namespaced_service_account(name).items
-        ):
-            break
-        time.sleep(0.2)
-    return name
 
 
 def kueue_queue(admin: k8s.ApiClient, namespace: str, gpus: int) -> list[tuple[str, str]]:

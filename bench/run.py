@@ -48,7 +48,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import fanin  # noqa: E402
-from common import kubeconfig, summary  # noqa: E402
+from common import kubeconfig, new_namespace, summary  # noqa: E402
 from fanin import step_info  # noqa: E402
 
 from k8s_step_operator import (  # noqa: E402
@@ -213,18 +213,6 @@ def run_parallel(fn: Callable[[int], None], count: int, width: int) -> list[Base
     return errors
 
 
-def namespace(admin: k8s.ApiClient, prefix: str) -> str:
-    name = f"{prefix}-{uuid.uuid4().hex[:6]}"
-    k8s.CoreV1Api(admin).create_namespace({"metadata": {"name": name}})
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        sas = k8s.CoreV1Api(admin).list_namespaced_service_account(name).items
-        if any(sa.metadata.name == "default" for sa in sas):
-            break
-        time.sleep(0.2)
-    return name
-
-
 _TO_DROP: list[str] = []
 
 
@@ -252,7 +240,7 @@ def drop_namespaces(admin: k8s.ApiClient, wait: bool = False) -> None:
 def bench_latency(
     admin: k8s.ApiClient, steps: int, width: int, stream_logs: bool = True
 ) -> dict[str, Any]:
-    ns = namespace(admin, "bench-latency")
+    ns = new_namespace(admin, "bench-latency")
     try:
         times = JobTimes(admin, ns)
         times.ready.wait(10)
@@ -287,7 +275,7 @@ def bench_unschedulable(admin: k8s.ApiClient, steps: int) -> dict[str, Any]:
     """Seconds from calling launch to the error for 9 GPUs where nodes have at most 8."""
     from k8s_step_operator import UnschedulableError
 
-    ns = namespace(admin, "bench-unsched")
+    ns = new_namespace(admin, "bench-unsched")
     try:
         op = make_operator(ns)
         run = f"unsched-{uuid.uuid4().hex[:6]}"
@@ -323,7 +311,7 @@ def stop_watchers() -> None:
 
 
 def bench_requests(admin: k8s.ApiClient, duration_s: int, steps: int) -> dict[str, Any]:
-    ns = namespace(admin, "bench-requests")
+    ns = new_namespace(admin, "bench-requests")
     try:
         stop_watchers()  # earlier figures' lingering watchers would be counted here otherwise
         # Wait until nothing else uses these verbs (a namespace being deleted is listed through
@@ -440,7 +428,7 @@ def bench_kueue(admin: k8s.ApiClient, steps: int, gpus: int, duration: str) -> d
         custom.get_api_resources("kueue.x-k8s.io", "v1beta2")
     except ApiException:
         return {"skipped": "Kueue is not installed in this cluster"}
-    ns = namespace(admin, "bench-kueue")
+    ns = new_namespace(admin, "bench-kueue")
     tag = ns.removeprefix("bench-kueue-")
     flavor, cq = f"bench-h100-{tag}", f"bench-{tag}"
     group, version = "kueue.x-k8s.io", "v1beta2"

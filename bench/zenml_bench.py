@@ -31,7 +31,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -43,7 +42,7 @@ from kubernetes import config as k8s_config
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from common import kubeconfig, summary  # noqa: E402
+from common import kubeconfig, summary, temporary_namespace  # noqa: E402
 
 PIPELINE = Path(__file__).with_name("zenml_pipeline.py")
 REAL_LABEL = "k8s-step-operator.io/real-node"
@@ -62,22 +61,6 @@ def load(name: str, path: Path) -> ModuleType:
 
 # The figures' helpers and the independent Job watch of the core's benchmarks.
 core_bench = load("k8sso_bench_run", ROOT / "bench" / "run.py")
-
-
-@contextlib.contextmanager
-def namespace(core: k8s.CoreV1Api) -> Iterator[str]:
-    name = f"bench-zenml-{uuid.uuid4().hex[:6]}"
-    core.create_namespace({"metadata": {"name": name}})
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        with contextlib.suppress(k8s.ApiException):
-            core.read_namespaced_service_account("default", name)
-            break
-        time.sleep(0.2)
-    try:
-        yield name
-    finally:
-        core.delete_namespace(name, propagation_policy="Background")
 
 
 @contextlib.contextmanager
@@ -178,7 +161,10 @@ def main(argv: list[str] | None = None) -> int:
     api = k8s_config.new_client_from_config(config_file=kubeconfig())
     core = k8s.CoreV1Api(api)
     results: dict[str, Any] = {"cpus": os.cpu_count()}
-    with tempfile.TemporaryDirectory(prefix="zenml-bench-") as tmp, namespace(core) as ns:
+    with (
+        tempfile.TemporaryDirectory(prefix="zenml-bench-") as tmp,
+        temporary_namespace(api, "bench-zenml") as ns,
+    ):
         zenml = ZenML(Path(tmp))
         component: dict[str, Any] = {
             "kubeconfig_path": kubeconfig(),

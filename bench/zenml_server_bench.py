@@ -49,7 +49,7 @@ from kubernetes.watch.watch import iter_resp_lines
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from common import kubeconfig, summary  # noqa: E402
+from common import kubeconfig, summary, temporary_namespace  # noqa: E402
 
 from examples.zenml import server_stack  # noqa: E402
 
@@ -134,24 +134,6 @@ def stats(values: list[float]) -> dict[str, float] | None:
 
 
 @contextlib.contextmanager
-def namespace(core: k8s.CoreV1Api) -> Iterator[str]:
-    name = f"bench-zenml-prod-{uuid.uuid4().hex[:6]}"
-    # ZenML's own pods run as root: the baseline profile.
-    labels = {"pod-security.kubernetes.io/enforce": "baseline"}
-    core.create_namespace({"metadata": {"name": name, "labels": labels}})
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        with contextlib.suppress(k8s.ApiException):
-            core.read_namespaced_service_account("default", name)
-            break
-        time.sleep(0.2)
-    try:
-        yield name
-    finally:
-        core.delete_namespace(name, propagation_policy="Background")
-
-
-@contextlib.contextmanager
 def chart(ns: str, config: str) -> Iterator[str]:
     """The chart in ``ns``, its pipeline account allowed to run ZenML's orchestrator; its
     cluster-scoped objects are named after the release, which is uninstalled at the end."""
@@ -212,7 +194,10 @@ def main(argv: list[str] | None = None) -> int:
     runs: dict[str, list[float]] = {"ours": [], "zenml": []}
     with (
         tempfile.TemporaryDirectory(prefix="zenml-prod-bench-") as tmp,
-        namespace(core) as ns,
+        # ZenML's own pods run as root: the baseline profile.
+        temporary_namespace(
+            api, "bench-zenml-prod", {"pod-security.kubernetes.io/enforce": "baseline"}
+        ) as ns,
         chart(ns, config) as release,
     ):
         repo = Path(tmp) / "repo"

@@ -11,16 +11,22 @@ one used.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import statistics
+import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from kubernetes import client as k8s
+from kubernetes.watch.watch import iter_resp_lines
 
 ROOT = Path(__file__).resolve().parent.parent
+# The conditions that end a Job, as the Job controller sets them (a membership test: no order).
+TERMINAL = ("SuccessCriteriaMet", "Complete", "FailureTarget", "Failed")
 
 
 def kubeconfig() -> str:
@@ -90,3 +96,126 @@ def temporary_namespace(
         yield name
     finally:
         k8s.CoreV1Api(admin).delete_namespace(name, propagation_policy="Background")
+
+
+class NamespaceWatch:
+    """An independent watch on one kind of a namespace's objects, in a daemon thread of its own.
+
+    It lists the kind once, then watches it from that list's resource version, and watches again
+    from the last version seen whenever the server ends the watch (``timeout_seconds``) or a line
+    cannot be read. Each event is handed to ``on_event`` with the time it was read, taken before
+    it is parsed.
+
+    Attributes:
+        ready: Set once the first watch is open.
+        received: The lines read from the watches: events, bookmarks included.
+        requests: The requests made: the list, then every watch.
+        thread: The thread that reads the watch.
+    """
+
+    def __init__(
+        self,
+        list_fn: Callable[..., Any],
+        namespace: str,
+        on_event: Callable[[str, dict[str, Any], float], None],
+        *,
+        timeout_seconds: int = 300,
+        bookmarks: bool = True,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """Start watching.
+
+        Args:
+            list_fn: The API's namespaced list call, e.g. ``BatchV1Api.list_namespaced_job``.
+            namespace: The namespace watched.
+            on_event: Called in the watch's thread with each event's type, its object and the
+                time it was read; what it raises makes the watch start again.
+            timeout_seconds: How long the server keeps each watch open.
+            bookmarks: Whether to ask for bookmark events (not asking leaves the parameter out).
+            clock: The clock of the times given to ``on_event``.
+        """
+        self.namespace = namespace
+        self.received = 0
+        self.requests = 0
+        self.ready = threading.Event()
+        self._list = list_fn
+        self._on_event = on_event
+        self._timeout = timeout_seconds
+        self._bookmarks: dict[str, bool] = {"allow_watch_bookmarks": True} if bookmarks else {}
+        self._clock = clock
+        self._stop = threading.Event()
+        self._resp: Any = None
+        # Last: a subclass sets what on_event records before calling this.
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        listed = json.loads(self._list(self.namespace, _preload_content=False).data)
+        self.requests += 1
+        rv = listed["metadata"]["resourceVersion"]
+        while not self._stop.is_set():
+            self._resp = self._list(
+                self.namespace,
+                watch=True,
+                resource_version=rv,
+                timeout_seconds=self._timeout,
+                _preload_content=False,
+                **self._bookmarks,
+            )
+            self.requests += 1
+            self.ready.set()
+            try:
+                for line in iter_resp_lines(self._resp):
+                    now = self._clock()
+                    self.received += 1
+                    event = json.loads(line)
+                    obj = event["object"]
+                    rv = obj["metadata"].get("resourceVersion", rv)
+                    self._on_event(event["type"], obj, now)
+            except Exception:  # the watch was closed by stop(), or broke: watch again
+                if self._stop.is_set():
+                    return
+
+    def stop(self, join_timeout: float | None = None) -> None:
+        """End the watch; wait up to ``join_timeout`` seconds for its thread (None: do not)."""
+        self._stop.set()
+        if self._resp is not None:
+            self._resp.close()
+        if join_timeout is not None:
+            self.thread.join(timeout=join_timeout)
+
+
+class JobTimes(NamespaceWatch):
+    """An independent watch on a namespace's Jobs: when each was first seen, and seen ended.
+
+    Attributes:
+        created: When each Job (by name) was first seen added or modified.
+        finished: When each Job was first seen with a terminal condition.
+    """
+
+    def __init__(
+        self,
+        api: k8s.ApiClient,
+        namespace: str,
+        *,
+        timeout_seconds: int = 300,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.created: dict[str, float] = {}
+        self.finished: dict[str, float] = {}
+        super().__init__(
+            k8s.BatchV1Api(api).list_namespaced_job,
+            namespace,
+            self._seen,
+            timeout_seconds=timeout_seconds,
+            clock=clock,
+        )
+
+    def _seen(self, etype: str, obj: dict[str, Any], now: float) -> None:
+        if etype not in ("ADDED", "MODIFIED"):
+            return
+        name = obj["metadata"]["name"]
+        self.created.setdefault(name, now)
+        for c in (obj.get("status") or {}).get("conditions") or []:
+            if c.get("status") == "True" and c.get("type") in TERMINAL:
+                self.finished.setdefault(name, now)

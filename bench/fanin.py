@@ -45,12 +45,11 @@ from typing import Any
 import urllib3
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
-from kubernetes.watch.watch import iter_resp_lines
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from common import kubeconfig, new_namespace, summary  # noqa: E402
+from common import JobTimes, kubeconfig, new_namespace, summary  # noqa: E402
 
 from k8s_step_operator import (  # noqa: E402
     KubernetesJobStepOperator,
@@ -77,7 +76,6 @@ OUR_VERBS = {
     "events": ("LIST", "WATCH"),
     "nodes": ("LIST",),
 }
-TERMINAL = ("SuccessCriteriaMet", "Complete", "FailureTarget", "Failed")
 
 
 # -- the API server's own counters -------------------------------------------------------------
@@ -165,70 +163,6 @@ def open_log_streams(text: str) -> float:
 
 def delta(after: Mapping[str, float], before: Mapping[str, float]) -> dict[str, float]:
     return {k: v - before.get(k, 0.0) for k, v in after.items() if v - before.get(k, 0.0)}
-
-
-# -- the bench's own view of the Jobs ----------------------------------------------------------
-
-
-class JobTimes:
-    """An independent watch on a namespace's Jobs: when each was first seen, and seen ended.
-
-    It counts the events it received itself, so that the figures can leave them out.
-    """
-
-    def __init__(self, api: k8s.ApiClient, namespace: str) -> None:
-        self.batch = k8s.BatchV1Api(api)
-        self.namespace = namespace
-        self.created: dict[str, float] = {}
-        self.finished: dict[str, float] = {}
-        self.received = 0
-        self.requests = 0
-        self._stop = threading.Event()
-        self._resp: Any = None
-        self.ready = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        listed = json.loads(
-            self.batch.list_namespaced_job(self.namespace, _preload_content=False).data
-        )
-        self.requests += 1
-        rv = listed["metadata"]["resourceVersion"]
-        while not self._stop.is_set():
-            self._resp = self.batch.list_namespaced_job(
-                self.namespace,
-                watch=True,
-                resource_version=rv,
-                allow_watch_bookmarks=True,
-                timeout_seconds=3600,
-                _preload_content=False,
-            )
-            self.requests += 1
-            self.ready.set()
-            try:
-                for line in iter_resp_lines(self._resp):
-                    now = time.monotonic()
-                    self.received += 1
-                    event = json.loads(line)
-                    obj = event["object"]
-                    rv = obj["metadata"].get("resourceVersion", rv)
-                    if event["type"] not in ("ADDED", "MODIFIED"):
-                        continue
-                    name = obj["metadata"]["name"]
-                    self.created.setdefault(name, now)
-                    for c in (obj.get("status") or {}).get("conditions") or []:
-                        if c.get("status") == "True" and c.get("type") in TERMINAL:
-                            self.finished.setdefault(name, now)
-            except Exception:
-                if self._stop.is_set():
-                    return
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._resp is not None:
-            self._resp.close()
-        self.thread.join(timeout=10)
 
 
 class Sampler:
@@ -335,7 +269,7 @@ def child(namespace: str, processes: int, steps_each: int, duration: str, logs: 
     runs = [f"fanin-{uuid.uuid4().hex[:8]}" for _ in range(processes)]
     returned: dict[str, float] = {}
     admin = k8s_config.new_client_from_config(config_file=kubeconfig())
-    times = JobTimes(admin, namespace)
+    times = JobTimes(admin, namespace, timeout_seconds=3600)
     times.ready.wait(10)
 
     def one(i: int) -> None:
@@ -351,7 +285,7 @@ def child(namespace: str, processes: int, steps_each: int, duration: str, logs: 
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     for op in operators:
         op.close()
-    times.stop()
+    times.stop(join_timeout=10)
     print(
         json.dumps(
             {

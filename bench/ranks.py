@@ -25,7 +25,6 @@ import logging
 import os
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -34,12 +33,11 @@ from typing import Any
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
-from kubernetes.watch.watch import iter_resp_lines
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from common import kubeconfig, new_namespace, summary  # noqa: E402
+from common import NamespaceWatch, kubeconfig, new_namespace, summary  # noqa: E402
 
 from k8s_step_operator import (  # noqa: E402
     KubernetesJobStepOperator,
@@ -57,52 +55,20 @@ GRACE_S = 30  # Kubernetes' default terminationGracePeriodSeconds, which the ste
 KUEUE = ("kueue.x-k8s.io", "v1beta2")
 
 
-class PodTimes:
+class PodTimes(NamespaceWatch):
     """An independent watch on a namespace's pods: when each rank first ran, failed, was gone."""
 
     def __init__(self, api: k8s.ApiClient, namespace: str) -> None:
-        self.core = k8s.CoreV1Api(api)
-        self.namespace = namespace
         self.running: dict[str, float] = {}
         self.failed: dict[str, float] = {}
         self.stopped: dict[str, float] = {}
         self.gone: dict[str, float] = {}
         self.rank: dict[str, int] = {}
-        self._stop = threading.Event()
-        self._resp: Any = None
-        self.ready = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        listed = json.loads(
-            self.core.list_namespaced_pod(self.namespace, _preload_content=False).data
-        )
-        rv = listed["metadata"]["resourceVersion"]
-        while not self._stop.is_set():
-            self._resp = self.core.list_namespaced_pod(
-                self.namespace,
-                watch=True,
-                resource_version=rv,
-                allow_watch_bookmarks=True,
-                timeout_seconds=300,
-                _preload_content=False,
-            )
-            self.ready.set()
-            try:
-                for line in iter_resp_lines(self._resp):
-                    now = time.monotonic()
-                    event = json.loads(line)
-                    pod = event["object"]
-                    rv = pod["metadata"].get("resourceVersion", rv)
-                    if event["type"] == "BOOKMARK":
-                        continue
-                    self._seen(event["type"], pod, now)
-            except Exception:  # the watch was closed by stop(), or timed out: resume
-                if self._stop.is_set():
-                    return
+        super().__init__(k8s.CoreV1Api(api).list_namespaced_pod, namespace, self._seen)
 
     def _seen(self, etype: str, pod: dict[str, Any], now: float) -> None:
+        if etype == "BOOKMARK":
+            return
         name = pod["metadata"]["name"]
         self.rank.setdefault(name, int(pod["metadata"].get("annotations", {}).get(INDEX, -1)))
         phase = pod.get("status", {}).get("phase")
@@ -116,11 +82,6 @@ class PodTimes:
             self.stopped.setdefault(name, now)
             if phase == "Failed":
                 self.failed.setdefault(name, now)
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._resp is not None:
-            self._resp.close()
 
 
 def step(run: str, name: str, ranks: int, **sim: str) -> StepRunInfo:

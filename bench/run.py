@@ -41,14 +41,13 @@ from typing import Any
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
-from kubernetes.watch.watch import iter_resp_lines
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import fanin  # noqa: E402
-from common import kubeconfig, new_namespace, summary  # noqa: E402
+from common import JobTimes, NamespaceWatch, kubeconfig, new_namespace, summary  # noqa: E402
 from fanin import step_info  # noqa: E402
 
 from k8s_step_operator import (  # noqa: E402
@@ -83,63 +82,6 @@ def make_operator(namespace: str, **settings: Any) -> KubernetesJobStepOperator:
     op = KubernetesJobStepOperator("bench", config=config)
     OPERATORS.append(op)
     return op
-
-
-class JobTimes:
-    """An independent watch on the namespace's Jobs: when each was first seen and finished."""
-
-    def __init__(self, api: k8s.ApiClient, namespace: str) -> None:
-        self.batch = k8s.BatchV1Api(api)
-        self.namespace = namespace
-        self.created: dict[str, float] = {}
-        self.finished: dict[str, float] = {}
-        self._stop = threading.Event()
-        self._resp: Any = None
-        self.ready = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        listed = json.loads(
-            self.batch.list_namespaced_job(self.namespace, _preload_content=False).data
-        )
-        rv = listed["metadata"]["resourceVersion"]
-        while not self._stop.is_set():
-            self._resp = self.batch.list_namespaced_job(
-                self.namespace,
-                watch=True,
-                resource_version=rv,
-                allow_watch_bookmarks=True,
-                timeout_seconds=300,
-                _preload_content=False,
-            )
-            self.ready.set()
-            try:
-                for line in iter_resp_lines(self._resp):
-                    now = time.monotonic()
-                    event = json.loads(line)
-                    obj = event["object"]
-                    rv = obj["metadata"].get("resourceVersion", rv)
-                    if event["type"] not in ("ADDED", "MODIFIED"):
-                        continue
-                    name = obj["metadata"]["name"]
-                    self.created.setdefault(name, now)
-                    for c in (obj.get("status") or {}).get("conditions") or []:
-                        if c.get("status") == "True" and c.get("type") in (
-                            "SuccessCriteriaMet",
-                            "Complete",
-                            "FailureTarget",
-                            "Failed",
-                        ):
-                            self.finished.setdefault(name, now)
-            except Exception:
-                if self._stop.is_set():
-                    return
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._resp is not None:
-            self._resp.close()
 
 
 def metrics_text(api: k8s.ApiClient) -> str:
@@ -358,54 +300,26 @@ class QueueTimes:
     un-suspended (Kueue admitted it) and when its pod was first seen Running."""
 
     def __init__(self, api: k8s.ApiClient, namespace: str) -> None:
-        self.batch, self.core = k8s.BatchV1Api(api), k8s.CoreV1Api(api)
-        self.namespace = namespace
         self.admitted: dict[str, float] = {}
         self.running: dict[str, float] = {}
-        self._stop = threading.Event()
-        self._resps: list[Any] = []
-        self.threads = [
-            threading.Thread(target=self._watch, args=(kind,), daemon=True)
-            for kind in ("jobs", "pods")
+        batch, core = k8s.BatchV1Api(api), k8s.CoreV1Api(api)
+        self._watches = [
+            NamespaceWatch(batch.list_namespaced_job, namespace, self._job, bookmarks=False),
+            NamespaceWatch(core.list_namespaced_pod, namespace, self._pod, bookmarks=False),
         ]
-        for th in self.threads:
-            th.start()
 
-    def _watch(self, kind: str) -> None:
-        fn = self.batch.list_namespaced_job if kind == "jobs" else self.core.list_namespaced_pod
-        rv = json.loads(fn(self.namespace, _preload_content=False).data)["metadata"][
-            "resourceVersion"
-        ]
-        while not self._stop.is_set():
-            resp = fn(
-                self.namespace,
-                watch=True,
-                resource_version=rv,
-                timeout_seconds=300,
-                _preload_content=False,
-            )
-            self._resps.append(resp)
-            try:
-                for line in iter_resp_lines(resp):
-                    now = time.monotonic()
-                    obj = json.loads(line)["object"]
-                    rv = obj["metadata"].get("resourceVersion", rv)
-                    if kind == "jobs":
-                        if (obj.get("spec") or {}).get("suspend") is False:
-                            self.admitted.setdefault(obj["metadata"]["name"], now)
-                    elif (obj.get("status") or {}).get("phase") == "Running":
-                        job = (obj["metadata"].get("labels") or {}).get(
-                            "batch.kubernetes.io/job-name", ""
-                        )
-                        self.running.setdefault(job, now)
-            except Exception:
-                if self._stop.is_set():
-                    return
+    def _job(self, etype: str, obj: dict[str, Any], now: float) -> None:
+        if (obj.get("spec") or {}).get("suspend") is False:
+            self.admitted.setdefault(obj["metadata"]["name"], now)
+
+    def _pod(self, etype: str, obj: dict[str, Any], now: float) -> None:
+        if (obj.get("status") or {}).get("phase") == "Running":
+            job = (obj["metadata"].get("labels") or {}).get("batch.kubernetes.io/job-name", "")
+            self.running.setdefault(job, now)
 
     def stop(self) -> None:
-        self._stop.set()
-        for resp in self._resps:
-            resp.close()
+        for watch in self._watches:
+            watch.stop()
 
 
 class _RunningSeen(logging.Handler):

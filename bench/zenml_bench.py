@@ -42,7 +42,7 @@ from kubernetes import config as k8s_config
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from common import kubeconfig, summary, temporary_namespace  # noqa: E402
+from common import JobTimes, kubeconfig, summary, temporary_namespace  # noqa: E402
 
 PIPELINE = Path(__file__).with_name("zenml_pipeline.py")
 REAL_LABEL = "k8s-step-operator.io/real-node"
@@ -57,10 +57,6 @@ def load(name: str, path: Path) -> ModuleType:
     sys.modules[name] = mod
     spec.loader.exec_module(mod)
     return mod
-
-
-# The figures' helpers and the independent Job watch of the core's benchmarks.
-core_bench = load("k8sso_bench_run", ROOT / "bench" / "run.py")
 
 
 @contextlib.contextmanager
@@ -182,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
             component["pod_security_profile"] = "none"
         zenml.setup(component)
         with stores_claim(core, ns, zenml.config / "local_stores"):
-            jobs = core_bench.JobTimes(api, ns)
+            jobs = JobTimes(api, ns)
             jobs.ready.wait(30)
             # Warm-up: the first pod binds the claim and the node caches the image's layers.
             zenml.run(BENCH_STEP_OPERATOR="1")

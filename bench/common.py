@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import urllib3  # the kubernetes client's own HTTP library, in both environments
 from kubernetes import client as k8s
 from kubernetes.watch.watch import iter_resp_lines
 
@@ -96,6 +97,122 @@ def temporary_namespace(
         yield name
     finally:
         k8s.CoreV1Api(admin).delete_namespace(name, propagation_policy="Background")
+
+
+def run_parallel(
+    fn: Callable[[int], None],
+    count: int,
+    width: int | None = None,
+    *,
+    daemon: bool | None = None,
+) -> list[BaseException]:
+    """Call ``fn(0)`` to ``fn(count - 1)``, each in a thread of its own, and wait for them all.
+
+    Args:
+        fn: What each thread does, given its index.
+        count: How many threads.
+        width: How many may call ``fn`` at once (None: all of them).
+        daemon: Whether the threads are daemon threads (None: as the calling thread is).
+
+    Returns:
+        What the calls raised, in the order they raised it.
+    """
+    errors: list[BaseException] = []
+    limit: contextlib.AbstractContextManager[Any] = (
+        contextlib.nullcontext() if width is None else threading.Semaphore(width)
+    )
+
+    def one(i: int) -> None:
+        with limit:
+            try:
+                fn(i)
+            except BaseException as e:  # returned to the caller
+                errors.append(e)
+
+    threads = [threading.Thread(target=one, args=(i,), daemon=daemon) for i in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return errors
+
+
+# -- the API server's own counters -------------------------------------------------------------
+
+# One pool of connections per API client (by ``id``), for the callers that keep theirs.
+_POOLS: dict[int, urllib3.PoolManager] = {}
+
+
+def metrics_text(api: k8s.ApiClient, *, reuse_pool: bool = True) -> str:
+    """The API server's ``/metrics``, read with ``api``'s address and credentials.
+
+    Args:
+        api: The API client whose configuration is used.
+        reuse_pool: Whether to keep the connection pool for ``api``'s next call (else each call
+            makes a pool, and a connection, of its own).
+    """
+    cfg = api.configuration
+    pool = _POOLS.get(id(api)) if reuse_pool else None
+    if pool is None:
+        pool = urllib3.PoolManager(
+            cert_reqs="CERT_REQUIRED",
+            ca_certs=cfg.ssl_ca_cert,
+            cert_file=cfg.cert_file,
+            key_file=cfg.key_file,
+        )
+        if reuse_pool:
+            _POOLS[id(api)] = pool
+    headers = {}
+    if cfg.api_key.get("authorization"):
+        headers["Authorization"] = cfg.api_key["authorization"]
+    r = pool.request("GET", cfg.host + "/metrics", headers=headers, timeout=30)
+    return str(r.data.decode())
+
+
+def _labels(line: str) -> dict[str, str]:
+    inside = line[line.index("{") + 1 : line.rindex("}")]
+    out: dict[str, str] = {}
+    for part in inside.split('",'):
+        if "=" in part:
+            k, _, v = part.partition("=")
+            out[k.strip()] = v.strip().strip('"')
+    return out
+
+
+def samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
+    """The labels and value of each sample of the metric ``name`` in a ``/metrics`` text."""
+    prefix = name + "{"
+    return [
+        (_labels(line), float(line.rsplit(" ", 1)[1]))
+        for line in text.splitlines()
+        if line.startswith(prefix)
+    ]
+
+
+def request_counts(text: str, verbs: Mapping[str, Sequence[str]]) -> dict[str, float]:
+    """Requests so far per "VERB resource" (``apiserver_request_total``), subresources apart.
+
+    Args:
+        text: A ``/metrics`` text.
+        verbs: The verbs counted on each resource; other verbs and resources are left out.
+    """
+    counts: dict[str, float] = {}
+    for lab, value in samples(text, "apiserver_request_total"):
+        if lab.get("subresource"):
+            continue
+        resource, verb = lab.get("resource", ""), lab.get("verb", "")
+        if verb in verbs.get(resource, ()):
+            key = f"{verb} {resource}"
+            counts[key] = counts.get(key, 0.0) + value
+    return counts
+
+
+def delta(after: Mapping[str, float], before: Mapping[str, float]) -> dict[str, float]:
+    """``after`` less ``before``, key by key, leaving out what did not change."""
+    return {k: v - before.get(k, 0.0) for k, v in after.items() if v - before.get(k, 0.0)}
+
+
+# -- the bench's independent watches ---------------------------------------------------------
 
 
 class NamespaceWatch:

@@ -38,18 +38,26 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import urllib3
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from common import JobTimes, kubeconfig, new_namespace, summary  # noqa: E402
+from common import (  # noqa: E402
+    JobTimes,
+    delta,
+    kubeconfig,
+    metrics_text,
+    new_namespace,
+    request_counts,
+    run_parallel,
+    samples,
+    summary,
+)
 
 from k8s_step_operator import (  # noqa: E402
     KubernetesJobStepOperator,
@@ -81,49 +89,10 @@ OUR_VERBS = {
 # -- the API server's own counters -------------------------------------------------------------
 
 
-def metrics_text(api: k8s.ApiClient) -> str:
-    cfg = api.configuration
-    pool = _POOLS.get(id(api))
-    if pool is None:
-        pool = _POOLS[id(api)] = urllib3.PoolManager(
-            cert_reqs="CERT_REQUIRED",
-            ca_certs=cfg.ssl_ca_cert,
-            cert_file=cfg.cert_file,
-            key_file=cfg.key_file,
-        )
-    headers = {}
-    if cfg.api_key.get("authorization"):
-        headers["Authorization"] = cfg.api_key["authorization"]
-    r = pool.request("GET", cfg.host + "/metrics", headers=headers, timeout=30)
-    return str(r.data.decode())
-
-
-_POOLS: dict[int, urllib3.PoolManager] = {}
-
-
-def _labels(line: str) -> dict[str, str]:
-    inside = line[line.index("{") + 1 : line.rindex("}")]
-    out: dict[str, str] = {}
-    for part in inside.split('",'):
-        if "=" in part:
-            k, _, v = part.partition("=")
-            out[k.strip()] = v.strip().strip('"')
-    return out
-
-
-def _samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
-    prefix = name + "{"
-    return [
-        (_labels(line), float(line.rsplit(" ", 1)[1]))
-        for line in text.splitlines()
-        if line.startswith(prefix)
-    ]
-
-
 def watch_events(text: str) -> dict[str, float]:
     """Watch events sent so far, per watched resource."""
     counts: dict[str, float] = {}
-    for lab, value in _samples(text, "apiserver_watch_events_total"):
+    for lab, value in samples(text, "apiserver_watch_events_total"):
         key = (lab.get("group", ""), lab.get("resource") or lab.get("kind", "").lower() + "s")
         if key in WATCHED:
             counts[key[1]] = counts.get(key[1], 0.0) + value
@@ -132,22 +101,14 @@ def watch_events(text: str) -> dict[str, float]:
 
 def requests(text: str) -> dict[str, float]:
     """Requests so far of the verbs the operator uses, per "VERB resource" (no subresources)."""
-    counts: dict[str, float] = {}
-    for lab, value in _samples(text, "apiserver_request_total"):
-        if lab.get("subresource"):
-            continue
-        resource_, verb = lab.get("resource", ""), lab.get("verb", "")
-        if verb in OUR_VERBS.get(resource_, ()):
-            key = f"{verb} {resource_}"
-            counts[key] = counts.get(key, 0.0) + value
-    return counts
+    return request_counts(text, OUR_VERBS)
 
 
 def open_watches(text: str) -> float:
     """Watches of the watched kinds open now."""
     return sum(
         value
-        for lab, value in _samples(text, "apiserver_longrunning_requests")
+        for lab, value in samples(text, "apiserver_longrunning_requests")
         if lab.get("verb") == "WATCH" and (lab.get("group", ""), lab.get("resource")) in WATCHED
     )
 
@@ -156,13 +117,9 @@ def open_log_streams(text: str) -> float:
     """Log streams (pods/log) open now."""
     return sum(
         value
-        for lab, value in _samples(text, "apiserver_longrunning_requests")
+        for lab, value in samples(text, "apiserver_longrunning_requests")
         if lab.get("resource") == "pods" and lab.get("subresource") == "log"
     )
-
-
-def delta(after: Mapping[str, float], before: Mapping[str, float]) -> dict[str, float]:
-    return {k: v - before.get(k, 0.0) for k, v in after.items() if v - before.get(k, 0.0)}
 
 
 class Sampler:
@@ -231,23 +188,6 @@ def step_info(run: str, step: str, duration: str) -> StepRunInfo:
     )
 
 
-def run_parallel(fn: Callable[[int], None], count: int) -> list[BaseException]:
-    errors: list[BaseException] = []
-
-    def one(i: int) -> None:
-        try:
-            fn(i)
-        except BaseException as e:  # reported by the caller
-            errors.append(e)
-
-    threads = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(count)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return errors
-
-
 def child(namespace: str, processes: int, steps_each: int, duration: str, logs: bool) -> None:
     """Run ``processes`` operators (each its own API client), each launching ``steps_each`` steps
     of one run at once; print what happened as JSON."""
@@ -280,7 +220,7 @@ def child(namespace: str, processes: int, steps_each: int, duration: str, logs: 
         returned[name] = time.monotonic()
 
     t0 = time.monotonic()
-    errors = run_parallel(one, processes * steps_each)
+    errors = run_parallel(one, processes * steps_each, daemon=True)
     wall = time.monotonic() - t0
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     for op in operators:

@@ -31,7 +31,6 @@ import json
 import logging
 import os
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -47,7 +46,17 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import fanin  # noqa: E402
-from common import JobTimes, NamespaceWatch, kubeconfig, new_namespace, summary  # noqa: E402
+from common import (  # noqa: E402
+    JobTimes,
+    NamespaceWatch,
+    delta,
+    kubeconfig,
+    metrics_text,
+    new_namespace,
+    request_counts,
+    run_parallel,
+    summary,
+)
 from fanin import step_info  # noqa: E402
 
 from k8s_step_operator import (  # noqa: E402
@@ -84,33 +93,6 @@ def make_operator(namespace: str, **settings: Any) -> KubernetesJobStepOperator:
     return op
 
 
-def metrics_text(api: k8s.ApiClient) -> str:
-    import urllib3
-
-    cfg = api.configuration
-    pool = urllib3.PoolManager(
-        cert_reqs="CERT_REQUIRED",
-        ca_certs=cfg.ssl_ca_cert,
-        cert_file=cfg.cert_file,
-        key_file=cfg.key_file,
-    )
-    headers = {}
-    if cfg.api_key.get("authorization"):
-        headers["Authorization"] = cfg.api_key["authorization"]
-    r = pool.request("GET", cfg.host + "/metrics", headers=headers, timeout=30)
-    return str(r.data.decode())
-
-
-def _labels(line: str) -> dict[str, str]:
-    inside = line[line.index("{") + 1 : line.rindex("}")]
-    out: dict[str, str] = {}
-    for part in inside.split('",'):
-        if "=" in part:
-            k, _, v = part.partition("=")
-            out[k.strip()] = v.strip().strip('"')
-    return out
-
-
 def our_requests(text: str) -> float:
     """Requests of the verbs the operator uses on each resource (pods/log apart).
 
@@ -122,37 +104,7 @@ def our_requests(text: str) -> float:
 
 def request_breakdown(text: str) -> dict[str, float]:
     """``our_requests`` per "VERB resource"."""
-    counts: dict[str, float] = {}
-    for line in text.splitlines():
-        if not line.startswith("apiserver_request_total{"):
-            continue
-        lab = _labels(line)
-        if lab.get("subresource"):
-            continue
-        resource, verb = lab.get("resource", ""), lab.get("verb", "")
-        if verb in OUR_VERBS.get(resource, ()):
-            key = f"{verb} {resource}"
-            counts[key] = counts.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
-    return counts
-
-
-def run_parallel(fn: Callable[[int], None], count: int, width: int) -> list[BaseException]:
-    errors: list[BaseException] = []
-    sem = threading.Semaphore(width)
-
-    def one(i: int) -> None:
-        with sem:
-            try:
-                fn(i)
-            except BaseException as e:  # reported below
-                errors.append(e)
-
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(count)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return errors
+    return request_counts(text, OUR_VERBS)
 
 
 _TO_DROP: list[str] = []
@@ -260,14 +212,14 @@ def bench_requests(admin: k8s.ApiClient, duration_s: int, steps: int) -> dict[st
         # by the namespace controller), so that the figure counts the operator's requests only.
         idle_rate = -1.0
         for _ in range(10):
-            before = our_requests(metrics_text(admin))
+            before = our_requests(metrics_text(admin, reuse_pool=False))
             time.sleep(3)
-            idle_rate = (our_requests(metrics_text(admin)) - before) / 3
+            idle_rate = (our_requests(metrics_text(admin, reuse_pool=False)) - before) / 3
             if idle_rate == 0:
                 break
         op = make_operator(ns)
         run = f"req-{uuid.uuid4().hex[:6]}"
-        start = request_breakdown(metrics_text(admin))
+        start = request_breakdown(metrics_text(admin, reuse_pool=False))
         t0 = time.monotonic()
         errors = run_parallel(
             lambda i: op.launch(step_info(run, f"s{i}", f"{duration_s}s"), ["true"], {}),
@@ -278,17 +230,17 @@ def bench_requests(admin: k8s.ApiClient, duration_s: int, steps: int) -> dict[st
         # linger for the next step) so that its requests are all in the figure.
         stop_watchers()
         elapsed = time.monotonic() - t0
-        end = request_breakdown(metrics_text(admin))
-        breakdown = {k: v - start.get(k, 0.0) for k, v in end.items() if v - start.get(k, 0.0)}
-        delta = sum(breakdown.values())
+        end = request_breakdown(metrics_text(admin, reuse_pool=False))
+        breakdown = delta(end, start)
+        total = sum(breakdown.values())
         return {
             "step_seconds": duration_s,
             "steps": steps,
             "errors": [str(e) for e in errors][:3],
             "idle_rate_per_s_before": round(idle_rate, 3),
             "seconds": round(elapsed, 1),
-            "requests": round(delta, 1),
-            "requests_per_step": round(delta / steps, 2),
+            "requests": round(total, 1),
+            "requests_per_step": round(total / steps, 2),
             "breakdown": breakdown,
         }
     finally:
@@ -419,13 +371,13 @@ def bench_kueue(admin: k8s.ApiClient, steps: int, gpus: int, duration: str) -> d
             names[f"q{i}"] = op.build_job(info, ["true"], {})["metadata"]["name"]
             op.launch(info, ["true"], {})
 
-        start = request_breakdown(metrics_text(admin))
+        start = request_breakdown(metrics_text(admin, reuse_pool=False))
         t0 = time.monotonic()
         errors = run_parallel(one, steps, steps)
         wall = time.monotonic() - t0
         stop_watchers()
-        end = request_breakdown(metrics_text(admin))
-        breakdown = {k: v - start.get(k, 0.0) for k, v in end.items() if v - start.get(k, 0.0)}
+        end = request_breakdown(metrics_text(admin, reuse_pool=False))
+        breakdown = delta(end, start)
         to_running = [
             times.running[job] - times.admitted[job]
             for job in names.values()

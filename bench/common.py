@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import statistics
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -23,9 +26,16 @@ from typing import Any
 
 import urllib3  # the kubernetes client's own HTTP library, in both environments
 from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
+from k8s_step_operator import KubernetesJobStepOperatorConfig, StepConfiguration, StepRunInfo
+
 ROOT = Path(__file__).resolve().parent.parent
+SETTINGS_KEY = "step_operator.kubernetes_job"
+# The image every bench operator's steps name.
+IMAGE = "localhost/bench:1"
+KUEUE = ("kueue.x-k8s.io", "v1beta2")
 # The conditions that end a Job, as the Job controller sets them (a membership test: no order).
 TERMINAL = ("SuccessCriteriaMet", "Complete", "FailureTarget", "Failed")
 
@@ -33,6 +43,59 @@ TERMINAL = ("SuccessCriteriaMet", "Complete", "FailureTarget", "Failed")
 def kubeconfig() -> str:
     """The cluster's kubeconfig: ``$KUBECONFIG``, else the local cluster's."""
     return os.environ.get("KUBECONFIG") or str(ROOT / ".cluster" / "kubeconfig")
+
+
+def operator_config(namespace: str, **settings: Any) -> KubernetesJobStepOperatorConfig:
+    """The configuration of a bench operator: this cluster, ``namespace``, the bench image.
+
+    Args:
+        namespace: Where the operator's Jobs go.
+        **settings: Any other field of the configuration.
+    """
+    return KubernetesJobStepOperatorConfig(
+        kubeconfig_path=kubeconfig(),
+        namespace=namespace,
+        image=IMAGE,
+        image_pull_policy="IfNotPresent",
+        **settings,
+    )
+
+
+def step_info(run: str, step: str, duration: str) -> StepRunInfo:
+    """A step of ``run`` that runs ``duration`` (e.g. ``"5s"``) on the simulated nodes."""
+    return StepRunInfo(
+        step_run_id=str(uuid.uuid4()),
+        run_id=run,
+        run_name=run,
+        pipeline_step_name=step,
+        config=StepConfiguration(
+            name=step,
+            settings={
+                SETTINGS_KEY: {
+                    "pod_annotations": {"sim.k8s-step-operator.io/run-duration": duration}
+                }
+            },
+        ),
+    )
+
+
+def add_simulated_nodes(nodes_file: str, *, quiet: bool = False) -> None:
+    """Add the simulated nodes of ``bench/<nodes_file>`` to the cluster (``e2e/cluster.py``).
+
+    Args:
+        nodes_file: The nodes' file, in bench/.
+        quiet: Whether to leave out what the command prints on stdout.
+    """
+    subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "e2e" / "cluster.py"),
+            "add-nodes",
+            str(ROOT / "bench" / nodes_file),
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL if quiet else None,
+    )
 
 
 def summary(values: Sequence[float], *, digits: int = 3, p99: bool = True) -> dict[str, float]:
@@ -135,6 +198,108 @@ def run_parallel(
     for t in threads:
         t.join()
     return errors
+
+
+# -- Kueue ---------------------------------------------------------------------------------------
+
+
+def kueue_installed(admin: k8s.ApiClient) -> bool:
+    """Whether the cluster serves Kueue's API (``KUEUE``)."""
+    try:
+        k8s.CustomObjectsApi(admin).get_api_resources(*KUEUE)
+    except ApiException:
+        return False
+    return True
+
+
+def create_kueue_queue(
+    admin: k8s.ApiClient,
+    namespace: str,
+    *,
+    flavor: str,
+    cluster_queue: str,
+    gpus: int,
+    node_labels: Mapping[str, str],
+    tolerations: list[dict[str, str]] | None = None,
+) -> list[tuple[str, str]]:
+    """A Kueue queue of ``gpus`` GPUs for ``namespace`` alone: its LocalQueue ``gpu``.
+
+    Args:
+        admin: An API client allowed to create Kueue's objects.
+        namespace: The only namespace the ClusterQueue admits from.
+        flavor: The ResourceFlavor's name.
+        cluster_queue: The ClusterQueue's name.
+        gpus: The ClusterQueue's quota of ``nvidia.com/gpu``, all of the flavor.
+        node_labels: The labels of the flavor's nodes.
+        tolerations: What the flavor adds to the admitted pods, if anything.
+
+    Returns:
+        The cluster-scoped objects made, as (plural, name), for ``delete_cluster_objects``.
+    """
+    custom = k8s.CustomObjectsApi(admin)
+    group, version = KUEUE
+    api_version = f"{group}/{version}"
+    flavor_spec: dict[str, Any] = {"nodeLabels": dict(node_labels)}
+    if tolerations is not None:
+        flavor_spec["tolerations"] = tolerations
+    custom.create_cluster_custom_object(
+        group,
+        version,
+        "resourceflavors",
+        {
+            "apiVersion": api_version,
+            "kind": "ResourceFlavor",
+            "metadata": {"name": flavor},
+            "spec": flavor_spec,
+        },
+    )
+    custom.create_cluster_custom_object(
+        group,
+        version,
+        "clusterqueues",
+        {
+            "apiVersion": api_version,
+            "kind": "ClusterQueue",
+            "metadata": {"name": cluster_queue},
+            "spec": {
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
+                "resourceGroups": [
+                    {
+                        "coveredResources": ["nvidia.com/gpu"],
+                        "flavors": [
+                            {
+                                "name": flavor,
+                                "resources": [{"name": "nvidia.com/gpu", "nominalQuota": gpus}],
+                            }
+                        ],
+                    }
+                ],
+            },
+        },
+    )
+    custom.create_namespaced_custom_object(
+        group,
+        version,
+        namespace,
+        "localqueues",
+        {
+            "apiVersion": api_version,
+            "kind": "LocalQueue",
+            "metadata": {"name": "gpu"},
+            "spec": {"clusterQueue": cluster_queue},
+        },
+    )
+    return [("clusterqueues", cluster_queue), ("resourceflavors", flavor)]
+
+
+def delete_cluster_objects(admin: k8s.ApiClient, objects: list[tuple[str, str]]) -> None:
+    """Delete Kueue's cluster-scoped ``objects`` (plural, name) in order; failures are logged."""
+    custom = k8s.CustomObjectsApi(admin)
+    for kind, name in objects:
+        try:
+            custom.delete_cluster_custom_object(*KUEUE, kind, name)
+        except ApiException as e:
+            logging.warning("could not delete %s %s: %s", kind, name, e)
 
 
 # -- the API server's own counters -------------------------------------------------------------

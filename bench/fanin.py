@@ -49,25 +49,24 @@ sys.path.insert(0, str(ROOT))
 
 from common import (  # noqa: E402
     JobTimes,
+    add_simulated_nodes,
     delta,
     kubeconfig,
     metrics_text,
     new_namespace,
+    operator_config,
     request_counts,
     run_parallel,
     samples,
+    step_info,
     summary,
 )
 
 from k8s_step_operator import (  # noqa: E402
     KubernetesJobStepOperator,
-    KubernetesJobStepOperatorConfig,
-    StepConfiguration,
-    StepRunInfo,
 )
 from k8s_step_operator._job.naming import job_name  # noqa: E402
 
-SETTINGS_KEY = "step_operator.kubernetes_job"
 POOL_LABEL = "k8s-step-operator.io/pool"
 # The kinds a step's watcher may watch, as the API server's metrics name them (group, resource).
 WATCHED = {
@@ -156,36 +155,10 @@ class Sampler:
 
 def add_nodes() -> None:
     """The simulated CPU nodes the steps run on (room for thousands of pods)."""
-    subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "e2e" / "cluster.py"),
-            "add-nodes",
-            str(ROOT / "bench" / "nodes.yaml"),
-        ],
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
+    add_simulated_nodes("nodes.yaml", quiet=True)
 
 
 # -- the child: N simulated processes --------------------------------------------------------------
-
-
-def step_info(run: str, step: str, duration: str) -> StepRunInfo:
-    return StepRunInfo(
-        step_run_id=str(uuid.uuid4()),
-        run_id=run,
-        run_name=run,
-        pipeline_step_name=step,
-        config=StepConfiguration(
-            name=step,
-            settings={
-                SETTINGS_KEY: {
-                    "pod_annotations": {"sim.k8s-step-operator.io/run-duration": duration}
-                }
-            },
-        ),
-    )
 
 
 def child(namespace: str, processes: int, steps_each: int, duration: str, logs: bool) -> None:
@@ -195,13 +168,8 @@ def child(namespace: str, processes: int, steps_each: int, duration: str, logs: 
     operators = [
         KubernetesJobStepOperator(
             f"p{i}",
-            config=KubernetesJobStepOperatorConfig(
-                kubeconfig_path=kubeconfig(),
-                namespace=namespace,
-                image="localhost/bench:1",
-                image_pull_policy="IfNotPresent",
-                stream_logs=logs,
-                node_selector={POOL_LABEL: "bench"},
+            config=operator_config(
+                namespace, stream_logs=logs, node_selector={POOL_LABEL: "bench"}
             ),
         )
         for i in range(processes)

@@ -23,7 +23,6 @@ import argparse
 import json
 import logging
 import os
-import subprocess
 import sys
 import time
 import uuid
@@ -32,16 +31,25 @@ from typing import Any
 
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
-from kubernetes.client.exceptions import ApiException
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from common import NamespaceWatch, kubeconfig, new_namespace, summary  # noqa: E402
+from common import (  # noqa: E402
+    SETTINGS_KEY,
+    NamespaceWatch,
+    add_simulated_nodes,
+    create_kueue_queue,
+    delete_cluster_objects,
+    kubeconfig,
+    kueue_installed,
+    new_namespace,
+    operator_config,
+    summary,
+)
 
 from k8s_step_operator import (  # noqa: E402
     KubernetesJobStepOperator,
-    KubernetesJobStepOperatorConfig,
     ResourceSettings,
     StepConfiguration,
     StepFailedError,
@@ -52,7 +60,6 @@ SIM = "sim.k8s-step-operator.io/"
 INDEX = "batch.kubernetes.io/job-completion-index"
 POOL = {"k8s-step-operator.io/pool": "bench-gpu"}
 GRACE_S = 30  # Kubernetes' default terminationGracePeriodSeconds, which the step pods keep
-KUEUE = ("kueue.x-k8s.io", "v1beta2")
 
 
 class PodTimes(NamespaceWatch):
@@ -94,7 +101,7 @@ def step(run: str, name: str, ranks: int, **sim: str) -> StepRunInfo:
             name=name,
             resource_settings=ResourceSettings(gpu_count=8),
             settings={
-                "step_operator.kubernetes_job": {
+                SETTINGS_KEY: {
                     "num_nodes": ranks,
                     "node_selector": POOL,
                     "pod_annotations": {f"{SIM}{k.replace('_', '-')}": v for k, v in sim.items()},
@@ -107,60 +114,16 @@ def step(run: str, name: str, ranks: int, **sim: str) -> StepRunInfo:
 def kueue_queue(admin: k8s.ApiClient, namespace: str, gpus: int) -> list[tuple[str, str]]:
     """A flavor for the bench pool, a ClusterQueue of ``gpus`` GPUs for ``namespace``, LocalQueue
     ``gpu``; returns the cluster-scoped objects to delete afterwards."""
-    custom = k8s.CustomObjectsApi(admin)
-    group, version = KUEUE
     tag = namespace.rsplit("-", 1)[-1]
-    flavor, cq = f"bench-gpu-{tag}", f"bench-ranks-{tag}"
-    api_version = f"{group}/{version}"
-    tolerations = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
-    custom.create_cluster_custom_object(
-        group,
-        version,
-        "resourceflavors",
-        {
-            "apiVersion": api_version,
-            "kind": "ResourceFlavor",
-            "metadata": {"name": flavor},
-            "spec": {"nodeLabels": POOL, "tolerations": tolerations},
-        },
-    )
-    custom.create_cluster_custom_object(
-        group,
-        version,
-        "clusterqueues",
-        {
-            "apiVersion": api_version,
-            "kind": "ClusterQueue",
-            "metadata": {"name": cq},
-            "spec": {
-                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
-                "resourceGroups": [
-                    {
-                        "coveredResources": ["nvidia.com/gpu"],
-                        "flavors": [
-                            {
-                                "name": flavor,
-                                "resources": [{"name": "nvidia.com/gpu", "nominalQuota": gpus}],
-                            }
-                        ],
-                    }
-                ],
-            },
-        },
-    )
-    custom.create_namespaced_custom_object(
-        group,
-        version,
+    return create_kueue_queue(
+        admin,
         namespace,
-        "localqueues",
-        {
-            "apiVersion": api_version,
-            "kind": "LocalQueue",
-            "metadata": {"name": "gpu"},
-            "spec": {"clusterQueue": cq},
-        },
+        flavor=f"bench-gpu-{tag}",
+        cluster_queue=f"bench-ranks-{tag}",
+        gpus=gpus,
+        node_labels=POOL,
+        tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
     )
-    return [("clusterqueues", cq), ("resourceflavors", flavor)]
 
 
 def others(times: PodTimes, job: str, bad: int) -> list[str]:
@@ -174,16 +137,7 @@ def bench_gang(
     """``repeat`` starts and failures of a step of ``ranks`` ranks in ``ns`` (through its
     LocalQueue ``gpu`` with ``kueue``), timed by ``times``, the watch on that namespace."""
     settings: dict[str, Any] = {"queue_name": "gpu"} if kueue else {}
-    operator = KubernetesJobStepOperator(
-        "bench",
-        config=KubernetesJobStepOperatorConfig(
-            kubeconfig_path=kubeconfig(),
-            namespace=ns,
-            image="localhost/bench:1",
-            image_pull_policy="IfNotPresent",
-            **settings,
-        ),
-    )
+    operator = KubernetesJobStepOperator("bench", config=operator_config(ns, **settings))
     run = f"ranks-{ranks}{'-kueue' if kueue else ''}-{uuid.uuid4().hex[:6]}"
     start_s: list[float] = []
     to_error: list[float] = []
@@ -267,29 +221,13 @@ def bench_gang(
     }
 
 
-def add_nodes() -> None:
-    subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "e2e" / "cluster.py"),
-            "add-nodes",
-            str(ROOT / "bench" / "gang-nodes.yaml"),
-        ],
-        check=True,
-    )
-
-
 def bench_ranks(
     admin: k8s.ApiClient, sizes: list[int], repeat: int, short: bool = False
 ) -> dict[str, Any]:
     """Every size with and without Kueue (when installed), ``repeat`` times each, in one
     namespace whose ClusterQueue holds the largest gang; ``short`` says the run is CI's."""
-    add_nodes()
-    try:
-        k8s.CustomObjectsApi(admin).get_api_resources(*KUEUE)
-        with_kueue = [False, True]
-    except ApiException:
-        with_kueue = [False]
+    add_simulated_nodes("gang-nodes.yaml")
+    with_kueue = [False, True] if kueue_installed(admin) else [False]
     results: dict[str, Any] = {
         "form": (
             f"short (CI): {repeat} run(s) of each case; `make bench` outside CI runs 3"
@@ -314,12 +252,7 @@ def bench_ranks(
                 results[key] = bench_gang(admin, ns, times, ranks, kueue, repeat)
     finally:
         times.stop()
-        custom = k8s.CustomObjectsApi(admin)
-        for kind, name in cluster_objects:
-            try:
-                custom.delete_cluster_custom_object(*KUEUE, kind, name)
-            except ApiException as e:
-                logging.warning("could not delete %s %s: %s", kind, name, e)
+        delete_cluster_objects(admin, cluster_objects)
         k8s.CoreV1Api(admin).delete_namespace(ns)
     results["load_average_1m"]["after"] = round(os.getloadavg()[0], 2)
     if len(with_kueue) == 1:

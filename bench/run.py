@@ -39,7 +39,6 @@ from typing import Any
 
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
-from kubernetes.client.exceptions import ApiException
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -49,23 +48,25 @@ import fanin  # noqa: E402
 from common import (  # noqa: E402
     JobTimes,
     NamespaceWatch,
+    create_kueue_queue,
+    delete_cluster_objects,
     delta,
     kubeconfig,
+    kueue_installed,
     metrics_text,
     new_namespace,
+    operator_config,
     request_counts,
     run_parallel,
+    step_info,
     summary,
 )
-from fanin import step_info  # noqa: E402
 
 from k8s_step_operator import (  # noqa: E402
     KubernetesJobStepOperator,
-    KubernetesJobStepOperatorConfig,
     ResourceSettings,
 )
 
-SETTINGS_KEY = "step_operator.kubernetes_job"
 OUR_VERBS = {
     "jobs": ("POST", "GET", "LIST", "WATCH", "DELETE"),
     "pods": ("LIST", "WATCH"),
@@ -81,14 +82,7 @@ OPERATORS: list[KubernetesJobStepOperator] = []
 
 
 def make_operator(namespace: str, **settings: Any) -> KubernetesJobStepOperator:
-    config = KubernetesJobStepOperatorConfig(
-        kubeconfig_path=kubeconfig(),
-        namespace=namespace,
-        image="localhost/bench:1",
-        image_pull_policy="IfNotPresent",
-        **settings,
-    )
-    op = KubernetesJobStepOperator("bench", config=config)
+    op = KubernetesJobStepOperator("bench", config=operator_config(namespace, **settings))
     OPERATORS.append(op)
     return op
 
@@ -289,61 +283,17 @@ class _RunningSeen(logging.Handler):
 
 def bench_kueue(admin: k8s.ApiClient, steps: int, gpus: int, duration: str) -> dict[str, Any]:
     """``steps`` 1-GPU steps at once through Kueue, against a ClusterQueue of ``gpus`` GPUs."""
-    custom = k8s.CustomObjectsApi(admin)
-    try:
-        custom.get_api_resources("kueue.x-k8s.io", "v1beta2")
-    except ApiException:
+    if not kueue_installed(admin):
         return {"skipped": "Kueue is not installed in this cluster"}
     ns = new_namespace(admin, "bench-kueue")
     tag = ns.removeprefix("bench-kueue-")
-    flavor, cq = f"bench-h100-{tag}", f"bench-{tag}"
-    group, version = "kueue.x-k8s.io", "v1beta2"
-    custom.create_cluster_custom_object(
-        group,
-        version,
-        "resourceflavors",
-        {
-            "apiVersion": f"{group}/{version}",
-            "kind": "ResourceFlavor",
-            "metadata": {"name": flavor},
-            "spec": {"nodeLabels": {"k8s-step-operator.io/pool": "h100"}},
-        },
-    )
-    custom.create_cluster_custom_object(
-        group,
-        version,
-        "clusterqueues",
-        {
-            "apiVersion": f"{group}/{version}",
-            "kind": "ClusterQueue",
-            "metadata": {"name": cq},
-            "spec": {
-                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}},
-                "resourceGroups": [
-                    {
-                        "coveredResources": ["nvidia.com/gpu"],
-                        "flavors": [
-                            {
-                                "name": flavor,
-                                "resources": [{"name": "nvidia.com/gpu", "nominalQuota": gpus}],
-                            }
-                        ],
-                    }
-                ],
-            },
-        },
-    )
-    custom.create_namespaced_custom_object(
-        group,
-        version,
+    cluster_objects = create_kueue_queue(
+        admin,
         ns,
-        "localqueues",
-        {
-            "apiVersion": f"{group}/{version}",
-            "kind": "LocalQueue",
-            "metadata": {"name": "gpu"},
-            "spec": {"clusterQueue": cq},
-        },
+        flavor=f"bench-h100-{tag}",
+        cluster_queue=f"bench-{tag}",
+        gpus=gpus,
+        node_labels={"k8s-step-operator.io/pool": "h100"},
     )
     seen = _RunningSeen()
     operator_log = logging.getLogger("k8s_step_operator")
@@ -412,11 +362,7 @@ def bench_kueue(admin: k8s.ApiClient, steps: int, gpus: int, duration: str) -> d
         operator_log.removeHandler(seen)
         operator_log.setLevel(level)
         operator_log.propagate = propagate
-        for kind, name in (("clusterqueues", cq), ("resourceflavors", flavor)):
-            try:
-                custom.delete_cluster_custom_object(group, version, kind, name)
-            except ApiException as e:
-                logging.warning("could not delete %s %s: %s", kind, name, e)
+        delete_cluster_objects(admin, cluster_objects)
         drop_namespace(admin, ns)
 
 

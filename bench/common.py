@@ -40,6 +40,9 @@ KUEUE = ("kueue.x-k8s.io", "v1beta2")
 TERMINAL = ("SuccessCriteriaMet", "Complete", "FailureTarget", "Failed")
 
 
+# -- the cluster, the bench's operators and steps, its nodes and namespaces ------------------------
+
+
 def kubeconfig() -> str:
     """The cluster's kubeconfig: ``$KUBECONFIG``, else the local cluster's."""
     return os.environ.get("KUBECONFIG") or str(ROOT / ".cluster" / "kubeconfig")
@@ -98,29 +101,6 @@ def add_simulated_nodes(nodes_file: str, *, quiet: bool = False) -> None:
     )
 
 
-def summary(values: Sequence[float], *, digits: int = 3, p99: bool = True) -> dict[str, float]:
-    """A distribution's ``n``, ``min``, ``p50``, ``p99`` and ``max``, rounded; ``{}`` for none.
-
-    Args:
-        values: The figures, in any order.
-        digits: The decimal places each figure is rounded to.
-        p99: Whether to include ``p99`` (the value at rank ``round(0.99 * (n - 1))``).
-    """
-    if not values:
-        return {}
-    ordered = sorted(values)
-    figures: dict[str, float] = {
-        "n": len(ordered),
-        "min": round(ordered[0], digits),
-        "p50": round(statistics.median(ordered), digits),
-    }
-    if p99:
-        last = len(ordered) - 1
-        figures["p99"] = round(ordered[min(last, round(0.99 * last))], digits)
-    figures["max"] = round(ordered[-1], digits)
-    return figures
-
-
 def new_namespace(
     admin: k8s.ApiClient, prefix: str, labels: Mapping[str, str] | None = None
 ) -> str:
@@ -162,6 +142,9 @@ def temporary_namespace(
         k8s.CoreV1Api(admin).delete_namespace(name, propagation_policy="Background")
 
 
+# -- calls at once, and the figures' summary -------------------------------------------------------
+
+
 def run_parallel(
     fn: Callable[[int], None],
     count: int,
@@ -200,7 +183,30 @@ def run_parallel(
     return errors
 
 
-# -- Kueue ---------------------------------------------------------------------------------------
+def summary(values: Sequence[float], *, digits: int = 3, p99: bool = True) -> dict[str, float]:
+    """A distribution's ``n``, ``min``, ``p50``, ``p99`` and ``max``, rounded; ``{}`` for none.
+
+    Args:
+        values: The figures, in any order.
+        digits: The decimal places each figure is rounded to.
+        p99: Whether to include ``p99`` (the value at rank ``round(0.99 * (n - 1))``).
+    """
+    if not values:
+        return {}
+    ordered = sorted(values)
+    figures: dict[str, float] = {
+        "n": len(ordered),
+        "min": round(ordered[0], digits),
+        "p50": round(statistics.median(ordered), digits),
+    }
+    if p99:
+        last = len(ordered) - 1
+        figures["p99"] = round(ordered[min(last, round(0.99 * last))], digits)
+    figures["max"] = round(ordered[-1], digits)
+    return figures
+
+
+# -- Kueue -----------------------------------------------------------------------------------------
 
 
 def kueue_installed(admin: k8s.ApiClient) -> bool:
@@ -302,7 +308,7 @@ def delete_cluster_objects(admin: k8s.ApiClient, objects: list[tuple[str, str]])
             logging.warning("could not delete %s %s: %s", kind, name, e)
 
 
-# -- the API server's own counters -------------------------------------------------------------
+# -- the API server's own counters -----------------------------------------------------------------
 
 # One pool of connections per API client (by ``id``), for the callers that keep theirs.
 _POOLS: dict[int, urllib3.PoolManager] = {}
@@ -377,7 +383,7 @@ def delta(after: Mapping[str, float], before: Mapping[str, float]) -> dict[str, 
     return {k: v - before.get(k, 0.0) for k, v in after.items() if v - before.get(k, 0.0)}
 
 
-# -- the bench's independent watches ---------------------------------------------------------
+# -- the bench's independent watches ---------------------------------------------------------------
 
 
 class NamespaceWatch:

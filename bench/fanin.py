@@ -62,9 +62,7 @@ from common import (  # noqa: E402
     summary,
 )
 
-from k8s_step_operator import (  # noqa: E402
-    KubernetesJobStepOperator,
-)
+from k8s_step_operator import KubernetesJobStepOperator  # noqa: E402
 from k8s_step_operator._job.naming import job_name  # noqa: E402
 
 POOL_LABEL = "k8s-step-operator.io/pool"

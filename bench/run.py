@@ -62,10 +62,7 @@ from common import (  # noqa: E402
     summary,
 )
 
-from k8s_step_operator import (  # noqa: E402
-    KubernetesJobStepOperator,
-    ResourceSettings,
-)
+from k8s_step_operator import KubernetesJobStepOperator, ResourceSettings  # noqa: E402
 
 OUR_VERBS = {
     "jobs": ("POST", "GET", "LIST", "WATCH", "DELETE"),

@@ -33,33 +33,38 @@ import json
 import logging
 import os
 import resource
-import statistics
 import subprocess
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import urllib3
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
-from kubernetes.watch.watch import iter_resp_lines
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from k8s_step_operator import (  # noqa: E402
-    KubernetesJobStepOperator,
-    KubernetesJobStepOperatorConfig,
-    StepConfiguration,
-    StepRunInfo,
+from common import (  # noqa: E402
+    JobTimes,
+    add_simulated_nodes,
+    delta,
+    kubeconfig,
+    metrics_text,
+    new_namespace,
+    operator_config,
+    request_counts,
+    run_parallel,
+    samples,
+    step_info,
+    summary,
 )
+
+from k8s_step_operator import KubernetesJobStepOperator  # noqa: E402
 from k8s_step_operator._job.naming import job_name  # noqa: E402
 
-SETTINGS_KEY = "step_operator.kubernetes_job"
 POOL_LABEL = "k8s-step-operator.io/pool"
 # The kinds a step's watcher may watch, as the API server's metrics name them (group, resource).
 WATCHED = {
@@ -76,74 +81,15 @@ OUR_VERBS = {
     "events": ("LIST", "WATCH"),
     "nodes": ("LIST",),
 }
-TERMINAL = ("SuccessCriteriaMet", "Complete", "FailureTarget", "Failed")
-
-
-def kubeconfig() -> str:
-    return os.environ.get("KUBECONFIG") or str(ROOT / ".cluster" / "kubeconfig")
-
-
-def stats(values: list[float]) -> dict[str, float]:
-    """min / p50 / p99 / max, rounded."""
-    if not values:
-        return {}
-    ordered = sorted(values)
-    p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
-    return {
-        "n": len(ordered),
-        "min": round(ordered[0], 3),
-        "p50": round(statistics.median(ordered), 3),
-        "p99": round(p99, 3),
-        "max": round(ordered[-1], 3),
-    }
 
 
 # -- the API server's own counters -------------------------------------------------------------
 
 
-def metrics_text(api: k8s.ApiClient) -> str:
-    cfg = api.configuration
-    pool = _POOLS.get(id(api))
-    if pool is None:
-        pool = _POOLS[id(api)] = urllib3.PoolManager(
-            cert_reqs="CERT_REQUIRED",
-            ca_certs=cfg.ssl_ca_cert,
-            cert_file=cfg.cert_file,
-            key_file=cfg.key_file,
-        )
-    headers = {}
-    if cfg.api_key.get("authorization"):
-        headers["Authorization"] = cfg.api_key["authorization"]
-    r = pool.request("GET", cfg.host + "/metrics", headers=headers, timeout=30)
-    return str(r.data.decode())
-
-
-_POOLS: dict[int, urllib3.PoolManager] = {}
-
-
-def _labels(line: str) -> dict[str, str]:
-    inside = line[line.index("{") + 1 : line.rindex("}")]
-    out: dict[str, str] = {}
-    for part in inside.split('",'):
-        if "=" in part:
-            k, _, v = part.partition("=")
-            out[k.strip()] = v.strip().strip('"')
-    return out
-
-
-def _samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
-    prefix = name + "{"
-    return [
-        (_labels(line), float(line.rsplit(" ", 1)[1]))
-        for line in text.splitlines()
-        if line.startswith(prefix)
-    ]
-
-
 def watch_events(text: str) -> dict[str, float]:
     """Watch events sent so far, per watched resource."""
     counts: dict[str, float] = {}
-    for lab, value in _samples(text, "apiserver_watch_events_total"):
+    for lab, value in samples(text, "apiserver_watch_events_total"):
         key = (lab.get("group", ""), lab.get("resource") or lab.get("kind", "").lower() + "s")
         if key in WATCHED:
             counts[key[1]] = counts.get(key[1], 0.0) + value
@@ -152,22 +98,14 @@ def watch_events(text: str) -> dict[str, float]:
 
 def requests(text: str) -> dict[str, float]:
     """Requests so far of the verbs the operator uses, per "VERB resource" (no subresources)."""
-    counts: dict[str, float] = {}
-    for lab, value in _samples(text, "apiserver_request_total"):
-        if lab.get("subresource"):
-            continue
-        resource_, verb = lab.get("resource", ""), lab.get("verb", "")
-        if verb in OUR_VERBS.get(resource_, ()):
-            key = f"{verb} {resource_}"
-            counts[key] = counts.get(key, 0.0) + value
-    return counts
+    return request_counts(text, OUR_VERBS)
 
 
 def open_watches(text: str) -> float:
     """Watches of the watched kinds open now."""
     return sum(
         value
-        for lab, value in _samples(text, "apiserver_longrunning_requests")
+        for lab, value in samples(text, "apiserver_longrunning_requests")
         if lab.get("verb") == "WATCH" and (lab.get("group", ""), lab.get("resource")) in WATCHED
     )
 
@@ -176,77 +114,9 @@ def open_log_streams(text: str) -> float:
     """Log streams (pods/log) open now."""
     return sum(
         value
-        for lab, value in _samples(text, "apiserver_longrunning_requests")
+        for lab, value in samples(text, "apiserver_longrunning_requests")
         if lab.get("resource") == "pods" and lab.get("subresource") == "log"
     )
-
-
-def delta(after: Mapping[str, float], before: Mapping[str, float]) -> dict[str, float]:
-    return {k: v - before.get(k, 0.0) for k, v in after.items() if v - before.get(k, 0.0)}
-
-
-# -- the bench's own view of the Jobs ----------------------------------------------------------
-
-
-class JobTimes:
-    """An independent watch on a namespace's Jobs: when each was first seen, and seen ended.
-
-    It counts the events it received itself, so that the figures can leave them out.
-    """
-
-    def __init__(self, api: k8s.ApiClient, namespace: str) -> None:
-        self.batch = k8s.BatchV1Api(api)
-        self.namespace = namespace
-        self.created: dict[str, float] = {}
-        self.finished: dict[str, float] = {}
-        self.received = 0
-        self.requests = 0
-        self._stop = threading.Event()
-        self._resp: Any = None
-        self.ready = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        listed = json.loads(
-            self.batch.list_namespaced_job(self.namespace, _preload_content=False).data
-        )
-        self.requests += 1
-        rv = listed["metadata"]["resourceVersion"]
-        while not self._stop.is_set():
-            self._resp = self.batch.list_namespaced_job(
-                self.namespace,
-                watch=True,
-                resource_version=rv,
-                allow_watch_bookmarks=True,
-                timeout_seconds=3600,
-                _preload_content=False,
-            )
-            self.requests += 1
-            self.ready.set()
-            try:
-                for line in iter_resp_lines(self._resp):
-                    now = time.monotonic()
-                    self.received += 1
-                    event = json.loads(line)
-                    obj = event["object"]
-                    rv = obj["metadata"].get("resourceVersion", rv)
-                    if event["type"] not in ("ADDED", "MODIFIED"):
-                        continue
-                    name = obj["metadata"]["name"]
-                    self.created.setdefault(name, now)
-                    for c in (obj.get("status") or {}).get("conditions") or []:
-                        if c.get("status") == "True" and c.get("type") in TERMINAL:
-                            self.finished.setdefault(name, now)
-            except Exception:
-                if self._stop.is_set():
-                    return
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._resp is not None:
-            self._resp.close()
-        self.thread.join(timeout=10)
 
 
 class Sampler:
@@ -281,69 +151,12 @@ class Sampler:
 # -- the namespace and the nodes -----------------------------------------------------------------
 
 
-def make_namespace(admin: k8s.ApiClient, prefix: str) -> str:
-    name = f"{prefix}-{uuid.uuid4().hex[:6]}"
-    core = k8s.CoreV1Api(admin)
-    core.create_namespace({"metadata": {"name": name}})
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if any(
-            sa.metadata.name == "default" for sa in core.list_namespaced_service_account(name).items
-        ):
-            break
-        time.sleep(0.2)
-    return name
-
-
 def add_nodes() -> None:
     """The simulated CPU nodes the steps run on (room for thousands of pods)."""
-    subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "e2e" / "cluster.py"),
-            "add-nodes",
-            str(ROOT / "bench" / "nodes.yaml"),
-        ],
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
+    add_simulated_nodes("nodes.yaml", quiet=True)
 
 
 # -- the child: N simulated processes --------------------------------------------------------------
-
-
-def step_info(run: str, step: str, duration: str) -> StepRunInfo:
-    return StepRunInfo(
-        step_run_id=str(uuid.uuid4()),
-        run_id=run,
-        run_name=run,
-        pipeline_step_name=step,
-        config=StepConfiguration(
-            name=step,
-            settings={
-                SETTINGS_KEY: {
-                    "pod_annotations": {"sim.k8s-step-operator.io/run-duration": duration}
-                }
-            },
-        ),
-    )
-
-
-def run_parallel(fn: Callable[[int], None], count: int) -> list[BaseException]:
-    errors: list[BaseException] = []
-
-    def one(i: int) -> None:
-        try:
-            fn(i)
-        except BaseException as e:  # reported by the caller
-            errors.append(e)
-
-    threads = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(count)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return errors
 
 
 def child(namespace: str, processes: int, steps_each: int, duration: str, logs: bool) -> None:
@@ -353,13 +166,8 @@ def child(namespace: str, processes: int, steps_each: int, duration: str, logs: 
     operators = [
         KubernetesJobStepOperator(
             f"p{i}",
-            config=KubernetesJobStepOperatorConfig(
-                kubeconfig_path=kubeconfig(),
-                namespace=namespace,
-                image="localhost/bench:1",
-                image_pull_policy="IfNotPresent",
-                stream_logs=logs,
-                node_selector={POOL_LABEL: "bench"},
+            config=operator_config(
+                namespace, stream_logs=logs, node_selector={POOL_LABEL: "bench"}
             ),
         )
         for i in range(processes)
@@ -367,7 +175,7 @@ def child(namespace: str, processes: int, steps_each: int, duration: str, logs: 
     runs = [f"fanin-{uuid.uuid4().hex[:8]}" for _ in range(processes)]
     returned: dict[str, float] = {}
     admin = k8s_config.new_client_from_config(config_file=kubeconfig())
-    times = JobTimes(admin, namespace)
+    times = JobTimes(admin, namespace, timeout_seconds=3600)
     times.ready.wait(10)
 
     def one(i: int) -> None:
@@ -378,12 +186,12 @@ def child(namespace: str, processes: int, steps_each: int, duration: str, logs: 
         returned[name] = time.monotonic()
 
     t0 = time.monotonic()
-    errors = run_parallel(one, processes * steps_each)
+    errors = run_parallel(one, processes * steps_each, daemon=True)
     wall = time.monotonic() - t0
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     for op in operators:
         op.close()
-    times.stop()
+    times.stop(join_timeout=10)
     print(
         json.dumps(
             {
@@ -412,7 +220,7 @@ def fanin_round(
     logs: bool = False,
 ) -> dict[str, Any]:
     """``processes`` processes in one namespace, each following ``steps_each`` steps of its own."""
-    ns = make_namespace(admin, "bench-fanin")
+    ns = new_namespace(admin, "bench-fanin")
     steps = processes * steps_each
     try:
         time.sleep(1)  # let the namespace's creation settle out of the counters
@@ -467,7 +275,7 @@ def fanin_round(
             "watch_connections_peak": round(watches),
             "watch_connections_per_process": round(watches / processes, 2),
             "log_streams_peak": round(sampler.peak_logs),
-            "detection_ms": stats(latencies),
+            "detection_ms": summary(latencies),
             "wall_s": figures["wall_s"],
             "controller_wall_s": round(controller, 2),
             "wall_ratio": round(figures["wall_s"] / controller, 3),

@@ -23,10 +23,7 @@ import argparse
 import json
 import logging
 import os
-import statistics
-import subprocess
 import sys
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -34,15 +31,25 @@ from typing import Any
 
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
-from kubernetes.client.exceptions import ApiException
-from kubernetes.watch.watch import iter_resp_lines
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from common import (  # noqa: E402
+    SETTINGS_KEY,
+    NamespaceWatch,
+    add_simulated_nodes,
+    create_kueue_queue,
+    delete_cluster_objects,
+    kubeconfig,
+    kueue_installed,
+    new_namespace,
+    operator_config,
+    summary,
+)
+
 from k8s_step_operator import (  # noqa: E402
     KubernetesJobStepOperator,
-    KubernetesJobStepOperatorConfig,
     ResourceSettings,
     StepConfiguration,
     StepFailedError,
@@ -53,59 +60,22 @@ SIM = "sim.k8s-step-operator.io/"
 INDEX = "batch.kubernetes.io/job-completion-index"
 POOL = {"k8s-step-operator.io/pool": "bench-gpu"}
 GRACE_S = 30  # Kubernetes' default terminationGracePeriodSeconds, which the step pods keep
-KUEUE = ("kueue.x-k8s.io", "v1beta2")
 
 
-def kubeconfig() -> str:
-    return os.environ.get("KUBECONFIG") or str(ROOT / ".cluster" / "kubeconfig")
-
-
-class PodTimes:
+class PodTimes(NamespaceWatch):
     """An independent watch on a namespace's pods: when each rank first ran, failed, was gone."""
 
     def __init__(self, api: k8s.ApiClient, namespace: str) -> None:
-        self.core = k8s.CoreV1Api(api)
-        self.namespace = namespace
         self.running: dict[str, float] = {}
         self.failed: dict[str, float] = {}
         self.stopped: dict[str, float] = {}
         self.gone: dict[str, float] = {}
         self.rank: dict[str, int] = {}
-        self._stop = threading.Event()
-        self._resp: Any = None
-        self.ready = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        listed = json.loads(
-            self.core.list_namespaced_pod(self.namespace, _preload_content=False).data
-        )
-        rv = listed["metadata"]["resourceVersion"]
-        while not self._stop.is_set():
-            self._resp = self.core.list_namespaced_pod(
-                self.namespace,
-                watch=True,
-                resource_version=rv,
-                allow_watch_bookmarks=True,
-                timeout_seconds=300,
-                _preload_content=False,
-            )
-            self.ready.set()
-            try:
-                for line in iter_resp_lines(self._resp):
-                    now = time.monotonic()
-                    event = json.loads(line)
-                    pod = event["object"]
-                    rv = pod["metadata"].get("resourceVersion", rv)
-                    if event["type"] == "BOOKMARK":
-                        continue
-                    self._seen(event["type"], pod, now)
-            except Exception:  # the watch was closed by stop(), or timed out: resume
-                if self._stop.is_set():
-                    return
+        super().__init__(k8s.CoreV1Api(api).list_namespaced_pod, namespace, self._seen)
 
     def _seen(self, etype: str, pod: dict[str, Any], now: float) -> None:
+        if etype == "BOOKMARK":
+            return
         name = pod["metadata"]["name"]
         self.rank.setdefault(name, int(pod["metadata"].get("annotations", {}).get(INDEX, -1)))
         phase = pod.get("status", {}).get("phase")
@@ -120,11 +90,6 @@ class PodTimes:
             if phase == "Failed":
                 self.failed.setdefault(name, now)
 
-    def stop(self) -> None:
-        self._stop.set()
-        if self._resp is not None:
-            self._resp.close()
-
 
 def step(run: str, name: str, ranks: int, **sim: str) -> StepRunInfo:
     return StepRunInfo(
@@ -136,7 +101,7 @@ def step(run: str, name: str, ranks: int, **sim: str) -> StepRunInfo:
             name=name,
             resource_settings=ResourceSettings(gpu_count=8),
             settings={
-                "step_operator.kubernetes_job": {
+                SETTINGS_KEY: {
                     "num_nodes": ranks,
                     "node_selector": POOL,
                     "pod_annotations": {f"{SIM}{k.replace('_', '-')}": v for k, v in sim.items()},
@@ -146,93 +111,24 @@ def step(run: str, name: str, ranks: int, **sim: str) -> StepRunInfo:
     )
 
 
-def new_namespace(admin: k8s.ApiClient, prefix: str) -> str:
-    name = f"{prefix}-{uuid.uuid4().hex[:6]}"
-    core = k8s.CoreV1Api(admin)
-    core.create_namespace({"metadata": {"name": name}})
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if any(
-            sa.metadata.name == "default" for sa in core.list_namespaced_service_account(name).items
-        ):
-            break
-        time.sleep(0.2)
-    return name
-
-
 def kueue_queue(admin: k8s.ApiClient, namespace: str, gpus: int) -> list[tuple[str, str]]:
     """A flavor for the bench pool, a ClusterQueue of ``gpus`` GPUs for ``namespace``, LocalQueue
     ``gpu``; returns the cluster-scoped objects to delete afterwards."""
-    custom = k8s.CustomObjectsApi(admin)
-    group, version = KUEUE
     tag = namespace.rsplit("-", 1)[-1]
-    flavor, cq = f"bench-gpu-{tag}", f"bench-ranks-{tag}"
-    api_version = f"{group}/{version}"
-    tolerations = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
-    custom.create_cluster_custom_object(
-        group,
-        version,
-        "resourceflavors",
-        {
-            "apiVersion": api_version,
-            "kind": "ResourceFlavor",
-            "metadata": {"name": flavor},
-            "spec": {"nodeLabels": POOL, "tolerations": tolerations},
-        },
-    )
-    custom.create_cluster_custom_object(
-        group,
-        version,
-        "clusterqueues",
-        {
-            "apiVersion": api_version,
-            "kind": "ClusterQueue",
-            "metadata": {"name": cq},
-            "spec": {
-                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
-                "resourceGroups": [
-                    {
-                        "coveredResources": ["nvidia.com/gpu"],
-                        "flavors": [
-                            {
-                                "name": flavor,
-                                "resources": [{"name": "nvidia.com/gpu", "nominalQuota": gpus}],
-                            }
-                        ],
-                    }
-                ],
-            },
-        },
-    )
-    custom.create_namespaced_custom_object(
-        group,
-        version,
+    return create_kueue_queue(
+        admin,
         namespace,
-        "localqueues",
-        {
-            "apiVersion": api_version,
-            "kind": "LocalQueue",
-            "metadata": {"name": "gpu"},
-            "spec": {"clusterQueue": cq},
-        },
+        flavor=f"bench-gpu-{tag}",
+        cluster_queue=f"bench-ranks-{tag}",
+        gpus=gpus,
+        node_labels=POOL,
+        tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
     )
-    return [("clusterqueues", cq), ("resourceflavors", flavor)]
 
 
 def others(times: PodTimes, job: str, bad: int) -> list[str]:
     """The pods of the Job's ranks other than ``bad`` that the watch has seen."""
     return [n for n, r in times.rank.items() if n.startswith(f"{job}-") and r != bad]
-
-
-def summary(values: list[float]) -> dict[str, float]:
-    if not values:
-        return {}
-    return {
-        "n": len(values),
-        "min": round(min(values), 3),
-        "p50": round(statistics.median(values), 3),
-        "max": round(max(values), 3),
-    }
 
 
 def bench_gang(
@@ -241,16 +137,7 @@ def bench_gang(
     """``repeat`` starts and failures of a step of ``ranks`` ranks in ``ns`` (through its
     LocalQueue ``gpu`` with ``kueue``), timed by ``times``, the watch on that namespace."""
     settings: dict[str, Any] = {"queue_name": "gpu"} if kueue else {}
-    operator = KubernetesJobStepOperator(
-        "bench",
-        config=KubernetesJobStepOperatorConfig(
-            kubeconfig_path=kubeconfig(),
-            namespace=ns,
-            image="localhost/bench:1",
-            image_pull_policy="IfNotPresent",
-            **settings,
-        ),
-    )
+    operator = KubernetesJobStepOperator("bench", config=operator_config(ns, **settings))
     run = f"ranks-{ranks}{'-kueue' if kueue else ''}-{uuid.uuid4().hex[:6]}"
     start_s: list[float] = []
     to_error: list[float] = []
@@ -317,11 +204,11 @@ def bench_gang(
         "ranks": ranks,
         "kueue": kueue,
         "gpus_per_rank": 8,
-        "start_to_all_ranks_running_s": summary(start_s),
+        "start_to_all_ranks_running_s": summary(start_s, p99=False),
         "failure": {
-            "to_error_s": summary(to_error),
-            "to_others_stopped_s": summary(to_stopped),
-            "to_others_gone_s": summary(to_gone),
+            "to_error_s": summary(to_error, p99=False),
+            "to_others_stopped_s": summary(to_stopped, p99=False),
+            "to_others_gone_s": summary(to_gone, p99=False),
             "termination_grace_s": GRACE_S,
         },
         "targets_met": {
@@ -334,29 +221,13 @@ def bench_gang(
     }
 
 
-def add_nodes() -> None:
-    subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "e2e" / "cluster.py"),
-            "add-nodes",
-            str(ROOT / "bench" / "gang-nodes.yaml"),
-        ],
-        check=True,
-    )
-
-
 def bench_ranks(
     admin: k8s.ApiClient, sizes: list[int], repeat: int, short: bool = False
 ) -> dict[str, Any]:
     """Every size with and without Kueue (when installed), ``repeat`` times each, in one
     namespace whose ClusterQueue holds the largest gang; ``short`` says the run is CI's."""
-    add_nodes()
-    try:
-        k8s.CustomObjectsApi(admin).get_api_resources(*KUEUE)
-        with_kueue = [False, True]
-    except ApiException:
-        with_kueue = [False]
+    add_simulated_nodes("gang-nodes.yaml")
+    with_kueue = [False, True] if kueue_installed(admin) else [False]
     results: dict[str, Any] = {
         "form": (
             f"short (CI): {repeat} run(s) of each case; `make bench` outside CI runs 3"
@@ -381,12 +252,7 @@ def bench_ranks(
                 results[key] = bench_gang(admin, ns, times, ranks, kueue, repeat)
     finally:
         times.stop()
-        custom = k8s.CustomObjectsApi(admin)
-        for kind, name in cluster_objects:
-            try:
-                custom.delete_cluster_custom_object(*KUEUE, kind, name)
-            except ApiException as e:
-                logging.warning("could not delete %s %s: %s", kind, name, e)
+        delete_cluster_objects(admin, cluster_objects)
         k8s.CoreV1Api(admin).delete_namespace(ns)
     results["load_average_1m"]["after"] = round(os.getloadavg()[0], 2)
     if len(with_kueue) == 1:

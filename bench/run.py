@@ -30,9 +30,7 @@ import argparse
 import json
 import logging
 import os
-import statistics
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -41,23 +39,31 @@ from typing import Any
 
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
-from kubernetes.client.exceptions import ApiException
-from kubernetes.watch.watch import iter_resp_lines
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import fanin  # noqa: E402
-from fanin import step_info  # noqa: E402
-
-from k8s_step_operator import (  # noqa: E402
-    KubernetesJobStepOperator,
-    KubernetesJobStepOperatorConfig,
-    ResourceSettings,
+from common import (  # noqa: E402
+    JobTimes,
+    NamespaceWatch,
+    create_kueue_queue,
+    delete_cluster_objects,
+    delta,
+    kubeconfig,
+    kueue_installed,
+    metrics_text,
+    new_namespace,
+    operator_config,
+    request_counts,
+    run_parallel,
+    step_info,
+    summary,
 )
 
-SETTINGS_KEY = "step_operator.kubernetes_job"
+from k8s_step_operator import KubernetesJobStepOperator, ResourceSettings  # noqa: E402
+
 OUR_VERBS = {
     "jobs": ("POST", "GET", "LIST", "WATCH", "DELETE"),
     "pods": ("LIST", "WATCH"),
@@ -69,120 +75,13 @@ OUR_VERBS = {
 }
 
 
-def kubeconfig() -> str:
-    return os.environ.get("KUBECONFIG") or str(ROOT / ".cluster" / "kubeconfig")
-
-
 OPERATORS: list[KubernetesJobStepOperator] = []
 
 
 def make_operator(namespace: str, **settings: Any) -> KubernetesJobStepOperator:
-    config = KubernetesJobStepOperatorConfig(
-        kubeconfig_path=kubeconfig(),
-        namespace=namespace,
-        image="localhost/bench:1",
-        image_pull_policy="IfNotPresent",
-        **settings,
-    )
-    op = KubernetesJobStepOperator("bench", config=config)
+    op = KubernetesJobStepOperator("bench", config=operator_config(namespace, **settings))
     OPERATORS.append(op)
     return op
-
-
-def stats(values: list[float]) -> dict[str, float]:
-    ordered = sorted(values)
-    p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
-    return {
-        "n": len(ordered),
-        "min": round(ordered[0], 4),
-        "p50": round(statistics.median(ordered), 4),
-        "p99": round(p99, 4),
-        "max": round(ordered[-1], 4),
-    }
-
-
-class JobTimes:
-    """An independent watch on the namespace's Jobs: when each was first seen and finished."""
-
-    def __init__(self, api: k8s.ApiClient, namespace: str) -> None:
-        self.batch = k8s.BatchV1Api(api)
-        self.namespace = namespace
-        self.created: dict[str, float] = {}
-        self.finished: dict[str, float] = {}
-        self._stop = threading.Event()
-        self._resp: Any = None
-        self.ready = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        listed = json.loads(
-            self.batch.list_namespaced_job(self.namespace, _preload_content=False).data
-        )
-        rv = listed["metadata"]["resourceVersion"]
-        while not self._stop.is_set():
-            self._resp = self.batch.list_namespaced_job(
-                self.namespace,
-                watch=True,
-                resource_version=rv,
-                allow_watch_bookmarks=True,
-                timeout_seconds=300,
-                _preload_content=False,
-            )
-            self.ready.set()
-            try:
-                for line in iter_resp_lines(self._resp):
-                    now = time.monotonic()
-                    event = json.loads(line)
-                    obj = event["object"]
-                    rv = obj["metadata"].get("resourceVersion", rv)
-                    if event["type"] not in ("ADDED", "MODIFIED"):
-                        continue
-                    name = obj["metadata"]["name"]
-                    self.created.setdefault(name, now)
-                    for c in (obj.get("status") or {}).get("conditions") or []:
-                        if c.get("status") == "True" and c.get("type") in (
-                            "SuccessCriteriaMet",
-                            "Complete",
-                            "FailureTarget",
-                            "Failed",
-                        ):
-                            self.finished.setdefault(name, now)
-            except Exception:
-                if self._stop.is_set():
-                    return
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._resp is not None:
-            self._resp.close()
-
-
-def metrics_text(api: k8s.ApiClient) -> str:
-    import urllib3
-
-    cfg = api.configuration
-    pool = urllib3.PoolManager(
-        cert_reqs="CERT_REQUIRED",
-        ca_certs=cfg.ssl_ca_cert,
-        cert_file=cfg.cert_file,
-        key_file=cfg.key_file,
-    )
-    headers = {}
-    if cfg.api_key.get("authorization"):
-        headers["Authorization"] = cfg.api_key["authorization"]
-    r = pool.request("GET", cfg.host + "/metrics", headers=headers, timeout=30)
-    return str(r.data.decode())
-
-
-def _labels(line: str) -> dict[str, str]:
-    inside = line[line.index("{") + 1 : line.rindex("}")]
-    out: dict[str, str] = {}
-    for part in inside.split('",'):
-        if "=" in part:
-            k, _, v = part.partition("=")
-            out[k.strip()] = v.strip().strip('"')
-    return out
 
 
 def our_requests(text: str) -> float:
@@ -196,49 +95,7 @@ def our_requests(text: str) -> float:
 
 def request_breakdown(text: str) -> dict[str, float]:
     """``our_requests`` per "VERB resource"."""
-    counts: dict[str, float] = {}
-    for line in text.splitlines():
-        if not line.startswith("apiserver_request_total{"):
-            continue
-        lab = _labels(line)
-        if lab.get("subresource"):
-            continue
-        resource, verb = lab.get("resource", ""), lab.get("verb", "")
-        if verb in OUR_VERBS.get(resource, ()):
-            key = f"{verb} {resource}"
-            counts[key] = counts.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
-    return counts
-
-
-def run_parallel(fn: Callable[[int], None], count: int, width: int) -> list[BaseException]:
-    errors: list[BaseException] = []
-    sem = threading.Semaphore(width)
-
-    def one(i: int) -> None:
-        with sem:
-            try:
-                fn(i)
-            except BaseException as e:  # reported below
-                errors.append(e)
-
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(count)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return errors
-
-
-def namespace(admin: k8s.ApiClient, prefix: str) -> str:
-    name = f"{prefix}-{uuid.uuid4().hex[:6]}"
-    k8s.CoreV1Api(admin).create_namespace({"metadata": {"name": name}})
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        sas = k8s.CoreV1Api(admin).list_namespaced_service_account(name).items
-        if any(sa.metadata.name == "default" for sa in sas):
-            break
-        time.sleep(0.2)
-    return name
+    return request_counts(text, OUR_VERBS)
 
 
 _TO_DROP: list[str] = []
@@ -268,7 +125,7 @@ def drop_namespaces(admin: k8s.ApiClient, wait: bool = False) -> None:
 def bench_latency(
     admin: k8s.ApiClient, steps: int, width: int, stream_logs: bool = True
 ) -> dict[str, Any]:
-    ns = namespace(admin, "bench-latency")
+    ns = new_namespace(admin, "bench-latency")
     try:
         times = JobTimes(admin, ns)
         times.ready.wait(10)
@@ -293,7 +150,7 @@ def bench_latency(
             "concurrency": width,
             "stream_logs": stream_logs,
             "errors": [str(e) for e in errors][:3],
-            "latency_ms": stats(latencies) if latencies else {},
+            "latency_ms": summary(latencies, digits=4),
         }
     finally:
         drop_namespace(admin, ns)
@@ -303,7 +160,7 @@ def bench_unschedulable(admin: k8s.ApiClient, steps: int) -> dict[str, Any]:
     """Seconds from calling launch to the error for 9 GPUs where nodes have at most 8."""
     from k8s_step_operator import UnschedulableError
 
-    ns = namespace(admin, "bench-unsched")
+    ns = new_namespace(admin, "bench-unsched")
     try:
         op = make_operator(ns)
         run = f"unsched-{uuid.uuid4().hex[:6]}"
@@ -325,7 +182,7 @@ def bench_unschedulable(admin: k8s.ApiClient, steps: int) -> dict[str, Any]:
                 took.append(time.monotonic() - t0)
         return {
             "what": "s from launch() to UnschedulableError, Job and pod deleted, 9 GPUs vs 8",
-            "seconds": stats(took) if took else {},
+            "seconds": summary(took, digits=4),
         }
     finally:
         drop_namespace(admin, ns)
@@ -339,21 +196,21 @@ def stop_watchers() -> None:
 
 
 def bench_requests(admin: k8s.ApiClient, duration_s: int, steps: int) -> dict[str, Any]:
-    ns = namespace(admin, "bench-requests")
+    ns = new_namespace(admin, "bench-requests")
     try:
         stop_watchers()  # earlier figures' lingering watchers would be counted here otherwise
         # Wait until nothing else uses these verbs (a namespace being deleted is listed through
         # by the namespace controller), so that the figure counts the operator's requests only.
         idle_rate = -1.0
         for _ in range(10):
-            before = our_requests(metrics_text(admin))
+            before = our_requests(metrics_text(admin, reuse_pool=False))
             time.sleep(3)
-            idle_rate = (our_requests(metrics_text(admin)) - before) / 3
+            idle_rate = (our_requests(metrics_text(admin, reuse_pool=False)) - before) / 3
             if idle_rate == 0:
                 break
         op = make_operator(ns)
         run = f"req-{uuid.uuid4().hex[:6]}"
-        start = request_breakdown(metrics_text(admin))
+        start = request_breakdown(metrics_text(admin, reuse_pool=False))
         t0 = time.monotonic()
         errors = run_parallel(
             lambda i: op.launch(step_info(run, f"s{i}", f"{duration_s}s"), ["true"], {}),
@@ -364,17 +221,17 @@ def bench_requests(admin: k8s.ApiClient, duration_s: int, steps: int) -> dict[st
         # linger for the next step) so that its requests are all in the figure.
         stop_watchers()
         elapsed = time.monotonic() - t0
-        end = request_breakdown(metrics_text(admin))
-        breakdown = {k: v - start.get(k, 0.0) for k, v in end.items() if v - start.get(k, 0.0)}
-        delta = sum(breakdown.values())
+        end = request_breakdown(metrics_text(admin, reuse_pool=False))
+        breakdown = delta(end, start)
+        total = sum(breakdown.values())
         return {
             "step_seconds": duration_s,
             "steps": steps,
             "errors": [str(e) for e in errors][:3],
             "idle_rate_per_s_before": round(idle_rate, 3),
             "seconds": round(elapsed, 1),
-            "requests": round(delta, 1),
-            "requests_per_step": round(delta / steps, 2),
+            "requests": round(total, 1),
+            "requests_per_step": round(total / steps, 2),
             "breakdown": breakdown,
         }
     finally:
@@ -386,54 +243,26 @@ class QueueTimes:
     un-suspended (Kueue admitted it) and when its pod was first seen Running."""
 
     def __init__(self, api: k8s.ApiClient, namespace: str) -> None:
-        self.batch, self.core = k8s.BatchV1Api(api), k8s.CoreV1Api(api)
-        self.namespace = namespace
         self.admitted: dict[str, float] = {}
         self.running: dict[str, float] = {}
-        self._stop = threading.Event()
-        self._resps: list[Any] = []
-        self.threads = [
-            threading.Thread(target=self._watch, args=(kind,), daemon=True)
-            for kind in ("jobs", "pods")
+        batch, core = k8s.BatchV1Api(api), k8s.CoreV1Api(api)
+        self._watches = [
+            NamespaceWatch(batch.list_namespaced_job, namespace, self._job, bookmarks=False),
+            NamespaceWatch(core.list_namespaced_pod, namespace, self._pod, bookmarks=False),
         ]
-        for th in self.threads:
-            th.start()
 
-    def _watch(self, kind: str) -> None:
-        fn = self.batch.list_namespaced_job if kind == "jobs" else self.core.list_namespaced_pod
-        rv = json.loads(fn(self.namespace, _preload_content=False).data)["metadata"][
-            "resourceVersion"
-        ]
-        while not self._stop.is_set():
-            resp = fn(
-                self.namespace,
-                watch=True,
-                resource_version=rv,
-                timeout_seconds=300,
-                _preload_content=False,
-            )
-            self._resps.append(resp)
-            try:
-                for line in iter_resp_lines(resp):
-                    now = time.monotonic()
-                    obj = json.loads(line)["object"]
-                    rv = obj["metadata"].get("resourceVersion", rv)
-                    if kind == "jobs":
-                        if (obj.get("spec") or {}).get("suspend") is False:
-                            self.admitted.setdefault(obj["metadata"]["name"], now)
-                    elif (obj.get("status") or {}).get("phase") == "Running":
-                        job = (obj["metadata"].get("labels") or {}).get(
-                            "batch.kubernetes.io/job-name", ""
-                        )
-                        self.running.setdefault(job, now)
-            except Exception:
-                if self._stop.is_set():
-                    return
+    def _job(self, etype: str, obj: dict[str, Any], now: float) -> None:
+        if (obj.get("spec") or {}).get("suspend") is False:
+            self.admitted.setdefault(obj["metadata"]["name"], now)
+
+    def _pod(self, etype: str, obj: dict[str, Any], now: float) -> None:
+        if (obj.get("status") or {}).get("phase") == "Running":
+            job = (obj["metadata"].get("labels") or {}).get("batch.kubernetes.io/job-name", "")
+            self.running.setdefault(job, now)
 
     def stop(self) -> None:
-        self._stop.set()
-        for resp in self._resps:
-            resp.close()
+        for watch in self._watches:
+            watch.stop()
 
 
 class _RunningSeen(logging.Handler):
@@ -451,61 +280,17 @@ class _RunningSeen(logging.Handler):
 
 def bench_kueue(admin: k8s.ApiClient, steps: int, gpus: int, duration: str) -> dict[str, Any]:
     """``steps`` 1-GPU steps at once through Kueue, against a ClusterQueue of ``gpus`` GPUs."""
-    custom = k8s.CustomObjectsApi(admin)
-    try:
-        custom.get_api_resources("kueue.x-k8s.io", "v1beta2")
-    except ApiException:
+    if not kueue_installed(admin):
         return {"skipped": "Kueue is not installed in this cluster"}
-    ns = namespace(admin, "bench-kueue")
+    ns = new_namespace(admin, "bench-kueue")
     tag = ns.removeprefix("bench-kueue-")
-    flavor, cq = f"bench-h100-{tag}", f"bench-{tag}"
-    group, version = "kueue.x-k8s.io", "v1beta2"
-    custom.create_cluster_custom_object(
-        group,
-        version,
-        "resourceflavors",
-        {
-            "apiVersion": f"{group}/{version}",
-            "kind": "ResourceFlavor",
-            "metadata": {"name": flavor},
-            "spec": {"nodeLabels": {"k8s-step-operator.io/pool": "h100"}},
-        },
-    )
-    custom.create_cluster_custom_object(
-        group,
-        version,
-        "clusterqueues",
-        {
-            "apiVersion": f"{group}/{version}",
-            "kind": "ClusterQueue",
-            "metadata": {"name": cq},
-            "spec": {
-                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}},
-                "resourceGroups": [
-                    {
-                        "coveredResources": ["nvidia.com/gpu"],
-                        "flavors": [
-                            {
-                                "name": flavor,
-                                "resources": [{"name": "nvidia.com/gpu", "nominalQuota": gpus}],
-                            }
-                        ],
-                    }
-                ],
-            },
-        },
-    )
-    custom.create_namespaced_custom_object(
-        group,
-        version,
+    cluster_objects = create_kueue_queue(
+        admin,
         ns,
-        "localqueues",
-        {
-            "apiVersion": f"{group}/{version}",
-            "kind": "LocalQueue",
-            "metadata": {"name": "gpu"},
-            "spec": {"clusterQueue": cq},
-        },
+        flavor=f"bench-h100-{tag}",
+        cluster_queue=f"bench-{tag}",
+        gpus=gpus,
+        node_labels={"k8s-step-operator.io/pool": "h100"},
     )
     seen = _RunningSeen()
     operator_log = logging.getLogger("k8s_step_operator")
@@ -533,13 +318,13 @@ def bench_kueue(admin: k8s.ApiClient, steps: int, gpus: int, duration: str) -> d
             names[f"q{i}"] = op.build_job(info, ["true"], {})["metadata"]["name"]
             op.launch(info, ["true"], {})
 
-        start = request_breakdown(metrics_text(admin))
+        start = request_breakdown(metrics_text(admin, reuse_pool=False))
         t0 = time.monotonic()
         errors = run_parallel(one, steps, steps)
         wall = time.monotonic() - t0
         stop_watchers()
-        end = request_breakdown(metrics_text(admin))
-        breakdown = {k: v - start.get(k, 0.0) for k, v in end.items() if v - start.get(k, 0.0)}
+        end = request_breakdown(metrics_text(admin, reuse_pool=False))
+        breakdown = delta(end, start)
         to_running = [
             times.running[job] - times.admitted[job]
             for job in names.values()
@@ -564,21 +349,17 @@ def bench_kueue(admin: k8s.ApiClient, steps: int, gpus: int, duration: str) -> d
             "requests_per_step": round(sum(breakdown.values()) / steps, 2),
             "breakdown": breakdown,
             "admission_to_pod_running_s": {
-                "job_controller": stats(to_running) if to_running else {},
-                "operator_reports_running": stats(ours) if ours else {},
+                "job_controller": summary(to_running, digits=4),
+                "operator_reports_running": summary(ours, digits=4),
             },
-            "operator_lag_behind_pod_running_ms": stats(our_lag) if our_lag else {},
+            "operator_lag_behind_pod_running_ms": summary(our_lag, digits=4),
         }
     finally:
         times.stop()
         operator_log.removeHandler(seen)
         operator_log.setLevel(level)
         operator_log.propagate = propagate
-        for kind, name in (("clusterqueues", cq), ("resourceflavors", flavor)):
-            try:
-                custom.delete_cluster_custom_object(group, version, kind, name)
-            except ApiException as e:
-                logging.warning("could not delete %s %s: %s", kind, name, e)
+        delete_cluster_objects(admin, cluster_objects)
         drop_namespace(admin, ns)
 
 

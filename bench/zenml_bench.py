@@ -31,7 +31,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -41,6 +40,10 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from common import JobTimes, kubeconfig, summary, temporary_namespace  # noqa: E402
+
 PIPELINE = Path(__file__).with_name("zenml_pipeline.py")
 REAL_LABEL = "k8s-step-operator.io/real-node"
 REAL_NODE = "real-node-0"
@@ -54,30 +57,6 @@ def load(name: str, path: Path) -> ModuleType:
     sys.modules[name] = mod
     spec.loader.exec_module(mod)
     return mod
-
-
-# The figures' helpers and the independent Job watch of the core's benchmarks.
-core_bench = load("k8sso_bench_run", ROOT / "bench" / "run.py")
-
-
-def kubeconfig() -> str:
-    return os.environ.get("KUBECONFIG") or str(ROOT / ".cluster" / "kubeconfig")
-
-
-@contextlib.contextmanager
-def namespace(core: k8s.CoreV1Api) -> Iterator[str]:
-    name = f"bench-zenml-{uuid.uuid4().hex[:6]}"
-    core.create_namespace({"metadata": {"name": name}})
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        with contextlib.suppress(k8s.ApiException):
-            core.read_namespaced_service_account("default", name)
-            break
-        time.sleep(0.2)
-    try:
-        yield name
-    finally:
-        core.delete_namespace(name, propagation_policy="Background")
 
 
 @contextlib.contextmanager
@@ -178,7 +157,10 @@ def main(argv: list[str] | None = None) -> int:
     api = k8s_config.new_client_from_config(config_file=kubeconfig())
     core = k8s.CoreV1Api(api)
     results: dict[str, Any] = {"cpus": os.cpu_count()}
-    with tempfile.TemporaryDirectory(prefix="zenml-bench-") as tmp, namespace(core) as ns:
+    with (
+        tempfile.TemporaryDirectory(prefix="zenml-bench-") as tmp,
+        temporary_namespace(api, "bench-zenml") as ns,
+    ):
         zenml = ZenML(Path(tmp))
         component: dict[str, Any] = {
             "kubeconfig_path": kubeconfig(),
@@ -196,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
             component["pod_security_profile"] = "none"
         zenml.setup(component)
         with stores_claim(core, ns, zenml.config / "local_stores"):
-            jobs = core_bench.JobTimes(api, ns)
+            jobs = JobTimes(api, ns)
             jobs.ready.wait(30)
             # Warm-up: the first pod binds the claim and the node caches the image's layers.
             zenml.run(BENCH_STEP_OPERATOR="1")
@@ -215,14 +197,14 @@ def main(argv: list[str] | None = None) -> int:
             jobs.stop()
     overhead = (statistics.median(ours) - statistics.median(baseline)) / 3
     results["zenml_three_step_pipeline_seconds"] = {
-        "step_operator": core_bench.stats(ours),
-        "no_step_operator": core_bench.stats(baseline),
-        "zenml_default_wait": core_bench.stats(polled) if polled else None,
+        "step_operator": summary(ours, digits=4),
+        "no_step_operator": summary(baseline, digits=4),
+        "zenml_default_wait": summary(polled, digits=4) if polled else None,
     }
     results["zenml_overhead_per_step_seconds"] = round(overhead, 3)
-    results["zenml_detection_seconds"] = core_bench.stats(ours_detect)
+    results["zenml_detection_seconds"] = summary(ours_detect, digits=4)
     if poll_detect:
-        results["zenml_default_poll_detection_seconds"] = core_bench.stats(poll_detect)
+        results["zenml_default_poll_detection_seconds"] = summary(poll_detect, digits=4)
     results["zenml_detection_p99_under_100ms"] = results["zenml_detection_seconds"]["p99"] < 0.1
     print(json.dumps(results, indent=2))
     return 0

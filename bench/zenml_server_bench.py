@@ -31,11 +31,9 @@ import contextlib
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -45,78 +43,38 @@ from typing import Any
 import yaml
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
-from kubernetes.watch.watch import iter_resp_lines
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from common import JobTimes, kubeconfig, summary, temporary_namespace  # noqa: E402
 
 from examples.zenml import server_stack  # noqa: E402
 
 PIPELINE = Path(__file__).with_name("zenml_server_pipeline.py")
 TRACE = "K8SSO-TRACE "
 STEP_RUN_ANNOTATION = "k8s-step-operator.io/step-run-id"
-TERMINAL = ("Complete", "SuccessCriteriaMet", "Failed", "FailureTarget")
 
 
-def kubeconfig() -> str:
-    return os.environ.get("KUBECONFIG") or str(ROOT / ".cluster" / "kubeconfig")
-
-
-class JobWatch:
-    """When each Job of the namespace was first seen and seen terminal (wall clock)."""
+class JobWatch(JobTimes):
+    """When each Job of the namespace was first seen and seen terminal (wall clock, as the step
+    pods' traces are), and which Job runs each step run."""
 
     def __init__(self, api: k8s.ApiClient, namespace: str) -> None:
-        self.batch = k8s.BatchV1Api(api)
-        self.namespace = namespace
-        self.created: dict[str, float] = {}
-        self.finished: dict[str, float] = {}
         self.step_run: dict[str, str] = {}
-        self._stop = threading.Event()
-        self._resp: Any = None
-        self.ready = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
+        super().__init__(api, namespace, clock=time.time)
 
-    def _run(self) -> None:
-        listed = json.loads(
-            self.batch.list_namespaced_job(self.namespace, _preload_content=False).data
-        )
-        rv = listed["metadata"]["resourceVersion"]
-        while not self._stop.is_set():
-            self._resp = self.batch.list_namespaced_job(
-                self.namespace,
-                watch=True,
-                resource_version=rv,
-                allow_watch_bookmarks=True,
-                timeout_seconds=300,
-                _preload_content=False,
-            )
-            self.ready.set()
-            with contextlib.suppress(Exception):
-                for line in iter_resp_lines(self._resp):
-                    now = time.time()
-                    event = json.loads(line)
-                    obj = event["object"]
-                    rv = obj["metadata"].get("resourceVersion", rv)
-                    if event["type"] not in ("ADDED", "MODIFIED"):
-                        continue
-                    meta = obj["metadata"]
-                    name = meta["name"]
-                    self.created.setdefault(name, now)
-                    # Ours names the step run in an annotation, ZenML's in a label.
-                    run = (meta.get("annotations") or {}).get(STEP_RUN_ANNOTATION) or (
-                        meta.get("labels") or {}
-                    ).get("step_run_id")
-                    if run:
-                        self.step_run[run] = name
-                    for c in (obj.get("status") or {}).get("conditions") or []:
-                        if c.get("status") == "True" and c.get("type") in TERMINAL:
-                            self.finished.setdefault(name, now)
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._resp is not None:
-            self._resp.close()
+    def _seen(self, etype: str, obj: dict[str, Any], now: float) -> None:
+        super()._seen(etype, obj, now)
+        if etype not in ("ADDED", "MODIFIED"):
+            return
+        meta = obj["metadata"]
+        # Ours names the step run in an annotation, ZenML's in a label.
+        run = (meta.get("annotations") or {}).get(STEP_RUN_ANNOTATION) or (
+            meta.get("labels") or {}
+        ).get("step_run_id")
+        if run:
+            self.step_run[run] = meta["name"]
 
 
 def traces(core: k8s.CoreV1Api, namespace: str, run_id: str) -> list[dict[str, Any]]:
@@ -132,33 +90,8 @@ def traces(core: k8s.CoreV1Api, namespace: str, run_id: str) -> list[dict[str, A
 
 
 def stats(values: list[float]) -> dict[str, float] | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return {
-        "n": len(ordered),
-        "min": round(ordered[0], 3),
-        "p50": round(statistics.median(ordered), 3),
-        "max": round(ordered[-1], 3),
-    }
-
-
-@contextlib.contextmanager
-def namespace(core: k8s.CoreV1Api) -> Iterator[str]:
-    name = f"bench-zenml-prod-{uuid.uuid4().hex[:6]}"
-    # ZenML's own pods run as root: the baseline profile.
-    labels = {"pod-security.kubernetes.io/enforce": "baseline"}
-    core.create_namespace({"metadata": {"name": name, "labels": labels}})
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        with contextlib.suppress(k8s.ApiException):
-            core.read_namespaced_service_account("default", name)
-            break
-        time.sleep(0.2)
-    try:
-        yield name
-    finally:
-        core.delete_namespace(name, propagation_policy="Background")
+    """n / min / p50 / max; None (null in the JSON) for no values."""
+    return summary(values, p99=False) or None
 
 
 @contextlib.contextmanager
@@ -222,7 +155,10 @@ def main(argv: list[str] | None = None) -> int:
     runs: dict[str, list[float]] = {"ours": [], "zenml": []}
     with (
         tempfile.TemporaryDirectory(prefix="zenml-prod-bench-") as tmp,
-        namespace(core) as ns,
+        # ZenML's own pods run as root: the baseline profile.
+        temporary_namespace(
+            api, "bench-zenml-prod", {"pod-security.kubernetes.io/enforce": "baseline"}
+        ) as ns,
         chart(ns, config) as release,
     ):
         repo = Path(tmp) / "repo"

@@ -8,6 +8,7 @@ the ``zenml`` commands run in the ZenML environment (``tests/zenml_integration``
 
 from __future__ import annotations
 
+import itertools
 import os
 import shlex
 import subprocess
@@ -46,6 +47,21 @@ def readme_commands() -> list[str]:
             if command:
                 commands.append(command)
     return commands
+
+
+def helm_releases(commands: list[str]) -> list[tuple[str, str]]:
+    """The (release, namespace) of each ``helm install`` among ``commands``."""
+    found = []
+    for command in commands:
+        words = shlex.split(command)
+        if words[:2] != ["helm", "install"]:
+            continue
+        namespace = "default"
+        for flag, value in itertools.pairwise(words):
+            if flag in ("-n", "--namespace"):
+                namespace = value
+        found.append((words[2], namespace))
+    return found
 
 
 def test_every_readme_command_is_accounted_for() -> None:
@@ -93,12 +109,16 @@ def test_readme_commands_run(
             assert done.returncode == 0, f"{command}\n{done.stdout}\n{done.stderr}"
             ran.append(command)
     finally:
-        subprocess.run(
-            [helm_bin, "uninstall", "steps", "--namespace", "ml-steps", "--wait"],
-            env=env,
-            capture_output=True,
-            check=False,
-        )
+        # Every release the README installs: their cluster-scoped objects (the node reader) are
+        # named after the release, and would refuse another namespace's release of that name
+        # (the production demo's) long after this test.
+        for release, namespace in helm_releases(ran):
+            subprocess.run(
+                [helm_bin, "uninstall", release, "--namespace", namespace, "--wait"],
+                env=env,
+                capture_output=True,
+                check=False,
+            )
         subprocess.run(
             [kubectl_bin, "delete", "-k", "manifests/", "--wait=false"],
             cwd=ROOT,
@@ -113,6 +133,8 @@ def test_readme_commands_run(
             check=False,
         )
     assert any(c.startswith("helm install") for c in ran)
+    assert ("k8sso", "ml") in helm_releases(readme_commands())
+    assert ("steps", "ml-steps") in helm_releases(readme_commands())
     assert any(c.startswith("kubectl apply -k") for c in ran)
     assert any("k8s-step-operator run" in c for c in ran)
     if real_node:

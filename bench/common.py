@@ -30,6 +30,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
 from k8s_step_operator import KubernetesJobStepOperatorConfig, StepConfiguration, StepRunInfo
+from k8s_step_operator._kube.client import abort
 
 ROOT = Path(__file__).resolve().parent.parent
 SETTINGS_KEY = "step_operator.kubernetes_job"
@@ -468,7 +469,9 @@ class NamespaceWatch:
         """End the watch; wait up to ``join_timeout`` seconds for its thread (None: do not)."""
         self._stop.set()
         if self._resp is not None:
-            self._resp.close()
+            # Shut down, not only closed: closing waits for the reader blocked on the socket,
+            # until the server's next event or its watch timeout (minutes without bookmarks).
+            abort(self._resp)
         if join_timeout is not None:
             self.thread.join(timeout=join_timeout)
 

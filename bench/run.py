@@ -27,13 +27,14 @@ distribution, and repeated runs are what to compare.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -403,37 +404,61 @@ def main(argv: Iterable[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
     admin = k8s_config.new_client_from_config(config_file=kubeconfig())
     results: dict[str, Any] = {"cpus": os.cpu_count()}
+    # Seconds each part took, setup and clean-up included: what it costs a CI run.
+    spent: dict[str, float] = {}
+    results["part_seconds"] = spent
+
+    @contextlib.contextmanager
+    def part(name: str) -> Iterator[None]:
+        t0 = time.monotonic()
+        try:
+            yield
+        finally:
+            spent[name] = round(time.monotonic() - t0, 1)
+            print(f"[bench] {name}: {spent[name]} s", file=sys.stderr, flush=True)
+
     if "latency" in opts.only:
-        results["detection_latency"] = bench_latency(admin, opts.steps, 1)
-        results["detection_latency_concurrent"] = bench_latency(admin, opts.steps, opts.width)
+        with part("latency"):
+            results["detection_latency"] = bench_latency(admin, opts.steps, 1)
+            results["detection_latency_concurrent"] = bench_latency(admin, opts.steps, opts.width)
     if "latency-nologs" in opts.only:
-        results["detection_latency_no_logs"] = bench_latency(
-            admin, opts.steps, opts.width, stream_logs=False
-        )
+        with part("latency-nologs"):
+            results["detection_latency_no_logs"] = bench_latency(
+                admin, opts.steps, opts.width, stream_logs=False
+            )
     if "unschedulable" in opts.only:
-        results["unschedulable"] = bench_unschedulable(admin, 3 if opts.quick else 10)
+        with part("unschedulable"):
+            results["unschedulable"] = bench_unschedulable(admin, 3 if opts.quick else 10)
     if "requests" in opts.only:
-        results["requests_1s_alone"] = bench_requests(admin, 1, 1)
-        results["requests_long_alone"] = bench_requests(admin, opts.long, 1)
-        results["requests_1s_x5"] = bench_requests(admin, 1, 5)
-        results["requests_long_x5"] = bench_requests(admin, opts.long, 5)
+        with part("requests"):
+            results["requests_1s_alone"] = bench_requests(admin, 1, 1)
+            results["requests_long_alone"] = bench_requests(admin, opts.long, 1)
+            results["requests_1s_x5"] = bench_requests(admin, 1, 5)
+            results["requests_long_x5"] = bench_requests(admin, opts.long, 5)
     if "kueue" in opts.only:
-        results["kueue"] = bench_kueue(admin, opts.queued, 8, "2s")
+        with part("kueue"):
+            results["kueue"] = bench_kueue(admin, opts.queued, 8, "2s")
     if {"fanin", "fanout"} & set(opts.only):
-        stop_watchers()
-        drop_namespaces(admin, wait=True)  # their deletion would count in the figures below
-        fanin.add_nodes()
+        with part("namespaces dropped, fan-in nodes added"):
+            stop_watchers()
+            drop_namespaces(admin, wait=True)  # their deletion would count in the figures below
+            fanin.add_nodes()
     if "fanin" in opts.only:
-        results["fanin"] = [
-            timed(fanin.fanin_round, admin, n, 1, opts.fanout_duration) for n in opts.fanin
-        ]
+        with part("fanin"):
+            results["fanin"] = [
+                timed(fanin.fanin_round, admin, n, 1, opts.fanout_duration) for n in opts.fanin
+            ]
     if "fanout" in opts.only and opts.fanout:
-        results["fanout"] = timed(fanin.fanin_round, admin, 1, opts.fanout, opts.fanout_duration)
+        with part("fanout"):
+            results["fanout"] = timed(
+                fanin.fanin_round, admin, 1, opts.fanout, opts.fanout_duration
+            )
     if "ranks" in opts.only:
         from ranks import bench_ranks  # bench/ranks.py, beside this script
 
-        repeat = 1 if opts.quick else opts.ranks_repeat
-        results["ranks"] = bench_ranks(admin, [8, 32], repeat, opts.short or opts.quick)
+        with part("ranks"):
+            repeat = 1 if opts.quick else opts.ranks_repeat
+            results["ranks"] = bench_ranks(admin, [8, 32], repeat, opts.short or opts.quick)
     drop_namespaces(admin)
     print(json.dumps(results, indent=2))
     return 0

@@ -95,6 +95,7 @@ __all__ = [
     "conditions_of",
     "labels_of",
     "name_of",
+    "resource_version_of",
 ]
 
 T = TypeVar("T")
@@ -704,6 +705,11 @@ WatchLine: TypeAlias = WatchEvent[T] | WatchError
 def name_of(obj: KubeObject) -> str:
     """``metadata.name``, or ``""``."""
     return obj.get("metadata", {}).get("name", "")
+
+
+def resource_version_of(obj: KubeObject) -> str:
+    """``metadata.resourceVersion``, or ``""``."""
+    return str(obj.get("metadata", {}).get("resourceVersion") or "")
 
 
 def labels_of(obj: KubeObject) -> dict[str, str]:

@@ -15,16 +15,12 @@ from collections import defaultdict
 from collections.abc import Iterable
 
 from k8s_step_operator._errors import ApiError, ForbiddenError
-from k8s_step_operator._objects import Event
+from k8s_step_operator._objects import Event, resource_version_of
 from k8s_step_operator._runner.ports import SYSTEM_CLOCK, Clock, KubeAccess
 
 __all__ = ["FAILED_CREATE_SELECTOR", "FailedCreates", "StepEvents"]
 
 log = logging.getLogger(__name__)
-
-
-def _rv(event: Event) -> str:
-    return str(event.get("metadata", {}).get("resourceVersion") or "")
 
 
 def _event_time(event: Event) -> str:
@@ -194,6 +190,6 @@ class StepEvents:
         if events is None:
             self._refused = True
             return False
-        before = [_rv(e) for e in self._events.get(subject, ())]
+        before = [resource_version_of(e) for e in self._events.get(subject, ())]
         self._events[subject] = sorted(events, key=_event_time)
-        return before != [_rv(e) for e in self._events[subject]]
+        return before != [resource_version_of(e) for e in self._events[subject]]

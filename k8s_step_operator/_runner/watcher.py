@@ -73,6 +73,7 @@ from k8s_step_operator._objects import (
     WatchLine,
     Workload,
     labels_of,
+    resource_version_of,
 )
 from k8s_step_operator._runner.ports import SYSTEM_CLOCK, Clock, Kind, KubeAccess, Stream
 from k8s_step_operator._runner.step_events import FailedCreates
@@ -113,14 +114,10 @@ READ_SLACK = 15.0
 Obj = TypeVar("Obj", bound=KubeObject)
 
 
-def _rv(obj: KubeObject) -> str:
-    return str(obj.get("metadata", {}).get("resourceVersion") or "")
-
-
-def _newer_or_equal(a: str, b: str) -> bool:
-    """Whether version ``a`` is at least ``b``; etcd revisions are integers in practice."""
+def _newer_or_equal(a: KubeObject, b: KubeObject) -> bool:
+    """Whether ``a``'s version is at least ``b``'s; etcd revisions are integers in practice."""
     try:
-        return int(a) >= int(b)
+        return int(resource_version_of(a)) >= int(resource_version_of(b))
     except ValueError:
         return True
 
@@ -592,7 +589,7 @@ class NamespaceWatcher:
                 # Another launcher's Job: into the set-based watch that lists it, if one does.
                 kind = next((c for c in self._scopes["jobs"].chunks if c.covers(job)), kind)
             cached = kind.objects.get(name)
-            if cached is None or not _newer_or_equal(_rv(cached), _rv(job)):
+            if cached is None or not _newer_or_equal(cached, job):
                 kind.objects[name] = job
             self._deleted_jobs.pop(name, None)
             self._notify(name)
@@ -724,7 +721,7 @@ class NamespaceWatcher:
             for item in items:
                 name = item["metadata"]["name"]
                 cached = kind.objects.get(name)
-                if cached is not None and _rv(cached) == _rv(item):
+                if cached is not None and resource_version_of(cached) == resource_version_of(item):
                     fresh[name] = cached  # unchanged: keep the compact copy
                     continue
                 item = _share_keys(item)
@@ -746,7 +743,7 @@ class NamespaceWatcher:
                 self._index(kind, obj)
                 if kind.name == "jobs":
                     self._deleted_jobs.pop(obj_name, None)
-                if before is None or _rv(before) != _rv(obj):
+                if before is None or resource_version_of(before) != resource_version_of(obj):
                     touched.add(self._job_name_for(kind, obj))
             kind.objects = fresh
             kind.listed_selector = selector
@@ -823,7 +820,7 @@ class NamespaceWatcher:
                 operation=f"watch {kind.name} in {self.namespace}",
             )
         obj = cast(Obj, event.get("object") or {})
-        rv = _rv(obj)
+        rv = resource_version_of(obj)
         if etype == "BOOKMARK":
             kind.resource_version = rv or kind.resource_version
             return
@@ -877,7 +874,7 @@ class NamespaceWatcher:
                         for item in items:
                             item_name = item["metadata"]["name"]
                             cached = jobs.objects.get(item_name)
-                            if cached is None or not _newer_or_equal(_rv(cached), _rv(item)):
+                            if cached is None or not _newer_or_equal(cached, item):
                                 item = _share_keys(item)
                                 _slim("jobs", item)
                                 jobs.objects[item_name] = item

@@ -107,7 +107,7 @@ log = logging.getLogger("k8s_step_operator")
 
 _TICK = 1.0
 # The phases no bound limits as long as no problem shows (the Job controller, the kubelet and the
-# step take their time): a step in one of them looks again at its next heartbeat or events read.
+# step take their time): a step in one of them looks again at its next heartbeat, or when woken.
 _UNBOUNDED = frozenset({Phase.SUBMITTED, Phase.STARTING, Phase.RUNNING})
 # Retry budget of the clean-up after an interrupt: the caller is on its way out.
 _CLEANUP_BUDGET = 15.0
@@ -430,6 +430,7 @@ class StepRun:
         try:
             self._wait(watcher, wait_for_change, follower, events)
         finally:
+            events.done_waiting()
             if follower is not None:
                 follower.stop()
             watcher.unsubscribe(sub)
@@ -448,7 +449,7 @@ class StepRun:
         events: StepEvents,
     ) -> None:
         while True:
-            wait_for_change(self._next_look(events))
+            wait_for_change(self._next_look())
             if watcher.failure is not None:
                 raise watcher.failure
             seen, pods = self._look(watcher, follower, events)
@@ -465,12 +466,13 @@ class StepRun:
             self._finish(step, watcher, follower, pods)
             return
 
-    def _next_look(self, events: StepEvents) -> float:
+    def _next_look(self) -> float:
         """Seconds until the step must look again though nothing changed (a change wakes it).
 
         A second while a bound or a grace may expire; in a phase no bound limits (submitted,
-        starting, running, with no problem), until its next heartbeat or events read: thousands
-        of waiting steps then do not each wake every second.
+        starting, running, with no problem), until its next heartbeat: thousands of waiting steps
+        then do not each wake every second (the watcher's reader of the Jobs' refusals wakes a
+        step waiting for its pod when one concerns it).
         """
         state, now = self.state, self.clock.monotonic()
         if (
@@ -481,8 +483,6 @@ class StepRun:
         ):
             return _TICK
         until = self.context.heartbeat - (now - state.said_at)
-        if state.phase is Phase.SUBMITTED:
-            until = min(until, events.next_read(self.name, state.in_phase(now)))
         return max(_TICK, until)
 
     def _look(
@@ -521,6 +521,8 @@ class StepRun:
             waited = state.in_phase(now) if state.phase is obs.phase else 0.0
             if events.refresh(obs.pod or self.name, waited, at_once=obs.problem is not None):
                 obs = observe(job, seen_pods, events.events(names), queue)
+        if not reads_events(obs) or obs.pod:
+            events.done_waiting()
         # The pod's spec from the Job submitted or attached to (the cache keeps no template).
         placement = self._placement(self.job, obs) if obs.problem is Problem.UNSCHEDULABLE else None
         domains = None

@@ -22,7 +22,8 @@ what this process follows:
 
 Events carry no labels and a field selector takes one value per field, so no watch can select the
 events of a set of steps. They are read on demand instead (``step_events``), only while a step
-waits where they say why; the watcher holds the one ``FailedCreates`` reader its steps share.
+waits where they say why; the watcher holds the one ``FailedCreates`` reader its steps share, and
+its thread lists them while any step waits for its pod, waking the steps whose Jobs they concern.
 
 The watch rules followed here:
 
@@ -363,7 +364,7 @@ class NamespaceWatcher:
             "workloads": _SetScope("workloads", KUEUE_JOB_UID_LABEL, None, optional=True),
         }
         self._threads: list[threading.Thread] = []
-        self.failed_creates = FailedCreates(api, namespace, clock)
+        self.failed_creates = FailedCreates(api, namespace, clock, notify=self._notify_locked)
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -374,10 +375,14 @@ class NamespaceWatcher:
             kinds = list(self._kinds.values())
         for kind in kinds:
             self._start_thread(kind)
-        t = threading.Thread(target=self._safety_net, name=f"relist-{self.namespace}")
-        t.daemon = True
-        t.start()
-        self._threads.append(t)
+        for target, name in (
+            (self._safety_net, f"relist-{self.namespace}"),
+            (self._read_failed_creates, f"events-{self.namespace}"),
+        ):
+            t = threading.Thread(target=target, name=name)
+            t.daemon = True
+            t.start()
+            self._threads.append(t)
 
     def _start_thread(self, kind: _KindState[Any]) -> None:
         self._threads = [t for t in self._threads if t.is_alive()]
@@ -404,6 +409,7 @@ class NamespaceWatcher:
     def stop(self) -> None:
         """Stop every thread and close the watch connections."""
         self._stopped.set()
+        self.failed_creates.wake.set()
         with self._lock:
             kinds = list(self._kinds.values())
         for kind in kinds:
@@ -535,6 +541,10 @@ class NamespaceWatcher:
     def _notify(self, job_name: str) -> None:
         for sub in self._subs.get(job_name, ()):
             sub.changed.set()
+
+    def _notify_locked(self, job_name: str) -> None:
+        with self._lock:
+            self._notify(job_name)
 
     def _notify_all(self) -> None:
         with self._lock:
@@ -854,6 +864,19 @@ class NamespaceWatcher:
         if kind.name == "jobs":
             return str(obj["metadata"]["name"])
         return job_name_of_pod(obj)  # a pod's or a Workload's owning Job
+
+    def _read_failed_creates(self) -> None:
+        """The one reader of the Jobs' refusals, while any step waits for its pod."""
+        reader = self.failed_creates
+        while not self._stopped.is_set():
+            reader.wake.clear()
+            try:
+                delay = reader.tick()
+            except Exception:  # the reader never dies while the watcher runs
+                log.exception("reading the Jobs' events in %s failed", self.namespace)
+                delay = 10.0
+            # Nothing due while no step waits: a step that begins to wait wakes the reader.
+            self.clock.wait(reader.wake, 3600.0 if delay is None else delay)
 
     def _safety_net(self) -> None:
         while not self.clock.wait(self._stopped, min(self.safety_interval, 5.0)):

@@ -569,7 +569,7 @@ class SyncWatchers(WatcherRegistry):
 
     Each watch of the watcher (its own Jobs and pods, and the set-based ones a subscription
     adds) is listed when it is new or its set grew, then fed every change its selector matches,
-    as the server would.
+    as the server would. The reader of the Jobs' refusals runs as actions on the fake clock.
     """
 
     def __init__(self, kube: FakeKube, launcher: str | None = None) -> None:
@@ -622,6 +622,21 @@ class SyncWatchers(WatcherRegistry):
         watcher.subscribe = subscribe_and_sync  # type: ignore[method-assign]
         sync()
         self.kube.listeners.append(feed)
+
+        fake_clock = clock or self.kube.clock
+
+        def read_failed_creates() -> None:
+            # What the reader's thread does, on the fake clock: a quarter second after its last
+            # look while no step waits (a real one is woken at once), else when due.
+            if watcher.stopped:
+                return
+            delay = watcher.failed_creates.tick()
+            fake_clock.after(0.25 if delay is None else max(delay, 0.01), read_failed_creates)
+
+        if hasattr(fake_clock, "after"):
+            fake_clock.after(0.25, read_failed_creates)
+        else:  # the real clock: the reader's own thread
+            threading.Thread(target=watcher._read_failed_creates, daemon=True).start()
         self.made.append(watcher)
         return watcher
 

@@ -313,6 +313,29 @@ def test_a_step_that_waits_briefly_reads_no_events() -> None:
     assert kube.count("list_events") == 0
 
 
+def test_a_step_waiting_for_its_pod_wakes_for_changes_and_heartbeats_only() -> None:
+    kube, run = make()
+    script(
+        kube,
+        (300, lambda j: running(kube, j)),
+        (305, lambda j: terminated(kube, j, 0, "Completed")),
+        (305, lambda j: kube.set_job_condition(j, "Complete")),
+    )
+    looks: list[float] = []
+    look = run._look
+
+    def counted(*args: Any) -> Any:
+        looks.append(kube.clock.t)
+        return look(*args)
+
+    run._look = counted  # type: ignore[method-assign]
+    run.run()
+    # Five minutes without a pod: the first look, four heartbeats, the pod, its end; the Jobs'
+    # refusals were read for it (at a growing interval) without waking it.
+    assert len(looks) <= 8, looks
+    assert 40 <= kube.count("list_events") <= 60  # 1 s growing to 10 s: ~53 in 300 s
+
+
 def test_an_unschedulable_pod_reads_its_own_events_and_no_others() -> None:
     kube, run = make(gpus=8, pending_timeout=5)
     script(kube, (0.5, lambda j: unschedulable(kube, j, INSUFFICIENT)))

@@ -423,20 +423,69 @@ def test_a_problem_reads_a_pods_events_at_once(kube: FakeKube) -> None:
     assert kube.count("list_events") == 1
 
 
-def test_one_list_of_failed_creates_serves_every_waiting_step(kube: FakeKube) -> None:
+def test_one_reader_of_failed_creates_serves_every_waiting_step(kube: FakeKube) -> None:
     kube.add_event(NS, "Job", "a", "FailedCreate", "exceeded quota")
     kube.add_event(NS, "Job", "a", "SuccessfulCreate", "created pod")
     kube.add_event(NS, "Pod", "a-x", "FailedCreate", "a pod's, not a Job's")
-    shared = FailedCreates(kube, NS, clock=kube.clock)
+    woken: list[str] = []
+    shared = FailedCreates(kube, NS, clock=kube.clock, notify=woken.append)
     steps = [StepEvents(kube, NS, name, shared, clock=kube.clock) for name in ("a", "b", "c")]
-    assert steps[0].refresh("a", waited=1.0)
-    for step in steps[1:]:
-        step.refresh(step.job, waited=1.0)
+    # Steps waiting for their pods say so and read nothing themselves.
+    for step in steps:
+        assert not step.refresh(step.job, waited=0.0)
+    assert shared.waiting == 3 and shared.wake.is_set()
+    assert shared.tick() == 1.0 and kube.count("list_events") == 0
+    # A second on, one list for all of them, which wakes the step whose Job it concerns.
+    kube.clock.advance(1.0)
+    assert shared.tick() == 1.0
     assert [c.args for c in kube.calls if c.method == "list_events"] == [
         (NS, "involvedObject.kind=Job,reason=FailedCreate")
     ]
+    assert woken == ["a"]
     assert [e["message"] for e in steps[0].events(["a", "a-x"])] == ["exceeded quota"]
     assert steps[1].events(["b"]) == []
+    # Nothing new: nobody is woken; a new refusal wakes its step only.
+    kube.clock.advance(1.0)
+    shared.tick()
+    assert woken == ["a"]
+    kube.add_event(NS, "Job", "b", "FailedCreate", "forbidden: violates PodSecurity")
+    kube.clock.advance(1.0)
+    shared.tick()
+    assert woken == ["a", "b"] and kube.count("list_events") == 3
+    # The interval grows with the newest waiter's wait, up to ten seconds.
+    kube.clock.advance(100.0)
+    shared.tick()
+    assert shared.tick() == 10.0
+    # When no step waits any more, no list is due however long it is.
+    for step in steps:
+        step.done_waiting()
+    assert shared.tick() is None
+    kube.clock.advance(3600.0)
+    assert shared.tick() is None and kube.count("list_events") == 4
+
+
+def test_a_new_waiter_is_read_for_a_second_after_it_began_to_wait(kube: FakeKube) -> None:
+    shared = FailedCreates(kube, NS, clock=kube.clock)
+    shared.wait_for("old", kube.clock.t)
+    kube.clock.advance(100.0)
+    shared.tick()
+    assert shared.tick() == 10.0
+    shared.wait_for("new", kube.clock.t)
+    assert shared.tick() == 1.0
+    kube.clock.advance(1.0)
+    shared.tick()
+    assert kube.count("list_events") == 2
+
+
+def test_a_problem_reads_the_jobs_refusals_at_once(kube: FakeKube) -> None:
+    kube.add_event(NS, "Job", "j", "FailedCreate", "exceeded quota")
+    events = StepEvents(kube, NS, "j", clock=kube.clock)
+    assert events.refresh("j", waited=0.0, at_once=True)
+    assert [e["message"] for e in events.events(["j"])] == ["exceeded quota"]
+    # Once: later looks leave it to the shared reader.
+    kube.clock.advance(5.0)
+    assert not events.refresh("j", waited=5.0, at_once=True)
+    assert kube.count("list_events") == 1
 
 
 def test_refused_events_are_said_once_and_not_asked_again(
@@ -448,8 +497,10 @@ def test_refused_events_are_said_once_and_not_asked_again(
     kube.clock.advance(60)
     assert not events.refresh("p-1", waited=65.0)
     assert not events.refresh("j", waited=65.0)
+    assert events.failed_creates.tick() is None  # refused: none due, ever
     kube.clock.advance(60)
     assert not events.refresh("j", waited=125.0)
+    assert events.failed_creates.tick() is None
     assert kube.count("list_events") == 2  # once for the pods, once for the Jobs
     assert caplog.text.count("cannot read events") == 2
 

@@ -8,8 +8,9 @@ config class inherits the settings class, so the merge is a plain field-by-field
 from __future__ import annotations
 
 import builtins
+import threading
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from datetime import UTC, datetime
 from typing import Any, ClassVar, cast
 from uuid import UUID, uuid4
@@ -271,7 +272,14 @@ class StackComponent(ABC):  # noqa: B024 - abstract by intent, concrete parts sh
             )
         step_config = _step_config(container)
         key = self._settings_key_of(step_config.settings)
-        base = self.config.model_dump(include=set(settings_class.model_fields), exclude_unset=True)
+        cache = self._settings_cache()
+        base = cache.get(settings_class)
+        if base is None:
+            # The config is frozen: what it sets is read once.
+            base = self.config.model_dump(
+                include=set(settings_class.model_fields), exclude_unset=True
+            )
+            cache[settings_class] = base
         raw = step_config.settings.get(key)
         override: dict[str, Any]
         if raw is None:
@@ -286,12 +294,52 @@ class StackComponent(ABC):  # noqa: B024 - abstract by intent, concrete parts sh
                 f"a mapping or a {settings_class.__name__}",
                 builtins.type(raw).__name__,
             )
+        merged = {**base, **override}
         try:
-            return settings_class.model_validate({**base, **override})
+            seen: Hashable = (settings_class, _canonical(merged))
+        except TypeError:  # a value only the model can read (an object): validated every time
+            seen = None
+        if seen is not None and (found := cache.get(seen)) is not None:
+            return cast(BaseSettings, found)
+        try:
+            settings = settings_class.model_validate(merged)
         except ValidationError as exc:
             raise configuration_error(
                 exc, f"settings[{key!r}]", secret_fields=("secret_env",)
             ) from exc
+        if seen is not None:
+            with _CACHE_LOCK:
+                cache[seen] = settings
+                while len(cache) > _SETTINGS_CACHE_SIZE:
+                    del cache[next(iter(cache))]
+        return settings
+
+    def _settings_cache(self) -> dict[Hashable, Any]:
+        """This component's validated settings by their input, and its config's fields by class."""
+        cache = self.__dict__.get("_validated_settings")
+        if cache is None:
+            with _CACHE_LOCK:
+                cache = self.__dict__.setdefault("_validated_settings", {})
+        return cast(dict[Hashable, Any], cache)
+
+
+# Validated settings kept per component, by their merged input. The steps of a pipeline share a
+# few configurations; a validation is the deepest call a step's thread makes, and the stack pages
+# it touches stay resident while the step waits (thousands of threads, tens of KB each). Settings
+# are frozen, so one object serves every step that asks for the same.
+_SETTINGS_CACHE_SIZE = 64
+_CACHE_LOCK = threading.Lock()
+
+
+def _canonical(value: Any) -> Hashable:
+    """A hashable, exact form of a settings input; ``TypeError`` for what JSON cannot hold."""
+    if value is None or type(value) in (str, int, float, bool):
+        return (type(value).__name__, value)
+    if isinstance(value, Mapping):
+        return ("map", tuple(sorted((_canonical(k), _canonical(v)) for k, v in value.items())))
+    if isinstance(value, list | tuple):
+        return (type(value).__name__, tuple(_canonical(v) for v in value))
+    raise TypeError(type(value).__name__)
 
 
 class Flavor(ABC):

@@ -99,6 +99,31 @@ def test_step_settings_override_component_config_field_by_field() -> None:
     assert op.get_settings(info()).namespace == "ml"
 
 
+def test_steps_with_the_same_settings_share_one_validated_object() -> None:
+    op = KubernetesJobStepOperator(config=KubernetesJobStepOperatorConfig(namespace="ml"))
+    first = op.get_settings(info({"gpu_count": 2, "node_selector": {"pool": "a"}}))
+    assert op.get_settings(info({"node_selector": {"pool": "a"}, "gpu_count": 2})) is first
+    # Any difference, of value or of type, is validated on its own.
+    other = op.get_settings(info({"gpu_count": 2, "node_selector": {"pool": "b"}}))
+    assert other is not first and other.node_selector == {"pool": "b"}
+    assert first.node_selector == {"pool": "a"}
+    assert op.get_settings(info({"gpu_count": 2.0, "node_selector": {"pool": "a"}})) is not first
+    # Another operator's config is its own.
+    elsewhere = KubernetesJobStepOperator(config=KubernetesJobStepOperatorConfig(namespace="x"))
+    assert (
+        elsewhere.get_settings(info({"gpu_count": 2, "node_selector": {"pool": "a"}})).namespace
+        == "x"
+    )
+    # Invalid input is refused every time, never kept.
+    for _ in range(2):
+        with pytest.raises(ConfigurationError):
+            op.get_settings(info({"gpu_count": -1}))
+    # A bounded number of configurations is kept.
+    for n in range(200):
+        op.get_settings(info({"labels": {"n": str(n)}}))
+    assert len(op.__dict__["_validated_settings"]) <= 65
+
+
 def test_invalid_step_settings_name_the_key_and_field() -> None:
     op = KubernetesJobStepOperator()
     with pytest.raises(ConfigurationError) as exc:

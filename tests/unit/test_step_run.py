@@ -68,6 +68,19 @@ def make(*, gpus: int = 1, step_run_id: str = "sr-1", **overrides: Any) -> tuple
     return kube, run
 
 
+def count_looks(kube: FakeKube, run: StepRun) -> list[float]:
+    """The fake seconds since the start at which the step looks at the caches, as it runs."""
+    looks: list[float] = []
+    look = run._look
+
+    def counted(*args: Any) -> Any:
+        looks.append(kube.clock.t - 1000)
+        return look(*args)
+
+    run._look = counted  # type: ignore[method-assign]
+    return looks
+
+
 def running(kube: FakeKube, job: dict[str, Any]) -> None:
     kube.set_pod(
         job,
@@ -321,14 +334,7 @@ def test_a_step_waiting_for_its_pod_wakes_for_changes_and_heartbeats_only() -> N
         (305, lambda j: terminated(kube, j, 0, "Completed")),
         (305, lambda j: kube.set_job_condition(j, "Complete")),
     )
-    looks: list[float] = []
-    look = run._look
-
-    def counted(*args: Any) -> Any:
-        looks.append(kube.clock.t)
-        return look(*args)
-
-    run._look = counted  # type: ignore[method-assign]
+    looks = count_looks(kube, run)
     run.run()
     # Five minutes without a pod: the first look, four heartbeats, the pod, its end; the Jobs'
     # refusals were read for it (at a growing interval) without waking it.
@@ -518,14 +524,7 @@ def test_a_step_in_a_phase_without_bounds_looks_at_its_heartbeats_not_every_seco
         (300, lambda j: terminated(kube, j, 0, "Completed")),
         (300, lambda j: kube.set_job_condition(j, "Complete")),
     )
-    looks: list[float] = []
-    look = run._look
-
-    def counted(*args: Any) -> Any:
-        looks.append(kube.clock.t - 1000)
-        return look(*args)
-
-    run._look = counted  # type: ignore[method-assign]
+    looks = count_looks(kube, run)
     run.run()
     # Running for 5 minutes with nothing changing: a look per heartbeat, not 300.
     assert len([t for t in looks if 2 < t < 299]) <= 6
